@@ -1,0 +1,248 @@
+r"""External inputs: injected currents and spike sources.
+
+Currents are evaluated at the start of each step, :math:`t_k = k\,\Delta t`, and held for the
+step. Spike sources are populations without membrane dynamics; their spikes in step ``k`` are
+stamped :math:`t_k` like every other spike in brainsim.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from ._errors import check_nonnegative, check_positive, is_concrete
+from ._neurons._base import AbstractSpikeSource, default_dtype
+
+
+class AbstractCurrent(eqx.Module):
+    """An injected current (pA): a scalar or one value per neuron at time ``t`` (ms)."""
+
+    @abc.abstractmethod
+    def current(self, t, dt, key) -> Float[Array, "*n"]:
+        """The current during the step starting at ``t``."""
+
+    def check_size(self, n: int, owner: str) -> None:
+        return None
+
+
+class ConstantCurrent(AbstractCurrent):
+    """A constant current ``amplitude`` (pA; scalar or per neuron)."""
+
+    amplitude: Float[Array, "*n"]
+
+    def __init__(self, amplitude: ArrayLike):
+        self.amplitude = jnp.asarray(amplitude)
+
+    def current(self, t, dt, key):
+        return self.amplitude
+
+    def check_size(self, n, owner):
+        from ._errors import check_per_neuron
+
+        check_per_neuron("amplitude", self.amplitude, n, owner=owner)
+
+
+class StepCurrent(AbstractCurrent):
+    """Piecewise-constant current (NEST ``step_current_generator``).
+
+    ``amplitudes[i]`` (pA) flows from ``times[i]`` (ms) until ``times[i+1]``; zero before
+    ``times[0]``. ``amplitudes`` has shape ``(m,)`` or ``(m, n)`` for per-neuron values.
+    """
+
+    times: Float[Array, "m"]
+    amplitudes: Float[Array, "m *n"]
+
+    def __init__(self, times: ArrayLike, amplitudes: ArrayLike):
+        t = np.asarray(times, dtype=float)
+        a = np.asarray(amplitudes)
+        if t.ndim != 1 or t.size == 0:
+            raise ValueError(f"StepCurrent: `times` must be a non-empty 1-D array; got shape {t.shape}.")
+        if a.shape[:1] != t.shape:
+            raise ValueError(
+                f"StepCurrent: `amplitudes` needs one entry per time ({t.size}); got shape {a.shape}."
+            )
+        if np.any(np.diff(t) <= 0):
+            raise ValueError("StepCurrent: `times` must be strictly increasing.")
+        self.times = jnp.asarray(t)
+        self.amplitudes = jnp.asarray(a)
+
+    def current(self, t, dt, key):
+        # Small tolerance: a switch at 10.0 ms applies to the step starting at t_k = 10.0 ms
+        # even when k * dt lands a rounding error below it.
+        i = jnp.searchsorted(self.times, t + 1e-6 * dt, side="right") - 1
+        value = self.amplitudes[jnp.maximum(i, 0)]
+        return jnp.where(i >= 0, value, jnp.zeros_like(value))
+
+    def check_size(self, n, owner):
+        if self.amplitudes.ndim == 2 and self.amplitudes.shape[1] != n:
+            raise ValueError(
+                f"{owner}: StepCurrent amplitudes have {self.amplitudes.shape[1]} columns for a "
+                f"population of {n}."
+            )
+
+
+class TimedArray(AbstractCurrent):
+    """Values sampled every ``dt`` ms from ``t_start``: row ``floor((t - t_start)/dt)``.
+
+    ``values`` has shape ``(T,)`` (same for every neuron) or ``(T, n)``. Outside
+    ``[t_start, t_start + T dt)`` the value is zero. Used as an injected current (pA) or as a
+    time-varying rate of a :class:`PoissonSource` (Hz).
+    """
+
+    values: Float[Array, "T *n"]
+    dt: float = eqx.field(static=True)
+    t_start: float = eqx.field(static=True)
+
+    def __init__(self, values: ArrayLike, dt: float, t_start: float = 0.0):
+        check_positive("dt", dt, owner="TimedArray", unit="ms")
+        v = jnp.asarray(values)
+        if v.ndim not in (1, 2) or v.shape[0] == 0:
+            raise ValueError(f"TimedArray: `values` must have shape (T,) or (T, n); got {v.shape}.")
+        self.values = v
+        self.dt = float(dt)
+        self.t_start = float(t_start)
+
+    def __call__(self, t):
+        pos = (t - self.t_start) / self.dt
+        i = jnp.floor(pos + 1e-6).astype(jnp.int32)
+        inside = (i >= 0) & (i < self.values.shape[0])
+        row = self.values[jnp.clip(i, 0, self.values.shape[0] - 1)]
+        return jnp.where(inside, row, jnp.zeros_like(row))
+
+    def current(self, t, dt, key):
+        return self(t)
+
+    def check_size(self, n, owner):
+        if self.values.ndim == 2 and self.values.shape[1] != n:
+            raise ValueError(
+                f"{owner}: TimedArray has {self.values.shape[1]} columns for a population of {n}."
+            )
+
+
+class PoissonState(NamedTuple):
+    counts: Float[Array, "n"]
+    """Spike counts emitted in the last step."""
+
+
+class PoissonSource(AbstractSpikeSource):
+    r"""Independent Poisson spike trains with rate ``rate`` (Hz; scalar, per channel, or a
+    :class:`TimedArray` for rates that vary in time).
+
+    Each step emits a Poisson-distributed *count* with mean :math:`\lambda = r\,\Delta t`
+    (so high rates are never clipped to one spike per step); the count is the spike's value
+    and multiplies the synaptic weight.
+    """
+
+    rate: Float[Array, "*n"] | TimedArray
+
+    def __init__(self, rate: ArrayLike | TimedArray):
+        if not isinstance(rate, TimedArray):
+            check_nonnegative("rate", rate, owner="PoissonSource", unit="Hz")
+            rate = jnp.asarray(rate)
+        self.rate = rate
+
+    def init(self, n, *, dtype=None):
+        return PoissonState(jnp.zeros((n,), default_dtype(dtype)))
+
+    def step(self, state, t, dt, key):
+        rate = self.rate(t) if isinstance(self.rate, TimedArray) else self.rate
+        shape = state.counts.shape
+        lam = jnp.broadcast_to(jnp.asarray(rate, state.counts.dtype) * (dt * 1e-3), shape)
+        counts = jax.random.poisson(key, lam, shape).astype(state.counts.dtype)
+        return PoissonState(counts), counts
+
+    def check_size(self, n):
+        rate = self.rate.values[0] if isinstance(self.rate, TimedArray) else self.rate
+        if np.ndim(rate) != 0 and np.shape(rate) != (n,):
+            raise ValueError(
+                f"PoissonSource: `rate` must be a scalar or have shape ({n},); got {np.shape(rate)}."
+            )
+
+
+class SpikeGeneratorState(NamedTuple):
+    cursor: Int[Array, ""]
+    """Index of the next event not yet emitted."""
+    counts: Float[Array, "n"]
+    """Spikes emitted in the last step."""
+
+
+class SpikeGenerator(AbstractSpikeSource):
+    """Emits spikes at explicit times: channel ``indices[j]`` fires at ``times[j]`` (ms).
+
+    A spike at time ``τ`` is emitted in step ``round(τ / dt)`` (times must lie on the step grid
+    unless ``round_times=True``). Repeated (time, index) pairs emit a spike of value 2, 3, …
+    so nothing is merged away.
+    """
+
+    times: np.ndarray
+    indices: np.ndarray
+    round_times: bool = eqx.field(static=True)
+    steps: Int[Array, "m"] | None
+    channels: Int[Array, "m"] | None
+    per_step: int = eqx.field(static=True)
+
+    def __init__(self, times: ArrayLike, indices: ArrayLike, *, round_times: bool = False,
+                 _built=None):
+        t = np.asarray(times, dtype=float).ravel()
+        i = np.asarray(indices).ravel()
+        if t.shape != i.shape:
+            raise ValueError(
+                f"SpikeGenerator: `times` and `indices` must have the same length; got {t.size} "
+                f"and {i.size}."
+            )
+        if t.size and (np.any(t < 0) or not np.all(np.isfinite(t))):
+            raise ValueError("SpikeGenerator: `times` must be finite and >= 0 ms.")
+        if i.size and not np.issubdtype(i.dtype, np.integer):
+            raise TypeError(f"SpikeGenerator: `indices` must be integers; got dtype {i.dtype}.")
+        self.times = t
+        self.indices = i.astype(np.int64)
+        self.round_times = round_times
+        steps, channels, per_step = _built if _built is not None else (None, None, 0)
+        self.steps = steps
+        self.channels = channels
+        self.per_step = per_step
+
+    def discretize(self, n, dt):
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
+            bad = self.indices[(self.indices < 0) | (self.indices >= n)][0]
+            raise ValueError(
+                f"SpikeGenerator: index {bad} is out of range for a population of {n} "
+                f"(valid 0..{n - 1})."
+            )
+        steps = np.rint(self.times / dt)
+        if not self.round_times:
+            off = np.abs(self.times / dt - steps) > 1e-6 * np.maximum(1.0, self.times / dt)
+            if np.any(off):
+                raise ValueError(
+                    f"SpikeGenerator: spike time {self.times[off][0]} ms is not on the step grid "
+                    f"(dt = {dt} ms). Use multiples of dt or round_times=True."
+                )
+        order = np.lexsort((self.indices, steps))
+        steps = steps[order].astype(np.int64)
+        per_step = int(np.bincount(steps).max()) if steps.size else 1
+        built = (jnp.asarray(steps, jnp.int32), jnp.asarray(self.indices[order], jnp.int32),
+                 per_step)
+        return SpikeGenerator(self.times, self.indices, round_times=self.round_times,
+                              _built=built)
+
+    def init(self, n, *, dtype=None):
+        return SpikeGeneratorState(jnp.zeros((), jnp.int32), jnp.zeros((n,), default_dtype(dtype)))
+
+    def step(self, state, t, dt, key):
+        if self.steps is None:
+            raise RuntimeError("SpikeGenerator must be built into a Network before stepping.")
+        n = state.counts.shape[0]
+        k = jnp.round(t / dt).astype(jnp.int32)
+        m = self.steps.shape[0]
+        slots = state.cursor + jnp.arange(self.per_step)
+        due = (slots < m) & (self.steps.at[slots].get(mode="fill", fill_value=-1) == k)
+        channel = jnp.where(due, self.channels.at[slots].get(mode="fill", fill_value=n), n)
+        counts = jnp.zeros((n,), state.counts.dtype).at[channel].add(1.0, mode="drop")
+        cursor = state.cursor + jnp.sum(due, dtype=jnp.int32)
+        return SpikeGeneratorState(cursor, counts), counts

@@ -1,0 +1,243 @@
+r"""Declarative recording: small values that say what to record, with preallocated buffers.
+
+Pass a tuple of monitors to :func:`~brainsim.simulate`; each one's memory is fixed before the
+run and reported by ``monitor.nbytes(network, n_steps)``:
+
+* :class:`SpikeRaster` — every spike, bit-packed: ``n_steps × ceil(n/8)`` bytes per neuron
+  population (spike sources: one byte per channel and step, the spike count). Exact, never
+  overflows.
+* :class:`SpikeList` — compact ``(step, index, count)`` entries up to ``capacity``; more spikes
+  than that is a run-time fault reported after the run with the capacity needed.
+* :class:`StateTrace` — one state variable of chosen neurons every ``every`` steps.
+* :class:`PopulationRate` — the number of spikes of each population in every step.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._errors import unknown_name_error
+from ._events import chunk_indices, n_chunks, spike_events
+
+
+def _population_names(network, populations, owner) -> tuple[str, ...]:
+    names = [p.name for p in network.populations]
+    if populations is None:
+        return tuple(names)
+    if isinstance(populations, str):
+        populations = (populations,)
+    for name in populations:
+        if name not in names:
+            raise unknown_name_error("population", name, names, where=owner)
+    return tuple(populations)
+
+
+class AbstractMonitor(eqx.Module):
+    """A recording. ``init`` makes the carried buffer, ``update`` fills it each step,
+    ``per_step`` returns the per-step output stacked by ``scan`` (either may be ``None``)."""
+
+    def init(self, network, n_steps: int, dtype):
+        return None
+
+    def update(self, network, buffer, state_before, spikes, k):
+        return buffer
+
+    def per_step(self, network, state_before, spikes, k):
+        return None
+
+    @abc.abstractmethod
+    def nbytes(self, network, n_steps: int) -> int:
+        """Memory of the recording, bytes."""
+
+    @abc.abstractmethod
+    def describe(self, network, n_steps: int) -> str:
+        """One line: what is recorded and its size."""
+
+    def overflow(self, buffer):
+        """Number of items that did not fit (0 when the monitor cannot overflow)."""
+        return None
+
+
+class SpikeRaster(AbstractMonitor):
+    """All spikes of ``populations`` (default all) as packed per-step bit rows."""
+
+    populations: tuple[str, ...] | None = eqx.field(static=True, default=None)
+
+    def names(self, network):
+        return _population_names(network, self.populations, "SpikeRaster")
+
+    def per_step(self, network, state_before, spikes, k):
+        out = {}
+        for name in self.names(network):
+            s = spikes[name]
+            if network.population(name).is_source:
+                out[name] = jnp.clip(s, 0, 255).astype(jnp.uint8)
+            else:
+                out[name] = jnp.packbits((s != 0).astype(jnp.uint8))
+        return out
+
+    def nbytes(self, network, n_steps):
+        total = 0
+        for name in self.names(network):
+            p = network.population(name)
+            total += n_steps * (p.size if p.is_source else -(-p.size // 8))
+        return total
+
+    def describe(self, network, n_steps):
+        return f"SpikeRaster {list(self.names(network))}: {self.nbytes(network, n_steps) / 1e6:.2f} MB"
+
+
+class SpikeListBuffer(NamedTuple):
+    steps: jax.Array
+    ids: jax.Array
+    counts: jax.Array
+    total: jax.Array
+    """Entries produced so far (may exceed the capacity: then the run is reported as failed)."""
+    too_many: jax.Array
+    """Number of entries whose spike count exceeded 255 (one step, one neuron)."""
+
+
+class SpikeList(AbstractMonitor):
+    """Compact ``(step, index, count)`` entries of one population, up to ``capacity``.
+
+    If more spikes occur, the first ``capacity`` are kept and the run raises afterwards with
+    the capacity needed; use :class:`SpikeRaster` when the number is unknown.
+    """
+
+    population: str = eqx.field(static=True)
+    capacity: int = eqx.field(static=True)
+    chunk_size: int = eqx.field(static=True, default=64)
+
+    def __init__(self, population: str, capacity: int, chunk_size: int = 64):
+        if not (isinstance(capacity, int | np.integer) and capacity > 0):
+            raise ValueError(f"SpikeList: `capacity` must be a positive integer; got {capacity!r}.")
+        self.population = population
+        self.capacity = int(capacity)
+        self.chunk_size = chunk_size
+
+    def init(self, network, n_steps, dtype):
+        _population_names(network, self.population, "SpikeList")
+        z = jnp.zeros((self.capacity,), jnp.int32)
+        return SpikeListBuffer(z, z, jnp.zeros((self.capacity,), jnp.uint8),
+                               jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+    def update(self, network, buffer, state_before, spikes, k):
+        values = spikes[self.population]
+        events = spike_events(values)
+        n = values.shape[0]
+        size = self.chunk_size
+
+        def body(c, buf):
+            idx = chunk_indices(events, c * size, size)
+            pos = buf.total + c * size + jnp.arange(size)
+            pos = jnp.where(idx < n, pos, self.capacity)  # padding → dropped
+            cnt = values.at[idx].get(mode="fill", fill_value=0)
+            return buf._replace(
+                steps=buf.steps.at[pos].set(k, mode="drop"),
+                ids=buf.ids.at[pos].set(idx, mode="drop"),
+                counts=buf.counts.at[pos].set(jnp.clip(cnt, 0, 255).astype(jnp.uint8), mode="drop"),
+                too_many=buf.too_many + jnp.sum(cnt > 255, dtype=jnp.int32),
+            )
+
+        buffer = lax.fori_loop(0, n_chunks(events, size), body, buffer)
+        return buffer._replace(total=buffer.total + events.count)
+
+    def overflow(self, buffer):
+        return jnp.maximum(buffer.total - self.capacity, 0) + buffer.too_many
+
+    def nbytes(self, network, n_steps):
+        return self.capacity * 9
+
+    def describe(self, network, n_steps):
+        return (f"SpikeList {self.population!r}: up to {self.capacity} spikes, "
+                f"{self.nbytes(network, n_steps) / 1e6:.2f} MB")
+
+
+class StateTrace(AbstractMonitor):
+    """State variable ``variable`` of ``neurons`` (default all) in ``population``, sampled at
+    the start of every ``every``-th step (times :math:`k\\,\\Delta t`, k = 0, every, ...)."""
+
+    population: str = eqx.field(static=True)
+    variable: str = eqx.field(static=True)
+    neurons: tuple[int, ...] | None = eqx.field(static=True)
+    every: int = eqx.field(static=True)
+
+    def __init__(self, population: str, variable: str, neurons: Sequence[int] | None = None,
+                 every: int = 1):
+        if not (isinstance(every, int | np.integer) and every >= 1):
+            raise ValueError(f"StateTrace: `every` must be an integer >= 1 step; got {every!r}.")
+        self.population = population
+        self.variable = variable
+        self.neurons = None if neurons is None else tuple(int(i) for i in np.ravel(neurons))
+        self.every = int(every)
+
+    def _select(self, network, state):
+        p = network.population(self.population)
+        pstate = state.populations[self.population]
+        if self.variable not in pstate._fields:
+            raise unknown_name_error(f"state variable of {type(p.model).__name__}", self.variable,
+                                     pstate._fields, where=f"StateTrace {self.population!r}")
+        x = getattr(pstate, self.variable)
+        if self.neurons is not None:
+            bad = [i for i in self.neurons if not 0 <= i < p.size]
+            if bad:
+                raise ValueError(
+                    f"StateTrace {self.population!r}: neuron index {bad[0]} out of range "
+                    f"0..{p.size - 1}."
+                )
+            x = x[jnp.asarray(self.neurons)]
+        return x
+
+    def n_samples(self, n_steps):
+        return -(-n_steps // self.every)
+
+    def init(self, network, n_steps, dtype):
+        _population_names(network, self.population, "StateTrace")
+        example = self._select(
+            network, jax.eval_shape(lambda: network.init(jax.random.key(0), dtype=dtype))
+        )
+        return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
+
+    def update(self, network, buffer, state_before, spikes, k):
+        x = self._select(network, state_before)
+        if self.every == 1:
+            return lax.dynamic_update_index_in_dim(buffer, x, k, 0)
+        i = k // self.every
+        old = lax.dynamic_index_in_dim(buffer, i, 0, keepdims=False)
+        return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % self.every == 0, x, old), i, 0)
+
+    def nbytes(self, network, n_steps):
+        p = network.population(self.population)
+        m = p.size if self.neurons is None else len(self.neurons)
+        return self.n_samples(n_steps) * m * 4
+
+    def describe(self, network, n_steps):
+        return (f"StateTrace {self.population}.{self.variable} every {self.every} step(s): "
+                f"{self.nbytes(network, n_steps) / 1e6:.2f} MB")
+
+
+class PopulationRate(AbstractMonitor):
+    """Total spike count of each population in every step (rates follow by dividing by
+    ``size * dt``)."""
+
+    populations: tuple[str, ...] | None = eqx.field(static=True, default=None)
+
+    def names(self, network):
+        return _population_names(network, self.populations, "PopulationRate")
+
+    def per_step(self, network, state_before, spikes, k):
+        return {name: jnp.sum(spikes[name], dtype=jnp.float32) for name in self.names(network)}
+
+    def nbytes(self, network, n_steps):
+        return 4 * n_steps * len(self.names(network))
+
+    def describe(self, network, n_steps):
+        return f"PopulationRate {list(self.names(network))}: {self.nbytes(network, n_steps) / 1e6:.2f} MB"

@@ -1,0 +1,397 @@
+r"""Populations and projections composed into one network value with one step function.
+
+A :class:`Network` is a PyTree: every parameter (neuron constants, synaptic weights, time
+constants, input amplitudes) is an array leaf, so ``jit``, ``vmap`` and ``grad`` act on it
+directly; names, sizes and delays (in steps) are static structure. The network carries its
+step ``dt`` because delays are stored as whole steps.
+
+One step ``k`` (time :math:`t_k = k\,\Delta t`) is, in this order:
+
+1. **Arrivals** — every receptor reads the row of its ring buffer due at step ``k`` (spikes
+   emitted in step ``k - d`` over synapses with delay ``d``) and adds it to its trace.
+2. **Drive** — each receptor's trace, averaged exactly over :math:`[t_k, t_{k+1}]`, becomes
+   membrane input through its output (current, conductance, NMDA) at :math:`V(t_k)`; injected
+   currents are evaluated at :math:`t_k`.
+3. **Neurons** integrate to :math:`t_{k+1}`, spike (stamped :math:`t_k`, as in Brian2) and reset;
+   spike sources emit.
+4. **Propagation** — spikes pass through short-term plasticity and are delivered into the
+   postsynaptic ring rows ``k + d``. A delay of one step (the minimum) therefore acts on the
+   next step, the timing of a zero-delay synapse in Brian2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import check_positive, unknown_name_error
+from ._events import spike_events
+from ._inputs import AbstractCurrent
+from ._neurons._base import AbstractNeuron, AbstractSpikeSource, Drive, default_dtype
+from ._propagation import (
+    AbstractConnectivity,
+    AbstractLayout,
+    EllConnectivity,
+    Sparse,
+    deliver_sparse_group,
+    ring_row,
+)
+from ._synapses.kinetics import AbstractKinetics
+from ._synapses.outputs import AbstractOutput
+from ._synapses.stp import TsodyksMarkram
+from .connect import EdgeList
+from .init import AbstractInitializer
+
+
+def _distinct_targets(group):
+    """Split projections into runs whose (post, receptor) targets are all different."""
+    runs, current, seen = [], [], set()
+    for proj in group:
+        key = (proj.post, proj.receptor)
+        if key in seen:
+            runs.append(current)
+            current, seen = [], set()
+        current.append(proj)
+        seen.add(key)
+    runs.append(current)
+    return runs
+
+
+class Receptor(eqx.Module):
+    """A synaptic input port of a population: kinetics (trace dynamics) and output (how the
+    trace drives the membrane). Like Brian2's ``ge``/``gi`` or NEST's receptor types."""
+
+    kinetics: AbstractKinetics
+    output: AbstractOutput
+
+
+class Population(eqx.Module):
+    """``size`` neurons (or spike-source channels) sharing one model.
+
+    Arguments:
+        name: unique name within the network.
+        size: number of neurons.
+        model: an :class:`AbstractNeuron` (parameters scalar or per neuron) or an
+            :class:`AbstractSpikeSource`.
+        receptors: named synaptic inputs, e.g. ``{"exc": Receptor(ExponentialSynapse(5.0),
+            ConductanceBased(0.0))}``.
+        currents: injected currents (:class:`ConstantCurrent`, :class:`StepCurrent`,
+            :class:`TimedArray`) added to the membrane input.
+        initial: initial-value distributions for state variables, e.g.
+            ``{"v": brainsim.init.Uniform(-60.0, -50.0)}``; others start at rest.
+    """
+
+    name: str = eqx.field(static=True)
+    size: int = eqx.field(static=True)
+    model: AbstractNeuron | AbstractSpikeSource
+    receptors: dict[str, Receptor]
+    currents: tuple[AbstractCurrent, ...]
+    initial: dict[str, AbstractInitializer]
+
+    def __init__(self, name: str, size: int, model, *, receptors: Mapping[str, Receptor] | None = None,
+                 currents: Sequence[AbstractCurrent] = (),
+                 initial: Mapping[str, AbstractInitializer] | None = None):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Population: `name` must be a non-empty string; got {name!r}.")
+        if not (isinstance(size, int | np.integer) and size > 0):
+            raise ValueError(f"Population {name!r}: `size` must be a positive integer; got {size!r}.")
+        if not isinstance(model, AbstractNeuron | AbstractSpikeSource):
+            raise TypeError(
+                f"Population {name!r}: `model` must be a neuron model (e.g. brainsim.LIF(...)) "
+                f"or a spike source (e.g. brainsim.PoissonSource(...)); got {type(model).__name__}."
+            )
+        receptors = dict(receptors or {})
+        for rname, rec in receptors.items():
+            if not isinstance(rec, Receptor):
+                raise TypeError(
+                    f"Population {name!r}: receptor {rname!r} must be a brainsim.Receptor; got "
+                    f"{type(rec).__name__}."
+                )
+        if isinstance(model, AbstractSpikeSource) and (receptors or currents):
+            raise ValueError(
+                f"Population {name!r}: a spike source takes no receptors or currents."
+            )
+        for c in currents:
+            if not isinstance(c, AbstractCurrent):
+                raise TypeError(
+                    f"Population {name!r}: currents must be brainsim current inputs; got "
+                    f"{type(c).__name__}."
+                )
+            c.check_size(int(size), f"Population {name!r}")
+        model.check_size(int(size))
+        self.name = name
+        self.size = int(size)
+        self.model = model
+        self.receptors = receptors
+        self.currents = tuple(currents)
+        self.initial = dict(initial or {})
+
+    @property
+    def is_source(self) -> bool:
+        return isinstance(self.model, AbstractSpikeSource)
+
+
+class Projection(eqx.Module):
+    """Synapses from population ``pre`` onto receptor ``receptor`` of population ``post``.
+
+    Arguments:
+        pre, post: population names.
+        connectivity: an :class:`~brainsim.connect.EdgeList` from a builder in
+            :mod:`brainsim.connect` (delays in ms).
+        receptor: name of the postsynaptic receptor the weights add to.
+        layout: storage (default :class:`Sparse`, event-driven; or :class:`Dense`).
+        stp: optional :class:`TsodyksMarkram` short-term plasticity.
+        round_delays: round delays to the nearest step instead of raising.
+        name: unique name (default ``"pre->post:receptor"``).
+    """
+
+    pre: str = eqx.field(static=True)
+    post: str = eqx.field(static=True)
+    receptor: str = eqx.field(static=True)
+    name: str = eqx.field(static=True)
+    connectivity: AbstractConnectivity | EdgeList
+    layout: AbstractLayout
+    stp: TsodyksMarkram | None
+    round_delays: bool = eqx.field(static=True)
+
+    def __init__(self, pre: str, post: str, connectivity, *, receptor: str,
+                 layout: AbstractLayout | None = None, stp: TsodyksMarkram | None = None,
+                 round_delays: bool = False, name: str | None = None):
+        if not isinstance(connectivity, EdgeList | AbstractConnectivity):
+            raise TypeError(
+                f"Projection {pre}->{post}: `connectivity` must come from brainsim.connect "
+                f"(e.g. connect.fixed_probability(...)); got {type(connectivity).__name__}."
+            )
+        self.pre = pre
+        self.post = post
+        self.receptor = receptor
+        self.name = name if name is not None else f"{pre}->{post}:{receptor}"
+        self.connectivity = connectivity
+        self.layout = Sparse() if layout is None else layout
+        self.stp = stp
+        self.round_delays = round_delays
+
+
+class ReceptorState(NamedTuple):
+    kinetics: object
+    """State of the receptor's kinetics (the trace)."""
+    ring: jax.Array
+    """Future input, ``D`` rows of ``n`` values flattened; row ``k mod D`` arrives at step ``k``."""
+
+
+class NetworkState(NamedTuple):
+    step: jax.Array
+    """Index ``k`` of the next step (time ``k * dt``)."""
+    key: jax.Array
+    """Base PRNG key; step ``k`` uses ``fold_in(key, k)``."""
+    populations: dict
+    receptors: dict
+    stp: dict
+
+
+class Network(eqx.Module):
+    """Populations and projections as one value; see the module docstring for the step order.
+
+    Arguments:
+        populations: the :class:`Population` values (unique names).
+        projections: the :class:`Projection` values.
+        dt: the simulation step (ms); delays become whole steps of it.
+    """
+
+    populations: tuple[Population, ...]
+    projections: tuple[Projection, ...]
+    dt: float = eqx.field(static=True)
+
+    def __init__(self, populations: Sequence[Population], projections: Sequence[Projection] = (),
+                 *, dt: float):
+        check_positive("dt", dt, owner="Network", unit="ms")
+        populations = tuple(populations)
+        if not populations:
+            raise ValueError("Network: needs at least one population.")
+        by_name: dict[str, Population] = {}
+        for p in populations:
+            if not isinstance(p, Population):
+                raise TypeError(f"Network: populations must be brainsim.Population; got {type(p).__name__}.")
+            if p.name in by_name:
+                raise ValueError(f"Network: two populations are named {p.name!r}.")
+            by_name[p.name] = p
+        self.dt = float(dt)
+        self.populations = tuple(
+            eqx.tree_at(lambda q: q.model, p, p.model.discretize(p.size, self.dt))
+            if p.is_source else p
+            for p in populations
+        )
+        built, names = [], set()
+        for proj in projections:
+            if not isinstance(proj, Projection):
+                raise TypeError(f"Network: projections must be brainsim.Projection; got {type(proj).__name__}.")
+            built.append(self._build_projection(proj, by_name))
+            if proj.name in names:
+                raise ValueError(
+                    f"Network: two projections are named {proj.name!r}; pass distinct `name=`."
+                )
+            names.add(proj.name)
+        self.projections = tuple(built)
+
+    def _build_projection(self, proj: Projection, by_name) -> Projection:
+        where = f"Projection {proj.name!r}"
+        for role in ("pre", "post"):
+            if getattr(proj, role) not in by_name:
+                raise unknown_name_error(f"`{role}` population", getattr(proj, role), by_name,
+                                         where=where)
+        pre, post = by_name[proj.pre], by_name[proj.post]
+        if post.is_source:
+            raise ValueError(f"{where}: `post` population {post.name!r} is a spike source and "
+                             "cannot receive synapses.")
+        if proj.receptor not in post.receptors:
+            raise unknown_name_error(f"receptor of population {post.name!r}", proj.receptor,
+                                     post.receptors, where=where)
+        conn = proj.connectivity
+        if (conn.n_pre, conn.n_post) != (pre.size, post.size):
+            raise ValueError(
+                f"{where}: connectivity is {conn.n_pre} x {conn.n_post} but the populations have "
+                f"{pre.size} ({pre.name}) and {post.size} ({post.name}) neurons."
+            )
+        if isinstance(conn, EdgeList):
+            conn = proj.layout.build(conn, self.dt, owner=where, round_delays=proj.round_delays,
+                                     dtype=default_dtype(None))
+        return eqx.tree_at(lambda p: p.connectivity, proj, conn)
+
+    # ------------------------------------------------------------------------------ lookup
+
+    def population(self, name: str) -> Population:
+        for p in self.populations:
+            if p.name == name:
+                return p
+        raise unknown_name_error("population", name, [p.name for p in self.populations])
+
+    def projection(self, name: str) -> Projection:
+        for p in self.projections:
+            if p.name == name:
+                return p
+        raise unknown_name_error("projection", name, [p.name for p in self.projections])
+
+    @property
+    def n_neurons(self) -> int:
+        return sum(p.size for p in self.populations if not p.is_source)
+
+    @property
+    def n_synapses(self) -> int:
+        return sum(p.connectivity.n_synapses for p in self.projections)
+
+    def ring_length(self, population: str, receptor: str) -> int:
+        """Rows ``D`` of a receptor's ring buffer: the longest delay (steps) into it."""
+        delays = [p.connectivity.max_delay for p in self.projections
+                  if p.post == population and p.receptor == receptor]
+        return max(delays, default=1)
+
+    # ------------------------------------------------------------------------------ state
+
+    def init(self, key, *, dtype=None) -> NetworkState:
+        """Initial state: neurons at rest (or drawn from ``initial``), empty synapses."""
+        dtype = default_dtype(dtype)
+        key_init, key_run = jax.random.split(key)
+        pops, receptors, stp = {}, {}, {}
+        for i, p in enumerate(self.populations):
+            state = p.model.init(p.size, dtype=dtype)
+            for j, (var, dist) in enumerate(sorted(p.initial.items())):
+                if var not in state._fields:
+                    raise unknown_name_error(f"state variable of {type(p.model).__name__}", var,
+                                             state._fields, where=f"Population {p.name!r} initial")
+                k = jax.random.fold_in(jax.random.fold_in(key_init, i), j)
+                old = getattr(state, var)
+                state = state._replace(**{var: dist(k, old.shape, old.dtype)})
+            pops[p.name] = state
+            receptors[p.name] = {
+                r: ReceptorState(rec.kinetics.init(p.size, dtype),
+                                 jnp.zeros((self.ring_length(p.name, r) * p.size,), dtype))
+                for r, rec in p.receptors.items()
+            }
+        for proj in self.projections:
+            if proj.stp is not None:
+                stp[proj.name] = proj.stp.init(proj.connectivity.n_pre, dtype)
+        return NetworkState(jnp.zeros((), jnp.int32), key_run, pops, receptors, stp)
+
+    # ------------------------------------------------------------------------------ step
+
+    def step(self, state: NetworkState):
+        """Advance the whole network by one step; return ``(state, spikes)`` with ``spikes`` a
+        dict of float arrays (one per population)."""
+        dt = self.dt
+        k = state.step
+        t = k.astype(jnp.result_type(float)) * dt
+        step_key = jax.random.fold_in(state.key, k)
+        pops, receptors, spikes = {}, {}, {}
+        for i, p in enumerate(self.populations):
+            pkey = jax.random.fold_in(step_key, i)
+            pstate = state.populations[p.name]
+            if p.is_source:
+                pops[p.name], spikes[p.name] = p.model.step(pstate, t, dt, pkey)
+                receptors[p.name] = {}
+                continue
+            drive, receptors[p.name] = self._drive(p, pstate, state.receptors[p.name], k, t, pkey)
+            pops[p.name], spikes[p.name] = p.model.step(pstate, drive, t, dt)
+        stp, receptors = self._propagate(state, spikes, receptors, k)
+        new_state = NetworkState(k + 1, state.key, pops, receptors, stp)
+        return new_state, spikes
+
+    def _propagate(self, state, spikes, receptors, k):
+        """Short-term plasticity, then delivery into the postsynaptic ring buffers.
+
+        Sparse projections leaving the same population share one loop over its spikes.
+        """
+        stp, values, sparse_groups = {}, {}, {}
+        for proj in self.projections:
+            v = spikes[proj.pre]
+            if proj.stp is not None:
+                stp[proj.name], v = proj.stp.step(state.stp[proj.name], v, self.dt)
+            values[proj.name] = v
+            if isinstance(proj.connectivity, EllConnectivity):
+                sparse_groups.setdefault(proj.pre, []).append(proj)
+        rings = {(p.post, p.receptor): receptors[p.post][p.receptor].ring for p in self.projections}
+        for pre, group in sparse_groups.items():
+            events = spike_events(spikes[pre])
+            # Two projections of a group may feed the same receptor: deliver them in turn.
+            for sub in _distinct_targets(group):
+                keys = [(p.post, p.receptor) for p in sub]
+                out = deliver_sparse_group(
+                    tuple(p.connectivity for p in sub), tuple(rings[key] for key in keys), k,
+                    tuple(values[p.name] for p in sub), events,
+                )
+                rings.update(zip(keys, out, strict=True))
+        for proj in self.projections:
+            if not isinstance(proj.connectivity, EllConnectivity):
+                key = (proj.post, proj.receptor)
+                events = spike_events(values[proj.name])
+                rings[key] = proj.connectivity.deliver(rings[key], k, events)
+        for (post, receptor), ring in rings.items():
+            receptors[post][receptor] = receptors[post][receptor]._replace(ring=ring)
+        return stp, receptors
+
+    def _drive(self, p: Population, pstate, rstates, k, t, key):
+        dt = self.dt
+        v = p.model.voltage(pstate)
+        dtype = v.dtype
+        current = jnp.zeros((p.size,), dtype)
+        conductance = jnp.zeros((p.size,), dtype)
+        new = {}
+        for name, rec in p.receptors.items():
+            rs = rstates[name]
+            n_ring = rs.ring.shape[0] // p.size
+            row = k % n_ring
+            arriving = ring_row(rs.ring, row, p.size)
+            ring = jax.lax.dynamic_update_slice(rs.ring, jnp.zeros_like(arriving), (row * p.size,))
+            kin = rec.kinetics.arrive(rs.kinetics, arriving)
+            contribution = rec.output.drive(rec.kinetics.mean(kin, dt), v)
+            current = current + contribution.current
+            conductance = conductance + contribution.conductance
+            decayed = jax.tree.map(lambda x: x.astype(dtype), rec.kinetics.decay(kin, dt))
+            new[name] = ReceptorState(decayed, ring)
+        for j, c in enumerate(p.currents):
+            current = current + c.current(t, dt, jax.random.fold_in(key, 1000 + j))
+        return Drive(current.astype(dtype), conductance.astype(dtype)), new

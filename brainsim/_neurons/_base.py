@@ -1,0 +1,109 @@
+r"""The neuron interface and the synaptic drive a neuron receives.
+
+Units throughout brainsim: ms, mV, pF, nS, pA (so pA/pF = mV/ms and nS·mV = pA). Any other
+consistent set works too (μF/cm², mS/cm², μA/cm² for Hodgkin–Huxley), because the models only
+use ratios.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+
+class Drive(NamedTuple):
+    r"""Synaptic and injected input to a population during one step, linear in the voltage.
+
+    The membrane receives the current :math:`I(V) = i - g\,V` (pA) where ``i`` is in pA and
+    ``g`` in nS. A current-based synapse adds to ``i``; a conductance with reversal potential
+    :math:`E` adds :math:`g E` to ``i`` and :math:`g` to ``g``. Keeping the voltage dependence
+    explicit lets linear models integrate conductance input exactly over the step.
+    """
+
+    current: Float[Array, "n"]
+    conductance: Float[Array, "n"]
+
+    @classmethod
+    def zeros(cls, n: int, dtype) -> Drive:
+        z = jnp.zeros((n,), dtype)
+        return cls(z, z)
+
+    def total_current(self, v):
+        """The input current (pA) at membrane potential ``v`` (mV)."""
+        return self.current - self.conductance * v
+
+
+class AbstractNeuron(eqx.Module):
+    """A neuron model: frozen parameters (scalars or per-neuron arrays) and pure functions.
+
+    ``init(n)`` returns the resting state of ``n`` neurons as a NamedTuple of arrays;
+    ``step(state, drive, t, dt)`` advances it by ``dt`` ms and returns ``(state, spikes)`` with
+    ``spikes`` a float array (1.0 where the neuron fired during the step) that carries a
+    surrogate gradient. ``voltage(state)`` is the membrane potential (mV) that conductance
+    synapses see.
+    """
+
+    @abc.abstractmethod
+    def init(self, n: int, *, dtype=None):
+        """Resting state of ``n`` neurons."""
+
+    @abc.abstractmethod
+    def step(self, state, drive: Drive, t, dt):
+        """Advance one step; return ``(new_state, spikes)``."""
+
+    @abc.abstractmethod
+    def voltage(self, state) -> Float[Array, "n"]:
+        """Membrane potential (mV)."""
+
+    def check_size(self, n: int) -> None:
+        """Raise if a per-neuron parameter does not fit a population of ``n`` neurons."""
+        from .._errors import check_per_neuron
+
+        for name, value in _array_fields(self):
+            check_per_neuron(name, value, n, owner=type(self).__name__)
+
+
+class AbstractSpikeSource(eqx.Module):
+    """A population without membrane dynamics that emits spikes (Poisson, generators).
+
+    ``init(n)`` returns the source's state; ``step(state, t, dt, key)`` returns
+    ``(state, spikes)``. Sources receive no synaptic input.
+    """
+
+    @abc.abstractmethod
+    def init(self, n: int, *, dtype=None):
+        """Initial state of a source of ``n`` channels."""
+
+    @abc.abstractmethod
+    def step(self, state, t, dt, key):
+        """Advance one step; return ``(new_state, spikes)``."""
+
+    def discretize(self, n: int, dt: float) -> AbstractSpikeSource:
+        """Precompute anything that depends on the step (called once when a network is built)."""
+        return self
+
+    def check_size(self, n: int) -> None:
+        return None
+
+
+def _array_fields(module):
+    import dataclasses
+
+    for f in dataclasses.fields(module):
+        value = getattr(module, f.name)
+        if hasattr(value, "shape") and not f.metadata.get("static", False):
+            yield f.name, value
+
+
+def default_dtype(dtype):
+    """The float dtype for state arrays: the given one, else JAX's default float."""
+    return jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
+
+
+def refractory_steps(t_ref, dt):
+    """Number of whole steps in a refractory period (rounded to the nearest step)."""
+    return jnp.round(jnp.asarray(t_ref) / dt).astype(jnp.int32)

@@ -1,0 +1,144 @@
+r"""Leaky integrate-and-fire neuron with an absolute refractory period."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from .._errors import check_nonnegative, check_positive
+from .._integrators import AbstractIntegrator, ExponentialEuler
+from .._surrogate import AbstractSurrogate, FastSigmoid
+from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
+
+
+class LIFState(NamedTuple):
+    v: Float[Array, "n"]
+    """Membrane potential (mV)."""
+    refractory: Int[Array, "n"]
+    """Steps of refractoriness left (0 = free to integrate)."""
+
+
+def check_threshold_above_reset(owner: str, V_th, V_reset) -> None:
+    import numpy as np
+
+    from .._errors import is_concrete
+
+    if is_concrete(V_th) and is_concrete(V_reset) and np.any(np.asarray(V_th) <= np.asarray(V_reset)):
+        raise ValueError(
+            f"{owner}: `V_th` ({np.asarray(V_th).ravel()[0]} mV) must be above `V_reset` "
+            f"({np.asarray(V_reset).ravel()[0]} mV)."
+        )
+
+
+def reset_membrane(v, spikes, V_reset, detach: bool):
+    """``v`` set to ``V_reset`` where ``spikes`` is 1, written so the surrogate gradient flows.
+
+    With ``detach`` the reset does not carry gradient (often neutral or better for training).
+    """
+    gate = jax.lax.stop_gradient(spikes) if detach else spikes
+    return v - (v - V_reset) * gate
+
+
+class LIF(AbstractNeuron):
+    r"""Leaky integrate-and-fire neuron (NEST ``iaf_psc_*`` / ``iaf_cond_*`` membrane).
+
+    .. math::
+        C_m \frac{dV}{dt} = -g_L (V - E_L) + I_e + i - g V, \qquad g_L = C_m / \tau_m
+
+    where :math:`i - gV` is the synaptic :class:`Drive`. When :math:`V \ge V_{th}` the neuron
+    spikes, :math:`V \leftarrow V_{reset}`, and :math:`V` is held there for ``t_ref`` ms.
+    With the default :class:`ExponentialEuler` integrator the subthreshold update is the exact
+    solution for input held constant over the step:
+    :math:`V_{n+1} = V_\infty + (V_n - V_\infty) e^{-\Delta t (g_L + g)/C_m}`.
+
+    Arguments (scalars or per-neuron arrays):
+        C_m: membrane capacitance (pF). tau_m: membrane time constant (ms).
+        E_L: resting potential (mV). V_th: threshold (mV). V_reset: reset potential (mV).
+        t_ref: refractory period (ms), rounded to whole steps. I_e: constant bias current (pA).
+        surrogate: spike function (default :class:`FastSigmoid` with scale 1/mV).
+        detach_reset: if True the reset carries no gradient.
+        integrator: default exact exponential integration.
+
+    Example:
+        >>> import brainsim as bs, jax.numpy as jnp
+        >>> lif = bs.LIF(tau_m=20.0, C_m=200.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, I_e=250.0)
+        >>> state = lif.init(2)
+        >>> state, spikes = lif.step(state, bs.Drive.zeros(2, jnp.float32), 0.0, 0.1)
+    """
+
+    C_m: Float[Array, "*n"]
+    tau_m: Float[Array, "*n"]
+    E_L: Float[Array, "*n"]
+    V_th: Float[Array, "*n"]
+    V_reset: Float[Array, "*n"]
+    t_ref: Float[Array, "*n"]
+    I_e: Float[Array, "*n"]
+    surrogate: AbstractSurrogate
+    integrator: AbstractIntegrator
+    detach_reset: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        *,
+        C_m: ArrayLike = 250.0,
+        tau_m: ArrayLike = 10.0,
+        E_L: ArrayLike = -70.0,
+        V_th: ArrayLike = -55.0,
+        V_reset: ArrayLike = -70.0,
+        t_ref: ArrayLike = 2.0,
+        I_e: ArrayLike = 0.0,
+        surrogate: AbstractSurrogate | None = None,
+        integrator: AbstractIntegrator | None = None,
+        detach_reset: bool = False,
+    ):
+        owner = type(self).__name__
+        check_positive("C_m", C_m, owner=owner, unit="pF")
+        check_positive("tau_m", tau_m, owner=owner, unit="ms")
+        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
+        check_threshold_above_reset(owner, V_th, V_reset)
+        self.C_m = jnp.asarray(C_m)
+        self.tau_m = jnp.asarray(tau_m)
+        self.E_L = jnp.asarray(E_L)
+        self.V_th = jnp.asarray(V_th)
+        self.V_reset = jnp.asarray(V_reset)
+        self.t_ref = jnp.asarray(t_ref)
+        self.I_e = jnp.asarray(I_e)
+        self.surrogate = FastSigmoid() if surrogate is None else surrogate
+        self.integrator = ExponentialEuler() if integrator is None else integrator
+        self.detach_reset = detach_reset
+
+    def init(self, n: int, *, dtype=None) -> LIFState:
+        dtype = default_dtype(dtype)
+        return LIFState(
+            v=jnp.broadcast_to(self.E_L, (n,)).astype(dtype),
+            refractory=jnp.zeros((n,), jnp.int32),
+        )
+
+    def voltage(self, state: LIFState):
+        return state.v
+
+    def subthreshold(self, v, drive: Drive, dt):
+        """Integrate the membrane over one step without threshold or refractoriness."""
+        g_L = self.C_m / self.tau_m
+
+        def linear_parts(v):
+            a = -(g_L + drive.conductance) / self.C_m
+            b = (g_L * self.E_L + self.I_e + drive.current) / self.C_m
+            return jnp.broadcast_to(a, v.shape), jnp.broadcast_to(b, v.shape)
+
+        return self.integrator.step(linear_parts, v, dt)
+
+    def step(self, state: LIFState, drive: Drive, t, dt):
+        dtype = state.v.dtype
+        held = state.refractory > 0
+        v = jnp.where(held, self.V_reset, self.subthreshold(state.v, drive, dt))
+        spikes = self.surrogate(v - self.V_th) * jnp.logical_not(held)
+        v = reset_membrane(v, spikes, self.V_reset, self.detach_reset)
+        refractory = jnp.where(
+            spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
+        )
+        return LIFState(v.astype(dtype), refractory.astype(jnp.int32)), spikes.astype(dtype)

@@ -1,0 +1,291 @@
+r"""The simulation driver: one ``lax.scan`` over steps, with declarative recording.
+
+:func:`simulate` compiles once per network *structure* (population sizes, delays, monitors,
+number of steps) and reuses the executable when only values change (weights, drives, time
+constants, seeds), so sweeps and ``vmap`` batches do not recompile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._compile import jit
+from ._errors import SimulationError, is_concrete
+from ._monitors import AbstractMonitor, PopulationRate, SpikeList, SpikeRaster, StateTrace
+from ._network import Network, NetworkState
+
+
+class Faults(eqx.Module):
+    """Run-time faults carried through the loop and checked after it."""
+
+    first_nonfinite_step: jax.Array
+    """Per population (network order): first step whose state was NaN/inf, or -1."""
+    recording_overflow: jax.Array
+    """Per monitor: items that did not fit its buffer (0 if none)."""
+
+
+class SimulationResult(eqx.Module):
+    """What :func:`simulate` returns: the final state, the recordings and the faults.
+
+    ``recordings[i]`` belongs to ``monitors[i]``. Host-side helpers (``spikes``, ``trace``,
+    ``rate``) convert to NumPy; under ``vmap`` every array has the batch axes in front.
+    """
+
+    state: NetworkState
+    recordings: tuple
+    faults: Faults
+    monitors: tuple[AbstractMonitor, ...] = eqx.field(static=True)
+    population_names: tuple[str, ...] = eqx.field(static=True)
+    population_sizes: tuple[int, ...] = eqx.field(static=True)
+    population_is_source: tuple[bool, ...] = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+    n_steps: int = eqx.field(static=True)
+    t_start: jax.Array
+
+    @property
+    def duration(self) -> float:
+        """Simulated time (ms)."""
+        return self.n_steps * self.dt
+
+    def raise_if_failed(self) -> SimulationResult:
+        """Raise :class:`SimulationError` describing the first fault, if any."""
+        first = np.asarray(self.faults.first_nonfinite_step)
+        if np.any(first >= 0):
+            flat = first.reshape(-1, first.shape[-1])
+            msgs = []
+            for b, row in enumerate(flat):
+                for name, step in zip(self.population_names, row, strict=True):
+                    if step >= 0:
+                        where = f" (batch element {b})" if flat.shape[0] > 1 else ""
+                        msgs.append((int(step), f"population {name!r} at step {int(step)} "
+                                     f"(t = {int(step) * self.dt:g} ms){where}"))
+            step, msg = min(msgs)
+            raise SimulationError(
+                f"Non-finite state (NaN or inf) first appeared in {msg}. Reduce dt, check "
+                "parameters and inputs, or use a more stable integrator."
+            )
+        over = np.asarray(self.faults.recording_overflow)
+        if np.any(over > 0):
+            over = over.reshape(-1, over.shape[-1]).max(axis=0)
+            for monitor, extra in zip(self.monitors, over, strict=True):
+                if extra > 0:
+                    if isinstance(monitor, SpikeList):
+                        total = int(monitor.capacity + extra)
+                        raise SimulationError(
+                            f"SpikeList {monitor.population!r}: {total} spike entries (or counts "
+                            f"above 255) did not fit capacity {monitor.capacity}; rerun with "
+                            f"capacity >= {total} or record with SpikeRaster."
+                        )
+                    raise SimulationError(f"{type(monitor).__name__}: {int(extra)} items lost.")
+        return self
+
+    # -------------------------------------------------------------- host-side conversions
+
+    def _find(self, kind, predicate):
+        for m, r in zip(self.monitors, self.recordings, strict=True):
+            if isinstance(m, kind) and predicate(m):
+                return m, r
+        return None
+
+    def spikes(self, population: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(times_ms, ids)`` of every spike of ``population`` (one entry per spike; a source
+        channel emitting 2 spikes in a step appears twice). Needs a SpikeRaster or SpikeList."""
+        if population not in self.population_names:
+            from ._errors import unknown_name_error
+
+            raise unknown_name_error("population", population, self.population_names)
+        found = self._find(SpikeRaster, lambda m: m.populations is None or population in m.populations)
+        t0 = float(np.asarray(self.t_start).ravel()[0])
+        if found is not None:
+            rows = np.asarray(found[1][population])
+            if rows.ndim != 2:
+                raise ValueError("spikes(): select one batch element first with result.batch(i).")
+            i = self.population_names.index(population)
+            # Sources are stored as one count byte per channel, neurons as packed bits.
+            counts = rows if self.population_is_source[i] else np.unpackbits(
+                rows, axis=1, count=self.population_sizes[i])
+            steps, ids = np.nonzero(counts)
+            reps = counts[steps, ids].astype(np.int64)
+            steps, ids = np.repeat(steps, reps), np.repeat(ids, reps)
+            return t0 + steps * self.dt, ids
+        found = self._find(SpikeList, lambda m: m.population == population)
+        if found is not None:
+            buf = found[1]
+            total = int(np.asarray(buf.total))
+            n = min(total, found[0].capacity)
+            reps = np.asarray(buf.counts[:n]).astype(np.int64)
+            steps = np.repeat(np.asarray(buf.steps[:n]), reps)
+            ids = np.repeat(np.asarray(buf.ids[:n]), reps)
+            return steps * self.dt, ids
+        raise ValueError(
+            f"No spike recording of population {population!r}: pass record=(SpikeRaster(),) "
+            "or SpikeList(...) to simulate."
+        )
+
+    def trace(self, population: str, variable: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(times_ms, values)`` of a :class:`StateTrace`; values are ``(samples, neurons)``."""
+        found = self._find(StateTrace, lambda m: m.population == population and m.variable == variable)
+        if found is None:
+            raise ValueError(f"No StateTrace({population!r}, {variable!r}) was recorded.")
+        m, values = found
+        values = np.asarray(values)
+        t0 = float(np.asarray(self.t_start).ravel()[0])
+        times = t0 + np.arange(values.shape[-2]) * m.every * self.dt
+        return times, values
+
+    def spike_counts(self, population: str) -> np.ndarray:
+        """Number of spikes of ``population`` in every step (from any spike monitor)."""
+        found = self._find(PopulationRate, lambda m: m.populations is None or population in m.populations)
+        if found is not None:
+            return np.asarray(found[1][population])
+        times, _ = self.spikes(population)
+        t0 = float(np.asarray(self.t_start).ravel()[0])
+        steps = np.rint((times - t0) / self.dt).astype(np.int64)
+        return np.bincount(steps, minlength=self.n_steps).astype(np.float32)
+
+    def rate(self, population: str) -> float:
+        """Mean firing rate of ``population`` over the run (Hz)."""
+        size = self.population_sizes[self.population_names.index(population)]
+        return float(self.spike_counts(population).sum() / (size * self.duration * 1e-3))
+
+    def batch(self, index) -> SimulationResult:
+        """One element of a batched (``vmap``-ed) result."""
+        return jax.tree.map(lambda x: x[index], self)
+
+
+def n_steps_for(duration: float, dt: float) -> int:
+    steps = duration / dt
+    n = int(round(steps))
+    if n < 1 or abs(steps - n) > 1e-6 * max(1.0, steps):
+        raise ValueError(
+            f"`duration` {duration} ms must be a positive whole number of steps of dt = {dt} ms."
+        )
+    return n
+
+
+def _nonfinite(pstate) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(pstate) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not leaves:
+        return jnp.zeros((), bool)
+    return jnp.logical_not(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])))
+
+
+def _run(network: Network, state: NetworkState, monitors: tuple, n_steps: int):
+    dtype = jax.tree.leaves(state.populations)[0].dtype if jax.tree.leaves(state.populations) \
+        else jnp.zeros(()).dtype
+    buffers = tuple(m.init(network, n_steps, dtype) for m in monitors)
+    first_bad = jnp.full((len(network.populations),), -1, jnp.int32)
+    t_start = state.step.astype(jnp.result_type(float)) * network.dt
+
+    def body(carry, _):
+        net_state, buffers, first_bad = carry
+        k = net_state.step
+        new_state, spikes = network.step(net_state)
+        local = k - (t_start / network.dt).round().astype(jnp.int32)
+        buffers = tuple(m.update(network, b, net_state, spikes, local)
+                        for m, b in zip(monitors, buffers, strict=True))
+        outputs = tuple(m.per_step(network, net_state, spikes, local) for m in monitors)
+        bad = jnp.stack([_nonfinite(new_state.populations[p.name]) for p in network.populations])
+        first_bad = jnp.where((first_bad < 0) & bad, k, first_bad)
+        return (new_state, buffers, first_bad), outputs
+
+    (state, buffers, first_bad), outputs = lax.scan(
+        body, (state, buffers, first_bad), None, length=n_steps
+    )
+    recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
+    overflow = jnp.stack([
+        jnp.asarray(0 if m.overflow(b) is None else m.overflow(b), jnp.int32)
+        for m, b in zip(monitors, buffers, strict=True)
+    ]) if monitors else jnp.zeros((0,), jnp.int32)
+    return SimulationResult(
+        state=state, recordings=recordings, faults=Faults(first_bad, overflow), monitors=monitors,
+        population_names=tuple(p.name for p in network.populations),
+        population_sizes=tuple(p.size for p in network.populations),
+        population_is_source=tuple(p.is_source for p in network.populations), dt=network.dt,
+        n_steps=n_steps, t_start=t_start,
+    )
+
+
+_run_jit = jit(_run)
+
+
+def prepare(network: Network, duration: float | None = None, *, n_steps: int | None = None,
+            key=None, state: NetworkState | None = None,
+            record: Sequence[AbstractMonitor] = ()):
+    """Validate arguments and return ``(network, state, monitors, n_steps)`` for :func:`simulate`."""
+    if not isinstance(network, Network):
+        raise TypeError(f"simulate: `network` must be a brainsim.Network; got {type(network).__name__}.")
+    if (duration is None) == (n_steps is None):
+        raise ValueError("simulate: give exactly one of `duration` (ms) or `n_steps`.")
+    if n_steps is None:
+        n_steps = n_steps_for(float(duration), network.dt)
+    if not (isinstance(n_steps, int | np.integer) and n_steps >= 1):
+        raise ValueError(f"simulate: `n_steps` must be a positive integer; got {n_steps!r}.")
+    if state is None:
+        if key is None:
+            raise ValueError(
+                "simulate: pass `key` (e.g. jax.random.key(0)) to create the initial state, or "
+                "an existing `state`."
+            )
+        state = network.init(key)
+    monitors = tuple(record)
+    for m in monitors:
+        if not isinstance(m, AbstractMonitor):
+            raise TypeError(
+                f"simulate: `record` items must be monitors (SpikeRaster, SpikeList, StateTrace, "
+                f"PopulationRate); got {type(m).__name__}."
+            )
+    return network, state, monitors, int(n_steps)
+
+
+def simulate(network: Network, duration: float | None = None, *, n_steps: int | None = None,
+             key=None, state: NetworkState | None = None,
+             record: Sequence[AbstractMonitor] = (), check: bool = True) -> SimulationResult:
+    """Simulate ``network`` for ``duration`` ms (or ``n_steps`` steps) in one compiled scan.
+
+    Arguments:
+        network: the :class:`Network`.
+        duration: simulated time in ms (a whole number of steps), or give ``n_steps``.
+        key: PRNG key for the initial state and all randomness (required without ``state``).
+        state: continue from this state (e.g. ``previous.state``) instead of a fresh one.
+        record: monitors (:class:`SpikeRaster`, :class:`SpikeList`, :class:`StateTrace`,
+            :class:`PopulationRate`); their memory is fixed before the run.
+        check: raise :class:`SimulationError` after the run on non-finite state or a full
+            recording buffer. Under an outer ``jit``/``vmap`` the same check raises at run time
+            through ``equinox.error_if``.
+
+    Returns:
+        A :class:`SimulationResult`.
+
+    Example:
+        >>> result = bs.simulate(net, 1000.0, key=jax.random.key(0), record=(bs.SpikeRaster(),))
+        >>> times, ids = result.spikes("E")
+    """
+    network, state, monitors, n_steps = prepare(network, duration, n_steps=n_steps, key=key,
+                                                state=state, record=record)
+    result = _run_jit(network, state, monitors, n_steps)
+    if check:
+        result = check_result(result)
+    return result
+
+
+def check_result(result: SimulationResult) -> SimulationResult:
+    """Raise on faults: directly for concrete results, through ``eqx.error_if`` when traced."""
+    first = result.faults.first_nonfinite_step
+    if is_concrete(first) and is_concrete(result.faults.recording_overflow):
+        return result.raise_if_failed()
+    names = result.population_names
+    messages = [f"Non-finite state (NaN or inf) in population {n!r}; see "
+                "result.faults.first_nonfinite_step for the first step." for n in names]
+    messages.append("A SpikeList overflowed its capacity; see result.faults.recording_overflow.")
+    bad_pop = jnp.any(first >= 0)
+    which = jnp.where(bad_pop, jnp.argmax(first >= 0), len(names))
+    failed = bad_pop | jnp.any(result.faults.recording_overflow > 0)
+    step = eqx.branched_error_if(result.state.step, failed, which, messages)
+    return eqx.tree_at(lambda r: r.state.step, result, step)

@@ -1,0 +1,179 @@
+r"""Postsynaptic kinetics: how a receptor's conductance (or current) evolves after a spike.
+
+Each kinetics is linear, so it is advanced exactly. A step from :math:`t_k` to :math:`t_{k+1}`:
+
+1. ``arrive(state, w)`` adds the weights of spikes arriving at :math:`t_k`;
+2. ``mean(state, dt)`` is the exact average of the trace over :math:`[t_k, t_{k+1}]`, which
+   the neuron sees as constant input for the step (so the delivered charge is exact, not
+   first-order in ``dt``);
+3. ``decay(state, dt)`` advances the trace to :math:`t_{k+1}`.
+
+Weights are peak values: a single weight ``w`` produces a trace whose maximum is ``w`` (nS for
+conductance-based, pA for current-based receptors).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from .._errors import check_positive, is_concrete
+from .._integrators import phi1
+
+
+class AbstractKinetics(eqx.Module):
+    """Linear synaptic kinetics advanced exactly; see the module docstring for the step."""
+
+    @abc.abstractmethod
+    def init(self, n: int, dtype):
+        """Zero trace for ``n`` postsynaptic neurons."""
+
+    @abc.abstractmethod
+    def arrive(self, state, weight):
+        """Add arriving spike weights (peak units) at the start of the step."""
+
+    @abc.abstractmethod
+    def mean(self, state, dt):
+        """Average of the trace over the coming step."""
+
+    @abc.abstractmethod
+    def decay(self, state, dt):
+        """The state one step later, without new input."""
+
+    @abc.abstractmethod
+    def value(self, state):
+        """The trace at the current time."""
+
+
+class ExponentialState(NamedTuple):
+    g: Float[Array, "n"]
+
+
+class ExponentialSynapse(AbstractKinetics):
+    r"""Single exponential: :math:`\dot g = -g/\tau`, :math:`g \mathrel{+}= w` per spike.
+
+    Step average: :math:`\bar g = g\, \varphi_1(-\Delta t/\tau)` with :math:`\varphi_1(z) = (e^z-1)/z`.
+    """
+
+    tau: Float[Array, "*n"]
+
+    def __init__(self, tau: ArrayLike = 5.0):
+        check_positive("tau", tau, owner="ExponentialSynapse", unit="ms")
+        self.tau = jnp.asarray(tau)
+
+    def init(self, n, dtype):
+        return ExponentialState(jnp.zeros((n,), dtype))
+
+    def arrive(self, state, weight):
+        return ExponentialState(state.g + weight)
+
+    def mean(self, state, dt):
+        return state.g * phi1(-dt / self.tau)
+
+    def decay(self, state, dt):
+        return ExponentialState(state.g * jnp.exp(-dt / self.tau))
+
+    def value(self, state):
+        return state.g
+
+
+class AlphaState(NamedTuple):
+    g: Float[Array, "n"]
+    h: Float[Array, "n"]
+    """Rate of rise (trace units per ms)."""
+
+
+class AlphaSynapse(AbstractKinetics):
+    r"""Alpha function :math:`g(t) = w\, (t/\tau)\, e^{1 - t/\tau}` (peak ``w`` at :math:`t=\tau`).
+
+    As a linear system: :math:`\dot g = -g/\tau + h`, :math:`\dot h = -h/\tau`, a spike adds
+    :math:`e\,w/\tau` to :math:`h`. Exact step: :math:`h \leftarrow h e^{-x}`,
+    :math:`g \leftarrow (g + h\Delta t) e^{-x}` with :math:`x = \Delta t/\tau`.
+    """
+
+    tau: Float[Array, "*n"]
+
+    def __init__(self, tau: ArrayLike = 2.0):
+        check_positive("tau", tau, owner="AlphaSynapse", unit="ms")
+        self.tau = jnp.asarray(tau)
+
+    def init(self, n, dtype):
+        z = jnp.zeros((n,), dtype)
+        return AlphaState(z, z)
+
+    def arrive(self, state, weight):
+        return AlphaState(state.g, state.h + weight * (jnp.e / self.tau))
+
+    def mean(self, state, dt):
+        x = dt / self.tau
+        # (1/dt) ∫_0^dt (g + h s) e^{-s/τ} ds
+        i0 = phi1(-x)  # (1 - e^{-x}) / x
+        i1 = self.tau * (-jnp.expm1(-x) - x * jnp.exp(-x)) / x  # (τ/x)(1 - e^{-x}(1+x))
+        return state.g * i0 + state.h * i1
+
+    def decay(self, state, dt):
+        e = jnp.exp(-dt / self.tau)
+        return AlphaState((state.g + state.h * dt) * e, state.h * e)
+
+    def value(self, state):
+        return state.g
+
+
+class DualExponentialState(NamedTuple):
+    decay: Float[Array, "n"]
+    rise: Float[Array, "n"]
+
+
+class DualExponentialSynapse(AbstractKinetics):
+    r"""Difference of exponentials :math:`g(t) = w\,\eta\,(e^{-t/\tau_d} - e^{-t/\tau_r})`.
+
+    :math:`\eta` normalises the peak to ``w``; the peak is at
+    :math:`t_p = \frac{\tau_d \tau_r}{\tau_d - \tau_r}\ln(\tau_d/\tau_r)`.
+    Requires ``tau_decay > tau_rise`` (use :class:`AlphaSynapse` for equal constants).
+    """
+
+    tau_rise: Float[Array, "*n"]
+    tau_decay: Float[Array, "*n"]
+
+    def __init__(self, tau_rise: ArrayLike = 1.0, tau_decay: ArrayLike = 5.0):
+        check_positive("tau_rise", tau_rise, owner="DualExponentialSynapse", unit="ms")
+        check_positive("tau_decay", tau_decay, owner="DualExponentialSynapse", unit="ms")
+        if is_concrete(tau_rise) and is_concrete(tau_decay):
+            import numpy as np
+
+            if np.any(np.asarray(tau_decay) <= np.asarray(tau_rise)):
+                raise ValueError(
+                    "DualExponentialSynapse: `tau_decay` must be larger than `tau_rise`; got "
+                    f"tau_rise={tau_rise}, tau_decay={tau_decay}. Use AlphaSynapse for equal "
+                    "time constants."
+                )
+        self.tau_rise = jnp.asarray(tau_rise)
+        self.tau_decay = jnp.asarray(tau_decay)
+
+    def peak_factor(self):
+        td, tr = self.tau_decay, self.tau_rise
+        t_peak = td * tr / (td - tr) * jnp.log(td / tr)
+        return 1.0 / (jnp.exp(-t_peak / td) - jnp.exp(-t_peak / tr))
+
+    def init(self, n, dtype):
+        z = jnp.zeros((n,), dtype)
+        return DualExponentialState(z, z)
+
+    def arrive(self, state, weight):
+        w = weight * self.peak_factor()
+        return DualExponentialState(state.decay + w, state.rise + w)
+
+    def mean(self, state, dt):
+        return state.decay * phi1(-dt / self.tau_decay) - state.rise * phi1(-dt / self.tau_rise)
+
+    def decay(self, state, dt):
+        return DualExponentialState(
+            state.decay * jnp.exp(-dt / self.tau_decay), state.rise * jnp.exp(-dt / self.tau_rise)
+        )
+
+    def value(self, state):
+        return state.decay - state.rise

@@ -1,0 +1,74 @@
+r"""Receptor outputs: how a synaptic trace becomes membrane input (a :class:`Drive`).
+
+Each output maps the step-averaged trace :math:`\bar g` and the membrane potential :math:`V`
+(mV, at the start of the step) to a contribution :math:`(i, g)` with input current
+:math:`i - gV`.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from .._errors import check_positive
+from .._neurons._base import Drive
+
+
+class AbstractOutput(eqx.Module):
+    @abc.abstractmethod
+    def drive(self, trace, v) -> Drive:
+        """Membrane input from the step-averaged trace ``trace`` at potential ``v``."""
+
+
+class CurrentBased(AbstractOutput):
+    r"""The trace is a current (pA): :math:`I = \bar g`."""
+
+    def drive(self, trace, v):
+        return Drive(trace, jnp.zeros_like(trace))
+
+
+class ConductanceBased(AbstractOutput):
+    r"""The trace is a conductance (nS) with reversal potential ``E_rev`` (mV): :math:`I = \bar g (E - V)`."""
+
+    E_rev: Float[Array, "*n"]
+
+    def __init__(self, E_rev: ArrayLike = 0.0):
+        self.E_rev = jnp.asarray(E_rev)
+
+    def drive(self, trace, v):
+        return Drive(trace * self.E_rev, trace)
+
+
+class NMDA(AbstractOutput):
+    r"""Conductance with a voltage-dependent Mg²⁺ block (Jahr & Stevens 1990).
+
+    .. math:: I = \bar g\, B(V)\, (E - V), \qquad B(V) = \frac{1}{1 + [\mathrm{Mg}]/\beta\; e^{-\alpha V}}
+
+    with ``mg`` in mM, ``alpha`` = 0.062 /mV and ``beta`` = 3.57 mM. The block is evaluated at
+    the potential at the start of the step and held for the step (semi-implicit: the
+    :math:`(E - V)` factor stays exact).
+    """
+
+    E_rev: Float[Array, "*n"]
+    mg: Float[Array, "*n"]
+    alpha: Float[Array, "*n"]
+    beta: Float[Array, "*n"]
+
+    def __init__(self, E_rev: ArrayLike = 0.0, mg: ArrayLike = 1.0, alpha: ArrayLike = 0.062,
+                 beta: ArrayLike = 3.57):
+        check_positive("beta", beta, owner="NMDA", unit="mM")
+        self.E_rev = jnp.asarray(E_rev)
+        self.mg = jnp.asarray(mg)
+        self.alpha = jnp.asarray(alpha)
+        self.beta = jnp.asarray(beta)
+
+    def block(self, v):
+        """Fraction of unblocked channels :math:`B(V)`."""
+        return 1.0 / (1.0 + self.mg / self.beta * jnp.exp(-self.alpha * v))
+
+    def drive(self, trace, v):
+        g = trace * self.block(v)
+        return Drive(g * self.E_rev, g)
