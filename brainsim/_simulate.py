@@ -215,6 +215,23 @@ def _run(network: Network, state: NetworkState, monitors: tuple, n_steps: int):
 _run_jit = jit(_run)
 
 
+def _compiled_or_traced(network, state, monitors, n_steps):
+    """Run through brainsim's compiled entry point, or inline when already inside a
+    transformation (``jit``/``vmap``/``grad``), whose outer compilation then applies.
+
+    Wrap outer transformations in :func:`brainsim.jit` to keep brainsim's compiler options.
+    """
+    leaves = jax.tree.leaves((network, state))
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return _run(network, state, monitors, n_steps)
+    try:
+        return _run_jit(network, state, monitors, n_steps)
+    except ValueError as e:  # called under an outer jit with nothing traced
+        if "compiler_options" not in str(e):
+            raise
+        return _run(network, state, monitors, n_steps)
+
+
 def prepare(network: Network, duration: float | None = None, *, n_steps: int | None = None,
             key=None, state: NetworkState | None = None,
             record: Sequence[AbstractMonitor] = ()):
@@ -269,7 +286,7 @@ def simulate(network: Network, duration: float | None = None, *, n_steps: int | 
     """
     network, state, monitors, n_steps = prepare(network, duration, n_steps=n_steps, key=key,
                                                 state=state, record=record)
-    result = _run_jit(network, state, monitors, n_steps)
+    result = _compiled_or_traced(network, state, monitors, n_steps)
     if check:
         result = check_result(result)
     return result

@@ -60,7 +60,9 @@ class LIF(AbstractNeuron):
         E_L: resting potential (mV). V_th: threshold (mV). V_reset: reset potential (mV).
         t_ref: refractory period (ms), rounded to whole steps. I_e: constant bias current (pA).
         surrogate: spike function (default :class:`FastSigmoid` with scale 1/mV).
-        detach_reset: if True the reset carries no gradient.
+        detach_reset: if True (default, as in snnTorch) the reset carries no gradient;
+            with False the gradient also flows through the reset, which can explode in
+            recurrent networks (the factor (V - V_reset) σ' multiplies it at every spike).
         integrator: default exact exponential integration.
 
     Example:
@@ -93,7 +95,7 @@ class LIF(AbstractNeuron):
         I_e: ArrayLike = 0.0,
         surrogate: AbstractSurrogate | None = None,
         integrator: AbstractIntegrator | None = None,
-        detach_reset: bool = False,
+        detach_reset: bool = True,
     ):
         owner = type(self).__name__
         check_positive("C_m", C_m, owner=owner, unit="pF")
