@@ -5,8 +5,10 @@ value with one step; :func:`simulate` runs it in a compiled ``lax.scan``. Units:
 nS, pA, Hz.
 """
 
+from . import analysis as analysis
 from . import connect as connect
 from . import init as init
+from . import plotting as plotting
 from . import surrogate as surrogate
 from ._compile import jit as jit
 from ._errors import BrainsimWarning as BrainsimWarning
@@ -58,3 +60,15 @@ from ._synapses.outputs import ConductanceBased as ConductanceBased
 from ._synapses.outputs import CurrentBased as CurrentBased
 from ._synapses.stp import TsodyksMarkram as TsodyksMarkram
 from ._version import __version__ as __version__
+from ._neurons.adex import AdEx as AdEx
+from ._neurons.adex import AdExState as AdExState
+from ._neurons.alif import ALIF as ALIF
+from ._neurons.alif import ALIFState as ALIFState
+from ._neurons.expif import QIF as QIF
+from ._neurons.expif import ExpIF as ExpIF
+from ._neurons.expif import SpikingState as SpikingState
+from ._neurons.hh import HHState as HHState
+from ._neurons.hh import HodgkinHuxley as HodgkinHuxley
+from ._neurons.hh import TraubMiles as TraubMiles
+from ._neurons.izhikevich import Izhikevich as Izhikevich
+from ._neurons.izhikevich import IzhikevichState as IzhikevichState

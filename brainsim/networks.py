@@ -75,3 +75,37 @@ def cuba(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 16.2, w_inh: 
             Population("I", n_inh, lif, receptors=receptors, initial=initial)]
     return Network(pops, _ei_projections(n_exc, n_inh, p, w_exc, w_inh, delay, seed, layout),
                    dt=dt)
+
+
+def cobahh(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 6.0, w_inh: float = 67.0,
+           dt: float = 0.1, seed: int = 0, layout: AbstractLayout | None = None) -> Network:
+    """Brian2's COBAHH example (Brette et al. 2007, benchmark 3): Traub–Miles HH neurons.
+
+    80 % excitatory, 20 % inhibitory :class:`~brainsim.TraubMiles` neurons (20 000 μm²:
+    C = 200 pF, g_L = 10 nS, g_Na = 20 μS, g_K = 6 μS, E_L = −60 mV, E_Na = 50 mV,
+    E_K = −90 mV, V_T = −63 mV; spike at −20 mV with 3 ms refractoriness), exponential
+    conductances (τe = 5 ms, E_e = 0 mV; τi = 10 ms, E_i = −80 mV), connection probability
+    ``p`` (self-connections allowed, as in Brian2's ``connect(p=...)``), weights ``w_exc`` =
+    6 nS and ``w_inh`` = 67 nS, one-step delays, exponential Euler. No external input: the neurons fire
+    on their own (an isolated Traub–Miles cell with these parameters spikes at ≈ 14 Hz).
+
+    Initial state: V = E_L + N(−5, 5) mV as in Brian2, gates at their steady state for
+    E_L, conductances at 0. Brian2's example starts the gates at 0 and the conductances at
+    g_e = N(40, 15) nS, g_i = N(200, 120) nS; this changes the first tens of milliseconds, not
+    the sustained rates (Brian2 reports ≈ 37.6 Hz E / 35.9 Hz I).
+    """
+    from ._neurons.hh import TraubMiles
+    from .init import Normal
+
+    n_exc = int(round(0.8 * n_neurons))
+    n_inh = n_neurons - n_exc
+    neuron = TraubMiles()
+    receptors = {
+        "exc": Receptor(ExponentialSynapse(5.0), ConductanceBased(0.0)),
+        "inh": Receptor(ExponentialSynapse(10.0), ConductanceBased(-80.0)),
+    }
+    initial = {"v": Normal(-65.0, 5.0)}
+    pops = [Population("E", n_exc, neuron, receptors=receptors, initial=initial),
+            Population("I", n_inh, neuron, receptors=receptors, initial=initial)]
+    return Network(pops, _ei_projections(n_exc, n_inh, p, w_exc, w_inh, None, seed, layout),
+                   dt=dt)

@@ -1,0 +1,762 @@
+r"""Experiment configs: a whole network, its run and what to record, as TOML data.
+
+A config file describes populations, receptors, injected currents, projections, the run and
+the recording; :func:`load_config` turns it into an :class:`Experiment` holding a built
+:class:`~brainsim.Network`. ``brainsim run CONFIG.toml`` runs one from the shell. Names in a
+config (``"LIF"``, ``"ExponentialSynapse"``, ``"fixed_probability"``, ``"sparse"``) are looked up
+in the single registry of this module (:func:`registry`); the library itself never looks
+classes up by string.
+
+Format (units: ms, mV, pF, nS, pA, Hz)::
+
+    description = "optional text, printed by `brainsim run`"
+
+    [simulation]
+    duration_ms = 1000.0        # a whole number of steps
+    dt_ms = 0.1
+    seed = 0                    # optional (default 0); drives connectivity and the run
+
+    [populations.E]             # populations are created in file order
+    size = 3200
+    model = "LIF"               # neuron: LIF, ALIF, AdEx, Izhikevich, HodgkinHuxley, TraubMiles,
+                                # ExpIF, QIF; spike source: PoissonSource, SpikeGenerator
+    params = { C_m = 200.0, tau_m = 20.0, E_L = -60.0, V_th = -50.0, V_reset = -60.0,
+               t_ref = 5.0, I_e = 200.0 }   # constructor arguments: a number or one per neuron
+    initial = { v = { uniform = [-60.0, -50.0] } }  # number, list, {uniform = [lo, hi]},
+                                                     # {normal = [mean, std]}, {constant = x}
+    currents = [ { type = "StepCurrent", times = [100.0, 200.0], amplitudes = [50.0, 0.0] } ]
+
+    [populations.E.receptors.exc]
+    kinetics = { type = "ExponentialSynapse", tau = 5.0 }
+    output = { type = "ConductanceBased", E_rev = 0.0 }
+
+    [populations.noise]
+    size = 100
+    model = "PoissonSource"
+    params = { rate = 5.0 }     # or rate = { type = "TimedArray", values = [...], dt = 10.0 }
+
+    [[projections]]
+    pre = "E"
+    post = "E"
+    receptor = "exc"
+    connect = { type = "fixed_probability", p = 0.02, weight = 6.0, delay = 1.0 }
+    layout = "sparse"           # or "dense", or { type = "sparse", chunk_size = 16 }
+    stp = { type = "TsodyksMarkram", U = 0.5, tau_rec = 800.0 }   # optional
+    round_delays = false        # optional
+    name = "E->E:exc"           # optional (this is the default)
+
+    [record]                    # optional
+    spikes = true               # all populations (default), false, or a list of names
+    traces = [ { population = "E", variable = "v", neurons = [0, 1, 2], every = 10 } ]
+
+Object values (kinetics, output, stp, currents, layout, a model's ``surrogate`` and
+``integrator``) are either a name (``output = "CurrentBased"``, ``integrator = "RK4"``) or a table
+whose ``type`` is the name and whose other keys are the constructor's arguments. Connection
+``weight`` and ``delay`` are a number, one value per synapse, or a distribution
+(``{ normal = [mean, std] }``, ``{ uniform = [low, high] }``) drawn per synapse.
+
+Seeds: the projection from the ``i``-th to the ``j``-th population (file order) is drawn with
+the NumPy seed ``[seed, i, j]`` (a further projection between the same pair ``[seed, i, j, k]``,
+``k = 1, 2, ...``), so editing one projection never changes another's synapses and the
+networks of :mod:`brainsim.networks` are reproduced exactly; ``connect.seed`` overrides it. The
+simulation key is ``jax.random.key(seed)``.
+
+Every mistake raises :class:`ConfigError` naming the file, the key path (e.g.
+``populations.E.params.tau_mm``) and what is expected, with the closest valid name; unknown
+keys are errors, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.resources
+import inspect
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._errors import closest as _closest_by_spelling
+from ._monitors import AbstractMonitor, SpikeRaster, StateTrace
+from ._network import Network, Population, Projection, Receptor
+from ._neurons._base import default_dtype
+
+NEURON_MODELS = ("LIF", "ALIF", "AdEx", "Izhikevich", "HodgkinHuxley", "TraubMiles", "ExpIF",
+                 "QIF")
+
+
+class ConfigError(ValueError):
+    """An invalid config. The message names the file, the key path and what is expected."""
+
+
+def _uniform_edges(low, high):
+    return lambda rng, size: rng.uniform(low, high, size)
+
+
+def _normal_edges(mean, std):
+    return lambda rng, size: rng.normal(mean, std, size)
+
+
+@functools.cache
+def registry() -> dict[str, dict[str, Callable]]:
+    """The one table from config names to brainsim classes and functions, by kind.
+
+    Built on first use from what ``brainsim`` exports, so neuron models added to the package
+    appear here without further changes. To use your own class in configs, add it:
+    ``registry()["neuron"]["MyNeuron"] = MyNeuron``.
+    """
+    import brainsim as bs
+
+    from . import connect, init, surrogate
+
+    def present(module, names):
+        return {n: getattr(module, n) for n in names if hasattr(module, n)}
+
+    return {
+        "neuron": present(bs, NEURON_MODELS),
+        "source": present(bs, ("PoissonSource", "SpikeGenerator")),
+        "kinetics": present(bs, ("ExponentialSynapse", "AlphaSynapse", "DualExponentialSynapse")),
+        "output": present(bs, ("CurrentBased", "ConductanceBased", "NMDA")),
+        "stp": present(bs, ("TsodyksMarkram",)),
+        "current": present(bs, ("ConstantCurrent", "StepCurrent", "TimedArray")),
+        "rate": present(bs, ("TimedArray",)),
+        "integrator": present(bs, ("Euler", "Heun", "RK2", "RK4", "ExponentialEuler", "Exact")),
+        "surrogate": present(surrogate, ("FastSigmoid", "Sigmoid", "Arctan", "Triangle",
+                                         "Exponential", "Rectangular")),
+        "initializer": {"constant": init.Constant, "uniform": init.Uniform,
+                        "normal": init.Normal},
+        "edge_distribution": {"uniform": _uniform_edges, "normal": _normal_edges},
+        "connect": present(connect, ("all_to_all", "one_to_one", "fixed_probability",
+                                     "fixed_indegree", "fixed_outdegree", "fixed_total_number",
+                                     "from_arrays")),
+        "layout": {"sparse": bs.Sparse, "dense": bs.Dense},
+    }
+
+
+_KIND_WORDS = {
+    "neuron": "model (neuron or spike source)", "source": "spike source",
+    "kinetics": "synaptic kinetics",
+    "output": "receptor output", "stp": "short-term plasticity rule", "current": "current",
+    "rate": "time-varying rate", "integrator": "integrator", "surrogate": "surrogate function",
+    "initializer": "initial-value distribution", "edge_distribution": "weight/delay distribution",
+    "connect": "connectivity builder", "layout": "layout",
+}
+
+# Array arguments that hold indices, not quantities: kept integer instead of cast to float.
+_INDEX_ARGUMENTS = frozenset({"indices", "pre", "post", "neurons"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A loaded config: the built network, the run and the recording.
+
+    Example:
+        >>> exp = bs.load_config("configs/coba.toml")
+        >>> result = exp.simulate()
+        >>> result.rate("E")
+    """
+
+    network: Network
+    duration_ms: float
+    seed: int
+    record: tuple[AbstractMonitor, ...]
+    source: str
+    """Where the config came from (a path, ``<default>`` or ``<string>``)."""
+    description: str = ""
+    data: dict = dataclasses.field(default_factory=dict, repr=False)
+    """The parsed TOML, unchanged."""
+
+    @property
+    def dt_ms(self) -> float:
+        return self.network.dt
+
+    @property
+    def n_steps(self) -> int:
+        return int(round(self.duration_ms / self.network.dt))
+
+    def key(self):
+        """The simulation PRNG key, ``jax.random.key(seed)``."""
+        import jax
+
+        return jax.random.key(self.seed)
+
+    def simulate(self, **kwargs):
+        """:func:`brainsim.simulate` with this config's network, duration, key and recording."""
+        from ._simulate import simulate
+
+        kwargs.setdefault("key", self.key())
+        kwargs.setdefault("record", self.record)
+        return simulate(self.network, self.duration_ms, **kwargs)
+
+
+def default_config_path():
+    """The embedded default config (the COBA benchmark, same as ``configs/coba.toml``)."""
+    return importlib.resources.files("brainsim") / "default_config.toml"
+
+
+def load_config(path: str | os.PathLike | None = None, *, seed: int | None = None,
+                duration_ms: float | None = None) -> Experiment:
+    """Read a TOML config and build its network; ``None`` loads the embedded default.
+
+    ``seed`` and ``duration_ms`` override ``[simulation]`` (as ``brainsim run --seed/--duration``).
+    Raises :class:`ConfigError` on any mistake.
+    """
+    if path is None:
+        text, source = default_config_path().read_text(encoding="utf-8"), "<default>"
+    else:
+        source = os.fspath(path)
+        try:
+            with open(source, "rb") as f:
+                text = f.read().decode("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such config file.") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{source}: is a directory, not a config file.") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{source}: cannot read the config: {e}") from None
+    return parse_config(text, source=source, seed=seed, duration_ms=duration_ms)
+
+
+def parse_config(text: str, *, source: str = "<string>", seed: int | None = None,
+                 duration_ms: float | None = None) -> Experiment:
+    """Like :func:`load_config` for TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}.") from None
+    return build_config(data, source=source, seed=seed, duration_ms=duration_ms)
+
+
+def build_config(data: dict, *, source: str = "<dict>", seed: int | None = None,
+                 duration_ms: float | None = None) -> Experiment:
+    """Like :func:`load_config` for an already parsed config (a dict as ``tomllib`` returns)."""
+    return _Loader(source).experiment(data, seed, duration_ms)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _join(path: str, key) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    key = key if _BARE_KEY.match(key) else '"' + key.replace('"', '\\"') + '"'
+    return f"{path}.{key}" if path else key
+
+
+def _kind_of(value) -> str:
+    """A TOML-flavoured description of a value's type, for messages."""
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _closest(name: str, options) -> str:
+    """A ' Did you mean X?' hint: a case-insensitive match first, then the closest spelling."""
+    same = [o for o in options if o.lower() == name.lower()]
+    return f" Did you mean {same[0]!r}?" if same else _closest_by_spelling(name, options)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _library_message(e: Exception) -> str:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    return str(msg)
+
+
+def _annotation(param: inspect.Parameter) -> str:
+    ann = param.annotation
+    if ann is inspect.Parameter.empty:
+        return ""
+    return ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+
+
+def _state_fields(model) -> tuple[str, ...]:
+    """Names of a model's state variables, found without running anything."""
+    import jax
+
+    return type(jax.eval_shape(lambda: model.init(1)))._fields
+
+
+class _Loader:
+    """Validates a parsed config and builds it, tracking the key path of every value."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def error(self, path: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {path}: {message}" if path else
+                           f"{self.source}: {message}")
+
+    # ------------------------------------------------------------------ generic checks
+
+    def table(self, value, path: str, *, required: dict[str, str], optional: dict[str, str]):
+        """Check that ``value`` is a table with the ``required`` keys and no unknown keys."""
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a table; got {_kind_of(value)}.")
+        valid = {**required, **optional}
+        for key in value:
+            if key not in valid:
+                raise self.error(
+                    _join(path, key),
+                    f"unknown key {key!r}.{_closest(key, valid)} Valid keys here: "
+                    f"{', '.join(valid)}.",
+                )
+        for key, what in required.items():
+            if key not in value:
+                where = path or "the top level"
+                raise ConfigError(f"{self.source}: {where}: missing key {key!r} ({what}).")
+        return value
+
+    def number(self, value, path, what, *, positive=False, nonnegative=False) -> float:
+        if not _is_number(value) or math.isnan(value):
+            raise self.error(path, f"expected {what} (a number); got {_kind_of(value)}.")
+        if positive and not value > 0:
+            raise self.error(path, f"expected {what} > 0; got {value}.")
+        if nonnegative and not value >= 0:
+            raise self.error(path, f"expected {what} >= 0; got {value}.")
+        return float(value)
+
+    def integer(self, value, path, what, *, minimum=None) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(path, f"expected {what} (an integer); got {_kind_of(value)}.")
+        if minimum is not None and value < minimum:
+            raise self.error(path, f"expected {what} >= {minimum}; got {value}.")
+        return value
+
+    def boolean(self, value, path, what) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(path, f"expected {what} (true or false); got {_kind_of(value)}.")
+        return value
+
+    def string(self, value, path, what) -> str:
+        if not isinstance(value, str):
+            raise self.error(path, f"expected {what} (a string); got {_kind_of(value)}.")
+        return value
+
+    def array(self, value, path, what, *, integer=False) -> np.ndarray:
+        """A (nested) array of numbers as a NumPy array."""
+
+        def flat(x):
+            return [y for item in x for y in flat(item)] if isinstance(x, list) else [x]
+
+        items = flat(value) if isinstance(value, list) else [value]
+        bad = next((x for x in items if not _is_number(x)), None)
+        if bad is not None or not isinstance(value, list):
+            shown = _kind_of(bad) if isinstance(value, list) else _kind_of(value)
+            raise self.error(path, f"expected {what} (an array of numbers); got {shown}.")
+        if integer and not all(isinstance(x, int) for x in items):
+            raise self.error(path, f"expected {what} (an array of integers).")
+        try:
+            return np.asarray(value, dtype=np.int64 if integer else float)
+        except ValueError:
+            raise self.error(path, f"expected {what}: a rectangular array (rows of equal "
+                                   "length).") from None
+
+    def lookup(self, kind: str, name, path: str):
+        options = registry()[kind]
+        if kind == "neuron":  # a population's model may be a neuron or a spike source
+            options = {**options, **registry()["source"]}
+        if not isinstance(name, str):
+            raise self.error(path, f"expected the name of a {_KIND_WORDS[kind]} (a string); got "
+                                   f"{_kind_of(name)}. Valid: {', '.join(options)}.")
+        if name not in options:
+            raise self.error(
+                path, f"unknown {_KIND_WORDS[kind]} {name!r}.{_closest(name, options)} "
+                      f"Valid: {', '.join(options)}."
+            )
+        return options[name]
+
+    # ------------------------------------------------------------------ objects
+
+    def obj(self, kind: str, spec, path: str):
+        """Build an object from ``"Name"`` or ``{ type = "Name", arg = value, ... }``."""
+        if isinstance(spec, dict):
+            if "type" not in spec:
+                raise self.error(
+                    path, f"missing key 'type' (the name of a {_KIND_WORDS[kind]}: "
+                          f"{', '.join(registry()[kind])})."
+                )
+            cls = self.lookup(kind, spec["type"], _join(path, "type"))
+            kwargs = {k: v for k, v in spec.items() if k != "type"}
+        elif isinstance(spec, str):
+            cls, kwargs = self.lookup(kind, spec, path), {}
+        else:
+            raise self.error(
+                path, f"expected a {_KIND_WORDS[kind]}: a name (e.g. "
+                      f"{next(iter(registry()[kind]), 'Name')!r}) or a table with 'type'; got "
+                      f"{_kind_of(spec)}."
+            )
+        return self.construct(cls, kwargs, path)
+
+    def construct(self, fn, kwargs: dict, path: str, *, fixed: dict | None = None):
+        """Call ``fn(**kwargs, **fixed)`` after checking every key against its signature."""
+        fixed = fixed or {}
+        name = getattr(fn, "__name__", str(fn))
+        params = {
+            n: p for n, p in inspect.signature(fn).parameters.items()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and not n.startswith("_")
+            and n not in fixed
+        }
+        converted = {}
+        for key, value in kwargs.items():
+            if key not in params:
+                valid = ", ".join(params) or "none"
+                raise self.error(_join(path, key), f"unknown argument {key!r} of {name}."
+                                 f"{_closest(key, params)} Valid: {valid}.")
+            converted[key] = self.argument(value, params[key], _join(path, key))
+        for key, p in params.items():
+            if p.default is inspect.Parameter.empty and key not in converted:
+                raise self.error(path, f"missing argument {key!r} of {name}.")
+        try:
+            return fn(**converted, **fixed)
+        except (ValueError, TypeError, KeyError) as e:
+            raise self.error(path, _library_message(e)) from None
+
+    def argument(self, value, param: inspect.Parameter, path: str):
+        """Convert one TOML value to what a constructor argument expects (by annotation)."""
+        ann, default, what = _annotation(param), param.default, f"`{param.name}`"
+        if "AbstractSurrogate" in ann:
+            return self.obj("surrogate", value, path)
+        if "AbstractIntegrator" in ann:
+            return self.obj("integrator", value, path)
+        if "TimedArray" in ann and isinstance(value, dict | str):
+            return self.obj("rate", value, path)
+        if "ValueSpec" in ann:
+            return self.edge_values(value, path, what)
+        if ann == "bool" or isinstance(default, bool):
+            return self.boolean(value, path, what)
+        if ann == "int":
+            return self.integer(value, path, what)
+        if ann == "str":
+            return self.string(value, path, what)
+        if param.name in _INDEX_ARGUMENTS:
+            return self.array(value, path, what, integer=True)
+        numeric = any(w in ann for w in ("ArrayLike", "float", "Array")) or (
+            _is_number(default))
+        if numeric or isinstance(value, list):
+            if isinstance(value, list):
+                return self.array(value, path, what)
+            return self.number(value, path, what)
+        return value  # unannotated argument of a type configs do not describe: pass through
+
+    def edge_values(self, value, path, what):
+        """A connection weight or delay: number, one per synapse, or a distribution."""
+        if _is_number(value):
+            return float(value)
+        if isinstance(value, list):
+            return self.array(value, path, what)
+        if isinstance(value, dict):
+            return self.distribution("edge_distribution", value, path, what)
+        raise self.error(path, f"expected {what}: a number, an array with one value per "
+                               "synapse, or a distribution such as { normal = [mean, std] }; "
+                               f"got {_kind_of(value)}.")
+
+    def distribution(self, kind, value: dict, path, what):
+        """``{ name = [args...] }`` or ``{ name = { arg = ... } }`` with exactly one name."""
+        options = registry()[kind]
+        if len(value) != 1:
+            raise self.error(path, f"expected {what} as a one-key table such as "
+                                   f"{{ {next(iter(options))} = [...] }}; got keys "
+                                   f"{', '.join(map(repr, value)) or 'none'}.")
+        (name, args), = value.items()
+        if name not in options:
+            raise self.error(_join(path, name), f"unknown distribution {name!r}."
+                             f"{_closest(name, options)} Valid: {', '.join(options)}.")
+        fn = options[name]
+        sub = _join(path, name)
+        if isinstance(args, dict):
+            return self.construct(fn, args, sub)
+        args = args if isinstance(args, list) else [args]
+        params = [p for p in inspect.signature(fn).parameters.values()]
+        if len(args) != len(params):
+            raise self.error(sub, f"expected {len(params)} values "
+                                  f"[{', '.join(p.name for p in params)}]; got {len(args)}.")
+        return self.construct(fn, dict(zip((p.name for p in params), args, strict=True)), sub)
+
+    # ------------------------------------------------------------------ sections
+
+    def experiment(self, data, seed, duration_ms) -> Experiment:
+        self.table(data, "", required={
+            "simulation": "a table with duration_ms, dt_ms and seed",
+            "populations": "a table of populations, e.g. [populations.E]",
+        }, optional={"description": "", "projections": "", "record": ""})
+        description = self.string(data.get("description", ""), "description", "a description")
+        sim = self.table(data["simulation"], "simulation", required={
+            "duration_ms": "the simulated time in ms", "dt_ms": "the time step in ms",
+        }, optional={"seed": ""})
+        dt = self.number(sim["dt_ms"], "simulation.dt_ms", "the time step in ms", positive=True)
+        if duration_ms is None:
+            duration = self.number(sim["duration_ms"], "simulation.duration_ms",
+                                   "the simulated time in ms", positive=True)
+            duration_where = "simulation.duration_ms"
+        else:
+            duration, duration_where = float(duration_ms), "duration (--duration)"
+        steps = duration / dt
+        if not (math.isfinite(steps) and round(steps) >= 1
+                and abs(steps - round(steps)) <= 1e-6 * max(1.0, steps)):
+            raise self.error(duration_where, f"expected a positive whole number of steps of "
+                                             f"dt_ms = {dt} ms; got {duration} ms.")
+        if seed is None:
+            seed = self.integer(sim.get("seed", 0), "simulation.seed", "the seed", minimum=0)
+        elif not isinstance(seed, int) or seed < 0:
+            raise self.error("seed (--seed)", f"expected an integer >= 0; got {seed!r}.")
+
+        pops_data = data["populations"]
+        if not isinstance(pops_data, dict) or not pops_data:
+            raise self.error("populations", "expected at least one population, e.g. "
+                                            "[populations.E] with size and model.")
+        populations = [self.population(name, spec, _join("populations", name))
+                       for name, spec in pops_data.items()]
+        projections = self.projections(data.get("projections", []), populations, seed, dt)
+        try:
+            network = Network(populations, [p for p, _ in projections], dt=dt)
+        except (ValueError, TypeError, KeyError) as e:
+            message = _library_message(e)
+            where = next((path for p, path in reversed(projections) if repr(p.name) in message),
+                         "projections")
+            raise self.error(where, message) from None
+        record = self.record(data.get("record", {}), network)
+        return Experiment(network, duration, seed, record, self.source, description, data)
+
+    def population(self, name: str, spec, path: str) -> Population:
+        self.table(spec, path, required={
+            "size": "a positive integer: the number of neurons", "model": "a neuron model name",
+        }, optional={"params": "", "initial": "", "receptors": "", "currents": ""})
+        size = self.integer(spec["size"], _join(path, "size"), "the number of neurons",
+                            minimum=1)
+        cls = self.lookup("neuron", spec["model"], _join(path, "model"))
+        params = spec.get("params", {})
+        if not isinstance(params, dict):
+            raise self.error(_join(path, "params"),
+                             f"expected a table of {cls.__name__} arguments; got "
+                             f"{_kind_of(params)}.")
+        model = self.construct(cls, params, _join(path, "params"))
+        if any(cls is c for c in registry()["source"].values()):
+            for key in ("receptors", "currents", "initial"):
+                if key in spec:
+                    raise self.error(_join(path, key), f"a spike source ({cls.__name__}) takes "
+                                                       f"no {key}.")
+
+        receptors = {}
+        rec_path = _join(path, "receptors")
+        rec_data = spec.get("receptors", {})
+        if not isinstance(rec_data, dict):
+            raise self.error(rec_path, f"expected a table of named receptors; got "
+                                       f"{_kind_of(rec_data)}.")
+        for rname, rspec in rec_data.items():
+            rpath = _join(rec_path, rname)
+            self.table(rspec, rpath, required={
+                "kinetics": 'e.g. { type = "ExponentialSynapse", tau = 5.0 }',
+                "output": 'e.g. { type = "ConductanceBased", E_rev = 0.0 } or "CurrentBased"',
+            }, optional={})
+            receptors[rname] = Receptor(self.obj("kinetics", rspec["kinetics"],
+                                                 _join(rpath, "kinetics")),
+                                        self.obj("output", rspec["output"],
+                                                 _join(rpath, "output")))
+
+        cur_path = _join(path, "currents")
+        cur_data = spec.get("currents", [])
+        if not isinstance(cur_data, list):
+            raise self.error(cur_path, "expected an array of currents, e.g. "
+                                       '[{ type = "ConstantCurrent", amplitude = 100.0 }].')
+        currents = [self.obj("current", c, _join(cur_path, i)) for i, c in enumerate(cur_data)]
+
+        initial = {}
+        init_path = _join(path, "initial")
+        init_data = spec.get("initial", {})
+        if not isinstance(init_data, dict):
+            raise self.error(init_path, "expected a table of state variables, e.g. "
+                                        "{ v = { uniform = [-60.0, -50.0] } }.")
+        if init_data:
+            fields = _state_fields(model)
+            for var, value in init_data.items():
+                vpath = _join(init_path, var)
+                if var not in fields:
+                    raise self.error(vpath, f"{cls.__name__} has no state variable {var!r}."
+                                            f"{_closest(var, fields)} Valid: {', '.join(fields)}.")
+                initial[var] = self.initial_value(value, vpath, size)
+        try:
+            return Population(name, size, model, receptors=receptors, currents=currents,
+                              initial=initial)
+        except (ValueError, TypeError, KeyError) as e:
+            raise self.error(path, _library_message(e)) from None
+
+    def initial_value(self, value, path, size):
+        init = registry()["initializer"]
+        if _is_number(value):
+            return init["constant"](float(value))
+        if isinstance(value, list):
+            arr = self.array(value, path, "one initial value per neuron")
+            if arr.shape != (size,):
+                raise self.error(path, f"expected one initial value per neuron ({size}); got "
+                                       f"shape {arr.shape}.")
+            return init["constant"](arr)
+        if isinstance(value, dict):
+            return self.distribution("initializer", value, path, "an initial value")
+        raise self.error(path, "expected an initial value: a number, one per neuron, or "
+                               "{ uniform = [low, high] } / { normal = [mean, std] }; got "
+                               f"{_kind_of(value)}.")
+
+    def projections(self, data, populations, seed, dt):
+        if not isinstance(data, list):
+            raise self.error("projections", "expected an array of tables: write each one as "
+                                            "[[projections]].")
+        index = {p.name: i for i, p in enumerate(populations)}
+        pair_count: dict[tuple[int, int], int] = {}
+        out = []
+        for k, spec in enumerate(data):
+            path = _join("projections", k)
+            self.table(spec, path, required={
+                "pre": "the presynaptic population", "post": "the postsynaptic population",
+                "receptor": "the postsynaptic receptor name",
+                "connect": 'e.g. { type = "fixed_probability", p = 0.02, weight = 1.0 }',
+            }, optional={"layout": "", "stp": "", "round_delays": "", "name": ""})
+            for role in ("pre", "post"):
+                name = self.string(spec[role], _join(path, role), "a population name")
+                if name not in index:
+                    raise self.error(_join(path, role), f"unknown population {name!r}."
+                                     f"{_closest(name, index)} Valid: {', '.join(index)}.")
+            pre, post = populations[index[spec["pre"]]], populations[index[spec["post"]]]
+            if post.is_source:
+                raise self.error(_join(path, "post"), f"population {post.name!r} is a spike "
+                                                      "source and cannot receive synapses.")
+            receptor = self.string(spec["receptor"], _join(path, "receptor"), "a receptor name")
+            if receptor not in post.receptors:
+                valid = ", ".join(post.receptors) or "none (add [populations."\
+                    f"{post.name}.receptors.NAME])"
+                raise self.error(_join(path, "receptor"),
+                                 f"population {post.name!r} has no receptor {receptor!r}."
+                                 f"{_closest(receptor, post.receptors)} Valid: {valid}.")
+            pair = (index[pre.name], index[post.name])
+            repeat = pair_count.get(pair, 0)
+            pair_count[pair] = repeat + 1
+            derived = [seed, *pair] + ([repeat] if repeat else [])
+            edges = self.connect(spec["connect"], _join(path, "connect"), pre.size, post.size,
+                                 derived)
+            layout = self.obj("layout", spec.get("layout", "sparse"), _join(path, "layout"))
+            stp = (self.obj("stp", spec["stp"], _join(path, "stp")) if "stp" in spec else None)
+            round_delays = self.boolean(spec.get("round_delays", False),
+                                        _join(path, "round_delays"), "round_delays")
+            name = (self.string(spec["name"], _join(path, "name"), "a projection name")
+                    if "name" in spec else None)
+            # Built here rather than by Network so that delay and layout errors name this
+            # projection's keys; Network keeps an already built connectivity as it is.
+            owner = _join(_join(path, "connect"), "delay")
+            try:
+                conn = layout.build(edges, dt, owner=owner, round_delays=round_delays,
+                                    dtype=default_dtype(None))
+            except (ValueError, TypeError) as e:
+                message = _library_message(e)
+                if message.startswith(owner):
+                    raise ConfigError(f"{self.source}: {message}") from None
+                raise self.error(_join(path, "layout"), message) from None
+            try:
+                proj = Projection(pre.name, post.name, conn, receptor=receptor, layout=layout,
+                                  stp=stp, round_delays=round_delays, name=name)
+            except (ValueError, TypeError, KeyError) as e:
+                raise self.error(path, _library_message(e)) from None
+            out.append((proj, path))
+        return out
+
+    def connect(self, spec, path, n_pre, n_post, derived_seed):
+        if not isinstance(spec, dict):
+            raise self.error(path, "expected a table with 'type', e.g. "
+                                   '{ type = "fixed_probability", p = 0.02, weight = 1.0 }; '
+                                   f"got {_kind_of(spec)}.")
+        if "type" not in spec:
+            raise self.error(path, "missing key 'type' (a connectivity builder: "
+                                   f"{', '.join(registry()['connect'])}).")
+        fn = self.lookup("connect", spec["type"], _join(path, "type"))
+        params = inspect.signature(fn).parameters
+        fixed: dict[str, Any] = {}
+        if "n" in params:
+            if n_pre != n_post:
+                raise self.error(_join(path, "type"), f"{fn.__name__} needs populations of "
+                                 f"equal size; got {n_pre} and {n_post}.")
+            fixed["n"] = n_pre
+        if "n_pre" in params:
+            fixed.update(n_pre=n_pre, n_post=n_post)
+        kwargs = {k: v for k, v in spec.items() if k != "type"}
+        if "seed" in params:
+            fixed["seed"] = (self.integer(kwargs.pop("seed"), _join(path, "seed"), "a seed",
+                                          minimum=0) if "seed" in kwargs else derived_seed)
+        return self.construct(fn, kwargs, path, fixed=fixed)
+
+    def record(self, data, network: Network) -> tuple[AbstractMonitor, ...]:
+        self.table(data, "record", required={}, optional={"spikes": "", "traces": ""})
+        names = [p.name for p in network.populations]
+        monitors: list[AbstractMonitor] = []
+        spikes = data.get("spikes", True)
+        if isinstance(spikes, bool):
+            if spikes:
+                monitors.append(SpikeRaster())
+        elif isinstance(spikes, list):
+            for i, name in enumerate(spikes):
+                self.check_population(name, _join("record.spikes", i), names)
+            if spikes:
+                monitors.append(SpikeRaster(tuple(spikes)))
+        else:
+            raise self.error("record.spikes", "expected true (all populations), false, or an "
+                                              f"array of population names; got "
+                                              f"{_kind_of(spikes)}.")
+        traces = data.get("traces", [])
+        if not isinstance(traces, list):
+            raise self.error("record.traces", "expected an array of tables, e.g. "
+                                              '[{ population = "E", variable = "v" }].')
+        for i, spec in enumerate(traces):
+            path = _join("record.traces", i)
+            self.table(spec, path, required={"population": "a population name"},
+                       optional={"variable": "", "neurons": "", "every": ""})
+            pop = self.check_population(spec["population"], _join(path, "population"), names)
+            population = network.population(pop)
+            fields = _state_fields(population.model)
+            var = self.string(spec.get("variable", "v"), _join(path, "variable"),
+                              "a state variable")
+            if var not in fields:
+                raise self.error(_join(path, "variable"),
+                                 f"{type(population.model).__name__} has no state variable "
+                                 f"{var!r}.{_closest(var, fields)} Valid: {', '.join(fields)}.")
+            neurons = None
+            if "neurons" in spec:
+                arr = self.array(spec["neurons"], _join(path, "neurons"), "neuron indices",
+                                 integer=True)
+                bad = arr[(arr < 0) | (arr >= population.size)]
+                if arr.ndim != 1 or bad.size:
+                    raise self.error(_join(path, "neurons"),
+                                     f"expected indices in 0..{population.size - 1}"
+                                     + (f"; got {int(bad[0])}." if bad.size else "."))
+                neurons = arr.tolist()
+            every = self.integer(spec.get("every", 1), _join(path, "every"),
+                                 "a sampling interval in steps", minimum=1)
+            monitors.append(StateTrace(pop, var, neurons=neurons, every=every))
+        return tuple(monitors)
+
+    def check_population(self, name, path, names) -> str:
+        name = self.string(name, path, "a population name")
+        if name not in names:
+            raise self.error(path, f"unknown population {name!r}.{_closest(name, names)} "
+                                   f"Valid: {', '.join(names)}.")
+        return name
+
+
+__all__ = ["ConfigError", "Experiment", "build_config", "default_config_path", "load_config",
+           "parse_config", "registry"]

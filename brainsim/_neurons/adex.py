@@ -1,0 +1,200 @@
+r"""Adaptive exponential integrate-and-fire neuron (Brette & Gerstner 2005)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from .._errors import check_nonnegative, check_positive, is_concrete
+from .._integrators import AbstractIntegrator, ExponentialEuler
+from .._surrogate import AbstractSurrogate, FastSigmoid
+from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
+
+
+def check_above(owner: str, upper: str, upper_value, lower: str, lower_value) -> None:
+    """Raise if a concrete ``upper_value`` is not above ``lower_value`` everywhere."""
+    if is_concrete(upper_value) and is_concrete(lower_value):
+        hi, lo = np.broadcast_arrays(np.asarray(upper_value), np.asarray(lower_value))
+        if np.any(hi <= lo):
+            i = np.argmax((hi <= lo).ravel())
+            raise ValueError(
+                f"{owner}: `{upper}` ({hi.ravel()[i]} mV) must be above `{lower}` "
+                f"({lo.ravel()[i]} mV)."
+            )
+
+
+def reset_exact(v, spikes, V_reset, detach: bool):
+    """``v`` set to ``V_reset`` where ``spikes`` is 1, exact in floating point.
+
+    Same gradient as :func:`~brainsim._neurons.lif.reset_membrane`, but written as
+    ``v (1 - s) + V_reset s`` so a large overshoot (exponential or quadratic models overshoot
+    ``V_peak`` by orders of magnitude in one step) resets to exactly ``V_reset``; the form
+    ``v - (v - V_reset) s`` cancels catastrophically there (1e10 - (1e10 + 70.6) = -128 in
+    float32).
+    """
+    gate = jax.lax.stop_gradient(spikes) if detach else spikes
+    return v * (1.0 - gate) + V_reset * gate
+
+
+def exponential_current(v, g_L, Delta_T, V_T, V_peak):
+    r""":math:`g_L \Delta_T \exp((V - V_T)/\Delta_T)` (pA) with the exponent clipped at ``V_peak``.
+
+    Beyond ``V_peak`` the neuron spikes anyway; clipping keeps one step's overshoot (and its
+    gradient) finite in float32 instead of overflowing to ``inf``.
+    """
+    x = jnp.minimum(v, V_peak) - V_T
+    return g_L * Delta_T * jnp.exp(x / Delta_T)
+
+
+class AdExState(NamedTuple):
+    v: Float[Array, "n"]
+    """Membrane potential (mV)."""
+    w: Float[Array, "n"]
+    """Adaptation current (pA)."""
+    refractory: Int[Array, "n"]
+    """Steps of refractoriness left (0 = free to integrate)."""
+
+
+class AdEx(AbstractNeuron):
+    r"""Adaptive exponential integrate-and-fire (Brette & Gerstner 2005; NEST ``aeif_cond_*``).
+
+    .. math::
+        C_m \frac{dV}{dt} &= -g_L (V - E_L) + g_L \Delta_T\, e^{(V - V_T)/\Delta_T}
+            - w + I_e + i - g V \\
+        \tau_w \frac{dw}{dt} &= a (V - E_L) - w
+
+    When :math:`V \ge V_{peak}` the neuron spikes, :math:`V \leftarrow V_{reset}` and
+    :math:`w \leftarrow w + b`; during ``t_ref`` ms :math:`V` is held at ``V_reset`` while
+    :math:`w` keeps evolving (NEST's convention). The exponent is clipped at ``V_peak`` so a
+    step that overshoots the peak stays finite.
+
+    The default :class:`ExponentialEuler` (Brian2's ``exponential_euler``) treats the leak and
+    synaptic conductance exactly and the spike-generating exponential and ``w`` as constant
+    over the step; it is first order. Use ``dt`` <= 0.1 ms for spike timing within a fraction of
+    a millisecond.
+
+    Defaults are NEST's ``aeif_cond_exp`` (tonic spiking with adaptation under a step current).
+
+    Arguments (scalars or per-neuron arrays):
+        C_m: capacitance (pF). g_L: leak conductance (nS). E_L: leak reversal (mV).
+        V_T: threshold slope factor's midpoint (mV). Delta_T: slope factor (mV, > 0).
+        tau_w: adaptation time constant (ms). a: subthreshold adaptation (nS).
+        b: spike-triggered adaptation (pA). V_reset: reset (mV). V_peak: spike cut-off (mV).
+        t_ref: refractory period (ms). I_e: bias current (pA).
+        surrogate, detach_reset, integrator: as for :class:`LIF`.
+
+    Example:
+        >>> import brainsim as bs, jax.numpy as jnp
+        >>> adex = bs.AdEx(I_e=800.0)
+        >>> state = adex.init(2)
+        >>> state, spikes = adex.step(state, bs.Drive.zeros(2, jnp.float32), 0.0, 0.1)
+    """
+
+    C_m: Float[Array, "*n"]
+    g_L: Float[Array, "*n"]
+    E_L: Float[Array, "*n"]
+    V_T: Float[Array, "*n"]
+    Delta_T: Float[Array, "*n"]
+    tau_w: Float[Array, "*n"]
+    a: Float[Array, "*n"]
+    b: Float[Array, "*n"]
+    V_reset: Float[Array, "*n"]
+    V_peak: Float[Array, "*n"]
+    t_ref: Float[Array, "*n"]
+    I_e: Float[Array, "*n"]
+    surrogate: AbstractSurrogate
+    integrator: AbstractIntegrator
+    detach_reset: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        *,
+        C_m: ArrayLike = 281.0,
+        g_L: ArrayLike = 30.0,
+        E_L: ArrayLike = -70.6,
+        V_T: ArrayLike = -50.4,
+        Delta_T: ArrayLike = 2.0,
+        tau_w: ArrayLike = 144.0,
+        a: ArrayLike = 4.0,
+        b: ArrayLike = 80.5,
+        V_reset: ArrayLike = -70.6,
+        V_peak: ArrayLike = 0.0,
+        t_ref: ArrayLike = 0.0,
+        I_e: ArrayLike = 0.0,
+        surrogate: AbstractSurrogate | None = None,
+        integrator: AbstractIntegrator | None = None,
+        detach_reset: bool = True,
+    ):
+        owner = type(self).__name__
+        check_positive("C_m", C_m, owner=owner, unit="pF")
+        check_positive("g_L", g_L, owner=owner, unit="nS")
+        check_positive("Delta_T", Delta_T, owner=owner, unit="mV")
+        check_positive("tau_w", tau_w, owner=owner, unit="ms")
+        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
+        check_above(owner, "V_peak", V_peak, "V_reset", V_reset)
+        check_above(owner, "V_peak", V_peak, "V_T", V_T)
+        self.C_m = jnp.asarray(C_m)
+        self.g_L = jnp.asarray(g_L)
+        self.E_L = jnp.asarray(E_L)
+        self.V_T = jnp.asarray(V_T)
+        self.Delta_T = jnp.asarray(Delta_T)
+        self.tau_w = jnp.asarray(tau_w)
+        self.a = jnp.asarray(a)
+        self.b = jnp.asarray(b)
+        self.V_reset = jnp.asarray(V_reset)
+        self.V_peak = jnp.asarray(V_peak)
+        self.t_ref = jnp.asarray(t_ref)
+        self.I_e = jnp.asarray(I_e)
+        self.surrogate = FastSigmoid() if surrogate is None else surrogate
+        self.integrator = ExponentialEuler() if integrator is None else integrator
+        self.detach_reset = detach_reset
+
+    def init(self, n: int, *, dtype=None) -> AdExState:
+        dtype = default_dtype(dtype)
+        return AdExState(
+            v=jnp.broadcast_to(self.E_L, (n,)).astype(dtype),
+            w=jnp.zeros((n,), dtype),
+            refractory=jnp.zeros((n,), jnp.int32),
+        )
+
+    def voltage(self, state: AdExState):
+        return state.v
+
+    def linear_parts(self, drive: Drive):
+        """``(v, w) -> (a, b)`` with :math:`d(v, w)/dt = a (v, w) + b` (for integrators)."""
+
+        def parts(y):
+            v, w = y
+            spike_current = exponential_current(v, self.g_L, self.Delta_T, self.V_T, self.V_peak)
+            a_v = -(self.g_L + drive.conductance) / self.C_m
+            b_v = (self.g_L * self.E_L + spike_current - w + self.I_e + drive.current) / self.C_m
+            a_w = -1.0 / self.tau_w
+            b_w = self.a * (v - self.E_L) / self.tau_w
+            return (
+                (jnp.broadcast_to(a_v, v.shape), jnp.broadcast_to(a_w, w.shape)),
+                (jnp.broadcast_to(b_v, v.shape), jnp.broadcast_to(b_w, w.shape)),
+            )
+
+        return parts
+
+    def step(self, state: AdExState, drive: Drive, t, dt):
+        dtype = state.v.dtype
+        held = state.refractory > 0
+        v_start = jnp.where(held, self.V_reset, state.v)
+        v_new, w = self.integrator.step(self.linear_parts(drive), (v_start, state.w), dt)
+        v = jnp.where(held, self.V_reset, v_new)
+        spikes = self.surrogate(v - self.V_peak) * jnp.logical_not(held)
+        v = reset_exact(v, spikes, self.V_reset, self.detach_reset)
+        w = w + self.b * spikes
+        refractory = jnp.where(
+            spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
+        )
+        return (
+            AdExState(v.astype(dtype), w.astype(dtype), refractory.astype(jnp.int32)),
+            spikes.astype(dtype),
+        )

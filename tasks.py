@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Project tasks with nothing but the standard library: set up ``.venv`` and run or test.
+
+Usage (from anywhere; paths are relative to this file's folder):
+
+    python3 tasks.py run [ARGS...]   set up, then `brainsim run ARGS...` (default COBA network)
+    python3 tasks.py test [ARGS...]  set up with the test extra, then `pytest ARGS...`, `ruff check`
+    python3 tasks.py setup [--test]  only set up
+
+Set-up creates ``.venv`` with ``python3 -m venv`` and installs the package in editable mode
+(``pip install -e .`` or ``-e .[test]``). It writes a stamp keyed by a hash of
+``pyproject.toml``, the extras and the interpreter, so a second call is a no-op until one of
+them changes. It never prompts. Environment: ``BRAINSIM_VENV`` overrides the venv folder.
+"""
+
+import sys
+
+# Checked before anything newer is used, in syntax that any Python 3.6+ can parse.
+if sys.version_info < (3, 11):  # noqa: UP036
+    sys.stderr.write(
+        "tasks.py: brainsim needs Python >= 3.11; this is Python %d.%d (%s).\n"  # noqa: UP031
+        "Run it with a newer interpreter, e.g. `python3.11 tasks.py test`.\n"
+        % (sys.version_info[0], sys.version_info[1], sys.executable)
+    )
+    sys.exit(2)
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("BRAINSIM_VENV", ROOT / ".venv")).resolve()
+STAMP = VENV / ".brainsim-setup"
+WINDOWS = os.name == "nt"
+
+
+def say(message: str) -> None:
+    print(f"[tasks] {message}", flush=True)
+
+
+def venv_bin(name: str) -> Path:
+    if WINDOWS:
+        return VENV / "Scripts" / (name + ".exe")
+    return VENV / "bin" / name
+
+
+def run(cmd: list[str], **kwargs) -> int:
+    say("$ " + shlex.join(str(c) for c in cmd))
+    env = dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.update(kwargs.pop("env", {}))
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                           **kwargs)
+
+
+def check(cmd: list[str]) -> None:
+    code = run(cmd)
+    if code != 0:
+        say(f"failed (exit code {code}): {shlex.join(str(c) for c in cmd)}")
+        sys.exit(code)
+
+
+def setup_key(extras: str) -> str:
+    digest = hashlib.sha256()
+    digest.update((ROOT / "pyproject.toml").read_bytes())
+    digest.update(f"\0{extras}\0{sys.version}\0{VENV}".encode())
+    return digest.hexdigest()
+
+
+def setup(test: bool) -> Path:
+    """Create ``.venv`` if needed, install the package (and the test extra), return its python."""
+    python = venv_bin("python")
+    extras = "test" if test else ""
+    # The test set-up includes everything the plain one installs, so either stamp will do for run.
+    wanted = {setup_key("test")} | ({setup_key("")} if not test else set())
+    if python.exists() and STAMP.exists() and STAMP.read_text().strip() in wanted:
+        say(f"set-up up to date ({VENV.name}, {'test extra' if test else 'runtime'}); "
+            "delete the folder to rebuild it")
+        return python
+    started = time.perf_counter()
+    if VENV.exists() and not python.exists():
+        say(f"{VENV} exists but has no Python; recreating it")
+        shutil.rmtree(VENV)
+    if not python.exists():
+        say(f"creating virtual environment {VENV} with {sys.executable}")
+        code = run([sys.executable, "-m", "venv", VENV])
+        if code != 0 or not python.exists():
+            say("could not create the virtual environment. On Debian/Ubuntu install the venv "
+                "module first: `apt-get install python3-venv` (or the python3.X-venv package "
+                "matching your interpreter).")
+            sys.exit(code or 1)
+    STAMP.unlink(missing_ok=True)
+    target = f".[{extras}]" if extras else "."
+    check([python, "-m", "pip", "install", "--no-input", "-e", target])
+    STAMP.write_text(setup_key(extras) + "\n")
+    say(f"set-up done in {time.perf_counter() - started:.0f} s")
+    return python
+
+
+def task_run(args: list[str]) -> int:
+    setup(test=False)
+    return run([venv_bin("brainsim"), "run", *args])
+
+
+def task_test(args: list[str]) -> int:
+    python = setup(test=True)
+    started = time.perf_counter()
+    tests = run([python, "-m", "pytest", *args])
+    lint = run([python, "-m", "ruff", "check", "."])
+    say(f"pytest exit code {tests}, ruff exit code {lint} "
+        f"({time.perf_counter() - started:.0f} s)")
+    return tests or lint
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0 if argv else 2
+    task, rest = argv[0], argv[1:]
+    if task == "run":
+        return task_run(rest)
+    if task == "test":
+        return task_test(rest)
+    if task == "setup":
+        setup(test="--test" in rest)
+        return 0
+    sys.stderr.write(f"tasks.py: unknown task {task!r}; use run, test or setup.\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

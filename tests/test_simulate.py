@@ -1,0 +1,245 @@
+"""The simulation driver: recordings (sizes, agreement, sampling), run-time faults, exact
+continuation, batching without recompilation."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import brainsim as bs
+from brainsim import connect
+
+DT = 0.1
+
+
+def _active_network(n=13, n_src=5, seed=0):
+    """Poisson drive onto a recurrent LIF population that fires irregularly (~tens of Hz)."""
+    lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0, t_ref=2.0,
+                 I_e=300.0)
+    rec = {"e": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased())}
+    pops = [bs.Population("P", n_src, bs.PoissonSource(400.0)),
+            bs.Population("N", n, lif, receptors=rec,
+                          initial={"v": bs.init.Uniform(-70.0, -55.0)})]
+    projs = [bs.Projection("P", "N", connect.fixed_probability(n_src, n, 0.5, weight=150.0,
+                                                               seed=seed), receptor="e"),
+             bs.Projection("N", "N", connect.fixed_probability(n, n, 0.3, weight=-40.0,
+                                                               delay=0.5, allow_self=False,
+                                                               seed=seed + 1),
+                           receptor="e", layout=bs.Dense())]
+    return bs.Network(pops, projs, dt=DT)
+
+
+def _steps_ids(times, ids, t0=0.0):
+    order = np.lexsort((ids, times))
+    return np.rint((times[order] - t0) / DT).astype(int), ids[order]
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_recording_sizes_are_as_documented(precision, request):
+    if precision == "float64":
+        request.getfixturevalue("x64")
+    net = _active_network()
+    n_steps = 50
+    monitors = (bs.SpikeRaster(), bs.SpikeList("N", 100), bs.StateTrace("N", "v", every=3),
+                bs.StateTrace("N", "refractory"), bs.PopulationRate())
+    res = bs.simulate(net, n_steps=n_steps, key=jax.random.key(0), record=monitors)
+    # Documented: SpikeRaster n_steps * ceil(n/8) bytes per neuron population and n_steps * n
+    # per source; SpikeList 9 bytes per entry; StateTrace samples x neurons x itemsize;
+    # PopulationRate 4 bytes per population and step.
+    assert monitors[0].nbytes(net, n_steps) == n_steps * (2 + 5)
+    assert monitors[1].nbytes(net, n_steps) == 900
+    actual = [
+        sum(a.nbytes for a in res.recordings[0].values()),
+        sum(x.nbytes for x in (res.recordings[1].steps, res.recordings[1].ids,
+                               res.recordings[1].counts)),
+        res.recordings[2].nbytes,
+        res.recordings[3].nbytes,
+        sum(a.nbytes for a in res.recordings[4].values()),
+    ]
+    assert res.recordings[2].shape == (17, 13)  # ceil(50 / 3) samples
+    assert [m.nbytes(net, n_steps) for m in monitors] == actual
+
+
+def test_state_trace_of_selected_neurons():
+    net = _active_network()
+    sel = bs.StateTrace("N", "v", neurons=[0, 2, 12], every=2)
+    res = bs.simulate(net, n_steps=40, key=jax.random.key(0),
+                      record=(bs.StateTrace("N", "v"), sel))
+    full = np.asarray(res.recordings[0])
+    np.testing.assert_array_equal(np.asarray(res.recordings[1]), full[::2][:, [0, 2, 12]])
+    assert sel.nbytes(net, 40) == res.recordings[1].nbytes == 20 * 3 * 4
+
+
+def test_spike_raster_and_spike_list_agree():
+    net = _active_network()
+    res = bs.simulate(net, 100.0, key=jax.random.key(1),
+                      record=(bs.SpikeRaster(), bs.SpikeList("N", 5000), bs.SpikeList("P", 5000)))
+    for pop in ("N", "P"):
+        t_r, i_r = res.spikes(pop)  # the raster comes first
+        buf = res.recordings[1 if pop == "N" else 2]
+        n = int(buf.total)
+        reps = np.asarray(buf.counts[:n]).astype(int)
+        t_l = np.repeat(np.asarray(buf.steps[:n]), reps) * DT
+        i_l = np.repeat(np.asarray(buf.ids[:n]), reps)
+        assert t_r.size > 50
+        np.testing.assert_array_equal(_steps_ids(t_r, i_r)[0], _steps_ids(t_l, i_l)[0])
+        np.testing.assert_array_equal(_steps_ids(t_r, i_r)[1], _steps_ids(t_l, i_l)[1])
+    # Sources can emit several spikes per step (Poisson counts): they appear repeatedly.
+    assert np.asarray(res.recordings[0]["P"]).max() >= 2
+
+
+def test_spike_list_and_raster_agree_on_a_continued_run():
+    # result.spikes() must give absolute times whatever the monitor, also for a run that
+    # continues from an earlier state (t_start = 50 ms).
+    net = _active_network()
+    first = bs.simulate(net, 50.0, key=jax.random.key(2))
+    raster = bs.simulate(net, 50.0, state=first.state, record=(bs.SpikeRaster(("N",)),))
+    listed = bs.simulate(net, 50.0, state=first.state, record=(bs.SpikeList("N", 5000),))
+    t_r, i_r = raster.spikes("N")
+    t_l, i_l = listed.spikes("N")
+    assert t_r.size > 20 and t_r.min() >= 50.0
+    np.testing.assert_allclose(np.sort(t_l), np.sort(t_r), atol=1e-6)
+    np.testing.assert_array_equal(listed.spike_counts("N"), raster.spike_counts("N"))
+
+
+def test_spike_list_overflow_names_the_capacity_needed():
+    net = _active_network()
+    full = bs.simulate(net, 50.0, key=jax.random.key(3), record=(bs.SpikeRaster(("N",)),))
+    total = full.spikes("N")[0].size
+    assert total > 20
+    with pytest.raises(bs.SimulationError, match=rf"capacity >= {total}\b"):
+        bs.simulate(net, 50.0, key=jax.random.key(3), record=(bs.SpikeList("N", 20),))
+    res = bs.simulate(net, 50.0, key=jax.random.key(3), record=(bs.SpikeList("N", 20),),
+                      check=False)
+    assert int(res.faults.recording_overflow[0]) == total - 20
+    # The first 20 spikes are kept, in order.
+    t_full, i_full = full.spikes("N")
+    order = np.lexsort((i_full, t_full))
+    np.testing.assert_array_equal(np.asarray(res.recordings[0].ids), i_full[order][:20])
+    np.testing.assert_array_equal(np.asarray(res.recordings[0].steps),
+                                  np.rint(t_full[order][:20] / DT).astype(int))
+
+
+def test_spike_raster_source_counts_are_exact():
+    # "Exact, never overflows": a source channel may emit more than 255 spikes in one step
+    # (a lumped Poisson input); the raster must either record it or the run must fail.
+    net = bs.Network([bs.Population("P", 3, bs.PoissonSource(5e6))], dt=DT)  # 500 per step
+    try:
+        res = bs.simulate(net, n_steps=20, key=jax.random.key(0),
+                          record=(bs.SpikeRaster(), bs.PopulationRate()))
+    except bs.SimulationError:
+        return
+    raster_total = res.spikes("P")[0].size
+    assert raster_total == int(np.sum(res.recordings[1]["P"]))
+
+
+def _nan_network():
+    # Population B receives +inf at step 37 (a TimedArray row): its state must turn non-finite
+    # in that step; population A stays finite.
+    values = np.zeros((60, 2))
+    values[37, 1] = np.inf
+    pops = [bs.Population("A", 3, bs.LIF(I_e=100.0)),
+            bs.Population("B", 2, bs.LIF(), currents=[bs.TimedArray(values, dt=DT)])]
+    return bs.Network(pops, dt=DT)
+
+
+def test_nonfinite_state_raises_naming_population_and_first_step():
+    net = _nan_network()
+    with pytest.raises(bs.SimulationError, match=r"population 'B' at step 37 \(t = 3\.7 ms\)"):
+        bs.simulate(net, 5.0, key=jax.random.key(0))
+    res = bs.simulate(net, 5.0, key=jax.random.key(0), check=False)
+    np.testing.assert_array_equal(res.faults.first_nonfinite_step, [-1, 37])
+
+
+def test_nonfinite_state_raises_under_vmap():
+    net = _nan_network()
+
+    def run(i_e):
+        n = eqx.tree_at(lambda n: n.populations[0].model.I_e, net, i_e)
+        return bs.simulate(n, 5.0, key=jax.random.key(0)).state.step
+
+    with pytest.raises(Exception, match="Non-finite state"):
+        jax.block_until_ready(bs.jit(jax.vmap(run))(jnp.array([100.0, 200.0])))
+
+
+def test_state_trace_every_k_samples_at_k_dt():
+    net = _active_network()
+    res = bs.simulate(net, n_steps=50, key=jax.random.key(4),
+                      record=(bs.StateTrace("N", "v"), bs.StateTrace("N", "v", every=4)))
+    t1, v1 = res.trace("N", "v")
+    m, v4 = res.monitors[1], np.asarray(res.recordings[1])
+    assert m.every == 4 and v4.shape == (13, 13)  # ceil(50 / 4) samples
+    np.testing.assert_array_equal(v4, v1[::4])
+    np.testing.assert_allclose(t1[::4], DT * np.arange(0, 50, 4))
+    # The first sample is the initial state (time 0), as documented.
+    np.testing.assert_array_equal(v1[0], net.init(jax.random.key(4)).populations["N"].v)
+
+
+# ------------------------------------------------------------------------- continuation
+
+
+def test_continuing_from_result_state_is_bitwise_identical():
+    net = _active_network()
+    key = jax.random.key(5)
+    long = bs.simulate(net, 60.0, key=key, record=(bs.SpikeRaster(),))
+    a = bs.simulate(net, 30.0, key=key, record=(bs.SpikeRaster(),))
+    b = bs.simulate(net, 30.0, state=a.state, record=(bs.SpikeRaster(),))
+    for x, y in zip(jax.tree.leaves(long.state), jax.tree.leaves(b.state), strict=True):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(x, y)
+    for pop in ("N", "P"):
+        joined = np.concatenate([np.asarray(a.recordings[0][pop]),
+                                 np.asarray(b.recordings[0][pop])])
+        np.testing.assert_array_equal(np.asarray(long.recordings[0][pop]), joined)
+    np.testing.assert_allclose(b.spikes("N")[0].min(), 30.0, atol=5.0)  # absolute times
+    assert b.spikes("N")[0].min() >= 30.0
+
+
+# ------------------------------------------------------------------------------ batching
+
+
+def test_vmap_over_drives_equals_separate_runs_without_recompiling():
+    lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0, t_ref=2.0)
+    net = bs.Network([bs.Population("N", 4, lif, initial={"v": bs.init.Uniform(-70.0, -55.0)})],
+                     dt=DT)
+    traces = []
+
+    def run(i_e):
+        traces.append(1)  # Python side effect: runs once per trace
+        n = eqx.tree_at(lambda n: n.populations[0].model.I_e, net, i_e)
+        return bs.simulate(n, 50.0, key=jax.random.key(6), record=(bs.SpikeRaster(),
+                                                                    bs.StateTrace("N", "v")))
+
+    batched = bs.jit(jax.vmap(run))
+    drives = jnp.linspace(300.0, 1000.0, 8)
+    res = batched(drives)
+    assert len(traces) == 1
+    res2 = batched(drives + 17.0)
+    assert len(traces) == 1, "a second call with new values must not retrace"
+    assert not np.array_equal(np.asarray(res2.recordings[1]), np.asarray(res.recordings[1]))
+    for i in range(8):
+        single = run(drives[i])
+        one = res.batch(i)
+        np.testing.assert_array_equal(np.asarray(one.recordings[0]["N"]),
+                                      np.asarray(single.recordings[0]["N"]))
+        # Element-wise arithmetic: vmap must not change the numbers beyond float32 rounding.
+        np.testing.assert_allclose(one.trace("N", "v")[1], single.trace("N", "v")[1],
+                                   rtol=0, atol=1e-4)
+        assert one.rate("N") == single.rate("N")
+    assert res.batch(0).rate("N") < res.batch(7).rate("N")
+
+
+def test_bs_jit_functions_compose_with_grad_and_jit():
+    # bs.jit is documented as the way to wrap one's own functions around simulate; such a
+    # function must still work under jax.grad and inside another jax.jit, like any jitted
+    # function in JAX.
+    f = bs.jit(lambda x: jnp.sin(x) * 2.0)
+    np.testing.assert_allclose(jax.grad(f)(jnp.float32(0.3)), 2.0 * np.cos(0.3), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(f)(jnp.float32(0.3)), 2.0 * np.sin(0.3), rtol=1e-6)
