@@ -201,8 +201,8 @@ class StateTrace(AbstractMonitor):
 
     def init(self, network, n_steps, dtype):
         _population_names(network, self.population, "StateTrace")
-        example = self._select(
-            network, jax.eval_shape(lambda: network.init(jax.random.key(0), dtype=dtype))
+        example = jax.eval_shape(
+            lambda: self._select(network, network.init(jax.random.key(0), dtype=dtype))
         )
         return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._compile import jit
 from ._errors import check_positive, unknown_name_error
 from ._events import spike_events
 from ._inputs import AbstractCurrent
@@ -293,8 +294,17 @@ class Network(eqx.Module):
     # ------------------------------------------------------------------------------ state
 
     def init(self, key, *, dtype=None) -> NetworkState:
-        """Initial state: neurons at rest (or drawn from ``initial``), empty synapses."""
+        """Initial state: neurons at rest (or drawn from ``initial``), empty synapses.
+
+        Outside a transformation the construction runs as one compiled call (op-by-op
+        execution of the many small initialisers is seconds for a few thousand neurons).
+        """
         dtype = default_dtype(dtype)
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((self, key))):
+            return self._init(key, dtype)
+        return _init_compiled(self, key, dtype)
+
+    def _init(self, key, dtype) -> NetworkState:
         key_init, key_run = jax.random.split(key)
         pops, receptors, stp = {}, {}, {}
         for i, p in enumerate(self.populations):
@@ -395,3 +405,8 @@ class Network(eqx.Module):
         for j, c in enumerate(p.currents):
             current = current + c.current(t, dt, jax.random.fold_in(key, 1000 + j))
         return Drive(current.astype(dtype), conductance.astype(dtype)), new
+
+
+@jit
+def _init_compiled(network: Network, key, dtype) -> NetworkState:
+    return network._init(key, dtype)

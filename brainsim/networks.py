@@ -86,8 +86,9 @@ def cobahh(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 6.0, w_inh:
     E_K = −90 mV, V_T = −63 mV; spike at −20 mV with 3 ms refractoriness), exponential
     conductances (τe = 5 ms, E_e = 0 mV; τi = 10 ms, E_i = −80 mV), connection probability
     ``p`` (self-connections allowed, as in Brian2's ``connect(p=...)``), weights ``w_exc`` =
-    6 nS and ``w_inh`` = 67 nS, one-step delays, exponential Euler. No external input: the neurons fire
-    on their own (an isolated Traub–Miles cell with these parameters spikes at ≈ 14 Hz).
+    6 nS and ``w_inh`` = 67 nS, one-step delays, exponential Euler. No external input: the
+    neurons fire on their own (an isolated Traub–Miles cell with these parameters spikes at
+    ≈ 14 Hz).
 
     Initial state: V = E_L + N(−5, 5) mV as in Brian2, gates at their steady state for
     E_L, conductances at 0. Brian2's example starts the gates at 0 and the conductances at

@@ -40,8 +40,8 @@ def _check(edges, delay_steps, spike_steps, spike_ids, layout, n_steps):
     return got
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("delay_ms", [None, 0.1, 0.5, 1.7])
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("delay_ms", [None, 0.5, 1.7])  # None: the one-step minimum
 def test_homogeneous_delay_arrives_at_t_plus_d(layout, delay_ms):
     d = 1 if delay_ms is None else round(delay_ms / DT)
     edges = connect.all_to_all(3, 2, weight=1.0, delay=delay_ms)

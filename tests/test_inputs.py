@@ -41,7 +41,7 @@ def test_step_current_switches_at_the_right_step(dt, switch_times):
     idx = np.searchsorted(switch_steps, k, side="right") - 1
     expected = np.where(idx >= 0, amplitudes[np.maximum(idx, 0)], 0.0)
     wrong = np.flatnonzero(np.abs(got - expected) > CURRENT_ATOL)
-    assert wrong.size == 0, f"steps {wrong[:5]} got {got[wrong[:5]]}, expected {expected[wrong[:5]]}"
+    assert wrong.size == 0, (wrong[:5], got[wrong[:5]], expected[wrong[:5]])
 
 
 def test_step_current_per_neuron_amplitudes():
@@ -70,7 +70,7 @@ def test_timed_array_row_k_in_step_k(dt):
     got = _applied_current([bs.TimedArray(values, dt=dt)], 1, dt, T + 20)[:, 0]
     expected = np.concatenate([values, np.zeros(20)])
     wrong = np.flatnonzero(np.abs(got - expected) > CURRENT_ATOL)
-    assert wrong.size == 0, f"steps {wrong[:5]} got {got[wrong[:5]]}, expected {expected[wrong[:5]]}"
+    assert wrong.size == 0, (wrong[:5], got[wrong[:5]], expected[wrong[:5]])
 
 
 def test_timed_array_coarse_sampling_offset_and_per_neuron():

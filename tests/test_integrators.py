@@ -5,26 +5,20 @@ Problems (smooth, nonlinear, no spikes): the AdEx membrane and adaptation near t
 the Hodgkin–Huxley squid axon under a subthreshold step. The reference is an independent
 classic RK4 written here on the equations themselves (not on the models' linearised form),
 run with a step 20x smaller than the finest tested one, in float64. The order is the slope
-of log(error) against log(dt) over three halvings (two for RK4); it must be within 0.2 of the theory (the
-asymptotic regime is reached: the local slopes of successive pairs differ by less than that).
+of log(error) against log(dt) over three halvings (two for RK4); the fitted slope must be
+within 0.2 of the theory and every local slope within 0.3 (measured: within 0.05, except
+0.09 for Heun on HH and 0.04 for exponential Euler on HH at the largest step).
 """
 
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import brainsim as bs
-
-
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
 
 
 def adex_field(y, I=500.0):
@@ -56,8 +50,9 @@ def reference(field, y0, t_end, dt):
         k2 = field(add(y, k1, dt / 2))
         k3 = field(add(y, k2, dt / 2))
         k4 = field(add(y, k3, dt))
-        return jax.tree.map(lambda y, a, b, c, d: y + dt / 6 * (a + 2 * b + 2 * c + d),
-                            y, k1, k2, k3, k4), None
+        return jax.tree.map(
+            lambda y, a, b, c, d: y + dt / 6 * (a + 2 * b + 2 * c + d), y, k1, k2, k3, k4
+        ), None
 
     n = int(round(t_end / dt))
     return jax.jit(lambda y: jax.lax.scan(rk4, y, None, length=n)[0])(y0)
@@ -66,16 +61,26 @@ def reference(field, y0, t_end, dt):
 def adex_problem():
     model = bs.AdEx(I_e=500.0)
     y0 = (jnp.array([-52.0]), jnp.array([0.0]))
-    return model.linear_parts(bs.Drive.zeros(1, jnp.float64)), adex_field, y0, 10.0, \
-        [0.2, 0.1, 0.05, 0.025]
+    return (
+        model.linear_parts(bs.Drive.zeros(1, jnp.float64)),
+        adex_field,
+        y0,
+        10.0,
+        [0.2, 0.1, 0.05, 0.025],
+    )
 
 
 def hh_problem():
     model = bs.HodgkinHuxley(I_e=1.5)
     s = model.init(1, dtype=jnp.float64)
     y0 = (s.v, s.m, s.h, s.n)
-    return model.linear_parts(bs.Drive.zeros(1, jnp.float64)), hh_field, y0, 4.0, \
-        [0.04, 0.02, 0.01, 0.005]
+    return (
+        model.linear_parts(bs.Drive.zeros(1, jnp.float64)),
+        hh_field,
+        y0,
+        4.0,
+        [0.04, 0.02, 0.01, 0.005],
+    )
 
 
 @functools.cache
@@ -132,8 +137,9 @@ def test_exponential_euler_is_exact_for_linear_dynamics(x64, dt):
     # the same holds for the ALIF adaptation variable over many steps
     alif = bs.ALIF(tau_a=50.0, V_th=1e3, V_reset=-70.0)
     state = alif.init(1, dtype=jnp.float64)._replace(a=jnp.array([2.0]))
+    step = eqx.filter_jit(alif.step)
     for _ in range(10):
-        state, _ = alif.step(state, bs.Drive.zeros(1, jnp.float64), 0.0, dt)
+        state, _ = step(state, bs.Drive.zeros(1, jnp.float64), 0.0, dt)
     assert float(state.a[0]) == pytest.approx(2.0 * np.exp(-10 * dt / 50.0), rel=1e-13)
 
 

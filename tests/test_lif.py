@@ -84,7 +84,8 @@ def _analytic_time_to_threshold(I):
 
 
 def test_f_I_curve_matches_analytic_rate_on_step_grid(x64):
-    # From V_reset the membrane reaches V_th after T = tau ln((RI + E_L - V_reset)/(RI + E_L - V_th)).
+    # From V_reset the membrane reaches V_th after
+    # T = tau ln((RI + E_L - V_reset) / (RI + E_L - V_th)).
     # On the grid the neuron is held for t_ref/dt whole steps after the spike step, then spikes
     # in the first step whose end-point voltage is >= V_th: ISI = t_ref + ceil(T/dt) dt, hence
     # t_ref + T <= ISI < t_ref + T + dt, and the rate is 1/ISI.
@@ -97,7 +98,7 @@ def test_f_I_curve_matches_analytic_rate_on_step_grid(x64):
     res = bs.simulate(net, 500.0, key=jax.random.key(0), record=(bs.SpikeRaster(),))
     times, ids = res.spikes("N")
     ref_steps = round(T_REF / dt)
-    for i, I in enumerate(currents):
+    for i in range(currents.size):
         steps = np.rint(times[ids == i] / dt).astype(int)
         assert steps.size >= 3
         n_cross = int(math.ceil(T[i] / dt))

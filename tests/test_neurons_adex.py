@@ -1,5 +1,6 @@
 """AdEx (Brette & Gerstner 2005, NEST aeif defaults): fixed points and firing pattern."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,8 +30,9 @@ def run(model, current, dt=DT, state=None):
 
 def lower_root(current, a=A):
     """Stable subthreshold fixed point of the AdEx with w = a (V - E_L), by bisection."""
+
     def f(v):
-        return (-(G_L + a) * (v - E_L) + G_L * DELTA_T * np.exp((v - V_T) / DELTA_T) + current)
+        return -(G_L + a) * (v - E_L) + G_L * DELTA_T * np.exp((v - V_T) / DELTA_T) + current
 
     # f decreases from E_L to the minimum of f at V* = V_T + Δ_T ln((g_L + a)/g_L)
     lo, hi = E_L - 10.0, V_T + DELTA_T * np.log((G_L + a) / G_L)
@@ -76,7 +78,7 @@ def test_tonic_spiking_with_adaptation():
 def test_spike_resets_and_increments_adaptation():
     model = bs.AdEx(b=80.5)
     state = model.init(1)._replace(v=jnp.array([-1.0]), w=jnp.array([10.0]))
-    state, spikes = model.step(state, bs.Drive.zeros(1, jnp.float32), 0.0, DT)
+    state, spikes = eqx.filter_jit(model.step)(state, bs.Drive.zeros(1, jnp.float32), 0.0, DT)
     assert float(spikes[0]) == 1.0
     assert float(state.v[0]) == pytest.approx(-70.6)
     # w decays exactly over the step (linear in itself) with drive a (V - E_L) frozen
@@ -95,15 +97,9 @@ def test_exponential_is_guarded_against_overflow():
         s, spikes = model.step(state, bs.Drive(jnp.array([1e6]), jnp.zeros(1)), 0.0, 0.5)
         return s.v.sum() + s.w.sum() + spikes.sum()
 
-    value, grads = eqx_value_and_grad(loss, model)
+    value, grads = eqx.filter_jit(eqx.filter_value_and_grad(loss))(model)
     assert np.isfinite(value)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
-
-
-def eqx_value_and_grad(f, model):
-    import equinox as eqx
-
-    return eqx.filter_value_and_grad(f)(model)
 
 
 def test_refractory_holds_voltage():
@@ -111,8 +107,9 @@ def test_refractory_holds_voltage():
     state = model.init(1)._replace(v=jnp.array([5.0]))
     vs = []
     drive = bs.Drive(jnp.array([2000.0]), jnp.zeros(1))
+    step = eqx.filter_jit(model.step)
     for _ in range(25):
-        state, _ = model.step(state, drive, 0.0, DT)
+        state, _ = step(state, drive, 0.0, DT)
         vs.append(float(state.v[0]))
     np.testing.assert_allclose(vs[:20], -70.6, atol=1e-5)  # 2 ms = 20 steps held at V_reset
     assert vs[20] > -70.6

@@ -64,8 +64,9 @@ def test_qif_rheobase():
     np.testing.assert_allclose(steady_isi(spikes[:, 1:], dt), qif_period(72.0), rtol=0.02)
 
 
-def eif_period(current, C=281.0, g_L=30.0, E_L=-70.6, V_T=-50.4, D_T=2.0, V_reset=-70.6,
-               V_peak=0.0):
+def eif_period(
+    current, C=281.0, g_L=30.0, E_L=-70.6, V_T=-50.4, D_T=2.0, V_reset=-70.6, V_peak=0.0
+):
     """T = ∫ C dV / F(V) from V_reset to V_peak, by composite Simpson on a fine grid."""
     v = np.linspace(V_reset, V_peak, 400001)
     F = -g_L * (v - E_L) + g_L * D_T * np.exp((v - V_T) / D_T) + current
@@ -86,8 +87,9 @@ def test_expif_interspike_interval_quadrature():
 def test_expif_rheobase():
     i_rh = 30.0 * (-50.4 + 70.6 - 2.0)  # g_L (V_T - E_L - Δ_T) = 546 pA
     dt = 0.1
-    _, spikes, _ = run(bs.ExpIF(), np.broadcast_to([0.99 * i_rh, 1.01 * i_rh],
-                                                   (int(1000 / dt), 2)), dt)
+    _, spikes, _ = run(
+        bs.ExpIF(), np.broadcast_to([0.99 * i_rh, 1.01 * i_rh], (int(1000 / dt), 2)), dt
+    )
     assert spikes[:, 0].sum() == 0
     assert spikes[:, 1].sum() >= 3
 

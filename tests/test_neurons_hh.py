@@ -54,8 +54,9 @@ def test_rest_is_a_fixed_point():
 @pytest.mark.parametrize("dt", [0.01, 0.025])
 def test_single_spike_threshold(dt):
     tol = 0.02 + 1.0 * dt  # first-order shift (measured +0.011 at 0.01, +0.022 at 0.025)
-    _, spikes, _ = run(bs.HodgkinHuxley(), step_currents([I_SINGLE - 0.01, I_SINGLE + tol], dt),
-                       dt, record=False)
+    _, spikes, _ = run(
+        bs.HodgkinHuxley(), step_currents([I_SINGLE - 0.01, I_SINGLE + tol], dt), dt, record=False
+    )
     counts = spikes.sum(0)
     assert counts[0] == 0
     assert counts[1] == 1  # one spike, then rest (below the repetitive range)
@@ -66,7 +67,7 @@ def test_repetitive_firing_onset():
     dt = 0.01
     amplitudes = [I_REPETITIVE - 0.02, I_REPETITIVE + 0.02, 10.0]
     _, spikes, _ = run(bs.HodgkinHuxley(), step_currents(amplitudes, dt), dt, record=False)
-    late = spikes[int(150 / dt):].sum(0)
+    late = spikes[int(150 / dt) :].sum(0)
     assert spikes[:, 0].sum() >= 1 and late[0] == 0  # a transient train that stops
     assert late[1] >= 2 and late[2] >= 2  # sustained firing
     assert 6.0 <= I_REPETITIVE <= 6.5
@@ -101,29 +102,46 @@ def test_long_runs_stay_finite(dt):
     assert spikes[:, :2].sum() > 20  # the noisy neurons really fired
 
 
-def test_rates_at_removable_singularities():
-    # α_m has 0/0 at V = -40 mV and α_n at V = -55 mV; values and gradients must be the limits.
+def all_rates(model, v):
+    return jnp.stack(jax.tree.leaves(model.rates(v)))
+
+
+@pytest.mark.parametrize(
+    "model, singular",
+    [(bs.HodgkinHuxley(), [-40.0, -55.0]), (bs.TraubMiles(), [-63.0 + 13, -63.0 + 40, -63.0 + 15])],
+    ids=["hh", "traub_miles"],
+)
+def test_rates_at_removable_singularities(model, singular):
+    # Rates of the form x/(1 - e^{-x}) are 0/0 at their singular voltage: the values must be
+    # the limits (continuous with the neighbours) and the derivatives finite and correct.
+    v = jnp.asarray(singular)
+    h = 0.05  # mV; central differences of these smooth functions are accurate to ~h^2
+    rates, lo, hi = jax.jit(jax.vmap(lambda v: all_rates(model, v)))(
+        jnp.stack([v, v - h, v + h]).ravel()
+    ).reshape(3, len(singular), -1)
+    jac = jax.jit(jax.vmap(jax.jacfwd(lambda v: all_rates(model, v))))(v)
+    assert np.all(np.isfinite(rates)) and np.all(rates >= 0)
+    np.testing.assert_allclose(rates, 0.5 * (lo + hi), rtol=1e-3)
+    assert np.all(np.isfinite(jac))
+    np.testing.assert_allclose(jac, (hi - lo) / (2 * h), rtol=1e-2, atol=1e-5)
+
+
+def test_hh_rate_limits():
     (am, _), _, (an, _) = bs.HodgkinHuxley.rates(jnp.array([-40.0, -55.0]))
     assert float(am[0]) == pytest.approx(1.0, rel=1e-6)
     assert float(an[1]) == pytest.approx(0.1, rel=1e-6)
-    near = jnp.array([-40.0 + 1e-3, -40.0 - 1e-3])
-    (am_near, _), _, _ = bs.HodgkinHuxley.rates(near)
-    np.testing.assert_allclose(am_near, 1.0, atol=1e-4)
     grad = jax.grad(lambda v: bs.HodgkinHuxley.rates(v)[0][0])(-40.0)
     assert float(grad) == pytest.approx(0.05, rel=1e-4)  # d/dV of (V+40)/10/(1-e^{-(V+40)/10})
+
+
+def test_x_over_expm1_gradient():
     x = jnp.array([0.0, 1e-6, -1e-6, 0.5, 60.0, -60.0])
-    g = jax.vmap(jax.grad(x_over_expm1))(x)
+    g = jax.jit(jax.vmap(jax.grad(x_over_expm1)))(x)
     xs = np.asarray(x, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         exact = (np.expm1(xs) - xs * np.exp(xs)) / np.expm1(xs) ** 2
     exact[:3] = -0.5
     np.testing.assert_allclose(g, exact, rtol=1e-4, atol=1e-12)
-    tm = bs.TraubMiles()
-    for v in (tm.V_T + 13.0, tm.V_T + 40.0, tm.V_T + 15.0):
-        rates = jax.tree.leaves(tm.rates(jnp.asarray(v)))
-        grads = jax.tree.leaves(jax.grad(lambda v: sum(jax.tree.leaves(tm.rates(v))))(v))
-        assert all(np.isfinite(float(r)) and float(r) >= 0 for r in rates)
-        assert all(np.isfinite(float(g)) for g in grads)
 
 
 def test_gates_start_at_steady_state():
@@ -168,8 +186,21 @@ def test_traub_miles_constructor_signature():
     import inspect
 
     params = inspect.signature(bs.TraubMiles).parameters
-    assert list(params) == ["C_m", "g_L", "g_Na", "g_K", "E_L", "E_Na", "E_K", "V_T", "V_spike",
-                            "t_ref", "I_e", "surrogate", "integrator"]
+    assert list(params) == [
+        "C_m",
+        "g_L",
+        "g_Na",
+        "g_K",
+        "E_L",
+        "E_Na",
+        "E_K",
+        "V_T",
+        "V_spike",
+        "t_ref",
+        "I_e",
+        "surrogate",
+        "integrator",
+    ]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
 
 
@@ -221,8 +252,9 @@ def _scipy_hh_spike_times(amplitude, duration=200.0):
     am, bm, ah, bh, an, bn = rates(-65.0)
     y0 = [-65.0, am / (am + bm), ah / (ah + bh), an / (an + bn)]
     t_eval = np.arange(0.0, duration, 0.005)
-    sol = integrate.solve_ivp(f, (0.0, duration), y0, method="LSODA", rtol=1e-10, atol=1e-10,
-                              max_step=0.05, t_eval=t_eval)
+    sol = integrate.solve_ivp(
+        f, (0.0, duration), y0, method="LSODA", rtol=1e-10, atol=1e-10, max_step=0.05, t_eval=t_eval
+    )
     v = sol.y[0]
     up = np.nonzero((v[:-1] < 0.0) & (v[1:] >= 0.0))[0]
     return sol.t[up], v
@@ -257,8 +289,16 @@ def test_reference_traub_miles_period_with_scipy():
         return [dv, am * (1 - m) - bm * m, ah * (1 - h) - bh * h, an * (1 - n) - bn * n]
 
     t_eval = np.arange(0.0, 300.0, 0.002)
-    sol = integrate.solve_ivp(f, (0.0, 300.0), [-60.0, 0.0, 0.0, 0.0], method="LSODA",
-                              rtol=1e-10, atol=1e-10, max_step=0.05, t_eval=t_eval)
+    sol = integrate.solve_ivp(
+        f,
+        (0.0, 300.0),
+        [-60.0, 0.0, 0.0, 0.0],
+        method="LSODA",
+        rtol=1e-10,
+        atol=1e-10,
+        max_step=0.05,
+        t_eval=t_eval,
+    )
     v = sol.y[0]
     t = sol.t[np.nonzero((v[:-1] < -20.0) & (v[1:] >= -20.0))[0]]
     np.testing.assert_allclose(np.diff(t)[1:], TRAUB_MILES_PERIOD, atol=0.01)

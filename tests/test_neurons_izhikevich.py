@@ -37,7 +37,7 @@ def run(model, current, dt=DT, state=None):
 def step_response(name, amplitude=10.0, duration=320.0):
     n = int(round(duration / DT))
     current = np.zeros(n)
-    current[int(round(ONSET / DT)):] = amplitude
+    current[int(round(ONSET / DT)) :] = amplitude
     _, times, _ = run(bs.Izhikevich.preset(name), current)
     return times - ONSET
 
@@ -107,7 +107,7 @@ def test_thalamocortical_rebound_burst():
     # 8.1, 15.5, 25.8 ms after release, then silence.
     n = int(round(400.0 / DT))
     current = np.zeros(n)
-    current[int(50 / DT):int(200 / DT)] = -10.0
+    current[int(50 / DT) : int(200 / DT)] = -10.0
     _, t, _ = run(bs.Izhikevich.preset("TC"), current)
     assert np.all(t > 200.0)
     rebound = t[t < 240.0]
@@ -121,7 +121,7 @@ def test_thalamocortical_tonic_when_depolarised():
     # Small depolarising step from rest: tonic spiking (measured steady ISI 50 ms at I = 1).
     n = int(round(400.0 / DT))
     current = np.zeros(n)
-    current[int(50 / DT):] = 1.0
+    current[int(50 / DT) :] = 1.0
     _, t, _ = run(bs.Izhikevich.preset("TC"), current)
     isi = np.diff(t)
     assert len(t) >= 5
@@ -130,7 +130,8 @@ def test_thalamocortical_tonic_when_depolarised():
 
 
 def _rest_and_eigenvalues(a, b):
-    """Rest of v' = 0.04v^2 + 5v + 140 - u, u' = a(bv - u) (I = 0) and its Jacobian's eigenvalues."""
+    """Rest of v' = 0.04v^2 + 5v + 140 - u, u' = a(bv - u) at I = 0, and the eigenvalues of
+    the Jacobian there."""
     v = np.roots([0.04, 5.0 - b, 140.0]).real.min()  # the lower root is the stable node/focus
     jac = np.array([[0.08 * v + 5.0, -1.0], [a * b, -a]])
     return v, np.linalg.eigvals(jac)
@@ -146,10 +147,10 @@ def test_resonator_rings_at_its_linear_frequency():
     model = bs.Izhikevich.preset("RZ", V_init=v_rest)
     n = int(round(300.0 / DT))
     current = np.zeros(n)
-    current[int(10 / DT):int(11 / DT)] = 1.0
+    current[int(10 / DT) : int(11 / DT)] = 1.0
     v, t, _ = run(model, current)
     assert len(t) == 0  # subthreshold
-    x = v[int(11 / DT):] - v_rest
+    x = v[int(11 / DT) :] - v_rest
     crossings = np.nonzero(np.diff(np.sign(x)) != 0)[0] * DT
     half_periods = np.diff(crossings)[1:5]
     # Euler with dt = 0.1 ms and the finite amplitude shift the period by < 1 % (measured
