@@ -86,8 +86,7 @@ from ._monitors import AbstractMonitor, SpikeRaster, StateTrace
 from ._network import Network, Population, Projection, Receptor
 from ._neurons._base import default_dtype
 
-NEURON_MODELS = ("LIF", "ALIF", "AdEx", "Izhikevich", "HodgkinHuxley", "TraubMiles", "ExpIF",
-                 "QIF")
+NEURON_MODELS = ("LIF", "ALIF", "AdEx", "Izhikevich", "HodgkinHuxley", "TraubMiles", "ExpIF", "QIF")
 
 
 class ConfigError(ValueError):
@@ -126,25 +125,42 @@ def registry() -> dict[str, dict[str, Callable]]:
         "current": present(bs, ("ConstantCurrent", "StepCurrent", "TimedArray")),
         "rate": present(bs, ("TimedArray",)),
         "integrator": present(bs, ("Euler", "Heun", "RK2", "RK4", "ExponentialEuler", "Exact")),
-        "surrogate": present(surrogate, ("FastSigmoid", "Sigmoid", "Arctan", "Triangle",
-                                         "Exponential", "Rectangular")),
-        "initializer": {"constant": init.Constant, "uniform": init.Uniform,
-                        "normal": init.Normal},
+        "surrogate": present(
+            surrogate,
+            ("FastSigmoid", "Sigmoid", "Arctan", "Triangle", "Exponential", "Rectangular"),
+        ),
+        "initializer": {"constant": init.Constant, "uniform": init.Uniform, "normal": init.Normal},
         "edge_distribution": {"uniform": _uniform_edges, "normal": _normal_edges},
-        "connect": present(connect, ("all_to_all", "one_to_one", "fixed_probability",
-                                     "fixed_indegree", "fixed_outdegree", "fixed_total_number",
-                                     "from_arrays")),
+        "connect": present(
+            connect,
+            (
+                "all_to_all",
+                "one_to_one",
+                "fixed_probability",
+                "fixed_indegree",
+                "fixed_outdegree",
+                "fixed_total_number",
+                "from_arrays",
+            ),
+        ),
         "layout": {"sparse": bs.Sparse, "dense": bs.Dense},
     }
 
 
 _KIND_WORDS = {
-    "neuron": "model (neuron or spike source)", "source": "spike source",
+    "neuron": "model (neuron or spike source)",
+    "source": "spike source",
     "kinetics": "synaptic kinetics",
-    "output": "receptor output", "stp": "short-term plasticity rule", "current": "current",
-    "rate": "time-varying rate", "integrator": "integrator", "surrogate": "surrogate function",
-    "initializer": "initial-value distribution", "edge_distribution": "weight/delay distribution",
-    "connect": "connectivity builder", "layout": "layout",
+    "output": "receptor output",
+    "stp": "short-term plasticity rule",
+    "current": "current",
+    "rate": "time-varying rate",
+    "integrator": "integrator",
+    "surrogate": "surrogate function",
+    "initializer": "initial-value distribution",
+    "edge_distribution": "weight/delay distribution",
+    "connect": "connectivity builder",
+    "layout": "layout",
 }
 
 # Array arguments that hold indices, not quantities: kept integer instead of cast to float.
@@ -199,8 +215,12 @@ def default_config_path():
     return importlib.resources.files("brainsim") / "default_config.toml"
 
 
-def load_config(path: str | os.PathLike | None = None, *, seed: int | None = None,
-                duration_ms: float | None = None) -> Experiment:
+def load_config(
+    path: str | os.PathLike | None = None,
+    *,
+    seed: int | None = None,
+    duration_ms: float | None = None,
+) -> Experiment:
     """Read a TOML config and build its network; ``None`` loads the embedded default.
 
     ``seed`` and ``duration_ms`` override ``[simulation]`` (as ``brainsim run --seed/--duration``).
@@ -222,8 +242,13 @@ def load_config(path: str | os.PathLike | None = None, *, seed: int | None = Non
     return parse_config(text, source=source, seed=seed, duration_ms=duration_ms)
 
 
-def parse_config(text: str, *, source: str = "<string>", seed: int | None = None,
-                 duration_ms: float | None = None) -> Experiment:
+def parse_config(
+    text: str,
+    *,
+    source: str = "<string>",
+    seed: int | None = None,
+    duration_ms: float | None = None,
+) -> Experiment:
     """Like :func:`load_config` for TOML text."""
     try:
         data = tomllib.loads(text)
@@ -232,8 +257,9 @@ def parse_config(text: str, *, source: str = "<string>", seed: int | None = None
     return build_config(data, source=source, seed=seed, duration_ms=duration_ms)
 
 
-def build_config(data: dict, *, source: str = "<dict>", seed: int | None = None,
-                 duration_ms: float | None = None) -> Experiment:
+def build_config(
+    data: dict, *, source: str = "<dict>", seed: int | None = None, duration_ms: float | None = None
+) -> Experiment:
     """Like :func:`load_config` for an already parsed config (a dict as ``tomllib`` returns)."""
     return _Loader(source).experiment(data, seed, duration_ms)
 
@@ -303,8 +329,9 @@ class _Loader:
         self.source = source
 
     def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {path}: {message}" if path else
-                           f"{self.source}: {message}")
+        return ConfigError(
+            f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}"
+        )
 
     # ------------------------------------------------------------------ generic checks
 
@@ -368,20 +395,25 @@ class _Loader:
         try:
             return np.asarray(value, dtype=np.int64 if integer else float)
         except ValueError:
-            raise self.error(path, f"expected {what}: a rectangular array (rows of equal "
-                                   "length).") from None
+            raise self.error(
+                path, f"expected {what}: a rectangular array (rows of equal length)."
+            ) from None
 
     def lookup(self, kind: str, name, path: str):
         options = registry()[kind]
         if kind == "neuron":  # a population's model may be a neuron or a spike source
             options = {**options, **registry()["source"]}
         if not isinstance(name, str):
-            raise self.error(path, f"expected the name of a {_KIND_WORDS[kind]} (a string); got "
-                                   f"{_kind_of(name)}. Valid: {', '.join(options)}.")
+            raise self.error(
+                path,
+                f"expected the name of a {_KIND_WORDS[kind]} (a string); got "
+                f"{_kind_of(name)}. Valid: {', '.join(options)}.",
+            )
         if name not in options:
             raise self.error(
-                path, f"unknown {_KIND_WORDS[kind]} {name!r}.{_closest(name, options)} "
-                      f"Valid: {', '.join(options)}."
+                path,
+                f"unknown {_KIND_WORDS[kind]} {name!r}.{_closest(name, options)} "
+                f"Valid: {', '.join(options)}.",
             )
         return options[name]
 
@@ -392,8 +424,9 @@ class _Loader:
         if isinstance(spec, dict):
             if "type" not in spec:
                 raise self.error(
-                    path, f"missing key 'type' (the name of a {_KIND_WORDS[kind]}: "
-                          f"{', '.join(registry()[kind])})."
+                    path,
+                    f"missing key 'type' (the name of a {_KIND_WORDS[kind]}: "
+                    f"{', '.join(registry()[kind])}).",
                 )
             cls = self.lookup(kind, spec["type"], _join(path, "type"))
             kwargs = {k: v for k, v in spec.items() if k != "type"}
@@ -401,9 +434,10 @@ class _Loader:
             cls, kwargs = self.lookup(kind, spec, path), {}
         else:
             raise self.error(
-                path, f"expected a {_KIND_WORDS[kind]}: a name (e.g. "
-                      f"{next(iter(registry()[kind]), 'Name')!r}) or a table with 'type'; got "
-                      f"{_kind_of(spec)}."
+                path,
+                f"expected a {_KIND_WORDS[kind]}: a name (e.g. "
+                f"{next(iter(registry()[kind]), 'Name')!r}) or a table with 'type'; got "
+                f"{_kind_of(spec)}.",
             )
         return self.construct(cls, kwargs, path)
 
@@ -412,16 +446,20 @@ class _Loader:
         fixed = fixed or {}
         name = getattr(fn, "__name__", str(fn))
         params = {
-            n: p for n, p in inspect.signature(fn).parameters.items()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and not n.startswith("_")
+            n: p
+            for n, p in inspect.signature(fn).parameters.items()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and not n.startswith("_")
             and n not in fixed
         }
         converted = {}
         for key, value in kwargs.items():
             if key not in params:
                 valid = ", ".join(params) or "none"
-                raise self.error(_join(path, key), f"unknown argument {key!r} of {name}."
-                                 f"{_closest(key, params)} Valid: {valid}.")
+                raise self.error(
+                    _join(path, key),
+                    f"unknown argument {key!r} of {name}.{_closest(key, params)} Valid: {valid}.",
+                )
             converted[key] = self.argument(value, params[key], _join(path, key))
         for key, p in params.items():
             if p.default is inspect.Parameter.empty and key not in converted:
@@ -450,8 +488,7 @@ class _Loader:
             return self.string(value, path, what)
         if param.name in _INDEX_ARGUMENTS:
             return self.array(value, path, what, integer=True)
-        numeric = any(w in ann for w in ("ArrayLike", "float", "Array")) or (
-            _is_number(default))
+        numeric = any(w in ann for w in ("ArrayLike", "float", "Array")) or (_is_number(default))
         if numeric or isinstance(value, list):
             if isinstance(value, list):
                 return self.array(value, path, what)
@@ -466,21 +503,30 @@ class _Loader:
             return self.array(value, path, what)
         if isinstance(value, dict):
             return self.distribution("edge_distribution", value, path, what)
-        raise self.error(path, f"expected {what}: a number, an array with one value per "
-                               "synapse, or a distribution such as { normal = [mean, std] }; "
-                               f"got {_kind_of(value)}.")
+        raise self.error(
+            path,
+            f"expected {what}: a number, an array with one value per "
+            "synapse, or a distribution such as { normal = [mean, std] }; "
+            f"got {_kind_of(value)}.",
+        )
 
     def distribution(self, kind, value: dict, path, what):
         """``{ name = [args...] }`` or ``{ name = { arg = ... } }`` with exactly one name."""
         options = registry()[kind]
         if len(value) != 1:
-            raise self.error(path, f"expected {what} as a one-key table such as "
-                                   f"{{ {next(iter(options))} = [...] }}; got keys "
-                                   f"{', '.join(map(repr, value)) or 'none'}.")
-        (name, args), = value.items()
+            raise self.error(
+                path,
+                f"expected {what} as a one-key table such as "
+                f"{{ {next(iter(options))} = [...] }}; got keys "
+                f"{', '.join(map(repr, value)) or 'none'}.",
+            )
+        ((name, args),) = value.items()
         if name not in options:
-            raise self.error(_join(path, name), f"unknown distribution {name!r}."
-                             f"{_closest(name, options)} Valid: {', '.join(options)}.")
+            raise self.error(
+                _join(path, name),
+                f"unknown distribution {name!r}."
+                f"{_closest(name, options)} Valid: {', '.join(options)}.",
+            )
         fn = options[name]
         sub = _join(path, name)
         if isinstance(args, dict):
@@ -488,33 +534,56 @@ class _Loader:
         args = args if isinstance(args, list) else [args]
         params = [p for p in inspect.signature(fn).parameters.values()]
         if len(args) != len(params):
-            raise self.error(sub, f"expected {len(params)} values "
-                                  f"[{', '.join(p.name for p in params)}]; got {len(args)}.")
+            raise self.error(
+                sub,
+                f"expected {len(params)} values "
+                f"[{', '.join(p.name for p in params)}]; got {len(args)}.",
+            )
         return self.construct(fn, dict(zip((p.name for p in params), args, strict=True)), sub)
 
     # ------------------------------------------------------------------ sections
 
     def experiment(self, data, seed, duration_ms) -> Experiment:
-        self.table(data, "", required={
-            "simulation": "a table with duration_ms, dt_ms and seed",
-            "populations": "a table of populations, e.g. [populations.E]",
-        }, optional={"description": "", "projections": "", "record": ""})
+        self.table(
+            data,
+            "",
+            required={
+                "simulation": "a table with duration_ms, dt_ms and seed",
+                "populations": "a table of populations, e.g. [populations.E]",
+            },
+            optional={"description": "", "projections": "", "record": ""},
+        )
         description = self.string(data.get("description", ""), "description", "a description")
-        sim = self.table(data["simulation"], "simulation", required={
-            "duration_ms": "the simulated time in ms", "dt_ms": "the time step in ms",
-        }, optional={"seed": ""})
+        sim = self.table(
+            data["simulation"],
+            "simulation",
+            required={
+                "duration_ms": "the simulated time in ms",
+                "dt_ms": "the time step in ms",
+            },
+            optional={"seed": ""},
+        )
         dt = self.number(sim["dt_ms"], "simulation.dt_ms", "the time step in ms", positive=True)
         if duration_ms is None:
-            duration = self.number(sim["duration_ms"], "simulation.duration_ms",
-                                   "the simulated time in ms", positive=True)
+            duration = self.number(
+                sim["duration_ms"],
+                "simulation.duration_ms",
+                "the simulated time in ms",
+                positive=True,
+            )
             duration_where = "simulation.duration_ms"
         else:
             duration, duration_where = float(duration_ms), "duration (--duration)"
         steps = duration / dt
-        if not (math.isfinite(steps) and round(steps) >= 1
-                and abs(steps - round(steps)) <= 1e-6 * max(1.0, steps)):
-            raise self.error(duration_where, f"expected a positive whole number of steps of "
-                                             f"dt_ms = {dt} ms; got {duration} ms.")
+        if not (
+            math.isfinite(steps)
+            and round(steps) >= 1
+            and abs(steps - round(steps)) <= 1e-6 * max(1.0, steps)
+        ):
+            raise self.error(
+                duration_where,
+                f"expected a positive whole number of steps of dt_ms = {dt} ms; got {duration} ms.",
+            )
         if seed is None:
             seed = self.integer(sim.get("seed", 0), "simulation.seed", "the seed", minimum=0)
         elif not isinstance(seed, int) or seed < 0:
@@ -522,81 +591,109 @@ class _Loader:
 
         pops_data = data["populations"]
         if not isinstance(pops_data, dict) or not pops_data:
-            raise self.error("populations", "expected at least one population, e.g. "
-                                            "[populations.E] with size and model.")
-        populations = [self.population(name, spec, _join("populations", name))
-                       for name, spec in pops_data.items()]
+            raise self.error(
+                "populations",
+                "expected at least one population, e.g. [populations.E] with size and model.",
+            )
+        populations = [
+            self.population(name, spec, _join("populations", name))
+            for name, spec in pops_data.items()
+        ]
         projections = self.projections(data.get("projections", []), populations, seed, dt)
         try:
             network = Network(populations, [p for p, _ in projections], dt=dt)
         except (ValueError, TypeError, KeyError) as e:
             message = _library_message(e)
-            where = next((path for p, path in reversed(projections) if repr(p.name) in message),
-                         "projections")
+            where = next(
+                (path for p, path in reversed(projections) if repr(p.name) in message),
+                "projections",
+            )
             raise self.error(where, message) from None
         record = self.record(data.get("record", {}), network)
         return Experiment(network, duration, seed, record, self.source, description, data)
 
     def population(self, name: str, spec, path: str) -> Population:
-        self.table(spec, path, required={
-            "size": "a positive integer: the number of neurons", "model": "a neuron model name",
-        }, optional={"params": "", "initial": "", "receptors": "", "currents": ""})
-        size = self.integer(spec["size"], _join(path, "size"), "the number of neurons",
-                            minimum=1)
+        self.table(
+            spec,
+            path,
+            required={
+                "size": "a positive integer: the number of neurons",
+                "model": "a neuron model name",
+            },
+            optional={"params": "", "initial": "", "receptors": "", "currents": ""},
+        )
+        size = self.integer(spec["size"], _join(path, "size"), "the number of neurons", minimum=1)
         cls = self.lookup("neuron", spec["model"], _join(path, "model"))
         params = spec.get("params", {})
         if not isinstance(params, dict):
-            raise self.error(_join(path, "params"),
-                             f"expected a table of {cls.__name__} arguments; got "
-                             f"{_kind_of(params)}.")
+            raise self.error(
+                _join(path, "params"),
+                f"expected a table of {cls.__name__} arguments; got {_kind_of(params)}.",
+            )
         model = self.construct(cls, params, _join(path, "params"))
         if any(cls is c for c in registry()["source"].values()):
             for key in ("receptors", "currents", "initial"):
                 if key in spec:
-                    raise self.error(_join(path, key), f"a spike source ({cls.__name__}) takes "
-                                                       f"no {key}.")
+                    raise self.error(
+                        _join(path, key), f"a spike source ({cls.__name__}) takes no {key}."
+                    )
 
         receptors = {}
         rec_path = _join(path, "receptors")
         rec_data = spec.get("receptors", {})
         if not isinstance(rec_data, dict):
-            raise self.error(rec_path, f"expected a table of named receptors; got "
-                                       f"{_kind_of(rec_data)}.")
+            raise self.error(
+                rec_path, f"expected a table of named receptors; got {_kind_of(rec_data)}."
+            )
         for rname, rspec in rec_data.items():
             rpath = _join(rec_path, rname)
-            self.table(rspec, rpath, required={
-                "kinetics": 'e.g. { type = "ExponentialSynapse", tau = 5.0 }',
-                "output": 'e.g. { type = "ConductanceBased", E_rev = 0.0 } or "CurrentBased"',
-            }, optional={})
-            receptors[rname] = Receptor(self.obj("kinetics", rspec["kinetics"],
-                                                 _join(rpath, "kinetics")),
-                                        self.obj("output", rspec["output"],
-                                                 _join(rpath, "output")))
+            self.table(
+                rspec,
+                rpath,
+                required={
+                    "kinetics": 'e.g. { type = "ExponentialSynapse", tau = 5.0 }',
+                    "output": 'e.g. { type = "ConductanceBased", E_rev = 0.0 } or "CurrentBased"',
+                },
+                optional={},
+            )
+            receptors[rname] = Receptor(
+                self.obj("kinetics", rspec["kinetics"], _join(rpath, "kinetics")),
+                self.obj("output", rspec["output"], _join(rpath, "output")),
+            )
 
         cur_path = _join(path, "currents")
         cur_data = spec.get("currents", [])
         if not isinstance(cur_data, list):
-            raise self.error(cur_path, "expected an array of currents, e.g. "
-                                       '[{ type = "ConstantCurrent", amplitude = 100.0 }].')
+            raise self.error(
+                cur_path,
+                "expected an array of currents, e.g. "
+                '[{ type = "ConstantCurrent", amplitude = 100.0 }].',
+            )
         currents = [self.obj("current", c, _join(cur_path, i)) for i, c in enumerate(cur_data)]
 
         initial = {}
         init_path = _join(path, "initial")
         init_data = spec.get("initial", {})
         if not isinstance(init_data, dict):
-            raise self.error(init_path, "expected a table of state variables, e.g. "
-                                        "{ v = { uniform = [-60.0, -50.0] } }.")
+            raise self.error(
+                init_path,
+                "expected a table of state variables, e.g. { v = { uniform = [-60.0, -50.0] } }.",
+            )
         if init_data:
             fields = _state_fields(model)
             for var, value in init_data.items():
                 vpath = _join(init_path, var)
                 if var not in fields:
-                    raise self.error(vpath, f"{cls.__name__} has no state variable {var!r}."
-                                            f"{_closest(var, fields)} Valid: {', '.join(fields)}.")
+                    raise self.error(
+                        vpath,
+                        f"{cls.__name__} has no state variable {var!r}."
+                        f"{_closest(var, fields)} Valid: {', '.join(fields)}.",
+                    )
                 initial[var] = self.initial_value(value, vpath, size)
         try:
-            return Population(name, size, model, receptors=receptors, currents=currents,
-                              initial=initial)
+            return Population(
+                name, size, model, receptors=receptors, currents=currents, initial=initial
+            )
         except (ValueError, TypeError, KeyError) as e:
             raise self.error(path, _library_message(e)) from None
 
@@ -607,71 +704,105 @@ class _Loader:
         if isinstance(value, list):
             arr = self.array(value, path, "one initial value per neuron")
             if arr.shape != (size,):
-                raise self.error(path, f"expected one initial value per neuron ({size}); got "
-                                       f"shape {arr.shape}.")
+                raise self.error(
+                    path, f"expected one initial value per neuron ({size}); got shape {arr.shape}."
+                )
             return init["constant"](arr)
         if isinstance(value, dict):
             return self.distribution("initializer", value, path, "an initial value")
-        raise self.error(path, "expected an initial value: a number, one per neuron, or "
-                               "{ uniform = [low, high] } / { normal = [mean, std] }; got "
-                               f"{_kind_of(value)}.")
+        raise self.error(
+            path,
+            "expected an initial value: a number, one per neuron, or "
+            "{ uniform = [low, high] } / { normal = [mean, std] }; got "
+            f"{_kind_of(value)}.",
+        )
 
     def projections(self, data, populations, seed, dt):
         if not isinstance(data, list):
-            raise self.error("projections", "expected an array of tables: write each one as "
-                                            "[[projections]].")
+            raise self.error(
+                "projections", "expected an array of tables: write each one as [[projections]]."
+            )
         index = {p.name: i for i, p in enumerate(populations)}
         pair_count: dict[tuple[int, int], int] = {}
         out = []
         for k, spec in enumerate(data):
             path = _join("projections", k)
-            self.table(spec, path, required={
-                "pre": "the presynaptic population", "post": "the postsynaptic population",
-                "receptor": "the postsynaptic receptor name",
-                "connect": 'e.g. { type = "fixed_probability", p = 0.02, weight = 1.0 }',
-            }, optional={"layout": "", "stp": "", "round_delays": "", "name": ""})
+            self.table(
+                spec,
+                path,
+                required={
+                    "pre": "the presynaptic population",
+                    "post": "the postsynaptic population",
+                    "receptor": "the postsynaptic receptor name",
+                    "connect": 'e.g. { type = "fixed_probability", p = 0.02, weight = 1.0 }',
+                },
+                optional={"layout": "", "stp": "", "round_delays": "", "name": ""},
+            )
             for role in ("pre", "post"):
                 name = self.string(spec[role], _join(path, role), "a population name")
                 if name not in index:
-                    raise self.error(_join(path, role), f"unknown population {name!r}."
-                                     f"{_closest(name, index)} Valid: {', '.join(index)}.")
+                    raise self.error(
+                        _join(path, role),
+                        f"unknown population {name!r}."
+                        f"{_closest(name, index)} Valid: {', '.join(index)}.",
+                    )
             pre, post = populations[index[spec["pre"]]], populations[index[spec["post"]]]
             if post.is_source:
-                raise self.error(_join(path, "post"), f"population {post.name!r} is a spike "
-                                                      "source and cannot receive synapses.")
+                raise self.error(
+                    _join(path, "post"),
+                    f"population {post.name!r} is a spike source and cannot receive synapses.",
+                )
             receptor = self.string(spec["receptor"], _join(path, "receptor"), "a receptor name")
             if receptor not in post.receptors:
-                valid = ", ".join(post.receptors) or "none (add [populations."\
-                    f"{post.name}.receptors.NAME])"
-                raise self.error(_join(path, "receptor"),
-                                 f"population {post.name!r} has no receptor {receptor!r}."
-                                 f"{_closest(receptor, post.receptors)} Valid: {valid}.")
+                valid = (
+                    ", ".join(post.receptors)
+                    or f"none (add [populations.{post.name}.receptors.NAME])"
+                )
+                raise self.error(
+                    _join(path, "receptor"),
+                    f"population {post.name!r} has no receptor {receptor!r}."
+                    f"{_closest(receptor, post.receptors)} Valid: {valid}.",
+                )
             pair = (index[pre.name], index[post.name])
             repeat = pair_count.get(pair, 0)
             pair_count[pair] = repeat + 1
             derived = [seed, *pair] + ([repeat] if repeat else [])
-            edges = self.connect(spec["connect"], _join(path, "connect"), pre.size, post.size,
-                                 derived)
+            edges = self.connect(
+                spec["connect"], _join(path, "connect"), pre.size, post.size, derived
+            )
             layout = self.obj("layout", spec.get("layout", "sparse"), _join(path, "layout"))
-            stp = (self.obj("stp", spec["stp"], _join(path, "stp")) if "stp" in spec else None)
-            round_delays = self.boolean(spec.get("round_delays", False),
-                                        _join(path, "round_delays"), "round_delays")
-            name = (self.string(spec["name"], _join(path, "name"), "a projection name")
-                    if "name" in spec else None)
+            stp = self.obj("stp", spec["stp"], _join(path, "stp")) if "stp" in spec else None
+            round_delays = self.boolean(
+                spec.get("round_delays", False), _join(path, "round_delays"), "round_delays"
+            )
+            name = (
+                self.string(spec["name"], _join(path, "name"), "a projection name")
+                if "name" in spec
+                else None
+            )
             # Built here rather than by Network so that delay and layout errors name this
             # projection's keys; Network keeps an already built connectivity as it is.
             owner = _join(_join(path, "connect"), "delay")
             try:
-                conn = layout.build(edges, dt, owner=owner, round_delays=round_delays,
-                                    dtype=default_dtype(None))
+                conn = layout.build(
+                    edges, dt, owner=owner, round_delays=round_delays, dtype=default_dtype(None)
+                )
             except (ValueError, TypeError) as e:
                 message = _library_message(e)
                 if message.startswith(owner):
                     raise ConfigError(f"{self.source}: {message}") from None
                 raise self.error(_join(path, "layout"), message) from None
             try:
-                proj = Projection(pre.name, post.name, conn, receptor=receptor, layout=layout,
-                                  stp=stp, round_delays=round_delays, name=name)
+                proj = Projection(
+                    pre.name,
+                    post.name,
+                    conn,
+                    receptor=receptor,
+                    layout=layout,
+                    stp=stp,
+                    round_delays=round_delays,
+                    name=name,
+                )
             except (ValueError, TypeError, KeyError) as e:
                 raise self.error(path, _library_message(e)) from None
             out.append((proj, path))
@@ -679,26 +810,36 @@ class _Loader:
 
     def connect(self, spec, path, n_pre, n_post, derived_seed):
         if not isinstance(spec, dict):
-            raise self.error(path, "expected a table with 'type', e.g. "
-                                   '{ type = "fixed_probability", p = 0.02, weight = 1.0 }; '
-                                   f"got {_kind_of(spec)}.")
+            raise self.error(
+                path,
+                "expected a table with 'type', e.g. "
+                '{ type = "fixed_probability", p = 0.02, weight = 1.0 }; '
+                f"got {_kind_of(spec)}.",
+            )
         if "type" not in spec:
-            raise self.error(path, "missing key 'type' (a connectivity builder: "
-                                   f"{', '.join(registry()['connect'])}).")
+            raise self.error(
+                path,
+                f"missing key 'type' (a connectivity builder: {', '.join(registry()['connect'])}).",
+            )
         fn = self.lookup("connect", spec["type"], _join(path, "type"))
         params = inspect.signature(fn).parameters
         fixed: dict[str, Any] = {}
         if "n" in params:
             if n_pre != n_post:
-                raise self.error(_join(path, "type"), f"{fn.__name__} needs populations of "
-                                 f"equal size; got {n_pre} and {n_post}.")
+                raise self.error(
+                    _join(path, "type"),
+                    f"{fn.__name__} needs populations of equal size; got {n_pre} and {n_post}.",
+                )
             fixed["n"] = n_pre
         if "n_pre" in params:
             fixed.update(n_pre=n_pre, n_post=n_post)
         kwargs = {k: v for k, v in spec.items() if k != "type"}
         if "seed" in params:
-            fixed["seed"] = (self.integer(kwargs.pop("seed"), _join(path, "seed"), "a seed",
-                                          minimum=0) if "seed" in kwargs else derived_seed)
+            fixed["seed"] = (
+                self.integer(kwargs.pop("seed"), _join(path, "seed"), "a seed", minimum=0)
+                if "seed" in kwargs
+                else derived_seed
+            )
         return self.construct(fn, kwargs, path, fixed=fixed)
 
     def record(self, data, network: Network) -> tuple[AbstractMonitor, ...]:
@@ -715,48 +856,76 @@ class _Loader:
             if spikes:
                 monitors.append(SpikeRaster(tuple(spikes)))
         else:
-            raise self.error("record.spikes", "expected true (all populations), false, or an "
-                                              f"array of population names; got "
-                                              f"{_kind_of(spikes)}.")
+            raise self.error(
+                "record.spikes",
+                "expected true (all populations), false, or an "
+                f"array of population names; got "
+                f"{_kind_of(spikes)}.",
+            )
         traces = data.get("traces", [])
         if not isinstance(traces, list):
-            raise self.error("record.traces", "expected an array of tables, e.g. "
-                                              '[{ population = "E", variable = "v" }].')
+            raise self.error(
+                "record.traces",
+                'expected an array of tables, e.g. [{ population = "E", variable = "v" }].',
+            )
         for i, spec in enumerate(traces):
             path = _join("record.traces", i)
-            self.table(spec, path, required={"population": "a population name"},
-                       optional={"variable": "", "neurons": "", "every": ""})
+            self.table(
+                spec,
+                path,
+                required={"population": "a population name"},
+                optional={"variable": "", "neurons": "", "every": ""},
+            )
             pop = self.check_population(spec["population"], _join(path, "population"), names)
             population = network.population(pop)
             fields = _state_fields(population.model)
-            var = self.string(spec.get("variable", "v"), _join(path, "variable"),
-                              "a state variable")
+            var = self.string(
+                spec.get("variable", "v"), _join(path, "variable"), "a state variable"
+            )
             if var not in fields:
-                raise self.error(_join(path, "variable"),
-                                 f"{type(population.model).__name__} has no state variable "
-                                 f"{var!r}.{_closest(var, fields)} Valid: {', '.join(fields)}.")
+                raise self.error(
+                    _join(path, "variable"),
+                    f"{type(population.model).__name__} has no state variable "
+                    f"{var!r}.{_closest(var, fields)} Valid: {', '.join(fields)}.",
+                )
             neurons = None
             if "neurons" in spec:
-                arr = self.array(spec["neurons"], _join(path, "neurons"), "neuron indices",
-                                 integer=True)
+                arr = self.array(
+                    spec["neurons"], _join(path, "neurons"), "neuron indices", integer=True
+                )
                 bad = arr[(arr < 0) | (arr >= population.size)]
                 if arr.ndim != 1 or bad.size:
-                    raise self.error(_join(path, "neurons"),
-                                     f"expected indices in 0..{population.size - 1}"
-                                     + (f"; got {int(bad[0])}." if bad.size else "."))
+                    raise self.error(
+                        _join(path, "neurons"),
+                        f"expected indices in 0..{population.size - 1}"
+                        + (f"; got {int(bad[0])}." if bad.size else "."),
+                    )
                 neurons = arr.tolist()
-            every = self.integer(spec.get("every", 1), _join(path, "every"),
-                                 "a sampling interval in steps", minimum=1)
+            every = self.integer(
+                spec.get("every", 1),
+                _join(path, "every"),
+                "a sampling interval in steps",
+                minimum=1,
+            )
             monitors.append(StateTrace(pop, var, neurons=neurons, every=every))
         return tuple(monitors)
 
     def check_population(self, name, path, names) -> str:
         name = self.string(name, path, "a population name")
         if name not in names:
-            raise self.error(path, f"unknown population {name!r}.{_closest(name, names)} "
-                                   f"Valid: {', '.join(names)}.")
+            raise self.error(
+                path,
+                f"unknown population {name!r}.{_closest(name, names)} Valid: {', '.join(names)}.",
+            )
         return name
 
 
-__all__ = ["ConfigError", "Experiment", "build_config", "default_config_path", "load_config",
-           "parse_config", "registry"]
+__all__ = [
+    "ConfigError",
+    "Experiment",
+    "build_config",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+    "registry",
+]

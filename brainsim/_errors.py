@@ -31,6 +31,17 @@ def _as_numpy(x):
     return np.asarray(x) if is_concrete(x) else None
 
 
+def as_parameter(value):
+    """A model parameter as a floating-point array (integers become the default float), so it
+    is a differentiable leaf and int/float inputs do not compile different programs."""
+    import jax.numpy as jnp
+
+    arr = jnp.asarray(value)
+    if not jnp.issubdtype(arr.dtype, jnp.inexact):
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
 def check_positive(name: str, value, *, owner: str = "", unit: str = "") -> None:
     """Raise ``ValueError`` if a concrete ``value`` has an element that is not > 0."""
     arr = _as_numpy(value)
@@ -64,7 +75,9 @@ def check_finite(name: str, value, *, owner: str = "") -> None:
         return
     if arr.size and not np.all(np.isfinite(arr)):
         where = f"{owner}: " if owner else ""
-        raise ValueError(f"{where}`{name}` must be finite; got {arr.ravel()[~np.isfinite(arr.ravel())][0]!r}.")
+        raise ValueError(
+            f"{where}`{name}` must be finite; got {arr.ravel()[~np.isfinite(arr.ravel())][0]!r}."
+        )
 
 
 def check_per_neuron(name: str, value, n: int, *, owner: str = "") -> None:
@@ -84,7 +97,9 @@ def closest(name: str, options: Iterable[str]) -> str:
     return f" Did you mean {match[0]!r}?" if match else ""
 
 
-def unknown_name_error(kind: str, name: str, options: Iterable[str], *, where: str = "") -> KeyError:
+def unknown_name_error(
+    kind: str, name: str, options: Iterable[str], *, where: str = ""
+) -> KeyError:
     opts = sorted(options)
     prefix = f"{where}: " if where else ""
     return KeyError(

@@ -22,17 +22,17 @@ _BITS = 32
 class SpikeEvents(NamedTuple):
     """The spikes of one population in one step, in dense and compacted-searchable form."""
 
-    values: Float[Array, "n"]
+    values: Float[Array, " n"]
     """Spike values (1.0 for a spike; other values e.g. after short-term plasticity)."""
-    words: UInt32[Array, "w"]
+    words: UInt32[Array, " w"]
     """Bit ``b`` of word ``i`` is set where neuron ``32 i + b`` has a non-zero value."""
-    offsets: Int[Array, "w"]
+    offsets: Int[Array, " w"]
     """Number of spiking neurons before word ``i``."""
     count: Int[Array, ""]
     """Number of spiking neurons."""
 
 
-def spike_events(values: Float[Array, "n"]) -> SpikeEvents:
+def spike_events(values: Float[Array, " n"]) -> SpikeEvents:
     """Pack the non-zero entries of ``values`` into searchable words."""
     n = values.shape[0]
     n_words = -(-n // _BITS)
@@ -44,7 +44,7 @@ def spike_events(values: Float[Array, "n"]) -> SpikeEvents:
     return SpikeEvents(values, words, inclusive - per_word, inclusive[-1])
 
 
-def chunk_indices(events: SpikeEvents, start, size: int) -> Int[Array, "size"]:
+def chunk_indices(events: SpikeEvents, start, size: int) -> Int[Array, " size"]:
     """Indices of spiking neurons number ``start .. start+size-1`` (ascending), padded with ``n``."""
     n = events.values.shape[0]
     n_words = events.words.shape[0]

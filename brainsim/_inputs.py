@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from ._errors import check_nonnegative, check_positive, is_concrete
+from ._errors import as_parameter, check_nonnegative, check_positive
 from ._neurons._base import AbstractSpikeSource, default_dtype
 
 
@@ -37,7 +37,7 @@ class ConstantCurrent(AbstractCurrent):
     amplitude: Float[Array, "*n"]
 
     def __init__(self, amplitude: ArrayLike):
-        self.amplitude = jnp.asarray(amplitude)
+        self.amplitude = as_parameter(amplitude)
 
     def current(self, t, dt, key):
         return self.amplitude
@@ -55,22 +55,24 @@ class StepCurrent(AbstractCurrent):
     ``times[0]``. ``amplitudes`` has shape ``(m,)`` or ``(m, n)`` for per-neuron values.
     """
 
-    times: Float[Array, "m"]
+    times: Float[Array, " m"]
     amplitudes: Float[Array, "m *n"]
 
     def __init__(self, times: ArrayLike, amplitudes: ArrayLike):
         t = np.asarray(times, dtype=float)
         a = np.asarray(amplitudes)
         if t.ndim != 1 or t.size == 0:
-            raise ValueError(f"StepCurrent: `times` must be a non-empty 1-D array; got shape {t.shape}.")
+            raise ValueError(
+                f"StepCurrent: `times` must be a non-empty 1-D array; got shape {t.shape}."
+            )
         if a.shape[:1] != t.shape:
             raise ValueError(
                 f"StepCurrent: `amplitudes` needs one entry per time ({t.size}); got shape {a.shape}."
             )
         if np.any(np.diff(t) <= 0):
             raise ValueError("StepCurrent: `times` must be strictly increasing.")
-        self.times = jnp.asarray(t)
-        self.amplitudes = jnp.asarray(a)
+        self.times = as_parameter(t)
+        self.amplitudes = as_parameter(a)
 
     def current(self, t, dt, key):
         # Small tolerance: a switch at 10.0 ms applies to the step starting at t_k = 10.0 ms
@@ -101,7 +103,7 @@ class TimedArray(AbstractCurrent):
 
     def __init__(self, values: ArrayLike, dt: float, t_start: float = 0.0):
         check_positive("dt", dt, owner="TimedArray", unit="ms")
-        v = jnp.asarray(values)
+        v = as_parameter(values)
         if v.ndim not in (1, 2) or v.shape[0] == 0:
             raise ValueError(f"TimedArray: `values` must have shape (T,) or (T, n); got {v.shape}.")
         self.values = v
@@ -126,7 +128,7 @@ class TimedArray(AbstractCurrent):
 
 
 class PoissonState(NamedTuple):
-    counts: Float[Array, "n"]
+    counts: Float[Array, " n"]
     """Spike counts emitted in the last step."""
 
 
@@ -144,7 +146,7 @@ class PoissonSource(AbstractSpikeSource):
     def __init__(self, rate: ArrayLike | TimedArray):
         if not isinstance(rate, TimedArray):
             check_nonnegative("rate", rate, owner="PoissonSource", unit="Hz")
-            rate = jnp.asarray(rate)
+            rate = as_parameter(rate)
         self.rate = rate
 
     def init(self, n, *, dtype=None):
@@ -168,7 +170,7 @@ class PoissonSource(AbstractSpikeSource):
 class SpikeGeneratorState(NamedTuple):
     cursor: Int[Array, ""]
     """Index of the next event not yet emitted."""
-    counts: Float[Array, "n"]
+    counts: Float[Array, " n"]
     """Spikes emitted in the last step."""
 
 
@@ -183,12 +185,13 @@ class SpikeGenerator(AbstractSpikeSource):
     times: np.ndarray
     indices: np.ndarray
     round_times: bool = eqx.field(static=True)
-    steps: Int[Array, "m"] | None
-    channels: Int[Array, "m"] | None
+    steps: Int[Array, " m"] | None
+    channels: Int[Array, " m"] | None
     per_step: int = eqx.field(static=True)
 
-    def __init__(self, times: ArrayLike, indices: ArrayLike, *, round_times: bool = False,
-                 _built=None):
+    def __init__(
+        self, times: ArrayLike, indices: ArrayLike, *, round_times: bool = False, _built=None
+    ):
         t = np.asarray(times, dtype=float).ravel()
         i = np.asarray(indices).ravel()
         if t.shape != i.shape:
@@ -226,10 +229,12 @@ class SpikeGenerator(AbstractSpikeSource):
         order = np.lexsort((self.indices, steps))
         steps = steps[order].astype(np.int64)
         per_step = int(np.bincount(steps).max()) if steps.size else 1
-        built = (jnp.asarray(steps, jnp.int32), jnp.asarray(self.indices[order], jnp.int32),
-                 per_step)
-        return SpikeGenerator(self.times, self.indices, round_times=self.round_times,
-                              _built=built)
+        built = (
+            jnp.asarray(steps, jnp.int32),
+            jnp.asarray(self.indices[order], jnp.int32),
+            per_step,
+        )
+        return SpikeGenerator(self.times, self.indices, round_times=self.round_times, _built=built)
 
     def init(self, n, *, dtype=None):
         return SpikeGeneratorState(jnp.zeros((), jnp.int32), jnp.zeros((n,), default_dtype(dtype)))

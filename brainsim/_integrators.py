@@ -46,6 +46,7 @@ def _vector_field(linear_parts: LinearParts):
 
 def _axpy(y, dt, *terms):
     """``y + dt * sum(c_i * k_i)`` over PyTrees; ``terms`` are (coefficient, pytree) pairs."""
+
     def combine(yi, *ks):
         acc = yi
         for (c, _), ki in zip(terms, ks, strict=True):
@@ -110,9 +111,7 @@ class ExponentialEuler(AbstractIntegrator):
 
     def step(self, linear_parts, y, dt):
         a, b = linear_parts(y)
-        return jax.tree.map(
-            lambda ai, yi, bi: yi + dt * phi1(ai * dt) * (ai * yi + bi), a, y, b
-        )
+        return jax.tree.map(lambda ai, yi, bi: yi + dt * phi1(ai * dt) * (ai * yi + bi), a, y, b)
 
 
 Exact = ExponentialEuler

@@ -92,7 +92,9 @@ class SpikeRaster(AbstractMonitor):
         return total
 
     def describe(self, network, n_steps):
-        return f"SpikeRaster {list(self.names(network))}: {self.nbytes(network, n_steps) / 1e6:.2f} MB"
+        return (
+            f"SpikeRaster {list(self.names(network))}: {self.nbytes(network, n_steps) / 1e6:.2f} MB"
+        )
 
 
 class SpikeListBuffer(NamedTuple):
@@ -126,8 +128,13 @@ class SpikeList(AbstractMonitor):
     def init(self, network, n_steps, dtype):
         _population_names(network, self.population, "SpikeList")
         z = jnp.zeros((self.capacity,), jnp.int32)
-        return SpikeListBuffer(z, z, jnp.zeros((self.capacity,), jnp.uint8),
-                               jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        return SpikeListBuffer(
+            z,
+            z,
+            jnp.zeros((self.capacity,), jnp.uint8),
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.int32),
+        )
 
     def update(self, network, buffer, state_before, spikes, k):
         values = spikes[self.population]
@@ -157,8 +164,10 @@ class SpikeList(AbstractMonitor):
         return self.capacity * 9
 
     def describe(self, network, n_steps):
-        return (f"SpikeList {self.population!r}: up to {self.capacity} spikes, "
-                f"{self.nbytes(network, n_steps) / 1e6:.2f} MB")
+        return (
+            f"SpikeList {self.population!r}: up to {self.capacity} spikes, "
+            f"{self.nbytes(network, n_steps) / 1e6:.2f} MB"
+        )
 
 
 class StateTrace(AbstractMonitor):
@@ -170,8 +179,9 @@ class StateTrace(AbstractMonitor):
     neurons: tuple[int, ...] | None = eqx.field(static=True)
     every: int = eqx.field(static=True)
 
-    def __init__(self, population: str, variable: str, neurons: Sequence[int] | None = None,
-                 every: int = 1):
+    def __init__(
+        self, population: str, variable: str, neurons: Sequence[int] | None = None, every: int = 1
+    ):
         if not (isinstance(every, int | np.integer) and every >= 1):
             raise ValueError(f"StateTrace: `every` must be an integer >= 1 step; got {every!r}.")
         self.population = population
@@ -183,8 +193,12 @@ class StateTrace(AbstractMonitor):
         p = network.population(self.population)
         pstate = state.populations[self.population]
         if self.variable not in pstate._fields:
-            raise unknown_name_error(f"state variable of {type(p.model).__name__}", self.variable,
-                                     pstate._fields, where=f"StateTrace {self.population!r}")
+            raise unknown_name_error(
+                f"state variable of {type(p.model).__name__}",
+                self.variable,
+                pstate._fields,
+                where=f"StateTrace {self.population!r}",
+            )
         x = getattr(pstate, self.variable)
         if self.neurons is not None:
             bad = [i for i in self.neurons if not 0 <= i < p.size]
@@ -220,8 +234,10 @@ class StateTrace(AbstractMonitor):
         return self.n_samples(n_steps) * m * 4
 
     def describe(self, network, n_steps):
-        return (f"StateTrace {self.population}.{self.variable} every {self.every} step(s): "
-                f"{self.nbytes(network, n_steps) / 1e6:.2f} MB")
+        return (
+            f"StateTrace {self.population}.{self.variable} every {self.every} step(s): "
+            f"{self.nbytes(network, n_steps) / 1e6:.2f} MB"
+        )
 
 
 class PopulationRate(AbstractMonitor):

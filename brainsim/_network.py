@@ -94,13 +94,22 @@ class Population(eqx.Module):
     currents: tuple[AbstractCurrent, ...]
     initial: dict[str, AbstractInitializer]
 
-    def __init__(self, name: str, size: int, model, *, receptors: Mapping[str, Receptor] | None = None,
-                 currents: Sequence[AbstractCurrent] = (),
-                 initial: Mapping[str, AbstractInitializer] | None = None):
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        model,
+        *,
+        receptors: Mapping[str, Receptor] | None = None,
+        currents: Sequence[AbstractCurrent] = (),
+        initial: Mapping[str, AbstractInitializer] | None = None,
+    ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"Population: `name` must be a non-empty string; got {name!r}.")
         if not (isinstance(size, int | np.integer) and size > 0):
-            raise ValueError(f"Population {name!r}: `size` must be a positive integer; got {size!r}.")
+            raise ValueError(
+                f"Population {name!r}: `size` must be a positive integer; got {size!r}."
+            )
         if not isinstance(model, AbstractNeuron | AbstractSpikeSource):
             raise TypeError(
                 f"Population {name!r}: `model` must be a neuron model (e.g. brainsim.LIF(...)) "
@@ -114,9 +123,7 @@ class Population(eqx.Module):
                     f"{type(rec).__name__}."
                 )
         if isinstance(model, AbstractSpikeSource) and (receptors or currents):
-            raise ValueError(
-                f"Population {name!r}: a spike source takes no receptors or currents."
-            )
+            raise ValueError(f"Population {name!r}: a spike source takes no receptors or currents.")
         for c in currents:
             if not isinstance(c, AbstractCurrent):
                 raise TypeError(
@@ -160,9 +167,18 @@ class Projection(eqx.Module):
     stp: TsodyksMarkram | None
     round_delays: bool = eqx.field(static=True)
 
-    def __init__(self, pre: str, post: str, connectivity, *, receptor: str,
-                 layout: AbstractLayout | None = None, stp: TsodyksMarkram | None = None,
-                 round_delays: bool = False, name: str | None = None):
+    def __init__(
+        self,
+        pre: str,
+        post: str,
+        connectivity,
+        *,
+        receptor: str,
+        layout: AbstractLayout | None = None,
+        stp: TsodyksMarkram | None = None,
+        round_delays: bool = False,
+        name: str | None = None,
+    ):
         if not isinstance(connectivity, EdgeList | AbstractConnectivity):
             raise TypeError(
                 f"Projection {pre}->{post}: `connectivity` must come from brainsim.connect "
@@ -208,8 +224,13 @@ class Network(eqx.Module):
     projections: tuple[Projection, ...]
     dt: float = eqx.field(static=True)
 
-    def __init__(self, populations: Sequence[Population], projections: Sequence[Projection] = (),
-                 *, dt: float):
+    def __init__(
+        self,
+        populations: Sequence[Population],
+        projections: Sequence[Projection] = (),
+        *,
+        dt: float,
+    ):
         check_positive("dt", dt, owner="Network", unit="ms")
         populations = tuple(populations)
         if not populations:
@@ -217,20 +238,25 @@ class Network(eqx.Module):
         by_name: dict[str, Population] = {}
         for p in populations:
             if not isinstance(p, Population):
-                raise TypeError(f"Network: populations must be brainsim.Population; got {type(p).__name__}.")
+                raise TypeError(
+                    f"Network: populations must be brainsim.Population; got {type(p).__name__}."
+                )
             if p.name in by_name:
                 raise ValueError(f"Network: two populations are named {p.name!r}.")
             by_name[p.name] = p
         self.dt = float(dt)
         self.populations = tuple(
             eqx.tree_at(lambda q: q.model, p, p.model.discretize(p.size, self.dt))
-            if p.is_source else p
+            if p.is_source
+            else p
             for p in populations
         )
         built, names = [], set()
         for proj in projections:
             if not isinstance(proj, Projection):
-                raise TypeError(f"Network: projections must be brainsim.Projection; got {type(proj).__name__}.")
+                raise TypeError(
+                    f"Network: projections must be brainsim.Projection; got {type(proj).__name__}."
+                )
             built.append(self._build_projection(proj, by_name))
             if proj.name in names:
                 raise ValueError(
@@ -243,15 +269,19 @@ class Network(eqx.Module):
         where = f"Projection {proj.name!r}"
         for role in ("pre", "post"):
             if getattr(proj, role) not in by_name:
-                raise unknown_name_error(f"`{role}` population", getattr(proj, role), by_name,
-                                         where=where)
+                raise unknown_name_error(
+                    f"`{role}` population", getattr(proj, role), by_name, where=where
+                )
         pre, post = by_name[proj.pre], by_name[proj.post]
         if post.is_source:
-            raise ValueError(f"{where}: `post` population {post.name!r} is a spike source and "
-                             "cannot receive synapses.")
+            raise ValueError(
+                f"{where}: `post` population {post.name!r} is a spike source and "
+                "cannot receive synapses."
+            )
         if proj.receptor not in post.receptors:
-            raise unknown_name_error(f"receptor of population {post.name!r}", proj.receptor,
-                                     post.receptors, where=where)
+            raise unknown_name_error(
+                f"receptor of population {post.name!r}", proj.receptor, post.receptors, where=where
+            )
         conn = proj.connectivity
         if (conn.n_pre, conn.n_post) != (pre.size, post.size):
             raise ValueError(
@@ -259,8 +289,13 @@ class Network(eqx.Module):
                 f"{pre.size} ({pre.name}) and {post.size} ({post.name}) neurons."
             )
         if isinstance(conn, EdgeList):
-            conn = proj.layout.build(conn, self.dt, owner=where, round_delays=proj.round_delays,
-                                     dtype=default_dtype(None))
+            conn = proj.layout.build(
+                conn,
+                self.dt,
+                owner=where,
+                round_delays=proj.round_delays,
+                dtype=default_dtype(None),
+            )
         return eqx.tree_at(lambda p: p.connectivity, proj, conn)
 
     # ------------------------------------------------------------------------------ lookup
@@ -287,8 +322,11 @@ class Network(eqx.Module):
 
     def ring_length(self, population: str, receptor: str) -> int:
         """Rows ``D`` of a receptor's ring buffer: the longest delay (steps) into it."""
-        delays = [p.connectivity.max_delay for p in self.projections
-                  if p.post == population and p.receptor == receptor]
+        delays = [
+            p.connectivity.max_delay
+            for p in self.projections
+            if p.post == population and p.receptor == receptor
+        ]
         return max(delays, default=1)
 
     # ------------------------------------------------------------------------------ state
@@ -311,15 +349,21 @@ class Network(eqx.Module):
             state = p.model.init(p.size, dtype=dtype)
             for j, (var, dist) in enumerate(sorted(p.initial.items())):
                 if var not in state._fields:
-                    raise unknown_name_error(f"state variable of {type(p.model).__name__}", var,
-                                             state._fields, where=f"Population {p.name!r} initial")
+                    raise unknown_name_error(
+                        f"state variable of {type(p.model).__name__}",
+                        var,
+                        state._fields,
+                        where=f"Population {p.name!r} initial",
+                    )
                 k = jax.random.fold_in(jax.random.fold_in(key_init, i), j)
                 old = getattr(state, var)
                 state = state._replace(**{var: dist(k, old.shape, old.dtype)})
             pops[p.name] = state
             receptors[p.name] = {
-                r: ReceptorState(rec.kinetics.init(p.size, dtype),
-                                 jnp.zeros((self.ring_length(p.name, r) * p.size,), dtype))
+                r: ReceptorState(
+                    rec.kinetics.init(p.size, dtype),
+                    jnp.zeros((self.ring_length(p.name, r) * p.size,), dtype),
+                )
                 for r, rec in p.receptors.items()
             }
         for proj in self.projections:
@@ -370,8 +414,11 @@ class Network(eqx.Module):
             for sub in _distinct_targets(group):
                 keys = [(p.post, p.receptor) for p in sub]
                 out = deliver_sparse_group(
-                    tuple(p.connectivity for p in sub), tuple(rings[key] for key in keys), k,
-                    tuple(values[p.name] for p in sub), events,
+                    tuple(p.connectivity for p in sub),
+                    tuple(rings[key] for key in keys),
+                    k,
+                    tuple(values[p.name] for p in sub),
+                    events,
                 )
                 rings.update(zip(keys, out, strict=True))
         for proj in self.projections:

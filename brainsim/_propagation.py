@@ -104,8 +104,15 @@ class Dense(AbstractLayout):
         weights = np.zeros((edges.n_pre, edges.n_post))
         np.add.at(weights, (edges.pre, edges.post), edges.weights_per_edge())
         if steps.ndim == 0:
-            return DenseConnectivity(jnp.asarray(weights, dtype), None, (int(steps),),
-                                     edges.n_pre, edges.n_post, int(steps), edges.n_synapses)
+            return DenseConnectivity(
+                jnp.asarray(weights, dtype),
+                None,
+                (int(steps),),
+                edges.n_pre,
+                edges.n_post,
+                int(steps),
+                edges.n_synapses,
+            )
         per_pair = np.zeros((edges.n_pre, edges.n_post), np.int64)
         per_pair[edges.pre, edges.post] = steps
         clash = per_pair[edges.pre, edges.post] != steps
@@ -115,9 +122,15 @@ class Dense(AbstractLayout):
                 "delays, which a Dense layout cannot store. Use Sparse()."
             )
         distinct = tuple(int(d) for d in np.unique(steps))
-        return DenseConnectivity(jnp.asarray(weights, dtype), jnp.asarray(per_pair, jnp.int32),
-                                 distinct, edges.n_pre, edges.n_post, max(distinct),
-                                 edges.n_synapses)
+        return DenseConnectivity(
+            jnp.asarray(weights, dtype),
+            jnp.asarray(per_pair, jnp.int32),
+            distinct,
+            edges.n_pre,
+            edges.n_post,
+            max(distinct),
+            edges.n_synapses,
+        )
 
 
 class DenseConnectivity(AbstractConnectivity):
@@ -140,7 +153,11 @@ class DenseConnectivity(AbstractConnectivity):
         n_ring = ring.shape[0] // self.n_post
         values = events.values.astype(self.weights.dtype)
         for d in self.distinct_delays:
-            w = self.weights if self.delays is None else jnp.where(self.delays == d, self.weights, 0)
+            w = (
+                self.weights
+                if self.delays is None
+                else jnp.where(self.delays == d, self.weights, 0)
+            )
             ring = add_to_ring_row(ring, (cursor + d) % n_ring, values @ w, self.n_post)
         return ring
 
@@ -185,9 +202,17 @@ class Sparse(AbstractLayout):
             dl = np.ones((edges.n_pre, fan_out), np.int32)
             dl[pre, rank] = steps[order]
             delays, max_delay, homogeneous = jnp.asarray(dl), int(steps.max(initial=1)), 0
-        return EllConnectivity(jnp.asarray(targets), weights, delays, homogeneous,
-                               self.chunk_size, edges.n_pre, edges.n_post, max_delay,
-                               edges.n_synapses)
+        return EllConnectivity(
+            jnp.asarray(targets),
+            weights,
+            delays,
+            homogeneous,
+            self.chunk_size,
+            edges.n_pre,
+            edges.n_post,
+            max_delay,
+            edges.n_synapses,
+        )
 
 
 class EllConnectivity(AbstractConnectivity):
@@ -200,8 +225,18 @@ class EllConnectivity(AbstractConnectivity):
     homogeneous_delay: int = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
 
-    def __init__(self, targets, weights, delays, homogeneous_delay, chunk_size, n_pre, n_post,
-                 max_delay, n_synapses):
+    def __init__(
+        self,
+        targets,
+        weights,
+        delays,
+        homogeneous_delay,
+        chunk_size,
+        n_pre,
+        n_post,
+        max_delay,
+        n_synapses,
+    ):
         self.targets = targets
         self.weights = weights
         self.delays = delays
@@ -237,9 +272,17 @@ def deliver_sparse_group(conns, rings, cursor, values, events: SpikeEvents):
     meta = tuple((c.homogeneous_delay, c.n_post) for c in conns)
     chunk = min(c.chunk_size for c in conns)
     return _sparse_deliver(
-        meta, chunk, tuple(rings), tuple(values), tuple(c.weights for c in conns),
-        tuple(c.targets for c in conns), tuple(c.delays for c in conns), cursor, events.words,
-        events.offsets, events.count,
+        meta,
+        chunk,
+        tuple(rings),
+        tuple(values),
+        tuple(c.weights for c in conns),
+        tuple(c.targets for c in conns),
+        tuple(c.delays for c in conns),
+        cursor,
+        events.words,
+        events.offsets,
+        events.count,
     )
 
 
@@ -251,15 +294,17 @@ def _flat_slots(targets, delays, homogeneous_delay, cursor, n_ring, n_post):
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _sparse_deliver(meta, chunk, rings, values, weights, targets, delays, cursor, words,
-                    offsets, count):
+def _sparse_deliver(
+    meta, chunk, rings, values, weights, targets, delays, cursor, words, offsets, count
+):
     events = SpikeEvents(values[0], words, offsets, count)
 
     def body(c, rings):
         idx = chunk_indices(events, c * chunk, chunk)
         out = []
-        for (hd, n_post), ring, val, w, tg, dl in zip(meta, rings, values, weights, targets,
-                                                       delays, strict=True):
+        for (hd, n_post), ring, val, w, tg, dl in zip(
+            meta, rings, values, weights, targets, delays, strict=True
+        ):
             tgt = tg.at[idx].get(mode="fill", fill_value=n_post)
             d = None if dl is None else dl.at[idx].get(mode="fill", fill_value=1)
             spk = val.at[idx].get(mode="fill", fill_value=0)
@@ -281,13 +326,23 @@ def _sparse_deliver_jvp(meta, chunk, primals, tangents):
     # flow through neurons that did not spike, exactly as in the dense computation.
     out_dot = []
     for (hd, n_post), ring, r_dot, val, v_dot, w, w_dot, tg, dl in zip(
-        meta, rings, rings_dot, values, values_dot, weights, weights_dot, targets, delays,
+        meta,
+        rings,
+        rings_dot,
+        values,
+        values_dot,
+        weights,
+        weights_dot,
+        targets,
+        delays,
         strict=True,
     ):
         slots = _flat_slots(tg, dl, hd, cursor, ring.shape[0] // n_post, n_post)
         w = jnp.broadcast_to(w, tg.shape)
         w_dot = jnp.broadcast_to(w_dot, tg.shape)
         t = v_dot[:, None].astype(w.dtype) * w + val[:, None].astype(w.dtype) * w_dot
-        out_dot.append(r_dot + jnp.zeros_like(ring).at[slots.ravel()].add(
-            t.astype(ring.dtype).ravel(), mode="drop"))
+        out_dot.append(
+            r_dot
+            + jnp.zeros_like(ring).at[slots.ravel()].add(t.astype(ring.dtype).ravel(), mode="drop")
+        )
     return out, tuple(out_dot)

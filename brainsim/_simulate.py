@@ -63,8 +63,13 @@ class SimulationResult(eqx.Module):
                 for name, step in zip(self.population_names, row, strict=True):
                     if step >= 0:
                         where = f" (batch element {b})" if flat.shape[0] > 1 else ""
-                        msgs.append((int(step), f"population {name!r} at step {int(step)} "
-                                     f"(t = {int(step) * self.dt:g} ms){where}"))
+                        msgs.append(
+                            (
+                                int(step),
+                                f"population {name!r} at step {int(step)} "
+                                f"(t = {int(step) * self.dt:g} ms){where}",
+                            )
+                        )
             step, msg = min(msgs)
             raise SimulationError(
                 f"Non-finite state (NaN or inf) first appeared in {msg}. Reduce dt, check "
@@ -100,7 +105,9 @@ class SimulationResult(eqx.Module):
             from ._errors import unknown_name_error
 
             raise unknown_name_error("population", population, self.population_names)
-        found = self._find(SpikeRaster, lambda m: m.populations is None or population in m.populations)
+        found = self._find(
+            SpikeRaster, lambda m: m.populations is None or population in m.populations
+        )
         t0 = float(np.asarray(self.t_start).ravel()[0])
         if found is not None:
             rows = np.asarray(found[1][population])
@@ -108,8 +115,11 @@ class SimulationResult(eqx.Module):
                 raise ValueError("spikes(): select one batch element first with result.batch(i).")
             i = self.population_names.index(population)
             # Sources are stored as one count byte per channel, neurons as packed bits.
-            counts = rows if self.population_is_source[i] else np.unpackbits(
-                rows, axis=1, count=self.population_sizes[i])
+            counts = (
+                rows
+                if self.population_is_source[i]
+                else np.unpackbits(rows, axis=1, count=self.population_sizes[i])
+            )
             steps, ids = np.nonzero(counts)
             reps = counts[steps, ids].astype(np.int64)
             steps, ids = np.repeat(steps, reps), np.repeat(ids, reps)
@@ -130,7 +140,9 @@ class SimulationResult(eqx.Module):
 
     def trace(self, population: str, variable: str) -> tuple[np.ndarray, np.ndarray]:
         """``(times_ms, values)`` of a :class:`StateTrace`; values are ``(samples, neurons)``."""
-        found = self._find(StateTrace, lambda m: m.population == population and m.variable == variable)
+        found = self._find(
+            StateTrace, lambda m: m.population == population and m.variable == variable
+        )
         if found is None:
             raise ValueError(f"No StateTrace({population!r}, {variable!r}) was recorded.")
         m, values = found
@@ -141,7 +153,9 @@ class SimulationResult(eqx.Module):
 
     def spike_counts(self, population: str) -> np.ndarray:
         """Number of spikes of ``population`` in every step (from any spike monitor)."""
-        found = self._find(PopulationRate, lambda m: m.populations is None or population in m.populations)
+        found = self._find(
+            PopulationRate, lambda m: m.populations is None or population in m.populations
+        )
         if found is not None:
             return np.asarray(found[1][population])
         times, _ = self.spikes(population)
@@ -177,8 +191,11 @@ def _nonfinite(pstate) -> jax.Array:
 
 
 def _run(network: Network, state: NetworkState, monitors: tuple, n_steps: int):
-    dtype = jax.tree.leaves(state.populations)[0].dtype if jax.tree.leaves(state.populations) \
+    dtype = (
+        jax.tree.leaves(state.populations)[0].dtype
+        if jax.tree.leaves(state.populations)
         else jnp.zeros(()).dtype
+    )
     buffers = tuple(m.init(network, n_steps, dtype) for m in monitors)
     first_bad = jnp.full((len(network.populations),), -1, jnp.int32)
     t_start = state.step.astype(jnp.result_type(float)) * network.dt
@@ -188,8 +205,10 @@ def _run(network: Network, state: NetworkState, monitors: tuple, n_steps: int):
         k = net_state.step
         new_state, spikes = network.step(net_state)
         local = k - (t_start / network.dt).round().astype(jnp.int32)
-        buffers = tuple(m.update(network, b, net_state, spikes, local)
-                        for m, b in zip(monitors, buffers, strict=True))
+        buffers = tuple(
+            m.update(network, b, net_state, spikes, local)
+            for m, b in zip(monitors, buffers, strict=True)
+        )
         outputs = tuple(m.per_step(network, net_state, spikes, local) for m in monitors)
         bad = jnp.stack([_nonfinite(new_state.populations[p.name]) for p in network.populations])
         first_bad = jnp.where((first_bad < 0) & bad, k, first_bad)
@@ -199,16 +218,27 @@ def _run(network: Network, state: NetworkState, monitors: tuple, n_steps: int):
         body, (state, buffers, first_bad), None, length=n_steps
     )
     recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
-    overflow = jnp.stack([
-        jnp.asarray(0 if m.overflow(b) is None else m.overflow(b), jnp.int32)
-        for m, b in zip(monitors, buffers, strict=True)
-    ]) if monitors else jnp.zeros((0,), jnp.int32)
+    overflow = (
+        jnp.stack(
+            [
+                jnp.asarray(0 if m.overflow(b) is None else m.overflow(b), jnp.int32)
+                for m, b in zip(monitors, buffers, strict=True)
+            ]
+        )
+        if monitors
+        else jnp.zeros((0,), jnp.int32)
+    )
     return SimulationResult(
-        state=state, recordings=recordings, faults=Faults(first_bad, overflow), monitors=monitors,
+        state=state,
+        recordings=recordings,
+        faults=Faults(first_bad, overflow),
+        monitors=monitors,
         population_names=tuple(p.name for p in network.populations),
         population_sizes=tuple(p.size for p in network.populations),
-        population_is_source=tuple(p.is_source for p in network.populations), dt=network.dt,
-        n_steps=n_steps, t_start=t_start,
+        population_is_source=tuple(p.is_source for p in network.populations),
+        dt=network.dt,
+        n_steps=n_steps,
+        t_start=t_start,
     )
 
 
@@ -232,12 +262,20 @@ def _compiled_or_traced(network, state, monitors, n_steps):
         return _run(network, state, monitors, n_steps)
 
 
-def prepare(network: Network, duration: float | None = None, *, n_steps: int | None = None,
-            key=None, state: NetworkState | None = None,
-            record: Sequence[AbstractMonitor] = ()):
+def prepare(
+    network: Network,
+    duration: float | None = None,
+    *,
+    n_steps: int | None = None,
+    key=None,
+    state: NetworkState | None = None,
+    record: Sequence[AbstractMonitor] = (),
+):
     """Validate arguments and return ``(network, state, monitors, n_steps)`` for :func:`simulate`."""
     if not isinstance(network, Network):
-        raise TypeError(f"simulate: `network` must be a brainsim.Network; got {type(network).__name__}.")
+        raise TypeError(
+            f"simulate: `network` must be a brainsim.Network; got {type(network).__name__}."
+        )
     if (duration is None) == (n_steps is None):
         raise ValueError("simulate: give exactly one of `duration` (ms) or `n_steps`.")
     if n_steps is None:
@@ -261,9 +299,16 @@ def prepare(network: Network, duration: float | None = None, *, n_steps: int | N
     return network, state, monitors, int(n_steps)
 
 
-def simulate(network: Network, duration: float | None = None, *, n_steps: int | None = None,
-             key=None, state: NetworkState | None = None,
-             record: Sequence[AbstractMonitor] = (), check: bool = True) -> SimulationResult:
+def simulate(
+    network: Network,
+    duration: float | None = None,
+    *,
+    n_steps: int | None = None,
+    key=None,
+    state: NetworkState | None = None,
+    record: Sequence[AbstractMonitor] = (),
+    check: bool = True,
+) -> SimulationResult:
     """Simulate ``network`` for ``duration`` ms (or ``n_steps`` steps) in one compiled scan.
 
     Arguments:
@@ -284,8 +329,9 @@ def simulate(network: Network, duration: float | None = None, *, n_steps: int | 
         >>> result = bs.simulate(net, 1000.0, key=jax.random.key(0), record=(bs.SpikeRaster(),))
         >>> times, ids = result.spikes("E")
     """
-    network, state, monitors, n_steps = prepare(network, duration, n_steps=n_steps, key=key,
-                                                state=state, record=record)
+    network, state, monitors, n_steps = prepare(
+        network, duration, n_steps=n_steps, key=key, state=state, record=record
+    )
     result = _compiled_or_traced(network, state, monitors, n_steps)
     if check:
         result = check_result(result)
@@ -298,8 +344,11 @@ def check_result(result: SimulationResult) -> SimulationResult:
     if is_concrete(first) and is_concrete(result.faults.recording_overflow):
         return result.raise_if_failed()
     names = result.population_names
-    messages = [f"Non-finite state (NaN or inf) in population {n!r}; see "
-                "result.faults.first_nonfinite_step for the first step." for n in names]
+    messages = [
+        f"Non-finite state (NaN or inf) in population {n!r}; see "
+        "result.faults.first_nonfinite_step for the first step."
+        for n in names
+    ]
     messages.append("A SpikeList overflowed its capacity; see result.faults.recording_overflow.")
     bad_pop = jnp.any(first >= 0)
     which = jnp.where(bad_pop, jnp.argmax(first >= 0), len(names))

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import check_positive
+from ._errors import as_parameter, check_positive
 
 
 @jax.custom_jvp
@@ -55,7 +55,7 @@ class FastSigmoid(AbstractSurrogate):
 
     def __init__(self, scale: ArrayLike = 1.0):
         check_positive("scale", scale, owner="FastSigmoid", unit="1/mV")
-        self.scale = jnp.asarray(scale)
+        self.scale = as_parameter(scale)
 
     def derivative(self, x):
         return 1.0 / (1.0 + self.scale * jnp.abs(x)) ** 2
@@ -68,7 +68,7 @@ class Sigmoid(AbstractSurrogate):
 
     def __init__(self, scale: ArrayLike = 4.0):
         check_positive("scale", scale, owner="Sigmoid", unit="1/mV")
-        self.scale = jnp.asarray(scale)
+        self.scale = as_parameter(scale)
 
     def derivative(self, x):
         s = jax.nn.sigmoid(self.scale * x)
@@ -82,7 +82,7 @@ class Arctan(AbstractSurrogate):
 
     def __init__(self, scale: ArrayLike = 2.0):
         check_positive("scale", scale, owner="Arctan", unit="1/mV")
-        self.scale = jnp.asarray(scale)
+        self.scale = as_parameter(scale)
 
     def derivative(self, x):
         return (self.scale / 2.0) / (1.0 + (math.pi * self.scale * x / 2.0) ** 2)
@@ -97,8 +97,8 @@ class Triangle(AbstractSurrogate):
     def __init__(self, scale: ArrayLike = 1.0, height: ArrayLike = 0.3):
         check_positive("scale", scale, owner="Triangle", unit="1/mV")
         check_positive("height", height, owner="Triangle")
-        self.scale = jnp.asarray(scale)
-        self.height = jnp.asarray(height)
+        self.scale = as_parameter(scale)
+        self.height = as_parameter(height)
 
     def derivative(self, x):
         return self.height * jnp.maximum(0.0, 1.0 - jnp.abs(self.scale * x))
@@ -111,7 +111,7 @@ class Exponential(AbstractSurrogate):
 
     def __init__(self, scale: ArrayLike = 1.0):
         check_positive("scale", scale, owner="surrogate.Exponential", unit="1/mV")
-        self.scale = jnp.asarray(scale)
+        self.scale = as_parameter(scale)
 
     def derivative(self, x):
         return 0.5 * self.scale * jnp.exp(-self.scale * jnp.abs(x))
@@ -124,7 +124,7 @@ class Rectangular(AbstractSurrogate):
 
     def __init__(self, scale: ArrayLike = 1.0):
         check_positive("scale", scale, owner="Rectangular", unit="1/mV")
-        self.scale = jnp.asarray(scale)
+        self.scale = as_parameter(scale)
 
     def derivative(self, x):
         return jnp.where(jnp.abs(x) < 0.5 / self.scale, self.scale, 0.0)

@@ -80,8 +80,9 @@ def isi_cv(times, ids, n: int, min_spikes: int = 3) -> float:
     return float(valid.mean()) if valid.size else float("nan")
 
 
-def population_rate(times, n: int, duration: float, dt: float, bin_ms: float = 5.0, *,
-                    t_start: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def population_rate(
+    times, n: int, duration: float, dt: float, bin_ms: float = 5.0, *, t_start: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Instantaneous population rate (Hz per neuron) in bins of ``bin_ms``.
 
     Spike times lie on the step grid ``t_start + k * dt``; a spike of step ``k`` counts in bin

@@ -65,20 +65,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"brainsim {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser(
-        "run", help="simulate a network described by a TOML config",
+        "run",
+        help="simulate a network described by a TOML config",
         description="Simulate a network described by a TOML config, print a summary and "
-                    "write spikes.npz, summary.json and raster.png.",
+        "write spikes.npz, summary.json and raster.png.",
         epilog="Without CONFIG the embedded default runs: the 4000-neuron COBA benchmark "
-               "(configs/coba.toml).",
+        "(configs/coba.toml).",
     )
-    run.add_argument("config", nargs="?", metavar="CONFIG.toml",
-                     help="experiment config (default: the embedded COBA benchmark)")
-    run.add_argument("--out", default="out", metavar="DIR",
-                     help="output folder, created if needed (default: ./out)")
-    run.add_argument("--seed", type=_seed, metavar="N",
-                     help="seed for connectivity and simulation (overrides [simulation] seed)")
-    run.add_argument("--duration", type=_positive_ms, metavar="MS",
-                     help="simulated time in ms (overrides [simulation] duration_ms)")
+    run.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG.toml",
+        help="experiment config (default: the embedded COBA benchmark)",
+    )
+    run.add_argument(
+        "--out",
+        default="out",
+        metavar="DIR",
+        help="output folder, created if needed (default: ./out)",
+    )
+    run.add_argument(
+        "--seed",
+        type=_seed,
+        metavar="N",
+        help="seed for connectivity and simulation (overrides [simulation] seed)",
+    )
+    run.add_argument(
+        "--duration",
+        type=_positive_ms,
+        metavar="MS",
+        help="simulated time in ms (overrides [simulation] duration_ms)",
+    )
     return parser
 
 
@@ -155,10 +172,22 @@ def _run(args) -> int:
 
     monitors = result.monitors
     spikes = _spike_arrays(result, result.population_names, spiking)
-    summary = _summary(experiment, result, spiking, spikes, monitors,
-                       dict(build_s=build_s, startup_s=startup_s, init_s=init_s,
-                            lower_s=lower_s, xla_compile_s=xla_s, compile_s=lower_s + xla_s,
-                            run_s=run_s))
+    summary = _summary(
+        experiment,
+        result,
+        spiking,
+        spikes,
+        monitors,
+        dict(
+            build_s=build_s,
+            startup_s=startup_s,
+            init_s=init_s,
+            lower_s=lower_s,
+            xla_compile_s=xla_s,
+            compile_s=lower_s + xla_s,
+            run_s=run_s,
+        ),
+    )
     t = time.perf_counter()
     files = _write(out, experiment, result, spiking, spikes, summary)
     summary["write_s"] = time.perf_counter() - t  # spikes.npz and plots, matplotlib import too
@@ -219,13 +248,15 @@ def _summary(experiment, result, spiking, spikes, monitors, timings):
         rates[p.name] = counts[p.name] / (p.size * result.duration * 1e-3)
         if p.name in spiking:
             sel = (ids >= offsets[i]) & (ids < offsets[i + 1])
-            cvs[p.name] = _nan_to_none(analysis.isi_cv(times[sel], ids[sel] - offsets[i],
-                                                       p.size))
+            cvs[p.name] = _nan_to_none(analysis.isi_cv(times[sel], ids[sel] - offsets[i], p.size))
         else:
             cvs[p.name] = None
     n_neurons = sum(p.size for p in neurons)
-    network_rate = (sum(counts[p.name] for p in neurons) / (n_neurons * result.duration * 1e-3)
-                    if n_neurons else None)
+    network_rate = (
+        sum(counts[p.name] for p in neurons) / (n_neurons * result.duration * 1e-3)
+        if n_neurons
+        else None
+    )
     network_cv = None
     if neurons and all(p.name in spiking for p in neurons):
         index = {p.name: i for i, p in enumerate(network.populations)}
@@ -243,16 +274,20 @@ def _summary(experiment, result, spiking, spikes, monitors, timings):
         "n_steps": result.n_steps,
         "n_neurons": network.n_neurons,
         "n_synapses": network.n_synapses,
-        "populations": {p.name: {"size": p.size, "model": type(p.model).__name__,
-                                 "source": p.is_source} for p in network.populations},
+        "populations": {
+            p.name: {"size": p.size, "model": type(p.model).__name__, "source": p.is_source}
+            for p in network.populations
+        },
         "projections": {p.name: p.connectivity.n_synapses for p in network.projections},
         "n_spikes": counts,
         "rates_hz": rates,
         "rate_hz_network": network_rate,
         "cv_isi": cvs,
         "cv_isi_network": network_cv,
-        "recording": {"monitors": [m.describe(network, result.n_steps) for m in monitors],
-                      "bytes": int(sum(m.nbytes(network, result.n_steps) for m in monitors))},
+        "recording": {
+            "monitors": [m.describe(network, result.n_steps) for m in monitors],
+            "bytes": int(sum(m.nbytes(network, result.n_steps) for m in monitors)),
+        },
         **{k: float(v) for k, v in timings.items()},
         "simulated_over_wall": duration_s / timings["run_s"],
         "brainsim_version": __version__,
@@ -267,9 +302,14 @@ def _write(out: Path, experiment, result, spiking, spikes, summary) -> list[Path
     times, ids, offsets = spikes
     files = [out / "spikes.npz", out / "summary.json"]
     np.savez_compressed(
-        files[0], times_ms=times, ids=ids, population_names=np.array(names),
-        population_offsets=offsets, population_sizes=np.array(result.population_sizes),
-        recorded=np.array([n in spiking for n in names]), dt_ms=result.dt,
+        files[0],
+        times_ms=times,
+        ids=ids,
+        population_names=np.array(names),
+        population_offsets=offsets,
+        population_sizes=np.array(result.population_sizes),
+        recorded=np.array([n in spiking for n in names]),
+        dt_ms=result.dt,
         duration_ms=result.duration,
     )
     from matplotlib.figure import Figure  # no pyplot: works headless, leaves no global state
@@ -298,8 +338,7 @@ def _write(out: Path, experiment, result, spiking, spikes, summary) -> list[Path
             arrays[f"{key}.values"] = values
             arrays[f"{key}.neurons"] = np.asarray(recorded, np.int64)
             # At most 10 lines per panel stay readable; traces.npz has them all.
-            plotting.voltage_traces(result, m.population, m.variable, recorded[:10], ax=ax,
-                                    lw=0.8)
+            plotting.voltage_traces(result, m.population, m.variable, recorded[:10], ax=ax, lw=0.8)
             ax.set_title(key)
         np.savez_compressed(out / "traces.npz", **arrays)
         fig.savefig(out / "traces.png", dpi=120)
@@ -333,14 +372,19 @@ def _report(s: dict) -> str:
     if sources:
         net += f" + {sum(pops[n]['size'] for n in sources):,} source channels"
     lines.append(f"{net}, {s['n_synapses']:,} synapses in {len(s['projections'])} projections")
-    lines.append(f"run:       {s['duration_ms']:g} ms in {s['n_steps']:,} steps of "
-                 f"{s['dt_ms']:g} ms on {s['machine']['jax_backend']} "
-                 f"({s['machine']['cpu_count']} CPUs)")
-    lines.append(f"recorded:  {'; '.join(s['recording']['monitors'])} "
-                 f"(total {_fmt_bytes(s['recording']['bytes'])})")
+    lines.append(
+        f"run:       {s['duration_ms']:g} ms in {s['n_steps']:,} steps of "
+        f"{s['dt_ms']:g} ms on {s['machine']['jax_backend']} "
+        f"({s['machine']['cpu_count']} CPUs)"
+    )
+    lines.append(
+        f"recorded:  {'; '.join(s['recording']['monitors'])} "
+        f"(total {_fmt_bytes(s['recording']['bytes'])})"
+    )
     width = max(len(n) for n in [*pops, "network"])
-    lines.append(f"  {'population':<{max(width, 10)}}  {'size':>7}  {'rate (Hz)':>9}  "
-                 f"{'ISI CV':>6}")
+    lines.append(
+        f"  {'population':<{max(width, 10)}}  {'size':>7}  {'rate (Hz)':>9}  {'ISI CV':>6}"
+    )
 
     def row(name, size, rate, cv):
         cv_text = "n/a" if cv is None else f"{cv:.2f}"
@@ -353,11 +397,17 @@ def _report(s: dict) -> str:
         lines.append(row("network", s["n_neurons"], s["rate_hz_network"], s["cv_isi_network"]))
     if any(v is None for v in s["cv_isi"].values()):
         lines.append("  (ISI CV n/a: spikes not recorded, or no neuron with >= 3 spikes)")
-    lines.append(f"time:      JAX start-up {s['startup_s']:.2f} s | build {s['build_s']:.2f} s | "
-                 f"state init {s['init_s']:.2f} s")
-    lines.append(f"           compile {s['compile_s']:.2f} s (trace+lower {s['lower_s']:.2f} s, "
-                 f"XLA {s['xla_compile_s']:.2f} s) | run {s['run_s']:.2f} s")
-    lines.append(f"speed:     simulated/wall = {s['simulated_over_wall']:.2f} "
-                 f"({'faster' if s['simulated_over_wall'] >= 1 else 'slower'} than real time)")
+    lines.append(
+        f"time:      JAX start-up {s['startup_s']:.2f} s | build {s['build_s']:.2f} s | "
+        f"state init {s['init_s']:.2f} s"
+    )
+    lines.append(
+        f"           compile {s['compile_s']:.2f} s (trace+lower {s['lower_s']:.2f} s, "
+        f"XLA {s['xla_compile_s']:.2f} s) | run {s['run_s']:.2f} s"
+    )
+    lines.append(
+        f"speed:     simulated/wall = {s['simulated_over_wall']:.2f} "
+        f"({'faster' if s['simulated_over_wall'] >= 1 else 'slower'} than real time)"
+    )
     lines.append(f"wrote:     {', '.join(s['files'])} ({s['write_s']:.1f} s)")
     return "\n".join(lines)

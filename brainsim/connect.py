@@ -103,19 +103,40 @@ def _check_size(name, n):
         raise ValueError(f"`{name}` must be a positive integer; got {n!r}.")
 
 
-def from_arrays(pre, post, *, n_pre: int, n_post: int, weight: ValueSpec = 1.0,
-                delay: ValueSpec | None = None, seed=0) -> EdgeList:
+def from_arrays(
+    pre,
+    post,
+    *,
+    n_pre: int,
+    n_post: int,
+    weight: ValueSpec = 1.0,
+    delay: ValueSpec | None = None,
+    seed=0,
+) -> EdgeList:
     """Synapses from explicit index arrays (duplicates allowed: they add up)."""
     _check_size("n_pre", n_pre)
     _check_size("n_post", n_post)
     pre = np.asarray(pre)
     rng = _rng(seed)
-    return EdgeList(pre, np.asarray(post), _values(weight, rng, pre.size, "weight"),
-                    _values(delay, rng, pre.size, "delay"), int(n_pre), int(n_post))
+    return EdgeList(
+        pre,
+        np.asarray(post),
+        _values(weight, rng, pre.size, "weight"),
+        _values(delay, rng, pre.size, "delay"),
+        int(n_pre),
+        int(n_post),
+    )
 
 
-def all_to_all(n_pre: int, n_post: int, *, weight: ValueSpec = 1.0,
-               delay: ValueSpec | None = None, allow_self: bool = True, seed=0) -> EdgeList:
+def all_to_all(
+    n_pre: int,
+    n_post: int,
+    *,
+    weight: ValueSpec = 1.0,
+    delay: ValueSpec | None = None,
+    allow_self: bool = True,
+    seed=0,
+) -> EdgeList:
     """Every presynaptic neuron to every postsynaptic one (``allow_self=False`` drops i→i)."""
     _check_size("n_pre", n_pre)
     _check_size("n_post", n_post)
@@ -124,18 +145,26 @@ def all_to_all(n_pre: int, n_post: int, *, weight: ValueSpec = 1.0,
         keep = pre != post
         pre, post = pre[keep], post[keep]
     rng = _rng(seed)
-    return EdgeList(pre, post, _values(weight, rng, pre.size, "weight"),
-                    _values(delay, rng, pre.size, "delay"), n_pre, n_post)
+    return EdgeList(
+        pre,
+        post,
+        _values(weight, rng, pre.size, "weight"),
+        _values(delay, rng, pre.size, "delay"),
+        n_pre,
+        n_post,
+    )
 
 
-def one_to_one(n: int, *, weight: ValueSpec = 1.0, delay: ValueSpec | None = None,
-               seed=0) -> EdgeList:
+def one_to_one(
+    n: int, *, weight: ValueSpec = 1.0, delay: ValueSpec | None = None, seed=0
+) -> EdgeList:
     """Neuron ``i`` to neuron ``i``."""
     _check_size("n", n)
     idx = np.arange(n, dtype=np.int64)
     rng = _rng(seed)
-    return EdgeList(idx, idx, _values(weight, rng, n, "weight"), _values(delay, rng, n, "delay"),
-                    n, n)
+    return EdgeList(
+        idx, idx, _values(weight, rng, n, "weight"), _values(delay, rng, n, "delay"), n, n
+    )
 
 
 def _bernoulli_positions(rng: np.random.Generator, total: int, p: float) -> np.ndarray:
@@ -163,9 +192,16 @@ def _bernoulli_positions(rng: np.random.Generator, total: int, p: float) -> np.n
     return np.concatenate(chunks)
 
 
-def fixed_probability(n_pre: int, n_post: int, p: float, *, weight: ValueSpec = 1.0,
-                      delay: ValueSpec | None = None, allow_self: bool = True,
-                      seed=0) -> EdgeList:
+def fixed_probability(
+    n_pre: int,
+    n_post: int,
+    p: float,
+    *,
+    weight: ValueSpec = 1.0,
+    delay: ValueSpec | None = None,
+    allow_self: bool = True,
+    seed=0,
+) -> EdgeList:
     """Each pair connected independently with probability ``p`` (Brian2 ``connect(p=...)``).
 
     ``allow_self=False`` excludes ``i → i`` (for a projection from a population onto itself).
@@ -187,5 +223,11 @@ def fixed_probability(n_pre: int, n_post: int, p: float, *, weight: ValueSpec = 
         # Choose among the n-1 other neurons, then skip over i itself.
         pre, post = np.divmod(_bernoulli_positions(rng, n_pre * (n_post - 1), p), n_post - 1)
         post = post + (post >= pre)
-    return EdgeList(pre, post, _values(weight, rng, pre.size, "weight"),
-                    _values(delay, rng, pre.size, "delay"), n_pre, n_post)
+    return EdgeList(
+        pre,
+        post,
+        _values(weight, rng, pre.size, "weight"),
+        _values(delay, rng, pre.size, "delay"),
+        n_pre,
+        n_post,
+    )

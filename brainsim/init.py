@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from ._errors import as_parameter
+
 
 class AbstractInitializer(eqx.Module):
     @abc.abstractmethod
@@ -23,7 +25,7 @@ class Constant(AbstractInitializer):
     value: Float[Array, "*n"]
 
     def __init__(self, value: ArrayLike):
-        self.value = jnp.asarray(value)
+        self.value = as_parameter(value)
 
     def __call__(self, key, shape, dtype):
         return jnp.broadcast_to(self.value, shape).astype(dtype)
@@ -36,8 +38,8 @@ class Uniform(AbstractInitializer):
     high: Float[Array, "*n"]
 
     def __init__(self, low: ArrayLike, high: ArrayLike):
-        self.low = jnp.asarray(low)
-        self.high = jnp.asarray(high)
+        self.low = as_parameter(low)
+        self.high = as_parameter(high)
 
     def __call__(self, key, shape, dtype):
         return jax.random.uniform(key, shape, dtype, self.low, self.high)
@@ -50,8 +52,8 @@ class Normal(AbstractInitializer):
     std: Float[Array, "*n"]
 
     def __init__(self, mean: ArrayLike, std: ArrayLike):
-        self.mean = jnp.asarray(mean)
-        self.std = jnp.asarray(std)
+        self.mean = as_parameter(mean)
+        self.std = as_parameter(std)
 
     def __call__(self, key, shape, dtype):
         return (self.mean + self.std * jax.random.normal(key, shape, dtype)).astype(dtype)

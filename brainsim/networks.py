@@ -21,15 +21,25 @@ def _ei_projections(n_exc, n_inh, p, w_exc, w_inh, delay, seed, layout):
         (("E", n_exc, w_exc, "exc"), ("I", n_inh, w_inh, "inh"))
     ):
         for j, (post, n_post) in enumerate((("E", n_exc), ("I", n_inh))):
-            edges = connect.fixed_probability(n_pre, n_post, p, weight=w, delay=delay,
-                                              seed=[seed, i, j])
+            edges = connect.fixed_probability(
+                n_pre, n_post, p, weight=w, delay=delay, seed=[seed, i, j]
+            )
             projections.append(Projection(pre, post, edges, receptor=receptor, layout=layout))
     return projections
 
 
-def coba(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 6.0, w_inh: float = 67.0,
-         drive: float = 200.0, delay: float | None = None, dt: float = 0.1, seed: int = 0,
-         layout: AbstractLayout | None = None) -> Network:
+def coba(
+    *,
+    n_neurons: int = 4000,
+    p: float = 0.02,
+    w_exc: float = 6.0,
+    w_inh: float = 67.0,
+    drive: float = 200.0,
+    delay: float | None = None,
+    dt: float = 0.1,
+    seed: int = 0,
+    layout: AbstractLayout | None = None,
+) -> Network:
     """Vogels–Abbott conductance-based network (the Brian2/BrainPy COBA benchmark).
 
     80 % excitatory, 20 % inhibitory LIF neurons (C = 200 pF, g_L = 10 nS, τm = 20 ms,
@@ -41,22 +51,30 @@ def coba(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 6.0, w_inh: f
     """
     n_exc = int(round(0.8 * n_neurons))
     n_inh = n_neurons - n_exc
-    lif = LIF(C_m=200.0, tau_m=20.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, t_ref=5.0,
-              I_e=drive)
+    lif = LIF(C_m=200.0, tau_m=20.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, t_ref=5.0, I_e=drive)
     receptors = {
         "exc": Receptor(ExponentialSynapse(5.0), ConductanceBased(0.0)),
         "inh": Receptor(ExponentialSynapse(10.0), ConductanceBased(-80.0)),
     }
     initial = {"v": Uniform(-60.0, -50.0)}
-    pops = [Population("E", n_exc, lif, receptors=receptors, initial=initial),
-            Population("I", n_inh, lif, receptors=receptors, initial=initial)]
-    return Network(pops, _ei_projections(n_exc, n_inh, p, w_exc, w_inh, delay, seed, layout),
-                   dt=dt)
+    pops = [
+        Population("E", n_exc, lif, receptors=receptors, initial=initial),
+        Population("I", n_inh, lif, receptors=receptors, initial=initial),
+    ]
+    return Network(pops, _ei_projections(n_exc, n_inh, p, w_exc, w_inh, delay, seed, layout), dt=dt)
 
 
-def cuba(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 16.2, w_inh: float = -90.0,
-         delay: float | None = None, dt: float = 0.1, seed: int = 0,
-         layout: AbstractLayout | None = None) -> Network:
+def cuba(
+    *,
+    n_neurons: int = 4000,
+    p: float = 0.02,
+    w_exc: float = 16.2,
+    w_inh: float = -90.0,
+    delay: float | None = None,
+    dt: float = 0.1,
+    seed: int = 0,
+    layout: AbstractLayout | None = None,
+) -> Network:
     """Current-based network of Brian2's CUBA example (self-driven, E_L = −49 mV).
 
     LIF with C = 200 pF, τm = 20 ms (g_L = 10 nS), E_L = −49 mV, V_th = −50 mV,
@@ -71,14 +89,23 @@ def cuba(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 16.2, w_inh: 
         "inh": Receptor(ExponentialSynapse(10.0), CurrentBased()),
     }
     initial = {"v": Uniform(-60.0, -50.0)}
-    pops = [Population("E", n_exc, lif, receptors=receptors, initial=initial),
-            Population("I", n_inh, lif, receptors=receptors, initial=initial)]
-    return Network(pops, _ei_projections(n_exc, n_inh, p, w_exc, w_inh, delay, seed, layout),
-                   dt=dt)
+    pops = [
+        Population("E", n_exc, lif, receptors=receptors, initial=initial),
+        Population("I", n_inh, lif, receptors=receptors, initial=initial),
+    ]
+    return Network(pops, _ei_projections(n_exc, n_inh, p, w_exc, w_inh, delay, seed, layout), dt=dt)
 
 
-def cobahh(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 6.0, w_inh: float = 67.0,
-           dt: float = 0.1, seed: int = 0, layout: AbstractLayout | None = None) -> Network:
+def cobahh(
+    *,
+    n_neurons: int = 4000,
+    p: float = 0.02,
+    w_exc: float = 6.0,
+    w_inh: float = 67.0,
+    dt: float = 0.1,
+    seed: int = 0,
+    layout: AbstractLayout | None = None,
+) -> Network:
     """Brian2's COBAHH example (Brette et al. 2007, benchmark 3): Traub–Miles HH neurons.
 
     80 % excitatory, 20 % inhibitory :class:`~brainsim.TraubMiles` neurons (20 000 μm²:
@@ -106,7 +133,8 @@ def cobahh(*, n_neurons: int = 4000, p: float = 0.02, w_exc: float = 6.0, w_inh:
         "inh": Receptor(ExponentialSynapse(10.0), ConductanceBased(-80.0)),
     }
     initial = {"v": Normal(-65.0, 5.0)}
-    pops = [Population("E", n_exc, neuron, receptors=receptors, initial=initial),
-            Population("I", n_inh, neuron, receptors=receptors, initial=initial)]
-    return Network(pops, _ei_projections(n_exc, n_inh, p, w_exc, w_inh, None, seed, layout),
-                   dt=dt)
+    pops = [
+        Population("E", n_exc, neuron, receptors=receptors, initial=initial),
+        Population("I", n_inh, neuron, receptors=receptors, initial=initial),
+    ]
+    return Network(pops, _ei_projections(n_exc, n_inh, p, w_exc, w_inh, None, seed, layout), dt=dt)

@@ -31,8 +31,14 @@ def _t_start(result) -> float:
     return float(np.asarray(result.t_start).ravel()[0])
 
 
-def raster(result, populations: Sequence[str] | str | None = None, *, ax=None,
-           s: float = 1.0, colors: Sequence | None = None):
+def raster(
+    result,
+    populations: Sequence[str] | str | None = None,
+    *,
+    ax=None,
+    s: float = 1.0,
+    colors: Sequence | None = None,
+):
     """Spike raster: one dot per spike, populations stacked bottom to top in network order.
 
     A neuron ``i`` of a population is drawn at height ``offset + i`` where ``offset`` is the
@@ -46,16 +52,27 @@ def raster(result, populations: Sequence[str] | str | None = None, *, ax=None,
         s: marker area (points²).
         colors: one matplotlib color per population (default: the color cycle).
     """
-    names = list(result.population_names) if populations is None else (
-        [populations] if isinstance(populations, str) else list(populations))
+    names = (
+        list(result.population_names)
+        if populations is None
+        else ([populations] if isinstance(populations, str) else list(populations))
+    )
     ax = _axes(ax)
     offset = 0
     for i, name in enumerate(names):
         times, ids = result.spikes(name)
         size = result.population_sizes[result.population_names.index(name)]
         color = None if colors is None else colors[i]
-        ax.scatter(times, ids + offset, s=s, marker=".", linewidths=0, color=color,
-                   label=name, rasterized=True)
+        ax.scatter(
+            times,
+            ids + offset,
+            s=s,
+            marker=".",
+            linewidths=0,
+            color=color,
+            label=name,
+            rasterized=True,
+        )
         offset += size
     t0 = _t_start(result)
     ax.set_xlim(t0, t0 + result.duration)
@@ -76,8 +93,9 @@ def population_rate(result, population: str, bin_ms: float = 5.0, *, ax=None, **
     t0 = _t_start(result)
     times = t0 + np.repeat(np.arange(counts.size), counts) * result.dt
     size = result.population_sizes[result.population_names.index(population)]
-    starts, rate = analysis.population_rate(times, size, result.duration, result.dt, bin_ms,
-                                            t_start=t0)
+    starts, rate = analysis.population_rate(
+        times, size, result.duration, result.dt, bin_ms, t_start=t0
+    )
     ax = _axes(ax)
     edges = np.append(starts, t0 + result.duration)
     ax.stairs(rate, edges, label=population, **kwargs)
@@ -87,8 +105,15 @@ def population_rate(result, population: str, bin_ms: float = 5.0, *, ax=None, **
     return ax
 
 
-def voltage_traces(result, population: str, variable: str = "v",
-                   neurons: Sequence[int] | None = None, *, ax=None, **kwargs):
+def voltage_traces(
+    result,
+    population: str,
+    variable: str = "v",
+    neurons: Sequence[int] | None = None,
+    *,
+    ax=None,
+    **kwargs,
+):
     """Recorded traces of ``variable`` for ``neurons`` of ``population`` (one line each).
 
     Needs a :class:`~brainsim.StateTrace` of that variable. ``neurons`` are neuron indices in
@@ -98,8 +123,11 @@ def voltage_traces(result, population: str, variable: str = "v",
     from ._monitors import StateTrace
 
     times, values = result.trace(population, variable)
-    monitor = next(m for m in result.monitors if isinstance(m, StateTrace)
-                   and m.population == population and m.variable == variable)
+    monitor = next(
+        m
+        for m in result.monitors
+        if isinstance(m, StateTrace) and m.population == population and m.variable == variable
+    )
     size = result.population_sizes[result.population_names.index(population)]
     recorded = list(range(size)) if monitor.neurons is None else list(monitor.neurons)
     chosen = recorded if neurons is None else [int(i) for i in np.ravel(neurons)]

@@ -24,8 +24,8 @@ class Drive(NamedTuple):
     explicit lets linear models integrate conductance input exactly over the step.
     """
 
-    current: Float[Array, "n"]
-    conductance: Float[Array, "n"]
+    current: Float[Array, " n"]
+    conductance: Float[Array, " n"]
 
     @classmethod
     def zeros(cls, n: int, dtype) -> Drive:
@@ -56,7 +56,7 @@ class AbstractNeuron(eqx.Module):
         """Advance one step; return ``(new_state, spikes)``."""
 
     @abc.abstractmethod
-    def voltage(self, state) -> Float[Array, "n"]:
+    def voltage(self, state) -> Float[Array, " n"]:
         """Membrane potential (mV)."""
 
     def check_size(self, n: int) -> None:
@@ -102,6 +102,37 @@ def _array_fields(module):
 def default_dtype(dtype):
     """The float dtype for state arrays: the given one, else JAX's default float."""
     return jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
+
+
+def check_above(owner: str, upper: str, upper_value, lower: str, lower_value) -> None:
+    """Raise if a concrete ``upper_value`` is not above ``lower_value`` everywhere (mV)."""
+    import numpy as np
+
+    from .._errors import is_concrete
+
+    if is_concrete(upper_value) and is_concrete(lower_value):
+        hi, lo = np.broadcast_arrays(np.asarray(upper_value), np.asarray(lower_value))
+        if np.any(hi <= lo):
+            i = np.argmax((hi <= lo).ravel())
+            raise ValueError(
+                f"{owner}: `{upper}` ({hi.ravel()[i]} mV) must be above `{lower}` "
+                f"({lo.ravel()[i]} mV)."
+            )
+
+
+def reset_membrane(v, spikes, V_reset, detach: bool):
+    """``v`` set to ``V_reset`` where ``spikes`` is 1, written so the surrogate gradient flows.
+
+    The form ``v (1 - s) + V_reset s`` is exact in floating point even after a large overshoot
+    (exponential and quadratic models overshoot the peak by orders of magnitude in one step;
+    ``v - (v - V_reset) s`` cancels catastrophically there: 1e10 - (1e10 + 70.6) = -128 in
+    float32). With ``detach`` the reset carries no gradient (often neutral or better for
+    training, Zenke & Vogels 2021).
+    """
+    import jax
+
+    gate = jax.lax.stop_gradient(spikes) if detach else spikes
+    return v * (1.0 - gate) + V_reset * gate
 
 
 def refractory_steps(t_ref, dt):

@@ -5,40 +5,20 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import check_nonnegative, check_positive, is_concrete
+from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
-
-
-def check_above(owner: str, upper: str, upper_value, lower: str, lower_value) -> None:
-    """Raise if a concrete ``upper_value`` is not above ``lower_value`` everywhere."""
-    if is_concrete(upper_value) and is_concrete(lower_value):
-        hi, lo = np.broadcast_arrays(np.asarray(upper_value), np.asarray(lower_value))
-        if np.any(hi <= lo):
-            i = np.argmax((hi <= lo).ravel())
-            raise ValueError(
-                f"{owner}: `{upper}` ({hi.ravel()[i]} mV) must be above `{lower}` "
-                f"({lo.ravel()[i]} mV)."
-            )
-
-
-def reset_exact(v, spikes, V_reset, detach: bool):
-    """``v`` set to ``V_reset`` where ``spikes`` is 1, exact in floating point.
-
-    Same gradient as :func:`~brainsim._neurons.lif.reset_membrane`, but written as
-    ``v (1 - s) + V_reset s`` so a large overshoot (exponential or quadratic models overshoot
-    ``V_peak`` by orders of magnitude in one step) resets to exactly ``V_reset``; the form
-    ``v - (v - V_reset) s`` cancels catastrophically there (1e10 - (1e10 + 70.6) = -128 in
-    float32).
-    """
-    gate = jax.lax.stop_gradient(spikes) if detach else spikes
-    return v * (1.0 - gate) + V_reset * gate
+from ._base import (
+    AbstractNeuron,
+    Drive,
+    check_above,
+    default_dtype,
+    refractory_steps,
+    reset_membrane,
+)
 
 
 def exponential_current(v, g_L, Delta_T, V_T, V_peak):
@@ -52,11 +32,11 @@ def exponential_current(v, g_L, Delta_T, V_T, V_peak):
 
 
 class AdExState(NamedTuple):
-    v: Float[Array, "n"]
+    v: Float[Array, " n"]
     """Membrane potential (mV)."""
-    w: Float[Array, "n"]
+    w: Float[Array, " n"]
     """Adaptation current (pA)."""
-    refractory: Int[Array, "n"]
+    refractory: Int[Array, " n"]
     """Steps of refractoriness left (0 = free to integrate)."""
 
 
@@ -138,18 +118,18 @@ class AdEx(AbstractNeuron):
         check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
         check_above(owner, "V_peak", V_peak, "V_reset", V_reset)
         check_above(owner, "V_peak", V_peak, "V_T", V_T)
-        self.C_m = jnp.asarray(C_m)
-        self.g_L = jnp.asarray(g_L)
-        self.E_L = jnp.asarray(E_L)
-        self.V_T = jnp.asarray(V_T)
-        self.Delta_T = jnp.asarray(Delta_T)
-        self.tau_w = jnp.asarray(tau_w)
-        self.a = jnp.asarray(a)
-        self.b = jnp.asarray(b)
-        self.V_reset = jnp.asarray(V_reset)
-        self.V_peak = jnp.asarray(V_peak)
-        self.t_ref = jnp.asarray(t_ref)
-        self.I_e = jnp.asarray(I_e)
+        self.C_m = as_parameter(C_m)
+        self.g_L = as_parameter(g_L)
+        self.E_L = as_parameter(E_L)
+        self.V_T = as_parameter(V_T)
+        self.Delta_T = as_parameter(Delta_T)
+        self.tau_w = as_parameter(tau_w)
+        self.a = as_parameter(a)
+        self.b = as_parameter(b)
+        self.V_reset = as_parameter(V_reset)
+        self.V_peak = as_parameter(V_peak)
+        self.t_ref = as_parameter(t_ref)
+        self.I_e = as_parameter(I_e)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset
@@ -189,7 +169,7 @@ class AdEx(AbstractNeuron):
         v_new, w = self.integrator.step(self.linear_parts(drive), (v_start, state.w), dt)
         v = jnp.where(held, self.V_reset, v_new)
         spikes = self.surrogate(v - self.V_peak) * jnp.logical_not(held)
-        v = reset_exact(v, spikes, self.V_reset, self.detach_reset)
+        v = reset_membrane(v, spikes, self.V_reset, self.detach_reset)
         w = w + self.b * spikes
         refractory = jnp.where(
             spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)

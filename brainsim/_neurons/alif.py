@@ -8,20 +8,25 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import check_nonnegative, check_positive
+from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
-from .adex import reset_exact
-from .lif import check_threshold_above_reset
+from ._base import (
+    AbstractNeuron,
+    Drive,
+    check_above,
+    default_dtype,
+    refractory_steps,
+    reset_membrane,
+)
 
 
 class ALIFState(NamedTuple):
-    v: Float[Array, "n"]
+    v: Float[Array, " n"]
     """Membrane potential (mV)."""
-    a: Float[Array, "n"]
+    a: Float[Array, " n"]
     """Threshold adaptation variable (dimensionless; +1 per spike)."""
-    refractory: Int[Array, "n"]
+    refractory: Int[Array, " n"]
     """Steps of refractoriness left (0 = free to integrate)."""
 
 
@@ -91,16 +96,16 @@ class ALIF(AbstractNeuron):
         check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
         check_nonnegative("beta", beta, owner=owner, unit="mV")
         check_positive("tau_a", tau_a, owner=owner, unit="ms")
-        check_threshold_above_reset(owner, V_th, V_reset)
-        self.C_m = jnp.asarray(C_m)
-        self.tau_m = jnp.asarray(tau_m)
-        self.E_L = jnp.asarray(E_L)
-        self.V_th = jnp.asarray(V_th)
-        self.V_reset = jnp.asarray(V_reset)
-        self.t_ref = jnp.asarray(t_ref)
-        self.I_e = jnp.asarray(I_e)
-        self.beta = jnp.asarray(beta)
-        self.tau_a = jnp.asarray(tau_a)
+        check_above(owner, "V_th", V_th, "V_reset", V_reset)
+        self.C_m = as_parameter(C_m)
+        self.tau_m = as_parameter(tau_m)
+        self.E_L = as_parameter(E_L)
+        self.V_th = as_parameter(V_th)
+        self.V_reset = as_parameter(V_reset)
+        self.t_ref = as_parameter(t_ref)
+        self.I_e = as_parameter(I_e)
+        self.beta = as_parameter(beta)
+        self.tau_a = as_parameter(tau_a)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset
@@ -138,7 +143,7 @@ class ALIF(AbstractNeuron):
         held = state.refractory > 0
         v = jnp.where(held, self.V_reset, v_new)
         spikes = self.surrogate(v - (self.V_th + self.beta * a)) * jnp.logical_not(held)
-        v = reset_exact(v, spikes, self.V_reset, self.detach_reset)
+        v = reset_membrane(v, spikes, self.V_reset, self.detach_reset)
         a = a + spikes
         refractory = jnp.where(
             spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)

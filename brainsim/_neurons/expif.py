@@ -8,17 +8,24 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import check_nonnegative, check_positive
+from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
-from .adex import check_above, exponential_current, reset_exact
+from ._base import (
+    AbstractNeuron,
+    Drive,
+    check_above,
+    default_dtype,
+    refractory_steps,
+    reset_membrane,
+)
+from .adex import exponential_current
 
 
 class SpikingState(NamedTuple):
-    v: Float[Array, "n"]
+    v: Float[Array, " n"]
     """Membrane potential (mV)."""
-    refractory: Int[Array, "n"]
+    refractory: Int[Array, " n"]
     """Steps of refractoriness left (0 = free to integrate)."""
 
 
@@ -28,7 +35,7 @@ def _fire(model, state, v_new, dt):
     held = state.refractory > 0
     v = jnp.where(held, model.V_reset, v_new)
     spikes = model.surrogate(v - model.V_peak) * jnp.logical_not(held)
-    v = reset_exact(v, spikes, model.V_reset, model.detach_reset)
+    v = reset_membrane(v, spikes, model.V_reset, model.detach_reset)
     refractory = jnp.where(
         spikes > 0, refractory_steps(model.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
     )
@@ -95,15 +102,15 @@ class ExpIF(AbstractNeuron):
         check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
         check_above(owner, "V_peak", V_peak, "V_reset", V_reset)
         check_above(owner, "V_peak", V_peak, "V_T", V_T)
-        self.C_m = jnp.asarray(C_m)
-        self.g_L = jnp.asarray(g_L)
-        self.E_L = jnp.asarray(E_L)
-        self.V_T = jnp.asarray(V_T)
-        self.Delta_T = jnp.asarray(Delta_T)
-        self.V_reset = jnp.asarray(V_reset)
-        self.V_peak = jnp.asarray(V_peak)
-        self.t_ref = jnp.asarray(t_ref)
-        self.I_e = jnp.asarray(I_e)
+        self.C_m = as_parameter(C_m)
+        self.g_L = as_parameter(g_L)
+        self.E_L = as_parameter(E_L)
+        self.V_T = as_parameter(V_T)
+        self.Delta_T = as_parameter(Delta_T)
+        self.V_reset = as_parameter(V_reset)
+        self.V_peak = as_parameter(V_peak)
+        self.t_ref = as_parameter(t_ref)
+        self.I_e = as_parameter(I_e)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset
@@ -200,14 +207,14 @@ class QIF(AbstractNeuron):
         check_above(owner, "V_c", V_c, "E_L", E_L)
         check_above(owner, "V_peak", V_peak, "V_c", V_c)
         check_above(owner, "V_peak", V_peak, "V_reset", V_reset)
-        self.C_m = jnp.asarray(C_m)
-        self.k = jnp.asarray(k)
-        self.E_L = jnp.asarray(E_L)
-        self.V_c = jnp.asarray(V_c)
-        self.V_reset = jnp.asarray(V_reset)
-        self.V_peak = jnp.asarray(V_peak)
-        self.t_ref = jnp.asarray(t_ref)
-        self.I_e = jnp.asarray(I_e)
+        self.C_m = as_parameter(C_m)
+        self.k = as_parameter(k)
+        self.E_L = as_parameter(E_L)
+        self.V_c = as_parameter(V_c)
+        self.V_reset = as_parameter(V_reset)
+        self.V_peak = as_parameter(V_peak)
+        self.t_ref = as_parameter(t_ref)
+        self.I_e = as_parameter(I_e)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import check_nonnegative, check_positive
+from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
@@ -44,15 +44,15 @@ def _exp(x):
 
 
 class HHState(NamedTuple):
-    v: Float[Array, "n"]
+    v: Float[Array, " n"]
     """Membrane potential (mV)."""
-    m: Float[Array, "n"]
+    m: Float[Array, " n"]
     """Sodium activation."""
-    h: Float[Array, "n"]
+    h: Float[Array, " n"]
     """Sodium inactivation."""
-    n: Float[Array, "n"]
+    n: Float[Array, " n"]
     """Potassium activation."""
-    refractory: Int[Array, "n"]
+    refractory: Int[Array, " n"]
     """Steps left during which a threshold crossing is not counted as a spike."""
 
 
@@ -191,17 +191,17 @@ class HodgkinHuxley(AbstractNeuron):
         for name, value in (("g_Na", g_Na), ("g_K", g_K), ("g_L", g_L)):
             check_nonnegative(name, value, owner=owner, unit="mS/cm^2")
         check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        self.C_m = jnp.asarray(C_m)
-        self.g_Na = jnp.asarray(g_Na)
-        self.g_K = jnp.asarray(g_K)
-        self.g_L = jnp.asarray(g_L)
-        self.E_Na = jnp.asarray(E_Na)
-        self.E_K = jnp.asarray(E_K)
-        self.E_L = jnp.asarray(E_L)
-        self.V_init = jnp.asarray(V_init)
-        self.V_spike = jnp.asarray(V_spike)
-        self.t_ref = jnp.asarray(t_ref)
-        self.I_e = jnp.asarray(I_e)
+        self.C_m = as_parameter(C_m)
+        self.g_Na = as_parameter(g_Na)
+        self.g_K = as_parameter(g_K)
+        self.g_L = as_parameter(g_L)
+        self.E_Na = as_parameter(E_Na)
+        self.E_K = as_parameter(E_K)
+        self.E_L = as_parameter(E_L)
+        self.V_init = as_parameter(V_init)
+        self.V_spike = as_parameter(V_spike)
+        self.t_ref = as_parameter(t_ref)
+        self.I_e = as_parameter(I_e)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
 
@@ -298,17 +298,17 @@ class TraubMiles(AbstractNeuron):
         for name, value in (("g_L", g_L), ("g_Na", g_Na), ("g_K", g_K)):
             check_nonnegative(name, value, owner=owner, unit="nS")
         check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        self.C_m = jnp.asarray(C_m)
-        self.g_L = jnp.asarray(g_L)
-        self.g_Na = jnp.asarray(g_Na)
-        self.g_K = jnp.asarray(g_K)
-        self.E_L = jnp.asarray(E_L)
-        self.E_Na = jnp.asarray(E_Na)
-        self.E_K = jnp.asarray(E_K)
-        self.V_T = jnp.asarray(V_T)
-        self.V_spike = jnp.asarray(V_spike)
-        self.t_ref = jnp.asarray(t_ref)
-        self.I_e = jnp.asarray(I_e)
+        self.C_m = as_parameter(C_m)
+        self.g_L = as_parameter(g_L)
+        self.g_Na = as_parameter(g_Na)
+        self.g_K = as_parameter(g_K)
+        self.E_L = as_parameter(E_L)
+        self.E_Na = as_parameter(E_Na)
+        self.E_K = as_parameter(E_K)
+        self.V_T = as_parameter(V_T)
+        self.V_spike = as_parameter(V_spike)
+        self.t_ref = as_parameter(t_ref)
+        self.I_e = as_parameter(I_e)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
 

@@ -8,19 +8,25 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import check_nonnegative, check_positive, unknown_name_error
+from .._errors import as_parameter, check_nonnegative, check_positive, unknown_name_error
 from .._integrators import AbstractIntegrator, Euler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
-from .adex import check_above, reset_exact
+from ._base import (
+    AbstractNeuron,
+    Drive,
+    check_above,
+    default_dtype,
+    refractory_steps,
+    reset_membrane,
+)
 
 
 class IzhikevichState(NamedTuple):
-    v: Float[Array, "n"]
+    v: Float[Array, " n"]
     """Membrane potential (mV)."""
-    u: Float[Array, "n"]
+    u: Float[Array, " n"]
     """Recovery variable (mV/ms, Izhikevich's units)."""
-    refractory: Int[Array, "n"]
+    refractory: Int[Array, " n"]
     """Steps of refractoriness left (0 = free to integrate)."""
 
 
@@ -108,15 +114,15 @@ class Izhikevich(AbstractNeuron):
         check_positive("C_m", C_m, owner=owner)
         check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
         check_above(owner, "V_peak", V_peak, "c", c)
-        self.a = jnp.asarray(a)
-        self.b = jnp.asarray(b)
-        self.c = jnp.asarray(c)
-        self.d = jnp.asarray(d)
-        self.V_peak = jnp.asarray(V_peak)
-        self.V_init = jnp.asarray(V_init)
-        self.C_m = jnp.asarray(C_m)
-        self.I_e = jnp.asarray(I_e)
-        self.t_ref = jnp.asarray(t_ref)
+        self.a = as_parameter(a)
+        self.b = as_parameter(b)
+        self.c = as_parameter(c)
+        self.d = as_parameter(d)
+        self.V_peak = as_parameter(V_peak)
+        self.V_init = as_parameter(V_init)
+        self.C_m = as_parameter(C_m)
+        self.I_e = as_parameter(I_e)
+        self.t_ref = as_parameter(t_ref)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = Euler() if integrator is None else integrator
         self.detach_reset = detach_reset
@@ -165,7 +171,7 @@ class Izhikevich(AbstractNeuron):
         v_new, u = self.integrator.step(self.linear_parts(drive), (v_start, state.u), dt)
         v = jnp.where(held, self.c, v_new)
         spikes = self.surrogate(v - self.V_peak) * jnp.logical_not(held)
-        v = reset_exact(v, spikes, self.c, self.detach_reset)
+        v = reset_membrane(v, spikes, self.c, self.detach_reset)
         u = u + self.d * spikes
         refractory = jnp.where(
             spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)

@@ -5,42 +5,27 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import check_nonnegative, check_positive
+from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
+from ._base import (
+    AbstractNeuron,
+    Drive,
+    check_above,
+    default_dtype,
+    refractory_steps,
+    reset_membrane,
+)
 
 
 class LIFState(NamedTuple):
-    v: Float[Array, "n"]
+    v: Float[Array, " n"]
     """Membrane potential (mV)."""
-    refractory: Int[Array, "n"]
+    refractory: Int[Array, " n"]
     """Steps of refractoriness left (0 = free to integrate)."""
-
-
-def check_threshold_above_reset(owner: str, V_th, V_reset) -> None:
-    import numpy as np
-
-    from .._errors import is_concrete
-
-    if is_concrete(V_th) and is_concrete(V_reset) and np.any(np.asarray(V_th) <= np.asarray(V_reset)):
-        raise ValueError(
-            f"{owner}: `V_th` ({np.asarray(V_th).ravel()[0]} mV) must be above `V_reset` "
-            f"({np.asarray(V_reset).ravel()[0]} mV)."
-        )
-
-
-def reset_membrane(v, spikes, V_reset, detach: bool):
-    """``v`` set to ``V_reset`` where ``spikes`` is 1, written so the surrogate gradient flows.
-
-    With ``detach`` the reset does not carry gradient (often neutral or better for training).
-    """
-    gate = jax.lax.stop_gradient(spikes) if detach else spikes
-    return v - (v - V_reset) * gate
 
 
 class LIF(AbstractNeuron):
@@ -101,14 +86,14 @@ class LIF(AbstractNeuron):
         check_positive("C_m", C_m, owner=owner, unit="pF")
         check_positive("tau_m", tau_m, owner=owner, unit="ms")
         check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        check_threshold_above_reset(owner, V_th, V_reset)
-        self.C_m = jnp.asarray(C_m)
-        self.tau_m = jnp.asarray(tau_m)
-        self.E_L = jnp.asarray(E_L)
-        self.V_th = jnp.asarray(V_th)
-        self.V_reset = jnp.asarray(V_reset)
-        self.t_ref = jnp.asarray(t_ref)
-        self.I_e = jnp.asarray(I_e)
+        check_above(owner, "V_th", V_th, "V_reset", V_reset)
+        self.C_m = as_parameter(C_m)
+        self.tau_m = as_parameter(tau_m)
+        self.E_L = as_parameter(E_L)
+        self.V_th = as_parameter(V_th)
+        self.V_reset = as_parameter(V_reset)
+        self.t_ref = as_parameter(t_ref)
+        self.I_e = as_parameter(I_e)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset

@@ -21,8 +21,13 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._errors import check_positive, is_concrete
+from .._errors import as_parameter, check_positive, is_concrete
 from .._integrators import phi1
+
+
+def _like(x, ref):
+    """``x`` in the dtype of the state array ``ref`` (parameters may have a wider dtype)."""
+    return x.astype(ref.dtype)
 
 
 class AbstractKinetics(eqx.Module):
@@ -50,7 +55,7 @@ class AbstractKinetics(eqx.Module):
 
 
 class ExponentialState(NamedTuple):
-    g: Float[Array, "n"]
+    g: Float[Array, " n"]
 
 
 class ExponentialSynapse(AbstractKinetics):
@@ -63,27 +68,27 @@ class ExponentialSynapse(AbstractKinetics):
 
     def __init__(self, tau: ArrayLike = 5.0):
         check_positive("tau", tau, owner="ExponentialSynapse", unit="ms")
-        self.tau = jnp.asarray(tau)
+        self.tau = as_parameter(tau)
 
     def init(self, n, dtype):
         return ExponentialState(jnp.zeros((n,), dtype))
 
     def arrive(self, state, weight):
-        return ExponentialState(state.g + weight)
+        return ExponentialState(_like(state.g + weight, state.g))
 
     def mean(self, state, dt):
-        return state.g * phi1(-dt / self.tau)
+        return _like(state.g * phi1(-dt / self.tau), state.g)
 
     def decay(self, state, dt):
-        return ExponentialState(state.g * jnp.exp(-dt / self.tau))
+        return ExponentialState(_like(state.g * jnp.exp(-dt / self.tau), state.g))
 
     def value(self, state):
         return state.g
 
 
 class AlphaState(NamedTuple):
-    g: Float[Array, "n"]
-    h: Float[Array, "n"]
+    g: Float[Array, " n"]
+    h: Float[Array, " n"]
     """Rate of rise (trace units per ms)."""
 
 
@@ -99,33 +104,33 @@ class AlphaSynapse(AbstractKinetics):
 
     def __init__(self, tau: ArrayLike = 2.0):
         check_positive("tau", tau, owner="AlphaSynapse", unit="ms")
-        self.tau = jnp.asarray(tau)
+        self.tau = as_parameter(tau)
 
     def init(self, n, dtype):
         z = jnp.zeros((n,), dtype)
         return AlphaState(z, z)
 
     def arrive(self, state, weight):
-        return AlphaState(state.g, state.h + weight * (jnp.e / self.tau))
+        return AlphaState(state.g, _like(state.h + weight * (jnp.e / self.tau), state.h))
 
     def mean(self, state, dt):
         x = dt / self.tau
         # (1/dt) ∫_0^dt (g + h s) e^{-s/τ} ds
         i0 = phi1(-x)  # (1 - e^{-x}) / x
         i1 = self.tau * (-jnp.expm1(-x) - x * jnp.exp(-x)) / x  # (τ/x)(1 - e^{-x}(1+x))
-        return state.g * i0 + state.h * i1
+        return _like(state.g * i0 + state.h * i1, state.g)
 
     def decay(self, state, dt):
         e = jnp.exp(-dt / self.tau)
-        return AlphaState((state.g + state.h * dt) * e, state.h * e)
+        return AlphaState(_like((state.g + state.h * dt) * e, state.g), _like(state.h * e, state.h))
 
     def value(self, state):
         return state.g
 
 
 class DualExponentialState(NamedTuple):
-    decay: Float[Array, "n"]
-    rise: Float[Array, "n"]
+    decay: Float[Array, " n"]
+    rise: Float[Array, " n"]
 
 
 class DualExponentialSynapse(AbstractKinetics):
@@ -151,8 +156,8 @@ class DualExponentialSynapse(AbstractKinetics):
                     f"tau_rise={tau_rise}, tau_decay={tau_decay}. Use AlphaSynapse for equal "
                     "time constants."
                 )
-        self.tau_rise = jnp.asarray(tau_rise)
-        self.tau_decay = jnp.asarray(tau_decay)
+        self.tau_rise = as_parameter(tau_rise)
+        self.tau_decay = as_parameter(tau_decay)
 
     def peak_factor(self):
         td, tr = self.tau_decay, self.tau_rise
@@ -165,14 +170,18 @@ class DualExponentialSynapse(AbstractKinetics):
 
     def arrive(self, state, weight):
         w = weight * self.peak_factor()
-        return DualExponentialState(state.decay + w, state.rise + w)
+        return DualExponentialState(
+            _like(state.decay + w, state.decay), _like(state.rise + w, state.rise)
+        )
 
     def mean(self, state, dt):
-        return state.decay * phi1(-dt / self.tau_decay) - state.rise * phi1(-dt / self.tau_rise)
+        mean = state.decay * phi1(-dt / self.tau_decay) - state.rise * phi1(-dt / self.tau_rise)
+        return _like(mean, state.decay)
 
     def decay(self, state, dt):
         return DualExponentialState(
-            state.decay * jnp.exp(-dt / self.tau_decay), state.rise * jnp.exp(-dt / self.tau_rise)
+            _like(state.decay * jnp.exp(-dt / self.tau_decay), state.decay),
+            _like(state.rise * jnp.exp(-dt / self.tau_rise), state.rise),
         )
 
     def value(self, state):

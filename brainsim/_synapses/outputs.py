@@ -13,7 +13,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._errors import check_positive
+from .._errors import as_parameter, check_positive
 from .._neurons._base import Drive
 
 
@@ -36,7 +36,7 @@ class ConductanceBased(AbstractOutput):
     E_rev: Float[Array, "*n"]
 
     def __init__(self, E_rev: ArrayLike = 0.0):
-        self.E_rev = jnp.asarray(E_rev)
+        self.E_rev = as_parameter(E_rev)
 
     def drive(self, trace, v):
         return Drive(trace * self.E_rev, trace)
@@ -57,13 +57,18 @@ class NMDA(AbstractOutput):
     alpha: Float[Array, "*n"]
     beta: Float[Array, "*n"]
 
-    def __init__(self, E_rev: ArrayLike = 0.0, mg: ArrayLike = 1.0, alpha: ArrayLike = 0.062,
-                 beta: ArrayLike = 3.57):
+    def __init__(
+        self,
+        E_rev: ArrayLike = 0.0,
+        mg: ArrayLike = 1.0,
+        alpha: ArrayLike = 0.062,
+        beta: ArrayLike = 3.57,
+    ):
         check_positive("beta", beta, owner="NMDA", unit="mM")
-        self.E_rev = jnp.asarray(E_rev)
-        self.mg = jnp.asarray(mg)
-        self.alpha = jnp.asarray(alpha)
-        self.beta = jnp.asarray(beta)
+        self.E_rev = as_parameter(E_rev)
+        self.mg = as_parameter(mg)
+        self.alpha = as_parameter(alpha)
+        self.beta = as_parameter(beta)
 
     def block(self, v):
         """Fraction of unblocked channels :math:`B(V)`."""

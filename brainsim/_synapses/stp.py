@@ -25,12 +25,12 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._errors import check_positive, is_concrete
+from .._errors import as_parameter, check_positive, is_concrete
 
 
 class TsodyksMarkramState(NamedTuple):
-    u: Float[Array, "n_pre"]
-    x: Float[Array, "n_pre"]
+    u: Float[Array, " n_pre"]
+    x: Float[Array, " n_pre"]
 
 
 class TsodyksMarkram(eqx.Module):
@@ -48,9 +48,9 @@ class TsodyksMarkram(eqx.Module):
 
             if np.any((np.asarray(U) <= 0) | (np.asarray(U) > 1)):
                 raise ValueError(f"TsodyksMarkram: `U` must lie in (0, 1]; got {U}.")
-        self.U = jnp.asarray(U)
-        self.tau_rec = jnp.asarray(tau_rec)
-        self.tau_fac = jnp.asarray(tau_fac)
+        self.U = as_parameter(U)
+        self.tau_rec = as_parameter(tau_rec)
+        self.tau_fac = as_parameter(tau_fac)
 
     def init(self, n: int, dtype) -> TsodyksMarkramState:
         return TsodyksMarkramState(jnp.zeros((n,), dtype), jnp.ones((n,), dtype))
