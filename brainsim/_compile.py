@@ -10,15 +10,42 @@ option names a CPU pass only, so it has no effect on GPU or TPU.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
+import jax
 
 COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cpu-parallel-task-assigner"}
 
 
 def jit(fn=None, **jit_kwargs):
-    """``equinox.filter_jit`` with brainsim's compiler options; use it to wrap your own
-    functions around :func:`~brainsim.simulate` (e.g. a ``vmap`` over parameters)."""
-    options = {**COMPILER_OPTIONS, **jit_kwargs.pop("compiler_options", {})}
+    """``equinox.filter_jit`` with brainsim's compiler options.
+
+    Use it to wrap your own functions around :func:`~brainsim.simulate` (e.g. a ``vmap`` over
+    parameters). JAX accepts compiler options only on the outermost ``jit``; when the wrapped
+    function is called inside another transformation (``grad``, ``jit``, ...) it runs as a
+    plain nested ``filter_jit`` and the outer compilation's options apply.
+    """
     if fn is None:
-        return lambda f: eqx.filter_jit(f, compiler_options=options, **jit_kwargs)
-    return eqx.filter_jit(fn, compiler_options=options, **jit_kwargs)
+        return functools.partial(jit, **jit_kwargs)
+    options = {**COMPILER_OPTIONS, **jit_kwargs.pop("compiler_options", {})}
+    compiled = eqx.filter_jit(fn, compiler_options=options, **jit_kwargs)
+    nested = eqx.filter_jit(fn, **jit_kwargs)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if _inside_transformation(args, kwargs):
+            return nested(*args, **kwargs)
+        try:
+            return compiled(*args, **kwargs)
+        except ValueError as e:  # an outer jit with nothing traced among the arguments
+            if "compiler_options" not in str(e):
+                raise
+            return nested(*args, **kwargs)
+
+    wrapper.lower = compiled.lower
+    return wrapper
+
+
+def _inside_transformation(args, kwargs) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))

@@ -92,9 +92,15 @@ def check_per_neuron(name: str, value, n: int, *, owner: str = "") -> None:
 
 
 def closest(name: str, options: Iterable[str]) -> str:
-    """A ' Did you mean X?' suffix for an unknown name, or '' if nothing is close."""
-    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    return f" Did you mean {match[0]!r}?" if match else ""
+    """A ' Did you mean X?' suffix for an unknown name, or '' if nothing is close.
+
+    Matching ignores case (``V`` suggests ``v``); the suggestion keeps its own spelling.
+    """
+    by_lower = {}
+    for option in options:
+        by_lower.setdefault(str(option).lower(), str(option))
+    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.5)
+    return f" Did you mean {by_lower[match[0]]!r}?" if match else ""
 
 
 def unknown_name_error(

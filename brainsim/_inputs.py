@@ -20,12 +20,32 @@ from ._errors import as_parameter, check_nonnegative, check_positive
 from ._neurons._base import AbstractSpikeSource, default_dtype
 
 
+def _whole_steps(value_ms: float, dt: float, *, owner: str, name: str) -> int:
+    """``value_ms / dt`` as an integer, or a ValueError naming ``name``."""
+    steps = value_ms / dt
+    if abs(steps - round(steps)) > 1e-6 * max(1.0, abs(steps)):
+        raise ValueError(
+            f"{owner}: `{name}` = {value_ms} ms is not a whole number of simulation steps "
+            f"(dt = {dt} ms). Use a multiple of dt."
+        )
+    return int(round(steps))
+
+
 class AbstractCurrent(eqx.Module):
-    """An injected current (pA): a scalar or one value per neuron at time ``t`` (ms)."""
+    """An injected current (pA): a scalar or one value per neuron for each step.
+
+    ``current(step, dt, key)`` is evaluated with the integer step index ``step`` (time
+    ``step * dt``), so switch times stay exact however long the run (a float32 time cannot
+    resolve single steps beyond 2**24 of them).
+    """
 
     @abc.abstractmethod
-    def current(self, t, dt, key) -> Float[Array, "*n"]:
-        """The current during the step starting at ``t``."""
+    def current(self, step, dt, key) -> Float[Array, "*n"]:
+        """The current during step ``step`` (time ``step * dt`` ms)."""
+
+    def discretize(self, dt: float) -> AbstractCurrent:
+        """Precompute what depends on the step (called once when a network is built)."""
+        return self
 
     def check_size(self, n: int, owner: str) -> None:
         return None
@@ -39,7 +59,7 @@ class ConstantCurrent(AbstractCurrent):
     def __init__(self, amplitude: ArrayLike):
         self.amplitude = as_parameter(amplitude)
 
-    def current(self, t, dt, key):
+    def current(self, step, dt, key):
         return self.amplitude
 
     def check_size(self, n, owner):
@@ -52,13 +72,16 @@ class StepCurrent(AbstractCurrent):
     """Piecewise-constant current (NEST ``step_current_generator``).
 
     ``amplitudes[i]`` (pA) flows from ``times[i]`` (ms) until ``times[i+1]``; zero before
-    ``times[0]``. ``amplitudes`` has shape ``(m,)`` or ``(m, n)`` for per-neuron values.
+    ``times[0]``. ``amplitudes`` has shape ``(m,)`` or ``(m, n)`` for per-neuron values. A
+    switch applies from the first step starting at or after its time.
     """
 
-    times: Float[Array, " m"]
+    times: np.ndarray
+    """Switch times (ms), kept in float64 on the host so they map to exact steps."""
     amplitudes: Float[Array, "m *n"]
+    switch_steps: Int[Array, " m"] | None
 
-    def __init__(self, times: ArrayLike, amplitudes: ArrayLike):
+    def __init__(self, times: ArrayLike, amplitudes: ArrayLike, *, _switch_steps=None):
         t = np.asarray(times, dtype=float)
         a = np.asarray(amplitudes)
         if t.ndim != 1 or t.size == 0:
@@ -71,13 +94,19 @@ class StepCurrent(AbstractCurrent):
             )
         if np.any(np.diff(t) <= 0):
             raise ValueError("StepCurrent: `times` must be strictly increasing.")
-        self.times = as_parameter(t)
+        self.times = t
         self.amplitudes = as_parameter(a)
+        self.switch_steps = _switch_steps
 
-    def current(self, t, dt, key):
-        # Small tolerance: a switch at 10.0 ms applies to the step starting at t_k = 10.0 ms
-        # even when k * dt lands a rounding error below it.
-        i = jnp.searchsorted(self.times, t + 1e-6 * dt, side="right") - 1
+    def discretize(self, dt):
+        steps = np.ceil(self.times / dt - 1e-6).astype(np.int32)
+        return StepCurrent(self.times, self.amplitudes, _switch_steps=jnp.asarray(steps))
+
+    def current(self, step, dt, key):
+        switch = self.switch_steps
+        if switch is None:  # used on its own, outside a network
+            switch = jnp.asarray(np.ceil(self.times / dt - 1e-6).astype(np.int32))
+        i = jnp.searchsorted(switch, step, side="right") - 1
         value = self.amplitudes[jnp.maximum(i, 0)]
         return jnp.where(i >= 0, value, jnp.zeros_like(value))
 
@@ -94,7 +123,9 @@ class TimedArray(AbstractCurrent):
 
     ``values`` has shape ``(T,)`` (same for every neuron) or ``(T, n)``. Outside
     ``[t_start, t_start + T dt)`` the value is zero. Used as an injected current (pA) or as a
-    time-varying rate of a :class:`PoissonSource` (Hz).
+    time-varying rate of a :class:`PoissonSource` (Hz). In a network, ``dt`` and ``t_start``
+    must be whole multiples of the simulation step so rows are selected by exact integer
+    arithmetic on the step index.
     """
 
     values: Float[Array, "T *n"]
@@ -111,14 +142,29 @@ class TimedArray(AbstractCurrent):
         self.t_start = float(t_start)
 
     def __call__(self, t):
-        pos = (t - self.t_start) / self.dt
-        i = jnp.floor(pos + 1e-6).astype(jnp.int32)
+        """The value at time ``t`` (ms), for use outside a simulation."""
+        i = jnp.floor((t - self.t_start) / self.dt + 1e-6).astype(jnp.int32)
+        return self._row(i)
+
+    def _row(self, i):
         inside = (i >= 0) & (i < self.values.shape[0])
         row = self.values[jnp.clip(i, 0, self.values.shape[0] - 1)]
         return jnp.where(inside, row, jnp.zeros_like(row))
 
-    def current(self, t, dt, key):
-        return self(t)
+    def discretize(self, dt):
+        _whole_steps(self.dt, dt, owner="TimedArray", name="dt")
+        _whole_steps(self.t_start, dt, owner="TimedArray", name="t_start")
+        return self
+
+    def at_step(self, step, dt):
+        """The row in force during simulation step ``step`` (exact integer arithmetic)."""
+        ratio = _whole_steps(self.dt, dt, owner="TimedArray", name="dt")
+        start = _whole_steps(self.t_start, dt, owner="TimedArray", name="t_start")
+        shifted = step - start
+        return self._row(jnp.where(shifted >= 0, shifted // ratio, -1))
+
+    def current(self, step, dt, key):
+        return self.at_step(step, dt)
 
     def check_size(self, n, owner):
         if self.values.ndim == 2 and self.values.shape[1] != n:
@@ -152,8 +198,13 @@ class PoissonSource(AbstractSpikeSource):
     def init(self, n, *, dtype=None):
         return PoissonState(jnp.zeros((n,), default_dtype(dtype)))
 
-    def step(self, state, t, dt, key):
-        rate = self.rate(t) if isinstance(self.rate, TimedArray) else self.rate
+    def discretize(self, n, dt):
+        if isinstance(self.rate, TimedArray):
+            self.rate.discretize(dt)
+        return self
+
+    def step(self, state, step, dt, key):
+        rate = self.rate.at_step(step, dt) if isinstance(self.rate, TimedArray) else self.rate
         shape = state.counts.shape
         lam = jnp.broadcast_to(jnp.asarray(rate, state.counts.dtype) * (dt * 1e-3), shape)
         counts = jax.random.poisson(key, lam, shape).astype(state.counts.dtype)
@@ -239,14 +290,14 @@ class SpikeGenerator(AbstractSpikeSource):
     def init(self, n, *, dtype=None):
         return SpikeGeneratorState(jnp.zeros((), jnp.int32), jnp.zeros((n,), default_dtype(dtype)))
 
-    def step(self, state, t, dt, key):
+    def step(self, state, step, dt, key):
         if self.steps is None:
             raise RuntimeError("SpikeGenerator must be built into a Network before stepping.")
         n = state.counts.shape[0]
-        k = jnp.round(t / dt).astype(jnp.int32)
         m = self.steps.shape[0]
         slots = state.cursor + jnp.arange(self.per_step)
-        due = (slots < m) & (self.steps.at[slots].get(mode="fill", fill_value=-1) == k)
+        # `<=` rather than `==`: an event can never block the ones behind it.
+        due = (slots < m) & (self.steps.at[slots].get(mode="fill", fill_value=2**30) <= step)
         channel = jnp.where(due, self.channels.at[slots].get(mode="fill", fill_value=n), n)
         counts = jnp.zeros((n,), state.counts.dtype).at[channel].add(1.0, mode="drop")
         cursor = state.cursor + jnp.sum(due, dtype=jnp.int32)

@@ -4,8 +4,8 @@ Pass a tuple of monitors to :func:`~brainsim.simulate`; each one's memory is fix
 run and reported by ``monitor.nbytes(network, n_steps)``:
 
 * :class:`SpikeRaster` — every spike, bit-packed: ``n_steps × ceil(n/8)`` bytes per neuron
-  population (spike sources: one byte per channel and step, the spike count). Exact, never
-  overflows.
+  population (spike sources: one byte per channel and step, the spike count; a count above
+  255 in one step is a run-time fault reported after the run).
 * :class:`SpikeList` — compact ``(step, index, count)`` entries up to ``capacity``; more spikes
   than that is a run-time fault reported after the run with the capacity needed.
 * :class:`StateTrace` — one state variable of chosen neurons every ``every`` steps.
@@ -73,6 +73,23 @@ class SpikeRaster(AbstractMonitor):
 
     def names(self, network):
         return _population_names(network, self.populations, "SpikeRaster")
+
+    def _sources(self, network):
+        return [n for n in self.names(network) if network.population(n).is_source]
+
+    def init(self, network, n_steps, dtype):
+        # Counts of recorded spike-source channels that exceeded one byte in a step.
+        return jnp.zeros((), jnp.int32) if self._sources(network) else None
+
+    def update(self, network, buffer, state_before, spikes, k):
+        if buffer is None:
+            return None
+        for name in self._sources(network):
+            buffer = buffer + jnp.sum(jnp.maximum(spikes[name] - 255, 0), dtype=jnp.int32)
+        return buffer
+
+    def overflow(self, buffer):
+        return buffer
 
     def per_step(self, network, state_before, spikes, k):
         out = {}
@@ -231,7 +248,9 @@ class StateTrace(AbstractMonitor):
     def nbytes(self, network, n_steps):
         p = network.population(self.population)
         m = p.size if self.neurons is None else len(self.neurons)
-        return self.n_samples(n_steps) * m * 4
+        dtype = jax.eval_shape(lambda: network.init(jax.random.key(0))).populations[p.name]
+        dtype = getattr(dtype, self.variable).dtype
+        return self.n_samples(n_steps) * m * dtype.itemsize
 
     def describe(self, network, n_steps):
         return (

@@ -245,12 +245,7 @@ class Network(eqx.Module):
                 raise ValueError(f"Network: two populations are named {p.name!r}.")
             by_name[p.name] = p
         self.dt = float(dt)
-        self.populations = tuple(
-            eqx.tree_at(lambda q: q.model, p, p.model.discretize(p.size, self.dt))
-            if p.is_source
-            else p
-            for p in populations
-        )
+        self.populations = tuple(self._discretize(p) for p in populations)
         built, names = [], set()
         for proj in projections:
             if not isinstance(proj, Projection):
@@ -264,6 +259,13 @@ class Network(eqx.Module):
                 )
             names.add(proj.name)
         self.projections = tuple(built)
+
+    def _discretize(self, p: Population) -> Population:
+        """Precompute the step-dependent parts of sources and currents (dt is now known)."""
+        if p.is_source:
+            return eqx.tree_at(lambda q: q.model, p, p.model.discretize(p.size, self.dt))
+        currents = tuple(c.discretize(self.dt) for c in p.currents)
+        return eqx.tree_at(lambda q: q.currents, p, currents) if currents else p
 
     def _build_projection(self, proj: Projection, by_name) -> Projection:
         where = f"Projection {proj.name!r}"
@@ -337,10 +339,7 @@ class Network(eqx.Module):
         Outside a transformation the construction runs as one compiled call (op-by-op
         execution of the many small initialisers is seconds for a few thousand neurons).
         """
-        dtype = default_dtype(dtype)
-        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((self, key))):
-            return self._init(key, dtype)
-        return _init_compiled(self, key, dtype)
+        return _init_compiled(self, key, default_dtype(dtype))
 
     def _init(self, key, dtype) -> NetworkState:
         key_init, key_run = jax.random.split(key)
@@ -385,7 +384,7 @@ class Network(eqx.Module):
             pkey = jax.random.fold_in(step_key, i)
             pstate = state.populations[p.name]
             if p.is_source:
-                pops[p.name], spikes[p.name] = p.model.step(pstate, t, dt, pkey)
+                pops[p.name], spikes[p.name] = p.model.step(pstate, k, dt, pkey)
                 receptors[p.name] = {}
                 continue
             drive, receptors[p.name] = self._drive(p, pstate, state.receptors[p.name], k, t, pkey)
@@ -450,7 +449,7 @@ class Network(eqx.Module):
             decayed = jax.tree.map(lambda x: x.astype(dtype), rec.kinetics.decay(kin, dt))
             new[name] = ReceptorState(decayed, ring)
         for j, c in enumerate(p.currents):
-            current = current + c.current(t, dt, jax.random.fold_in(key, 1000 + j))
+            current = current + c.current(k, dt, jax.random.fold_in(key, 1000 + j))
         return Drive(current.astype(dtype), conductance.astype(dtype)), new
 
 

@@ -87,7 +87,11 @@ class SimulationResult(eqx.Module):
                             f"above 255) did not fit capacity {monitor.capacity}; rerun with "
                             f"capacity >= {total} or record with SpikeRaster."
                         )
-                    raise SimulationError(f"{type(monitor).__name__}: {int(extra)} items lost.")
+                    raise SimulationError(
+                        f"{type(monitor).__name__}: {int(extra)} spikes of spike sources did not "
+                        "fit one byte per channel and step (more than 255 spikes in one step); "
+                        "record those sources with SpikeList or PopulationRate instead."
+                    )
         return self
 
     # -------------------------------------------------------------- host-side conversions
@@ -132,7 +136,7 @@ class SimulationResult(eqx.Module):
             reps = np.asarray(buf.counts[:n]).astype(np.int64)
             steps = np.repeat(np.asarray(buf.steps[:n]), reps)
             ids = np.repeat(np.asarray(buf.ids[:n]), reps)
-            return steps * self.dt, ids
+            return t0 + steps * self.dt, ids
         raise ValueError(
             f"No spike recording of population {population!r}: pass record=(SpikeRaster(),) "
             "or SpikeList(...) to simulate."
@@ -245,23 +249,6 @@ def _run(network: Network, state: NetworkState, monitors: tuple, n_steps: int):
 _run_jit = jit(_run)
 
 
-def _compiled_or_traced(network, state, monitors, n_steps):
-    """Run through brainsim's compiled entry point, or inline when already inside a
-    transformation (``jit``/``vmap``/``grad``), whose outer compilation then applies.
-
-    Wrap outer transformations in :func:`brainsim.jit` to keep brainsim's compiler options.
-    """
-    leaves = jax.tree.leaves((network, state))
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        return _run(network, state, monitors, n_steps)
-    try:
-        return _run_jit(network, state, monitors, n_steps)
-    except ValueError as e:  # called under an outer jit with nothing traced
-        if "compiler_options" not in str(e):
-            raise
-        return _run(network, state, monitors, n_steps)
-
-
 def prepare(
     network: Network,
     duration: float | None = None,
@@ -332,7 +319,7 @@ def simulate(
     network, state, monitors, n_steps = prepare(
         network, duration, n_steps=n_steps, key=key, state=state, record=record
     )
-    result = _compiled_or_traced(network, state, monitors, n_steps)
+    result = _run_jit(network, state, monitors, n_steps)
     if check:
         result = check_result(result)
     return result

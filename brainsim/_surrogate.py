@@ -71,8 +71,9 @@ class Sigmoid(AbstractSurrogate):
         self.scale = as_parameter(scale)
 
     def derivative(self, x):
-        s = jax.nn.sigmoid(self.scale * x)
-        return self.scale * s * (1.0 - s)
+        # s(z) s(-z) rather than s (1 - s): no cancellation in the tails.
+        z = self.scale * x
+        return self.scale * jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)
 
 
 class Arctan(AbstractSurrogate):

@@ -12,7 +12,7 @@ from brainsim import connect
 
 DT = 0.1
 TAU = 5.0
-# chunk_size=3: the 6 presynaptic neurons' spikes of one step span several chunks.
+# chunk_size=3: when all 6 presynaptic neurons fire in one step (see below) they span two chunks.
 LAYOUTS = {"dense": bs.Dense(), "sparse": bs.Sparse(chunk_size=3)}
 
 
@@ -64,8 +64,9 @@ def test_per_synapse_delays_arrive_at_t_plus_d(layout):
     edges = connect.from_arrays(pre, post, n_pre=n_pre, n_post=n_post,
                                 weight=rng.uniform(0.5, 2.0, pre.size), delay=steps * DT)
     # Spikes spread over 120 steps: the 25-row ring buffer wraps around several times.
-    spike_steps = np.sort(rng.integers(0, 120, size=40))
-    spike_ids = rng.integers(0, n_pre, size=40)
+    # All six neurons also fire together in step 50.
+    spike_steps = np.concatenate([rng.integers(0, 120, size=40), np.full(n_pre, 50)])
+    spike_ids = np.concatenate([rng.integers(0, n_pre, size=40), np.arange(n_pre)])
     _check(edges, steps, spike_steps, spike_ids, LAYOUTS[layout], 160)
 
 

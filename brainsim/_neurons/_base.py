@@ -70,8 +70,9 @@ class AbstractNeuron(eqx.Module):
 class AbstractSpikeSource(eqx.Module):
     """A population without membrane dynamics that emits spikes (Poisson, generators).
 
-    ``init(n)`` returns the source's state; ``step(state, t, dt, key)`` returns
-    ``(state, spikes)``. Sources receive no synaptic input.
+    ``init(n)`` returns the source's state; ``step(state, step, dt, key)`` returns
+    ``(state, spikes)`` for the integer step index ``step`` (time ``step * dt``). Sources
+    receive no synaptic input.
     """
 
     @abc.abstractmethod
@@ -79,8 +80,8 @@ class AbstractSpikeSource(eqx.Module):
         """Initial state of a source of ``n`` channels."""
 
     @abc.abstractmethod
-    def step(self, state, t, dt, key):
-        """Advance one step; return ``(new_state, spikes)``."""
+    def step(self, state, step, dt, key):
+        """Advance step ``step``; return ``(new_state, spikes)``."""
 
     def discretize(self, n: int, dt: float) -> AbstractSpikeSource:
         """Precompute anything that depends on the step (called once when a network is built)."""
