@@ -31,36 +31,14 @@ import numpy as np
 
 from ._compile import jit
 from ._errors import check_positive, unknown_name_error
-from ._events import spike_events
 from ._inputs import AbstractCurrent
 from ._neurons._base import AbstractNeuron, AbstractSpikeSource, Drive, default_dtype
-from ._propagation import (
-    AbstractConnectivity,
-    AbstractLayout,
-    EllConnectivity,
-    Sparse,
-    deliver_sparse_group,
-    ring_row,
-)
+from ._propagation import AbstractConnectivity, AbstractLayout, Sparse, ring_row
 from ._synapses.kinetics import AbstractKinetics
 from ._synapses.outputs import AbstractOutput
 from ._synapses.stp import TsodyksMarkram
 from .connect import EdgeList
 from .init import AbstractInitializer
-
-
-def _distinct_targets(group):
-    """Split projections into runs whose (post, receptor) targets are all different."""
-    runs, current, seen = [], [], set()
-    for proj in group:
-        key = (proj.post, proj.receptor)
-        if key in seen:
-            runs.append(current)
-            current, seen = [], set()
-        current.append(proj)
-        seen.add(key)
-    runs.append(current)
-    return runs
 
 
 class Receptor(eqx.Module):
@@ -394,39 +372,15 @@ class Network(eqx.Module):
         return new_state, spikes
 
     def _propagate(self, state, spikes, receptors, k):
-        """Short-term plasticity, then delivery into the postsynaptic ring buffers.
-
-        Sparse projections leaving the same population share one loop over its spikes.
-        """
-        stp, values, sparse_groups = {}, {}, {}
+        """Short-term plasticity, then delivery into the postsynaptic ring buffers."""
+        stp = {}
         for proj in self.projections:
-            v = spikes[proj.pre]
+            values = spikes[proj.pre]
             if proj.stp is not None:
-                stp[proj.name], v = proj.stp.step(state.stp[proj.name], v, self.dt)
-            values[proj.name] = v
-            if isinstance(proj.connectivity, EllConnectivity):
-                sparse_groups.setdefault(proj.pre, []).append(proj)
-        rings = {(p.post, p.receptor): receptors[p.post][p.receptor].ring for p in self.projections}
-        for pre, group in sparse_groups.items():
-            events = spike_events(spikes[pre])
-            # Two projections of a group may feed the same receptor: deliver them in turn.
-            for sub in _distinct_targets(group):
-                keys = [(p.post, p.receptor) for p in sub]
-                out = deliver_sparse_group(
-                    tuple(p.connectivity for p in sub),
-                    tuple(rings[key] for key in keys),
-                    k,
-                    tuple(values[p.name] for p in sub),
-                    events,
-                )
-                rings.update(zip(keys, out, strict=True))
-        for proj in self.projections:
-            if not isinstance(proj.connectivity, EllConnectivity):
-                key = (proj.post, proj.receptor)
-                events = spike_events(values[proj.name])
-                rings[key] = proj.connectivity.deliver(rings[key], k, events)
-        for (post, receptor), ring in rings.items():
-            receptors[post][receptor] = receptors[post][receptor]._replace(ring=ring)
+                stp[proj.name], values = proj.stp.step(state.stp[proj.name], values, self.dt)
+            rs = receptors[proj.post][proj.receptor]
+            ring = proj.connectivity.deliver(rs.ring, k, values)
+            receptors[proj.post][proj.receptor] = rs._replace(ring=ring)
         return stp, receptors
 
     def _drive(self, p: Population, pstate, rstates, k, t, key):

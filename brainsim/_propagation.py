@@ -19,16 +19,14 @@ Two layouts:
 from __future__ import annotations
 
 import abc
-from functools import partial
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from ._events import SpikeEvents, chunk_indices, n_chunks
+from . import kernels
 from .connect import EdgeList
 
 
@@ -85,8 +83,9 @@ class AbstractConnectivity(eqx.Module):
     n_synapses: int = eqx.field(static=True)
 
     @abc.abstractmethod
-    def deliver(self, ring, cursor, events: SpikeEvents):
-        """Add the weights of this step's spikes to the ring rows they arrive in."""
+    def deliver(self, ring, cursor, spikes):
+        """Add the weights of this step's spikes (``(n_pre,)`` values, 0 = none) to the ring
+        rows they arrive in; ``cursor`` is the current step."""
 
     @abc.abstractmethod
     def to_dense(self) -> Float[Array, "n_pre n_post"]:
@@ -149,9 +148,9 @@ class DenseConnectivity(AbstractConnectivity):
         self.max_delay = max_delay
         self.n_synapses = n_synapses
 
-    def deliver(self, ring, cursor, events):
+    def deliver(self, ring, cursor, spikes):
         n_ring = ring.shape[0] // self.n_post
-        values = events.values.astype(self.weights.dtype)
+        values = spikes.astype(self.weights.dtype)
         for d in self.distinct_delays:
             w = (
                 self.weights
@@ -171,11 +170,16 @@ class DenseConnectivity(AbstractConnectivity):
 class Sparse(AbstractLayout):
     """Fixed-fan-out (ELL) storage by presynaptic neuron, event-driven delivery.
 
-    ``chunk_size`` spikes are processed per loop iteration; it trades loop overhead against
-    wasted work on padding and does not limit how many spikes are delivered.
+    ``implementation`` picks the kernel (:class:`brainsim.kernels.Implementation`; default:
+    the native kernel on CPU when available, else the jnp reference). ``chunk_size`` is the
+    number of spikes the jnp reference processes per loop iteration; it trades loop overhead
+    against work on padding and never limits how many spikes are delivered.
     """
 
     chunk_size: int = eqx.field(static=True, default=8)
+    implementation: kernels.Implementation = eqx.field(
+        static=True, default=kernels.Implementation.AUTO
+    )
 
     def build(self, edges, dt, *, owner, round_delays, dtype):
         if self.chunk_size < 1:
@@ -208,6 +212,7 @@ class Sparse(AbstractLayout):
             delays,
             homogeneous,
             self.chunk_size,
+            kernels.Implementation(self.implementation),
             edges.n_pre,
             edges.n_post,
             max_delay,
@@ -224,6 +229,7 @@ class EllConnectivity(AbstractConnectivity):
     delays: Int[Array, "n_pre fan_out"] | None
     homogeneous_delay: int = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
+    implementation: kernels.Implementation = eqx.field(static=True)
 
     def __init__(
         self,
@@ -232,6 +238,7 @@ class EllConnectivity(AbstractConnectivity):
         delays,
         homogeneous_delay,
         chunk_size,
+        implementation,
         n_pre,
         n_post,
         max_delay,
@@ -242,6 +249,7 @@ class EllConnectivity(AbstractConnectivity):
         self.delays = delays
         self.homogeneous_delay = homogeneous_delay
         self.chunk_size = chunk_size
+        self.implementation = implementation
         self.n_pre = n_pre
         self.n_post = n_post
         self.max_delay = max_delay
@@ -251,98 +259,22 @@ class EllConnectivity(AbstractConnectivity):
     def fan_out(self) -> int:
         return self.targets.shape[1]
 
-    def deliver(self, ring, cursor, events):
-        return deliver_sparse_group((self,), (ring,), cursor, (events.values,), events)[0]
+    def deliver(self, ring, cursor, spikes):
+        return kernels.ell_deliver(
+            ring,
+            cursor,
+            spikes,
+            self.targets,
+            self.weights,
+            self.delays,
+            n_post=self.n_post,
+            homogeneous_delay=self.homogeneous_delay or 1,
+            chunk_size=self.chunk_size,
+            implementation=self.implementation,
+        )
 
     def to_dense(self):
         w = jnp.broadcast_to(self.weights, self.targets.shape)
         rows = jnp.broadcast_to(jnp.arange(self.n_pre)[:, None], self.targets.shape)
         dense = jnp.zeros((self.n_pre, self.n_post + 1), w.dtype)
         return dense.at[rows, self.targets].add(w)[:, : self.n_post]
-
-
-def deliver_sparse_group(conns, rings, cursor, values, events: SpikeEvents):
-    """Deliver the spikes of one presynaptic population through several sparse projections.
-
-    The projections share one loop over spike chunks, so the spiking neurons are located
-    once per chunk whatever the number of projections leaving the population. ``values[i]``
-    is the spike vector for ``conns[i]`` (it differs from ``events.values`` only in
-    magnitude, e.g. after short-term plasticity).
-    """
-    meta = tuple((c.homogeneous_delay, c.n_post) for c in conns)
-    chunk = min(c.chunk_size for c in conns)
-    return _sparse_deliver(
-        meta,
-        chunk,
-        tuple(rings),
-        tuple(values),
-        tuple(c.weights for c in conns),
-        tuple(c.targets for c in conns),
-        tuple(c.delays for c in conns),
-        cursor,
-        events.words,
-        events.offsets,
-        events.count,
-    )
-
-
-def _flat_slots(targets, delays, homogeneous_delay, cursor, n_ring, n_post):
-    """Flat ring positions for ``targets``; padding maps past the end and is dropped."""
-    d = homogeneous_delay if delays is None else delays
-    row = (cursor + d) % n_ring
-    return jnp.where(targets < n_post, row * n_post + targets, n_ring * n_post)
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _sparse_deliver(
-    meta, chunk, rings, values, weights, targets, delays, cursor, words, offsets, count
-):
-    events = SpikeEvents(values[0], words, offsets, count)
-
-    def body(c, rings):
-        idx = chunk_indices(events, c * chunk, chunk)
-        out = []
-        for (hd, n_post), ring, val, w, tg, dl in zip(
-            meta, rings, values, weights, targets, delays, strict=True
-        ):
-            tgt = tg.at[idx].get(mode="fill", fill_value=n_post)
-            d = None if dl is None else dl.at[idx].get(mode="fill", fill_value=1)
-            spk = val.at[idx].get(mode="fill", fill_value=0)
-            wi = w if w.ndim == 0 else w.at[idx].get(mode="fill", fill_value=0)
-            contrib = jnp.broadcast_to((wi * spk[:, None]).astype(ring.dtype), tgt.shape)
-            slots = _flat_slots(tgt, d, hd, cursor, ring.shape[0] // n_post, n_post)
-            out.append(ring.at[slots.ravel()].add(contrib.ravel(), mode="drop"))
-        return tuple(out)
-
-    return lax.fori_loop(0, n_chunks(events, chunk), body, rings)
-
-
-@_sparse_deliver.defjvp
-def _sparse_deliver_jvp(meta, chunk, primals, tangents):
-    rings, values, weights, targets, delays, cursor, *_ = primals
-    rings_dot, values_dot, weights_dot, *_ = tangents
-    out = _sparse_deliver(meta, chunk, *primals)
-    # Tangent over every synapse (not only those of spiking neurons): surrogate gradients
-    # flow through neurons that did not spike, exactly as in the dense computation.
-    out_dot = []
-    for (hd, n_post), ring, r_dot, val, v_dot, w, w_dot, tg, dl in zip(
-        meta,
-        rings,
-        rings_dot,
-        values,
-        values_dot,
-        weights,
-        weights_dot,
-        targets,
-        delays,
-        strict=True,
-    ):
-        slots = _flat_slots(tg, dl, hd, cursor, ring.shape[0] // n_post, n_post)
-        w = jnp.broadcast_to(w, tg.shape)
-        w_dot = jnp.broadcast_to(w_dot, tg.shape)
-        t = v_dot[:, None].astype(w.dtype) * w + val[:, None].astype(w.dtype) * w_dot
-        out_dot.append(
-            r_dot
-            + jnp.zeros_like(ring).at[slots.ravel()].add(t.astype(ring.dtype).ravel(), mode="drop")
-        )
-    return out, tuple(out_dot)

@@ -12,7 +12,6 @@ import pytest
 
 import brainsim as bs
 from brainsim import connect
-from brainsim._events import spike_events
 
 DT = 0.1
 N_PRE, N_POST, N_EDGES = 60, 23, 400  # ~6.7 synapses per neuron, many duplicate pairs
@@ -67,7 +66,7 @@ def _values(density, seed):
 
 @eqx.filter_jit
 def _deliver(conn, ring, cursor, values):
-    return conn.deliver(ring, cursor, spike_events(values))
+    return conn.deliver(ring, cursor, values)
 
 
 CONFIGS = [(w, d) for w in ("scalar", "per_edge") for d in ("none", "scalar", "per_edge")]
@@ -112,7 +111,7 @@ def test_sparse_duplicate_pairs_with_distinct_delays():
 def _loss_fn(conn, ring, cursor, cotangent):
     def loss(values, weights):
         c = eqx.tree_at(lambda c: c.weights, conn, weights)
-        return jnp.sum(cotangent * c.deliver(ring, cursor, spike_events(values)))
+        return jnp.sum(cotangent * c.deliver(ring, cursor, values))
 
     return loss
 
@@ -177,7 +176,7 @@ def test_sparse_jvp_equals_dense(weight_kind, delay_kind):
     def f(conn, dw):
         def g(v, w):
             c = eqx.tree_at(lambda c: c.weights, conn, w)
-            return c.deliver(ring, jnp.int32(2), spike_events(v))
+            return c.deliver(ring, jnp.int32(2), v)
 
         return jax.jvp(g, (values, conn.weights), (dv, dw))
 
@@ -200,7 +199,7 @@ def test_sparse_deliver_vmap_equals_loop():
     n_ring = ell.max_delay
     ring = jnp.zeros(n_ring * N_POST, jnp.float32)
     batch = np.stack([_values(d, seed=i) for i, d in enumerate([0.0, 0.02, 0.2, 0.6, 1.0])])
-    batched = jax.jit(jax.vmap(lambda v: ell.deliver(ring, jnp.int32(3), spike_events(v))))(
+    batched = jax.jit(jax.vmap(lambda v: ell.deliver(ring, jnp.int32(3), v)))(
         jnp.asarray(batch))
     for b in range(batch.shape[0]):
         np.testing.assert_allclose(batched[b], _reference(ring, 3, batch[b], edges, n_ring),

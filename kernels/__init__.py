@@ -1,0 +1,13 @@
+"""brainsim.kernels: event-driven propagation ops with a pure-jnp reference and native kernels.
+
+Each op has the same signature in every implementation; the reference in
+:mod:`brainsim.kernels._reference` is the oracle and the portable path. Implementations are
+selected per platform at lowering time and can be forced with ``implementation=``.
+"""
+
+from ._cpu import available as native_cpu_available
+from ._cpu import status as native_cpu_status
+from ._ell import Implementation as Implementation
+from ._ell import ell_deliver as ell_deliver
+
+__all__ = ["Implementation", "ell_deliver", "native_cpu_available", "native_cpu_status"]
