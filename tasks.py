@@ -77,7 +77,7 @@ def setup(test: bool) -> Path:
     # The test set-up includes everything the plain one installs, so either stamp will do for run.
     wanted = {setup_key("test")} | ({setup_key("")} if not test else set())
     if python.exists() and STAMP.exists() and STAMP.read_text().strip() in wanted:
-        say(f"set-up up to date ({VENV.name}, {'test extra' if test else 'runtime'}); "
+        say(f"set-up up to date ({VENV}); "
             "delete the folder to rebuild it")
         return python
     started = time.perf_counter()
