@@ -1,0 +1,143 @@
+"""brainsim.kernels: every implementation of ell_deliver agrees with a NumPy oracle.
+
+The native CPU kernel must equal the jnp reference exactly up to float summation order
+(both add the same terms; order differs only when several synapses hit one target), for
+shared and per-synapse weights and delays, padding, out-of-range targets, empty and full
+spike vectors, float32 and float64, and under vmap (one call for the whole batch).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from brainsim import kernels
+from brainsim.kernels import Implementation
+
+pytestmark = pytest.mark.skipif(
+    not kernels.native_cpu_available(), reason=f"native kernels: {kernels.native_cpu_status()}"
+)
+
+N_PRE, N_POST, FAN_OUT, N_RING = 37, 29, 7, 4
+IMPLEMENTATIONS = [Implementation.REFERENCE, Implementation.NATIVE_CPU, Implementation.AUTO]
+
+
+def _problem(seed, density, shared_weight, shared_delay, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, N_POST, (N_PRE, FAN_OUT)).astype(np.int32)
+    targets[rng.random((N_PRE, FAN_OUT)) < 0.2] = N_POST  # padding
+    targets[0, :3] = targets[0, 3]  # duplicate targets in one row
+    spikes = np.where(rng.random(N_PRE) < density, rng.uniform(0.5, 2.0, N_PRE), 0.0)
+    weights = np.asarray(1.5) if shared_weight else rng.normal(size=(N_PRE, FAN_OUT))
+    delays = (
+        None if shared_delay else rng.integers(1, N_RING + 1, (N_PRE, FAN_OUT)).astype(np.int32)
+    )
+    ring = rng.normal(size=N_RING * N_POST)
+    return (ring.astype(dtype), spikes.astype(dtype), targets, np.asarray(weights, dtype), delays)
+
+
+def _oracle(ring, cursor, spikes, targets, weights, delays, homogeneous_delay=2):
+    out = np.array(ring, dtype=np.float64)
+    w = np.broadcast_to(weights, targets.shape)
+    for i in np.flatnonzero(spikes):
+        for k in range(FAN_OUT):
+            t = targets[i, k]
+            if 0 <= t < N_POST:
+                d = homogeneous_delay if delays is None else delays[i, k]
+                out[((cursor + d) % N_RING) * N_POST + t] += spikes[i] * w[i, k]
+    return out
+
+
+def _deliver(impl, ring, cursor, spikes, targets, weights, delays):
+    return kernels.ell_deliver(
+        jnp.asarray(ring),
+        cursor,
+        jnp.asarray(spikes),
+        jnp.asarray(targets),
+        jnp.asarray(weights),
+        None if delays is None else jnp.asarray(delays),
+        n_post=N_POST,
+        homogeneous_delay=2,
+        implementation=impl,
+    )
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: i.value)
+@pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("shared_weight", [True, False])
+@pytest.mark.parametrize("shared_delay", [True, False])
+def test_ell_deliver_matches_oracle(impl, density, shared_weight, shared_delay):
+    ring, spikes, targets, weights, delays = _problem(1, density, shared_weight, shared_delay)
+    got = jax.jit(lambda *a: _deliver(impl, *a))(ring, 5, spikes, targets, weights, delays)
+    expected = _oracle(ring, 5, spikes, targets, weights, delays)
+    # float32 sums of at most ~40 terms of magnitude <= 6: 1e-5 relative is ~100 ulp.
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_native_equals_reference_in_float64(x64):
+    ring, spikes, targets, weights, delays = _problem(2, 0.4, False, False, np.float64)
+    a = _deliver(Implementation.NATIVE_CPU, ring, 3, spikes, targets, weights, delays)
+    b = _deliver(Implementation.REFERENCE, ring, 3, spikes, targets, weights, delays)
+    assert a.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-13, atol=1e-13)
+
+
+def test_out_of_range_targets_are_never_written():
+    ring, spikes, targets, weights, delays = _problem(3, 1.0, False, True)
+    targets[1, 0], targets[2, 0] = -5, N_POST + 100  # corrupt indices: skipped, not clamped
+    got = _deliver(Implementation.NATIVE_CPU, ring, 0, spikes, targets, weights, delays)
+    np.testing.assert_allclose(
+        np.asarray(got), _oracle(ring, 0, spikes, targets, weights, delays), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("batched", ["spikes", "spikes_and_ring", "weights"])
+def test_vmap_runs_one_batched_call_and_equals_the_loop(batched):
+    ring, spikes, targets, weights, delays = _problem(4, 0.3, False, False)
+    rng = np.random.default_rng(5)
+    B = 6
+    spikes_b = np.where(rng.random((B, N_PRE)) < 0.3, 1.0, 0.0).astype(np.float32)
+    ring_b = rng.normal(size=(B, ring.size)).astype(np.float32)
+    weights_b = rng.normal(size=(B,) + weights.shape).astype(np.float32)
+
+    def one(r, s, w):
+        return _deliver(Implementation.NATIVE_CPU, r, 1, s, targets, w, delays)
+
+    in_axes = {
+        "spikes": (None, 0, None),
+        "spikes_and_ring": (0, 0, None),
+        "weights": (None, None, 0),
+    }[batched]
+    args = (
+        ring_b if in_axes[0] == 0 else ring,
+        spikes_b if in_axes[1] == 0 else spikes,
+        weights_b if in_axes[2] == 0 else weights,
+    )
+    fn = jax.jit(jax.vmap(one, in_axes=in_axes))
+    got = np.asarray(fn(*args))
+    hlo = fn.lower(*args).compile().as_text()
+    assert hlo.count('custom_call_target="brainsim_ell_deliver"') == 1, "batched: one native call"
+    for b in range(B):
+        pick = [a[b] if ax == 0 else a for a, ax in zip(args, in_axes, strict=True)]
+        np.testing.assert_allclose(got[b], np.asarray(one(*pick)), rtol=1e-6, atol=1e-6)
+
+
+def test_gradients_are_the_same_for_every_implementation():
+    ring, spikes, targets, weights, delays = _problem(6, 0.5, False, False)
+    cot = np.random.default_rng(7).normal(size=ring.size).astype(np.float32)
+
+    def loss(impl, s, w):
+        return jnp.sum(jnp.asarray(cot) * _deliver(impl, ring, 2, s, targets, w, delays))
+
+    grads = [
+        jax.grad(lambda s, w, i=impl: loss(i, s, w), argnums=(0, 1))(
+            jnp.asarray(spikes), jnp.asarray(weights)
+        )
+        for impl in IMPLEMENTATIONS
+    ]
+    for g in grads[1:]:
+        for a, b in zip(grads[0], g, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    # Spikes that are zero still receive gradient (the tangent runs over every synapse).
+    silent = spikes == 0
+    assert np.any(np.asarray(grads[0][0])[silent] != 0)
