@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from brainsim.kernels import Implementation
 
 from brainsim import kernels
-from brainsim.kernels import Implementation
 
 pytestmark = pytest.mark.skipif(
     not kernels.native_cpu_available(), reason=f"native kernels: {kernels.native_cpu_status()}"
