@@ -29,11 +29,26 @@ import jax.numpy as jnp
 LinearParts = Callable[[object], tuple[object, object]]
 
 
+_PHI1_SERIES_RADIUS = 0.1
+
+
 def phi1(z):
-    r""":math:`\varphi_1(z) = (e^z - 1) / z`, with the limit 1 at ``z = 0`` (stable for small ``z``)."""
-    small = jnp.abs(z) < 1e-5
+    r""":math:`\varphi_1(z) = (e^z - 1) / z`, with the limit 1 at ``z = 0``.
+
+    For :math:`|z| < 0.1` (the usual regime: ``dt`` much shorter than the time constants) the
+    Taylor series to :math:`z^7` is used (truncation below :math:`10^{-12}` relative); beyond
+    it :math:`(e^z - 1)/z`, whose rounding error is at most ``eps / 0.1`` relative. ``exp``
+    is used rather than ``expm1`` because XLA's CPU ``expm1`` costs twice as much per element
+    and this function runs for every neuron in every step.
+    """
+    small = jnp.abs(z) < _PHI1_SERIES_RADIUS
     z_safe = jnp.where(small, jnp.ones_like(z), z)
-    return jnp.where(small, 1.0 + 0.5 * z + z * z / 6.0, jnp.expm1(z_safe) / z_safe)
+    # Horner form of sum_{n=0}^{7} z^n / (n+1)!
+    series = 1.0 + z * (
+        1 / 2
+        + z * (1 / 6 + z * (1 / 24 + z * (1 / 120 + z * (1 / 720 + z * (1 / 5040 + z / 40320)))))
+    )
+    return jnp.where(small, series, (jnp.exp(z_safe) - 1.0) / z_safe)
 
 
 def _vector_field(linear_parts: LinearParts):
