@@ -136,6 +136,25 @@ def reset_membrane(v, spikes, V_reset, detach: bool):
     return v * (1.0 - gate) + V_reset * gate
 
 
+def fire_and_reset(v, threshold, refractory, *, V_reset, surrogate, detach, t_ref, dt):
+    """Threshold, reset and absolute refractoriness shared by the integrate-and-fire models.
+
+    ``v`` is the membrane after integrating the step. Neurons still refractory (counter > 0)
+    are held at ``V_reset`` and cannot spike; a neuron with ``v >= threshold`` spikes, is reset
+    to ``V_reset`` and becomes refractory for ``round(t_ref / dt)`` steps.
+
+    Returns ``(v, spikes, refractory)``.
+    """
+    import jax.numpy as jnp
+
+    held = refractory > 0
+    v = jnp.where(held, V_reset, v)
+    spikes = surrogate(v - threshold) * jnp.logical_not(held)
+    v = reset_membrane(v, spikes, V_reset, detach)
+    refractory = jnp.where(spikes > 0, refractory_steps(t_ref, dt), jnp.maximum(refractory - 1, 0))
+    return v, spikes, refractory.astype(jnp.int32)
+
+
 def refractory_steps(t_ref, dt):
     """Number of whole steps in a refractory period (rounded to the nearest step)."""
     return jnp.round(jnp.asarray(t_ref) / dt).astype(jnp.int32)

@@ -11,14 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import (
-    AbstractNeuron,
-    Drive,
-    check_above,
-    default_dtype,
-    refractory_steps,
-    reset_membrane,
-)
+from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 
 
 def exponential_current(v, g_L, Delta_T, V_T, V_peak):
@@ -166,15 +159,16 @@ class AdEx(AbstractNeuron):
         dtype = state.v.dtype
         held = state.refractory > 0
         v_start = jnp.where(held, self.V_reset, state.v)
-        v_new, w = self.integrator.step(self.linear_parts(drive), (v_start, state.w), dt)
-        v = jnp.where(held, self.V_reset, v_new)
-        spikes = self.surrogate(v - self.V_peak) * jnp.logical_not(held)
-        v = reset_membrane(v, spikes, self.V_reset, self.detach_reset)
+        v, w = self.integrator.step(self.linear_parts(drive), (v_start, state.w), dt)
+        v, spikes, refractory = fire_and_reset(
+            v,
+            self.V_peak,
+            state.refractory,
+            V_reset=self.V_reset,
+            surrogate=self.surrogate,
+            detach=self.detach_reset,
+            t_ref=self.t_ref,
+            dt=dt,
+        )
         w = w + self.b * spikes
-        refractory = jnp.where(
-            spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
-        )
-        return (
-            AdExState(v.astype(dtype), w.astype(dtype), refractory.astype(jnp.int32)),
-            spikes.astype(dtype),
-        )
+        return AdExState(v.astype(dtype), w.astype(dtype), refractory), spikes.astype(dtype)

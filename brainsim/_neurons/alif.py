@@ -11,14 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import (
-    AbstractNeuron,
-    Drive,
-    check_above,
-    default_dtype,
-    refractory_steps,
-    reset_membrane,
-)
+from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 
 
 class ALIFState(NamedTuple):
@@ -139,16 +132,16 @@ class ALIF(AbstractNeuron):
                 (jnp.broadcast_to(b_v, v.shape), jnp.zeros_like(a)),
             )
 
-        v_new, a = self.integrator.step(linear_parts, (state.v, state.a), dt)
-        held = state.refractory > 0
-        v = jnp.where(held, self.V_reset, v_new)
-        spikes = self.surrogate(v - (self.V_th + self.beta * a)) * jnp.logical_not(held)
-        v = reset_membrane(v, spikes, self.V_reset, self.detach_reset)
+        v, a = self.integrator.step(linear_parts, (state.v, state.a), dt)
+        v, spikes, refractory = fire_and_reset(
+            v,
+            self.V_th + self.beta * a,
+            state.refractory,
+            V_reset=self.V_reset,
+            surrogate=self.surrogate,
+            detach=self.detach_reset,
+            t_ref=self.t_ref,
+            dt=dt,
+        )
         a = a + spikes
-        refractory = jnp.where(
-            spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
-        )
-        return (
-            ALIFState(v.astype(dtype), a.astype(dtype), refractory.astype(jnp.int32)),
-            spikes.astype(dtype),
-        )
+        return ALIFState(v.astype(dtype), a.astype(dtype), refractory), spikes.astype(dtype)

@@ -11,14 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import (
-    AbstractNeuron,
-    Drive,
-    check_above,
-    default_dtype,
-    refractory_steps,
-    reset_membrane,
-)
+from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 from .adex import exponential_current
 
 
@@ -30,16 +23,18 @@ class SpikingState(NamedTuple):
 
 
 def _fire(model, state, v_new, dt):
-    """Shared threshold / reset / refractory logic of the one-variable models."""
-    dtype = state.v.dtype
-    held = state.refractory > 0
-    v = jnp.where(held, model.V_reset, v_new)
-    spikes = model.surrogate(v - model.V_peak) * jnp.logical_not(held)
-    v = reset_membrane(v, spikes, model.V_reset, model.detach_reset)
-    refractory = jnp.where(
-        spikes > 0, refractory_steps(model.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
+    """Threshold / reset / refractoriness of the one-variable models."""
+    v, spikes, refractory = fire_and_reset(
+        v_new,
+        model.V_peak,
+        state.refractory,
+        V_reset=model.V_reset,
+        surrogate=model.surrogate,
+        detach=model.detach_reset,
+        t_ref=model.t_ref,
+        dt=dt,
     )
-    return SpikingState(v.astype(dtype), refractory.astype(jnp.int32)), spikes.astype(dtype)
+    return SpikingState(v.astype(state.v.dtype), refractory), spikes.astype(state.v.dtype)
 
 
 class ExpIF(AbstractNeuron):

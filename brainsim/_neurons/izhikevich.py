@@ -11,14 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive, unknown_name_error
 from .._integrators import AbstractIntegrator, Euler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import (
-    AbstractNeuron,
-    Drive,
-    check_above,
-    default_dtype,
-    refractory_steps,
-    reset_membrane,
-)
+from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 
 
 class IzhikevichState(NamedTuple):
@@ -168,15 +161,16 @@ class Izhikevich(AbstractNeuron):
         dtype = state.v.dtype
         held = state.refractory > 0
         v_start = jnp.where(held, self.c, state.v)
-        v_new, u = self.integrator.step(self.linear_parts(drive), (v_start, state.u), dt)
-        v = jnp.where(held, self.c, v_new)
-        spikes = self.surrogate(v - self.V_peak) * jnp.logical_not(held)
-        v = reset_membrane(v, spikes, self.c, self.detach_reset)
+        v, u = self.integrator.step(self.linear_parts(drive), (v_start, state.u), dt)
+        v, spikes, refractory = fire_and_reset(
+            v,
+            self.V_peak,
+            state.refractory,
+            V_reset=self.c,
+            surrogate=self.surrogate,
+            detach=self.detach_reset,
+            t_ref=self.t_ref,
+            dt=dt,
+        )
         u = u + self.d * spikes
-        refractory = jnp.where(
-            spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
-        )
-        return (
-            IzhikevichState(v.astype(dtype), u.astype(dtype), refractory.astype(jnp.int32)),
-            spikes.astype(dtype),
-        )
+        return IzhikevichState(v.astype(dtype), u.astype(dtype), refractory), spikes.astype(dtype)

@@ -11,14 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import (
-    AbstractNeuron,
-    Drive,
-    check_above,
-    default_dtype,
-    refractory_steps,
-    reset_membrane,
-)
+from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 
 
 class LIFState(NamedTuple):
@@ -121,11 +114,15 @@ class LIF(AbstractNeuron):
 
     def step(self, state: LIFState, drive: Drive, t, dt):
         dtype = state.v.dtype
-        held = state.refractory > 0
-        v = jnp.where(held, self.V_reset, self.subthreshold(state.v, drive, dt))
-        spikes = self.surrogate(v - self.V_th) * jnp.logical_not(held)
-        v = reset_membrane(v, spikes, self.V_reset, self.detach_reset)
-        refractory = jnp.where(
-            spikes > 0, refractory_steps(self.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
+        v = self.subthreshold(state.v, drive, dt)
+        v, spikes, refractory = fire_and_reset(
+            v,
+            self.V_th,
+            state.refractory,
+            V_reset=self.V_reset,
+            surrogate=self.surrogate,
+            detach=self.detach_reset,
+            t_ref=self.t_ref,
+            dt=dt,
         )
-        return LIFState(v.astype(dtype), refractory.astype(jnp.int32)), spikes.astype(dtype)
+        return LIFState(v.astype(dtype), refractory), spikes.astype(dtype)
