@@ -162,7 +162,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             continue
         r = json.loads(lines[-1][len("RESULT "):])
-        print(f"N = {r['neurons']}: compile {r['compile_s']:.2f} s, runs "
+        print(f"N = {r['neurons']}: build {r['build_s']:.1f} s, compile {r['compile_s']:.2f} s, runs "
               + ", ".join(f"{t:.3f}" for t in r["run_s"])
               + f" s, {r['rate_hz']:.1f} Hz, {r['events_per_s']:.3g} events/s, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)

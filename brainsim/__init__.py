@@ -7,9 +7,11 @@ nS, pA, Hz.
 
 from . import analysis as analysis
 from . import connect as connect
+from . import fit as fit
 from . import init as init
 from . import plotting as plotting
 from . import surrogate as surrogate
+from ._checkpoint_scan import Checkpointing as Checkpointing
 from ._compile import jit as jit
 from ._config import ConfigError as ConfigError
 from ._config import Experiment as Experiment
@@ -19,6 +21,7 @@ from ._errors import SimulationError as SimulationError
 from ._inputs import AbstractCurrent as AbstractCurrent
 from ._inputs import ConstantCurrent as ConstantCurrent
 from ._inputs import PoissonSource as PoissonSource
+from ._inputs import SpikeArray as SpikeArray
 from ._inputs import SpikeGenerator as SpikeGenerator
 from ._inputs import StepCurrent as StepCurrent
 from ._inputs import TimedArray as TimedArray
@@ -75,3 +78,7 @@ from ._synapses.outputs import ConductanceBased as ConductanceBased
 from ._synapses.outputs import CurrentBased as CurrentBased
 from ._synapses.stp import TsodyksMarkram as TsodyksMarkram
 from ._version import __version__ as __version__
+from ._propagation import CSR as CSR
+from ._propagation import CsrConnectivity as CsrConnectivity
+from ._propagation import Procedural as Procedural
+from ._propagation import ProceduralConnectivity as ProceduralConnectivity

@@ -302,3 +302,66 @@ class SpikeGenerator(AbstractSpikeSource):
         counts = jnp.zeros((n,), state.counts.dtype).at[channel].add(1.0, mode="drop")
         cursor = state.cursor + jnp.sum(due, dtype=jnp.int32)
         return SpikeGeneratorState(cursor, counts), counts
+
+
+class SpikeArrayState(NamedTuple):
+    counts: Float[Array, " n"]
+    """Spikes emitted in the last step."""
+
+
+class SpikeArray(AbstractSpikeSource):
+    """Emits given spikes step by step: row ``k`` of ``spikes`` is emitted in step ``k``.
+
+    For spike-encoded data sets (one array per sample, ``(T, n)``, values 0/1 or counts):
+    ``spikes`` is an array leaf, so a batch of samples is a ``vmap`` over networks that differ
+    only in this array (no recompilation), and a gradient with respect to the input spikes is
+    defined. After the last row the source is silent. Unlike :class:`SpikeGenerator` it needs
+    no host-side preprocessing, so it can be built inside ``jit``/``vmap``.
+
+    Arguments:
+        spikes: ``(T, n)`` spike values per simulation step (row ``k`` at time ``k * dt``).
+        t_start: time (ms, a whole number of steps) at which row 0 is emitted.
+
+    Example:
+        >>> net = bs.Network([bs.Population("in", 64, bs.SpikeArray(x)), ...], ..., dt=1.0)
+        >>> batched = jax.vmap(lambda x: run(eqx.tree_at(lambda n: n.populations[0].model.spikes, net, x)))
+    """
+
+    spikes: Float[Array, "T n"]
+    t_start: float = eqx.field(static=True, default=0.0)
+    start_step: int = eqx.field(static=True, default=0)
+
+    def __init__(self, spikes: ArrayLike, t_start: float = 0.0, *, _start_step: int = 0):
+        s = as_parameter(spikes)
+        if s.ndim != 2 or s.shape[0] == 0:
+            raise ValueError(
+                f"SpikeArray: `spikes` must have shape (T, n) (one row per step); got {s.shape}."
+            )
+        self.spikes = s
+        self.t_start = float(t_start)
+        self.start_step = int(_start_step)
+
+    def discretize(self, n, dt):
+        start = _whole_steps(self.t_start, dt, owner="SpikeArray", name="t_start")
+        return SpikeArray(self.spikes, self.t_start, _start_step=start)
+
+    def check_size(self, n):
+        if self.spikes.shape[1] != n:
+            raise ValueError(
+                f"SpikeArray: `spikes` has {self.spikes.shape[1]} columns for a population of {n}."
+            )
+
+    def init(self, n, *, dtype=None):
+        return SpikeArrayState(jnp.zeros((n,), default_dtype(dtype)))
+
+    def step(self, state, step, dt, key):
+        i = step - self.start_step
+        inside = (i >= 0) & (i < self.spikes.shape[0])
+        row = _row_at(self.spikes, jnp.clip(i, 0, self.spikes.shape[0] - 1))
+        counts = jnp.where(inside, row, jnp.zeros_like(row)).astype(state.counts.dtype)
+        return SpikeArrayState(counts), counts
+
+
+def _row_at(x, i):
+    """Row ``i`` of ``x`` (a dynamic index that stays a slice, not a gather)."""
+    return jax.lax.dynamic_index_in_dim(x, i, 0, keepdims=False)

@@ -33,11 +33,11 @@ from ._compile import jit
 from ._errors import check_positive, unknown_name_error
 from ._inputs import AbstractCurrent
 from ._neurons._base import AbstractNeuron, AbstractSpikeSource, Drive, default_dtype
-from ._propagation import AbstractConnectivity, AbstractLayout, Sparse, ring_row
+from ._propagation import AbstractConnectivity, AbstractLayout, Procedural, Sparse, ring_row
 from ._synapses.kinetics import AbstractKinetics
 from ._synapses.outputs import AbstractOutput
 from ._synapses.stp import TsodyksMarkram
-from .connect import EdgeList
+from .connect import EdgeList, ProceduralEdges
 from .init import AbstractInitializer
 
 
@@ -128,9 +128,11 @@ class Projection(eqx.Module):
     Arguments:
         pre, post: population names.
         connectivity: an :class:`~brainsim.connect.EdgeList` from a builder in
-            :mod:`brainsim.connect` (delays in ms).
+            :mod:`brainsim.connect` (delays in ms), or a
+            :class:`~brainsim.connect.ProceduralEdges` rule (``procedural_*`` builders).
         receptor: name of the postsynaptic receptor the weights add to.
-        layout: storage (default :class:`Sparse`, event-driven; or :class:`Dense`).
+        layout: storage (default :class:`Sparse`, event-driven, for an edge list and
+            :class:`Procedural` for a procedural rule; or :class:`CSR`, :class:`Dense`).
         stp: optional :class:`TsodyksMarkram` short-term plasticity.
         round_delays: round delays to the nearest step instead of raising.
         name: unique name (default ``"pre->post:receptor"``).
@@ -140,7 +142,7 @@ class Projection(eqx.Module):
     post: str = eqx.field(static=True)
     receptor: str = eqx.field(static=True)
     name: str = eqx.field(static=True)
-    connectivity: AbstractConnectivity | EdgeList
+    connectivity: AbstractConnectivity | EdgeList | ProceduralEdges
     layout: AbstractLayout
     stp: TsodyksMarkram | None
     round_delays: bool = eqx.field(static=True)
@@ -157,7 +159,7 @@ class Projection(eqx.Module):
         round_delays: bool = False,
         name: str | None = None,
     ):
-        if not isinstance(connectivity, EdgeList | AbstractConnectivity):
+        if not isinstance(connectivity, EdgeList | ProceduralEdges | AbstractConnectivity):
             raise TypeError(
                 f"Projection {pre}->{post}: `connectivity` must come from brainsim.connect "
                 f"(e.g. connect.fixed_probability(...)); got {type(connectivity).__name__}."
@@ -167,7 +169,9 @@ class Projection(eqx.Module):
         self.receptor = receptor
         self.name = name if name is not None else f"{pre}->{post}:{receptor}"
         self.connectivity = connectivity
-        self.layout = Sparse() if layout is None else layout
+        if layout is None:
+            layout = Procedural() if isinstance(connectivity, ProceduralEdges) else Sparse()
+        self.layout = layout
         self.stp = stp
         self.round_delays = round_delays
 
@@ -268,7 +272,7 @@ class Network(eqx.Module):
                 f"{where}: connectivity is {conn.n_pre} x {conn.n_post} but the populations have "
                 f"{pre.size} ({pre.name}) and {post.size} ({post.name}) neurons."
             )
-        if isinstance(conn, EdgeList):
+        if isinstance(conn, EdgeList | ProceduralEdges):
             conn = proj.layout.build(
                 conn,
                 self.dt,

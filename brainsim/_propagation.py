@@ -4,7 +4,7 @@ Delivery writes each spike's weight into the *future* input of the postsynaptic 
 ring buffer of ``D`` rows of ``n_post`` values, stored flat. A spike emitted in step ``k`` over a synapse with delay ``d`` steps lands in row
 ``(k + d) mod D`` and is read at the start of step ``k + d``.
 
-Two layouts:
+Layouts:
 
 * :class:`Dense` — an ``n_pre × n_post`` weight matrix; delivery is a matrix–vector product
   (best for small, dense or trained networks).
@@ -14,6 +14,16 @@ Two layouts:
   spikes, looping over exactly as many chunks as there are spikes (none is ever dropped).
   Its JVP is written in plain jnp over all synapses, so gradients with respect to weights and
   to (surrogate) spikes equal those of the dense computation.
+* :class:`CSR` — compressed rows by presynaptic neuron (``indptr``, ``indices``, ``weights``,
+  ``delays``): memory proportional to the synapses whatever the spread of out-degrees (ELL pads
+  every row to the largest), event-driven delivery load-balanced over the delivered synapses.
+* :class:`Procedural` — no stored synapses: the targets and weights of a neuron that spiked
+  are regenerated from ``(seed, neuron, index)`` every step (connectivity from
+  :func:`brainsim.connect.procedural_fixed_outdegree` /
+  :func:`~brainsim.connect.procedural_fixed_probability`); memory independent of the synapses.
+
+Every layout gives the same delivery (up to float summation order) and the same gradients.
+Dense, Sparse and CSR also accept a procedural rule, which they materialise at build.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from . import kernels
-from .connect import EdgeList
+from .connect import EdgeList, ProceduralEdges
 
 
 def delay_steps(delay_ms, dt: float, *, owner: str, round_delays: bool) -> np.ndarray:
@@ -55,6 +65,17 @@ def delay_steps(delay_ms, dt: float, *, owner: str, round_delays: bool) -> np.nd
             "delay is one step: a spike affects its targets in the next step."
         )
     return steps.astype(np.int64)
+
+
+def materialise(edges, owner: str) -> EdgeList:
+    """An :class:`EdgeList` for stored layouts (a procedural rule is regenerated in full)."""
+    if isinstance(edges, ProceduralEdges):
+        return edges.edges()
+    if not isinstance(edges, EdgeList):
+        raise TypeError(
+            f"{owner}: expected connectivity from brainsim.connect; got {type(edges).__name__}."
+        )
+    return edges
 
 
 def ring_row(ring, row, n_post: int):
@@ -99,6 +120,7 @@ class Dense(AbstractLayout):
     """Store the projection as a dense ``n_pre × n_post`` weight matrix."""
 
     def build(self, edges, dt, *, owner, round_delays, dtype):
+        edges = materialise(edges, owner)
         steps = delay_steps(edges.delay, dt, owner=owner, round_delays=round_delays)
         weights = np.zeros((edges.n_pre, edges.n_post))
         np.add.at(weights, (edges.pre, edges.post), edges.weights_per_edge())
@@ -184,6 +206,7 @@ class Sparse(AbstractLayout):
     def build(self, edges, dt, *, owner, round_delays, dtype):
         if self.chunk_size < 1:
             raise ValueError(f"Sparse: `chunk_size` must be >= 1; got {self.chunk_size}.")
+        edges = materialise(edges, owner)
         steps = delay_steps(edges.delay, dt, owner=owner, round_delays=round_delays)
         order = np.argsort(edges.pre, kind="stable")
         pre = edges.pre[order]
@@ -278,3 +301,256 @@ class EllConnectivity(AbstractConnectivity):
         rows = jnp.broadcast_to(jnp.arange(self.n_pre)[:, None], self.targets.shape)
         dense = jnp.zeros((self.n_pre, self.n_post + 1), w.dtype)
         return dense.at[rows, self.targets].add(w)[:, : self.n_post]
+
+
+# ------------------------------------------------------------------------------------- CSR
+
+
+class CSR(AbstractLayout):
+    """Compressed sparse rows by presynaptic neuron, event-driven delivery.
+
+    Stores ``indptr`` (``n_pre + 1`` int32 offsets), ``indices`` (int32 targets), ``weights``
+    (per synapse, or one scalar when homogeneous) and ``delays`` (per synapse, or one static
+    delay): 8–12 bytes per synapse whatever the out-degrees, where ELL pads every row to the
+    largest one (a few hub neurons can multiply its memory). ``block_size`` is the number of
+    synapses the jnp reference delivers per loop iteration (never a limit); ``implementation``
+    picks the kernel as in :class:`Sparse`.
+    """
+
+    block_size: int = eqx.field(static=True, default=256)
+    implementation: kernels.Implementation = eqx.field(
+        static=True, default=kernels.Implementation.AUTO
+    )
+
+    def build(self, edges, dt, *, owner, round_delays, dtype):
+        if self.block_size < 1:
+            raise ValueError(f"CSR: `block_size` must be >= 1; got {self.block_size}.")
+        edges = materialise(edges, owner)
+        if edges.n_synapses > np.iinfo(np.int32).max:
+            raise ValueError(
+                f"{owner}: {edges.n_synapses} synapses exceed the int32 offsets of CSR; split "
+                "the projection."
+            )
+        steps = delay_steps(edges.delay, dt, owner=owner, round_delays=round_delays)
+        pre = edges.pre
+        # Builders such as fixed_outdegree already emit edges sorted by presynaptic neuron.
+        order = None if np.all(pre[1:] >= pre[:-1]) else np.argsort(pre, kind="stable")
+
+        def by_row(values):
+            return values if order is None else values[order]
+
+        indptr = np.zeros(edges.n_pre + 1, np.int32)
+        np.cumsum(np.bincount(pre, minlength=edges.n_pre), out=indptr[1:])
+        indices = by_row(edges.post).astype(np.int32)
+        weight = np.asarray(edges.weight, dtype=float)
+        weights = jnp.asarray(weight if weight.ndim == 0 else by_row(weight), dtype)
+        if steps.ndim == 0:
+            delays, max_delay, homogeneous = None, int(steps), int(steps)
+        else:
+            delays = jnp.asarray(by_row(steps).astype(np.int32))
+            max_delay, homogeneous = int(steps.max(initial=1)), 0
+        return CsrConnectivity(
+            jnp.asarray(indptr),
+            jnp.asarray(indices),
+            weights,
+            delays,
+            homogeneous,
+            self.block_size,
+            kernels.Implementation(self.implementation),
+            edges.n_pre,
+            edges.n_post,
+            max_delay,
+            edges.n_synapses,
+        )
+
+
+class CsrConnectivity(AbstractConnectivity):
+    """CSR by presynaptic neuron: synapses ``indptr[i] .. indptr[i+1]-1`` of neuron ``i`` have
+    targets ``indices``, ``weights`` (or one scalar) and ``delays`` in steps (or one static)."""
+
+    indptr: Int[Array, " n_pre_plus_1"]
+    indices: Int[Array, " n_synapses"]
+    weights: Float[Array, " n_synapses"] | Float[Array, ""]
+    delays: Int[Array, " n_synapses"] | None
+    homogeneous_delay: int = eqx.field(static=True)
+    block_size: int = eqx.field(static=True)
+    implementation: kernels.Implementation = eqx.field(static=True)
+
+    def __init__(
+        self,
+        indptr,
+        indices,
+        weights,
+        delays,
+        homogeneous_delay,
+        block_size,
+        implementation,
+        n_pre,
+        n_post,
+        max_delay,
+        n_synapses,
+    ):
+        self.indptr = indptr
+        self.indices = indices
+        self.weights = weights
+        self.delays = delays
+        self.homogeneous_delay = homogeneous_delay
+        self.block_size = block_size
+        self.implementation = implementation
+        self.n_pre = n_pre
+        self.n_post = n_post
+        self.max_delay = max_delay
+        self.n_synapses = n_synapses
+
+    def deliver(self, ring, cursor, spikes):
+        return kernels.csr_deliver(
+            ring,
+            cursor,
+            spikes,
+            self.indptr,
+            self.indices,
+            self.weights,
+            self.delays,
+            n_post=self.n_post,
+            homogeneous_delay=self.homogeneous_delay or 1,
+            block_size=self.block_size,
+            implementation=self.implementation,
+        )
+
+    def to_dense(self):
+        n_syn = self.indices.shape[0]
+        rows = jnp.repeat(
+            jnp.arange(self.n_pre), jnp.diff(self.indptr), total_repeat_length=n_syn
+        )
+        w = jnp.broadcast_to(self.weights, (n_syn,))
+        dense = jnp.zeros((self.n_pre, self.n_post), w.dtype)
+        return dense.at[rows, self.indices].add(w, mode="drop")
+
+
+# ------------------------------------------------------------------------------ procedural
+
+
+class Procedural(AbstractLayout):
+    """No stored synapses: regenerate them from the connectivity rule every step.
+
+    Takes a :class:`~brainsim.connect.ProceduralEdges` (from
+    :func:`~brainsim.connect.procedural_fixed_outdegree` or
+    :func:`~brainsim.connect.procedural_fixed_probability`). Memory: the weight parameters
+    (and, for fixed probability, one count per presynaptic neuron); work per spike:
+    regenerating its synapses (a hash per synapse). ``chunk_size`` is the number of spikes the
+    jnp reference regenerates per loop iteration; ``implementation`` picks the kernel.
+    """
+
+    chunk_size: int = eqx.field(static=True, default=8)
+    implementation: kernels.Implementation = eqx.field(
+        static=True, default=kernels.Implementation.AUTO
+    )
+
+    def build(self, edges, dt, *, owner, round_delays, dtype):
+        if self.chunk_size < 1:
+            raise ValueError(f"Procedural: `chunk_size` must be >= 1; got {self.chunk_size}.")
+        if not isinstance(edges, ProceduralEdges):
+            raise TypeError(
+                f"{owner}: the Procedural layout regenerates synapses from a rule; give it "
+                "connect.procedural_fixed_outdegree(...) or "
+                "connect.procedural_fixed_probability(...), not an explicit "
+                f"{type(edges).__name__} (use Sparse() or CSR() for those)."
+            )
+        steps = int(delay_steps(edges.delay, dt, owner=owner, round_delays=round_delays))
+        return ProceduralConnectivity(
+            jnp.asarray(edges.weight_loc, dtype),
+            None if edges.weight_scale is None else jnp.asarray(edges.weight_scale, dtype),
+            None if edges.counts is None else jnp.asarray(edges.counts, jnp.int32),
+            edges.rule,
+            steps,
+            self.chunk_size,
+            kernels.Implementation(self.implementation),
+            edges.n_synapses,
+        )
+
+
+class ProceduralConnectivity(AbstractConnectivity):
+    """Procedural synapses: weight parameters as leaves (fittable), the rule as structure.
+
+    Weights are ``weight_loc`` or ``weight_loc + weight_scale · U[0, 1)`` with the uniform
+    variate regenerated per synapse; ``counts`` (fixed probability) holds each presynaptic
+    neuron's number of synapses.
+    """
+
+    weight_loc: Float[Array, ""]
+    weight_scale: Float[Array, ""] | None
+    counts: Int[Array, " n_pre"] | None
+    rule: kernels._procedural.Rule = eqx.field(static=True)
+    delay: int = eqx.field(static=True)
+    chunk_size: int = eqx.field(static=True)
+    implementation: kernels.Implementation = eqx.field(static=True)
+
+    def __init__(
+        self, weight_loc, weight_scale, counts, rule, delay, chunk_size, implementation, n_syn
+    ):
+        self.weight_loc = weight_loc
+        self.weight_scale = weight_scale
+        self.counts = counts
+        self.rule = rule
+        self.delay = delay
+        self.chunk_size = chunk_size
+        self.implementation = implementation
+        self.n_pre = rule.n_pre
+        self.n_post = rule.n_post
+        self.max_delay = delay
+        self.n_synapses = n_syn
+
+    def deliver(self, ring, cursor, spikes):
+        return kernels.procedural_deliver(
+            ring,
+            cursor,
+            spikes,
+            self.weight_loc,
+            self.weight_scale,
+            self.counts,
+            n_post=self.n_post,
+            fan_out=self.rule.fan_out,
+            seed=self.rule.seed,
+            replace=self.rule.replace,
+            allow_self=self.rule.allow_self,
+            delay=self.delay,
+            chunk_size=self.chunk_size,
+            implementation=self.implementation,
+        )
+
+    def to_dense(self):
+        """Summed weight matrix, regenerated in jnp (differentiable in the weight leaves)."""
+        eye_rows = jnp.arange(self.n_pre, dtype=jnp.int32)
+        j = jnp.arange(self.rule.fan_out, dtype=jnp.int32)
+        count = (
+            self.rule.fan_out
+            if self.counts is None
+            else jnp.reshape(self.counts, (-1, 1))
+        )
+        valid = jnp.broadcast_to(j[None, :] < count, (self.n_pre, self.rule.fan_out))
+        targets, g = kernels._procedural.jnp_synapses(
+            self.rule, eye_rows[:, None], j[None, :], valid, need_g=self.weight_scale is not None
+        )
+        w = self.weight_loc if self.weight_scale is None else self.weight_loc + self.weight_scale * g
+        w = jnp.where(valid, w, 0)
+        rows = jnp.broadcast_to(eye_rows[:, None], valid.shape)
+        dense = jnp.zeros((self.n_pre, self.n_post), w.dtype)
+        return dense.at[rows, jnp.where(valid, targets, self.n_post)].add(w, mode="drop")
+
+    def edges(self) -> EdgeList:
+        """Every synapse as an :class:`~brainsim.connect.EdgeList` with the current weight
+        parameters (regenerated on the host; the delay, ``self.delay`` steps, is left out)."""
+        scale = None if self.weight_scale is None else float(self.weight_scale)
+        spec = ProceduralEdges(
+            self.n_pre,
+            self.n_post,
+            self.rule.fan_out,
+            None if self.counts is None else np.asarray(self.counts),
+            self.rule.replace,
+            self.rule.allow_self,
+            float(self.weight_loc),
+            scale,
+            None,
+            self.rule.seed,
+        )
+        return spec.edges()

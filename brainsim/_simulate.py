@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._checkpoint_scan import Checkpointing, checkpointed_scan
 from ._compile import jit
 from ._errors import SimulationError, is_concrete
 from ._monitors import AbstractMonitor, PopulationRate, SpikeList, SpikeRaster, StateTrace
@@ -194,7 +195,13 @@ def _nonfinite(pstate) -> jax.Array:
     return jnp.logical_not(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])))
 
 
-def _run(network: Network, state: NetworkState, monitors: tuple, n_steps: int):
+def _run(
+    network: Network,
+    state: NetworkState,
+    monitors: tuple,
+    n_steps: int,
+    checkpoint: Checkpointing | None = None,
+):
     dtype = (
         jax.tree.leaves(state.populations)[0].dtype
         if jax.tree.leaves(state.populations)
@@ -218,8 +225,8 @@ def _run(network: Network, state: NetworkState, monitors: tuple, n_steps: int):
         first_bad = jnp.where((first_bad < 0) & bad, k, first_bad)
         return (new_state, buffers, first_bad), outputs
 
-    (state, buffers, first_bad), outputs = lax.scan(
-        body, (state, buffers, first_bad), None, length=n_steps
+    (state, buffers, first_bad), outputs = checkpointed_scan(
+        body, (state, buffers, first_bad), n_steps, checkpoint
     )
     recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
     overflow = (
@@ -295,6 +302,7 @@ def simulate(
     state: NetworkState | None = None,
     record: Sequence[AbstractMonitor] = (),
     check: bool = True,
+    checkpoint: Checkpointing | None = None,
 ) -> SimulationResult:
     """Simulate ``network`` for ``duration`` ms (or ``n_steps`` steps) in one compiled scan.
 
@@ -308,6 +316,9 @@ def simulate(
         check: raise :class:`SimulationError` after the run on non-finite state or a full
             recording buffer. Under an outer ``jit``/``vmap`` the same check raises at run time
             through ``equinox.error_if``.
+        checkpoint: a :class:`Checkpointing` value to bound the memory of reverse-mode
+            gradients through long runs (nested ``jax.checkpoint`` around the scan); values
+            and gradients are unchanged. ``None`` (default): plain scan.
 
     Returns:
         A :class:`SimulationResult`.
@@ -319,7 +330,12 @@ def simulate(
     network, state, monitors, n_steps = prepare(
         network, duration, n_steps=n_steps, key=key, state=state, record=record
     )
-    result = _run_jit(network, state, monitors, n_steps)
+    if checkpoint is not None and not isinstance(checkpoint, Checkpointing):
+        raise TypeError(
+            f"simulate: `checkpoint` must be a brainsim.Checkpointing (e.g. "
+            f"bs.Checkpointing(levels=2)) or None; got {type(checkpoint).__name__}."
+        )
+    result = _run_jit(network, state, monitors, n_steps, checkpoint)
     if check:
         result = check_result(result)
     return result

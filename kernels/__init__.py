@@ -9,5 +9,16 @@ from ._cpu import available as native_cpu_available
 from ._cpu import status as native_cpu_status
 from ._ell import Implementation as Implementation
 from ._ell import ell_deliver as ell_deliver
+from ._csr import csr_deliver as csr_deliver
+from ._procedural import procedural_deliver as procedural_deliver
+from ._compact import default_capacity as default_capacity
 
-__all__ = ["Implementation", "ell_deliver", "native_cpu_available", "native_cpu_status"]
+__all__ = [
+    "Implementation",
+    "ell_deliver",
+    "native_cpu_available",
+    "native_cpu_status",
+    "csr_deliver",
+    "procedural_deliver",
+    "default_capacity",
+]

@@ -24,8 +24,12 @@ from pathlib import Path
 import jax
 import jaxlib
 
-_SOURCES = ("ell_deliver.cc",)
-_TARGETS = {"brainsim_ell_deliver": "BrainsimEllDeliver"}
+_SOURCES = ("ell_deliver.cc", "csr_deliver.cc", "procedural_deliver.cc")
+_TARGETS = {
+    "brainsim_ell_deliver": "BrainsimEllDeliver",
+    "brainsim_csr_deliver": "BrainsimCsrDeliver",
+    "brainsim_procedural_deliver": "BrainsimProceduralDeliver",
+}
 
 
 def _source_dir() -> Path:

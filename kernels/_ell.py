@@ -9,13 +9,29 @@ Implementations (a static choice, part of the compiled program):
 
 * ``Implementation.REFERENCE`` — pure jnp (:mod:`brainsim.kernels._reference`), any platform.
 * ``Implementation.NATIVE_CPU`` — the C++ kernel of :mod:`brainsim.kernels._cpu` (CPU only).
-* ``Implementation.AUTO`` (default) — the native kernel when the program runs on a CPU and the
-  kernel is available, otherwise the reference (chosen per platform at lowering time).
+* ``Implementation.PALLAS_TRITON`` — GPU, atomic scatter by presynaptic neuron
+  (:mod:`brainsim.kernels._pallas_gpu`); fastest on a GPU, float order not reproducible.
+* ``Implementation.PALLAS_PORTABLE`` — GPU, owner-block kernel without atomics (deterministic),
+  the design of the TPU kernel lowered through Triton.
+* ``Implementation.PALLAS_TPU`` — TPU, owner-block one-hot matrix products
+  (:mod:`brainsim.kernels._pallas_tpu`); float32 only.
+* ``Implementation.AUTO`` (default) — chosen per platform at lowering time: CPU → the native
+  kernel when available, else the reference; CUDA → ``PALLAS_TRITON``; TPU → ``PALLAS_TPU``
+  for float32 rings, else the reference; any other platform → the reference.
+
+A forced Pallas implementation runs in Pallas interpret mode when the program is lowered for a
+CPU (slow; for tests and debugging) and compiled on its own platform; lowering it for another
+platform is an error.
+
+The Pallas kernels read compacted spike lists of fixed ``capacity`` (default
+:func:`brainsim.kernels._compact.default_capacity`, about ``n_pre / 16``); a step with more spikes
+runs ``ceil(count / capacity)`` launches, so no spike is ever dropped.
 
 Differentiation: a ``custom_jvp`` whose tangent is the same sum over *all* synapses in jnp,
 so gradients with respect to weights and to (surrogate) spikes equal those of the dense
 computation (a neuron that did not spike still passes its surrogate gradient). Batching:
-``vmap`` runs one native call over the whole batch.
+``vmap`` runs one native call, or one Pallas launch with a batch grid axis, over the whole
+batch (``jax.custom_batching.custom_vmap``; nested ``vmap``\ s merge into one batch axis).
 """
 
 from __future__ import annotations
@@ -28,13 +44,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _cpu, _reference
+from . import _compact, _cpu, _pallas_gpu, _pallas_tpu, _reference
 
 
 class Implementation(enum.Enum):
     AUTO = "auto"
     REFERENCE = "reference"
     NATIVE_CPU = "native_cpu"
+    PALLAS_TRITON = "pallas_triton"
+    PALLAS_PORTABLE = "pallas_portable"
+    PALLAS_TPU = "pallas_tpu"
 
 
 def ell_deliver(
@@ -48,6 +67,7 @@ def ell_deliver(
     n_post: int,
     homogeneous_delay: int = 1,
     chunk_size: int = 8,
+    capacity: int | None = None,
     implementation: Implementation = Implementation.AUTO,
 ):
     """Deliver ``spikes`` through an ELL projection; see the module docstring.
@@ -60,6 +80,9 @@ def ell_deliver(
         weights: ``(n_pre, fan_out)`` per synapse, or a scalar shared by all.
         delays: ``(n_pre, fan_out)`` int32 steps (>= 1), or ``None`` to use
             ``homogeneous_delay`` for every synapse.
+        chunk_size: spikes per loop iteration of the jnp reference.
+        capacity: spikes per launch of the Pallas kernels (``None``: about ``n_pre / 16``,
+            see :mod:`brainsim.kernels._compact`); more spikes run more launches.
     """
     if delays is None and homogeneous_delay < 1:
         raise ValueError(f"ell_deliver: `homogeneous_delay` must be >= 1; got {homogeneous_delay}.")
@@ -68,10 +91,13 @@ def ell_deliver(
             f"ell_deliver: ring length {ring.shape[0]} is not a multiple of n_post = {n_post}."
         )
     hd = 0 if delays is not None else int(homogeneous_delay)
+    ring, spikes, targets, weights = map(jnp.asarray, (ring, spikes, targets, weights))
+    delays = None if delays is None else jnp.asarray(delays)
     return _deliver(
         n_post,
         hd,
         chunk_size,
+        _compact.check_capacity(capacity, targets.shape[0]),
         Implementation(implementation),
         ring,
         spikes,
@@ -82,15 +108,28 @@ def ell_deliver(
     )
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def _deliver(n_post, hd, chunk, impl, ring, spikes, weights, cursor, targets, delays):
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _deliver(n_post, hd, chunk, capacity, impl, ring, spikes, weights, cursor, targets, delays):
     args = (ring, cursor, spikes, targets, weights, delays)
 
     def reference(*args):
         return _reference.ell_deliver(*args, n_post=n_post, homogeneous_delay=hd, chunk_size=chunk)
 
-    def native(*args):
-        return _native(*args, n_post=n_post, homogeneous_delay=hd)
+    def native(ring, cursor, spikes, targets, weights, delays):
+        # Nested vmaps are folded into one batch axis first (_batched): the native kernel's
+        # "expand_dims" batching handles a single level only (shared or one copy per element).
+        def call(*args):
+            return _unbatched_map(
+                partial(_native, n_post=n_post, homogeneous_delay=hd), _split_delays(args)
+            )
+
+        return _call_batched(call, ring, cursor, spikes, targets, weights, delays)
+
+    def pallas(which, interpret):
+        def run(*args):
+            return _pallas_jit(which, interpret, *args, n_post=n_post, hd=hd, capacity=capacity)
+
+        return run
 
     if impl is Implementation.REFERENCE:
         return reference(*args)
@@ -98,16 +137,30 @@ def _deliver(n_post, hd, chunk, impl, ring, spikes, weights, cursor, targets, de
         if not _cpu.available():
             raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
         return native(*args)
-    if not _cpu.available():
-        return reference(*args)
-    return lax.platform_dependent(*args, cpu=native, default=reference)
+    if impl in _PALLAS_PLATFORM:
+        # Interpret with Pallas' generic interpreter: ``pltpu.InterpretParams`` (TPU-faithful)
+        # carries IO effects, which ``vmap`` of ``platform_dependent`` rejects; tests run the
+        # TPU kernel under it directly.
+        return lax.platform_dependent(
+            *args,
+            cpu=pallas(impl, True),
+            **{_PALLAS_PLATFORM[impl]: pallas(impl, False)},
+        )
+    tpu = Implementation.PALLAS_TPU if ring.dtype == jnp.float32 else Implementation.REFERENCE
+    return lax.platform_dependent(
+        *args,
+        cpu=native if _cpu.available() else reference,
+        cuda=pallas(Implementation.PALLAS_TRITON, False),
+        tpu=pallas(tpu, False) if tpu is Implementation.PALLAS_TPU else reference,
+        default=reference,
+    )
 
 
 @_deliver.defjvp
-def _deliver_jvp(n_post, hd, chunk, impl, primals, tangents):
+def _deliver_jvp(n_post, hd, chunk, capacity, impl, primals, tangents):
     ring, spikes, weights, cursor, targets, delays = primals
     ring_dot, spikes_dot, weights_dot, *_ = tangents
-    out = _deliver(n_post, hd, chunk, impl, *primals)
+    out = _deliver(n_post, hd, chunk, capacity, impl, *primals)
     dense = partial(_reference.ell_deliver_dense, n_post=n_post, homogeneous_delay=hd)
     zero = jnp.zeros_like(ring)
     out_dot = (
@@ -146,3 +199,86 @@ def _native(ring, cursor, spikes, targets, weights, delays, *, n_post, homogeneo
         delay_base=np.int64(1 if delays is None else n_pre * fan_out),
         ring_len=np.int64(ring.shape[0]),
     )
+
+
+# ----------------------------------------------------------------------------------- Pallas
+
+_PALLAS_PLATFORM = {
+    Implementation.PALLAS_TRITON: "cuda",
+    Implementation.PALLAS_PORTABLE: "cuda",
+    Implementation.PALLAS_TPU: "tpu",
+}
+_PALLAS_KERNEL = {
+    Implementation.PALLAS_TRITON: _pallas_gpu.deliver_atomic,
+    Implementation.PALLAS_PORTABLE: _pallas_gpu.deliver_owner,
+    Implementation.PALLAS_TPU: _pallas_tpu.deliver,
+}
+
+
+def _pallas(
+    impl, interpret, ring, cursor, spikes, targets, weights, delays, *, n_post, hd, capacity
+):
+    """Run a batched Pallas kernel on unbatched arguments (a leading batch axis of 1)."""
+    kernel = partial(
+        _PALLAS_KERNEL[impl],
+        n_post=n_post,
+        homogeneous_delay=hd,
+        capacity=capacity,
+        interpret=interpret,
+    )
+
+    def call(*args):
+        return kernel(*_split_delays(args))
+
+    return _call_batched(call, ring, cursor, spikes, targets, weights, delays)
+
+
+# AUTO traces every platform's branch (``lax.platform_dependent`` lowers only one): a jitted
+# entry point lets JAX reuse the traced kernels for the same shapes and settings.
+_pallas_jit = jax.jit(_pallas, static_argnums=(0, 1), static_argnames=("n_post", "hd", "capacity"))
+
+
+def _split_delays(args):
+    """``(ring, cursor, spikes, targets, weights[, delays])`` -> six arguments, delays or None."""
+    return tuple(args[:5]) + (args[5] if len(args) > 5 else None,)
+
+
+def _call_batched(call, ring, cursor, spikes, targets, weights, delays):
+    """Run ``call`` (leading batch axis of 1 or B on every argument) on unbatched arguments."""
+    args = (ring, cursor, spikes, targets, weights) + (() if delays is None else (delays,))
+    return _batched(call)(*(jnp.asarray(a)[None] for a in args))[0]
+
+
+def _unbatched_map(fn, args):
+    """Map ``fn`` over the leading batch axis (1 = shared) with a single ``vmap``."""
+    args = [a for a in args]
+    batch = max(a.shape[0] for a in args if a is not None)
+    in_axes = [None if a is None or a.shape[0] == 1 else 0 for a in args]
+    args = [a if a is None or ax == 0 else a[0] for a, ax in zip(args, in_axes, strict=True)]
+    return jax.vmap(fn, in_axes=in_axes, axis_size=batch)(*args)
+
+
+def _batched(call):
+    """``call`` (arguments with a leading batch axis of 1 or B) with a ``vmap`` rule that folds
+    the mapped axis into the leading one, so any nesting of ``vmap`` runs one launch."""
+
+    @jax.custom_batching.custom_vmap
+    def run(*args):
+        return call(*args)
+
+    @run.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        inner = max(a.shape[1] if b else a.shape[0] for a, b in zip(args, in_batched, strict=True))
+        merged = []
+        for a, b in zip(args, in_batched, strict=True):
+            if b:
+                a = jnp.broadcast_to(a, (axis_size, inner) + a.shape[2:])
+                merged.append(a.reshape((axis_size * inner,) + a.shape[2:]))
+            elif a.shape[0] == 1:
+                merged.append(a)  # shared by every batch element: stays one copy
+            else:
+                merged.append(jnp.tile(a, (axis_size,) + (1,) * (a.ndim - 1)))
+        out = run(*merged)
+        return out.reshape((axis_size, inner) + out.shape[1:]), True
+
+    return run

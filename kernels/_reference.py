@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -60,3 +61,150 @@ def ell_deliver_dense(
     return ring + jnp.zeros_like(ring).at[slots.ravel()].add(
         contrib.astype(ring.dtype).ravel(), mode="drop"
     )
+
+
+# ------------------------------------------------------------------------------------ CSR
+
+
+def _csr_gather(indptr, indices, weights, delays, rows, synapses, valid, n_post):
+    tgt = jnp.where(valid, indices.at[synapses].get(mode="fill", fill_value=n_post), n_post)
+    w = weights if weights.ndim == 0 else weights.at[synapses].get(mode="fill", fill_value=0)
+    dl = None if delays is None else delays.at[synapses].get(mode="fill", fill_value=1)
+    return tgt, w, dl
+
+
+def csr_deliver(
+    ring,
+    cursor,
+    spikes,
+    indptr,
+    indices,
+    weights,
+    delays,
+    *,
+    n_post: int,
+    homogeneous_delay: int,
+    block_size: int,
+):
+    """Event-driven CSR delivery in jnp, load-balanced over synapses.
+
+    The synapses of the spiking neurons, concatenated in neuron order, are a virtual array of
+    length ``total = Σ_{i spiking} (indptr[i+1] - indptr[i])``; it is read in blocks of
+    ``block_size`` positions, each locating its neuron with a binary search over the running
+    sum of the spiking rows' lengths. The loop runs ``ceil(total / block_size)`` times, so the
+    work is proportional to the delivered synapses (plus an O(n_pre) scan for the spikes), and
+    a neuron with a huge fan-out costs no more than many neurons with small ones.
+    """
+    n_pre = spikes.shape[0]
+    if indices.shape[0] == 0:
+        return ring
+    n_ring = ring.shape[0] // n_post
+    lengths = jnp.where(spikes != 0, indptr[1:] - indptr[:-1], 0)
+    ends = jnp.cumsum(lengths)
+    begins = ends - lengths
+    total = ends[-1]
+    positions = jnp.arange(block_size, dtype=ends.dtype)
+
+    def body(b, ring):
+        p = b * block_size + positions
+        row = jnp.minimum(jnp.searchsorted(ends, p, side="right"), n_pre - 1)
+        valid = p < total
+        syn = indptr[row] + (p - begins[row])
+        tgt, w, dl = _csr_gather(indptr, indices, weights, delays, row, syn, valid, n_post)
+        contrib = jnp.broadcast_to((w * spikes[row]).astype(ring.dtype), tgt.shape)
+        slots = flat_slots(tgt, dl, homogeneous_delay, cursor, n_ring, n_post)
+        return ring.at[slots].add(contrib, mode="drop")
+
+    return lax.fori_loop(0, (total + block_size - 1) // block_size, body, ring)
+
+
+def csr_deliver_dense(
+    ring, cursor, spikes, indptr, indices, weights, delays, *, n_post: int, homogeneous_delay: int
+):
+    """The same sum over *every* synapse (linear in spikes and weights): the tangent rule."""
+    n_pre = spikes.shape[0]
+    n_syn = indices.shape[0]
+    if n_syn == 0:
+        return ring
+    n_ring = ring.shape[0] // n_post
+    rows = jnp.repeat(
+        jnp.arange(n_pre, dtype=jnp.int32), indptr[1:] - indptr[:-1], total_repeat_length=n_syn
+    )
+    slots = flat_slots(indices, delays, homogeneous_delay, cursor, n_ring, n_post)
+    contrib = jnp.broadcast_to(weights, indices.shape) * spikes[rows].astype(weights.dtype)
+    return ring + jnp.zeros_like(ring).at[slots].add(contrib.astype(ring.dtype), mode="drop")
+
+
+# ----------------------------------------------------------------------------- procedural
+
+
+def _procedural_rows(rule, rows, j, live, loc, scale, counts, spikes, dtype):
+    """Slots-independent parts of the synapses ``(rows, j)``: targets, validity, values."""
+    from . import _procedural  # imported here: _procedural imports this module
+
+    count = rule.fan_out if counts is None else counts.at[rows].get(mode="fill", fill_value=0)
+    valid = live[:, None] & (j[None, :] < jnp.reshape(count, (-1, 1)))
+    targets, g = _procedural.jnp_synapses(
+        rule, rows[:, None], j[None, :], valid, need_g=scale is not None
+    )
+    w = loc.astype(dtype)
+    if scale is not None:
+        w = w + scale.astype(dtype) * g.astype(dtype)
+    values = spikes.at[rows].get(mode="fill", fill_value=0).astype(dtype)
+    contrib = jnp.broadcast_to(w * values[:, None], valid.shape)
+    return targets, valid, contrib
+
+
+def procedural_deliver(
+    ring, cursor, spikes, loc, scale, counts, *, rule, delay: int, chunk_size: int, events=None
+):
+    """Event-driven procedural delivery in jnp: the synapses of ``chunk_size`` spiking neurons
+    at a time are regenerated (see :mod:`brainsim.kernels._procedural`) and scattered, for
+    exactly ``ceil(count / chunk_size)`` iterations."""
+    if rule.fan_out == 0:
+        return ring
+    events = spike_events(spikes) if events is None else events._replace(values=spikes)
+    n_post = rule.n_post
+    n_ring = ring.shape[0] // n_post
+    base = ((cursor + delay) % n_ring) * n_post
+    j = jnp.arange(rule.fan_out, dtype=jnp.int32)
+
+    def body(c, ring):
+        rows = chunk_indices(events, c * chunk_size, chunk_size)
+        targets, valid, contrib = _procedural_rows(
+            rule, rows, j, rows < rule.n_pre, loc, scale, counts, spikes, ring.dtype
+        )
+        slots = jnp.where(valid, base + targets, n_ring * n_post)
+        return ring.at[slots.ravel()].add(contrib.ravel(), mode="drop")
+
+    return lax.fori_loop(0, n_chunks(events, chunk_size), body, ring)
+
+
+def procedural_deliver_dense(ring, cursor, spikes, loc, scale, counts, *, rule, delay: int):
+    """The same sum over *every* synapse, regenerated block by block (the tangent rule).
+
+    A ``lax.scan`` over blocks of presynaptic neurons with a rematerialised body: linear in
+    spikes and weights, transposable, and its memory is one block of synapses, not all of them.
+    """
+    from . import _procedural
+
+    if rule.fan_out == 0:
+        return ring
+    n_post = rule.n_post
+    n_ring = ring.shape[0] // n_post
+    base = ((cursor + delay) % n_ring) * n_post
+    block = min(_procedural.dense_block_rows(rule.fan_out), rule.n_pre)
+    n_blocks = -(-rule.n_pre // block)
+    j = jnp.arange(rule.fan_out, dtype=jnp.int32)
+
+    @jax.checkpoint
+    def body(acc, b):
+        rows = b * block + jnp.arange(block, dtype=jnp.int32)
+        targets, valid, contrib = _procedural_rows(
+            rule, rows, j, rows < rule.n_pre, loc, scale, counts, spikes, acc.dtype
+        )
+        slots = jnp.where(valid, base + targets, n_ring * n_post)
+        return acc.at[slots.ravel()].add(contrib.ravel(), mode="drop"), None
+
+    acc, _ = lax.scan(body, jnp.zeros_like(ring), jnp.arange(n_blocks, dtype=jnp.int32))
+    return ring + acc

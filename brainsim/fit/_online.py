@@ -1,0 +1,292 @@
+r"""Online learning with eligibility traces (e-prop, Bellec et al. 2020): gradients in one
+forward pass, with memory independent of the number of steps.
+
+The model is :class:`SpikingRNN`: ``n_in`` input channels → ``n`` brainsim neurons (any
+:class:`~brainsim.LIF`, optionally recurrent, input current held over each step) → a leaky
+readout :math:`y_k = \kappa\, y_{k-1} + W_{out}^\top z_k + b`, :math:`\kappa = e^{-\Delta t/\tau_{out}}`.
+The task loss is the mean over steps of a per-step loss :math:`\ell(y_k, \hat y_k)`.
+
+**e-prop.** Each neuron's own dynamics are followed forward in time: with
+:math:`a_k = \partial v_{k+1}/\partial v_k`, :math:`b_k = \partial v_{k+1}/\partial I_k` and the
+pseudo-derivatives :math:`\psi^v_k, \psi^I_k` of the spike :math:`z_k` (all per neuron,
+obtained by forward-mode differentiation of the neuron's own ``step``, so reset,
+refractoriness and surrogate are exactly the model's), the eligibility trace of synapse
+:math:`i \to j` with presynaptic input :math:`x_i` is
+
+.. math::
+    \epsilon_{k+1} = a_k\,\epsilon_k + b_k\,x_{i,k}, \qquad
+    e_k = \psi^v_k\,\epsilon_k + \psi^I_k\,x_{i,k}, \qquad \bar e_k = \kappa\,\bar e_{k-1} + e_k
+
+and the gradient is :math:`\sum_k L_{j,k}\,\bar e_{ij,k}` with the learning signal
+:math:`L_{j,k} = \sum_c W_{out,jc}\,\partial\ell_k/\partial y_{c,k}` (symmetric feedback). Memory
+is a few ``n_in × n`` (and ``n × n``) arrays whatever the number of steps.
+
+**Exactness.** Without recurrence the result *equals* the BPTT gradient (same surrogate):
+each hidden neuron influences the loss only through the readout, whose leak the filtered
+trace :math:`\bar e` accounts for exactly. With recurrence e-prop drops the paths through
+other neurons' later spikes (the defining approximation of e-prop); the tests measure how
+closely it follows BPTT there.
+
+Use :func:`eprop_loss` like any loss: its value is the task loss and ``jax.grad`` of it (and
+so :func:`~brainsim.fit.fit`) returns the e-prop gradient, computed in the forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float
+
+from .._neurons._base import Drive
+from .._neurons.lif import LIF
+from .._surrogate import FastSigmoid
+
+
+class SpikingRNN(eqx.Module):
+    r"""Input weights → a population of LIF neurons (optional recurrence) → leaky readout.
+
+    Arguments:
+        n_in, n_hidden, n_out: sizes.
+        key: PRNG key for the initial weights.
+        recurrent: add recurrent weights ``w_rec`` (delay one step, no self-connections).
+        neuron: the hidden :class:`~brainsim.LIF` (default: a dimensionless LIF with
+            ``C_m`` = 1, ``tau_m`` = 20 ms, rest and reset 0, threshold 1, no refractoriness,
+            fast-sigmoid surrogate of scale 10 per threshold unit, detached reset).
+        tau_out: readout time constant (ms).
+        input_gain, recurrent_gain: initial weights are normal with standard deviation
+            ``gain / sqrt(fan_in)``; output weights ``1 / sqrt(n_hidden)``.
+        dtype: dtype of the weights (default JAX's float).
+
+    Weights are currents (pA with the neuron's units): a presynaptic spike injects ``w`` for
+    one step. ``model(inputs, dt)`` runs a ``(T, n_in)`` input and returns hidden spikes
+    ``(T, n_hidden)`` and the readout ``(T, n_out)``.
+    """
+
+    neuron: LIF
+    w_in: Float[Array, "n_in n"]
+    w_rec: Float[Array, "n n"] | None
+    w_out: Float[Array, "n n_out"]
+    b_out: Float[Array, " n_out"]
+    tau_out: Float[Array, ""]
+
+    def __init__(
+        self,
+        n_in: int,
+        n_hidden: int,
+        n_out: int,
+        *,
+        key,
+        recurrent: bool = False,
+        neuron: LIF | None = None,
+        tau_out: float = 20.0,
+        input_gain: float = 1.0,
+        recurrent_gain: float = 0.5,
+        dtype=None,
+    ):
+        for name, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+            if not (isinstance(value, int | np.integer) and value >= 1):
+                raise ValueError(f"SpikingRNN: `{name}` must be a positive integer; got {value!r}.")
+        if neuron is None:
+            neuron = LIF(
+                C_m=1.0, tau_m=20.0, E_L=0.0, V_th=1.0, V_reset=0.0, t_ref=0.0,
+                surrogate=FastSigmoid(10.0),
+            )
+        if not isinstance(neuron, LIF):
+            raise TypeError(f"SpikingRNN: `neuron` must be a brainsim.LIF; got {type(neuron).__name__}.")
+        if tau_out <= 0:
+            raise ValueError(f"SpikingRNN: `tau_out` must be positive (ms); got {tau_out!r}.")
+        dtype = jnp.zeros((), dtype).dtype if dtype is not None else jnp.zeros(()).dtype
+        k_in, k_rec, k_out = jax.random.split(key, 3)
+        self.neuron = neuron
+        self.w_in = input_gain / math.sqrt(n_in) * jax.random.normal(k_in, (n_in, n_hidden), dtype)
+        if recurrent:
+            w = recurrent_gain / math.sqrt(n_hidden) * jax.random.normal(
+                k_rec, (n_hidden, n_hidden), dtype
+            )
+            self.w_rec = w * (1.0 - jnp.eye(n_hidden, dtype=dtype))
+        else:
+            self.w_rec = None
+        self.w_out = jax.random.normal(k_out, (n_hidden, n_out), dtype) / math.sqrt(n_hidden)
+        self.b_out = jnp.zeros((n_out,), dtype)
+        self.tau_out = jnp.asarray(tau_out, dtype)
+
+    @property
+    def n_hidden(self) -> int:
+        return self.w_in.shape[1]
+
+    def _current(self, x, z_prev):
+        current = x @ self.w_in
+        if self.w_rec is not None:
+            current = current + z_prev @ self.w_rec
+        return current
+
+    def __call__(self, inputs: Float[Array, "T n_in"], dt: float):
+        """Run ``inputs``; return ``(spikes (T, n_hidden), readout (T, n_out))``."""
+        _check_inputs(self, inputs, "SpikingRNN")
+        kappa = jnp.exp(-dt / self.tau_out)
+        state = self.neuron.init(self.n_hidden, dtype=self.w_in.dtype)
+        z0 = jnp.zeros((self.n_hidden,), self.w_in.dtype)
+        y0 = jnp.zeros_like(self.b_out)
+
+        def body(carry, x):
+            state, z_prev, y = carry
+            current = self._current(x.astype(z0.dtype), z_prev)
+            state, z = self.neuron.step(state, Drive(current, jnp.zeros_like(current)), 0.0, dt)
+            y = kappa * y + z @ self.w_out + self.b_out
+            return (state, z, y), (z, y)
+
+        _, (spikes, y) = lax.scan(body, (state, z0, y0), inputs)
+        return spikes, y
+
+
+def _check_inputs(model, inputs, owner):
+    if jnp.ndim(inputs) != 2 or jnp.shape(inputs)[1] != model.w_in.shape[0]:
+        raise ValueError(
+            f"{owner}: `inputs` must have shape (T, {model.w_in.shape[0]}) (steps, input "
+            f"channels); got {jnp.shape(inputs)}."
+        )
+
+
+def bptt_loss(
+    model: SpikingRNN, inputs, targets, *, loss: Callable, dt: float
+) -> Float[Array, ""]:
+    """The same task loss as :func:`eprop_loss`, differentiated by ordinary backpropagation
+    through time (memory grows with ``T``); the reference e-prop is checked against."""
+    _, y = model(inputs, dt)
+    return jnp.mean(jax.vmap(loss)(y, targets))
+
+
+def eprop_loss(
+    model: SpikingRNN, inputs, targets, *, loss: Callable, dt: float
+) -> Float[Array, ""]:
+    r"""Task loss whose gradient (``jax.grad``, :func:`~brainsim.fit.fit`) is e-prop's.
+
+    Arguments:
+        model: a :class:`SpikingRNN`.
+        inputs: ``(T, n_in)`` input spikes (or any input values) for one sample; ``vmap``
+            for a batch.
+        targets: PyTree of arrays with leading axis ``T`` (a target per step).
+        loss: ``loss(y_k, target_k) -> scalar``, the per-step loss of the readout (e.g.
+            squared error, or cross-entropy weighted to the last steps); the total is the
+            mean over steps.
+        dt: step (ms).
+
+    Gradients are defined with respect to ``w_in``, ``w_rec``, ``w_out`` and ``b_out``; every
+    other leaf (neuron parameters, ``tau_out``) and the inputs and targets get zero.
+    """
+    _check_inputs(model, inputs, "eprop_loss")
+    return _eprop_loss(model, inputs, targets, loss, float(dt))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _eprop_loss(model, inputs, targets, loss, dt):
+    return _eprop(model, inputs, targets, loss, dt)[0]
+
+
+def _zero_cotangent(x):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.zeros_like(x)
+    return np.zeros(x.shape, dtype=jax.dtypes.float0)
+
+
+def _eprop_fwd(model, inputs, targets, loss, dt):
+    value, grads = _eprop(model, inputs, targets, loss, dt)
+    zeros = (jax.tree.map(_zero_cotangent, inputs), jax.tree.map(_zero_cotangent, targets))
+    return value, (grads, zeros)
+
+
+def _eprop_bwd(loss, dt, residuals, g):
+    grads, (d_inputs, d_targets) = residuals
+    return jax.tree.map(lambda x: g * x, grads), d_inputs, d_targets
+
+
+_eprop_loss.defvjp(_eprop_fwd, _eprop_bwd)
+
+
+def _eprop(model: SpikingRNN, inputs, targets, loss, dt):
+    """Forward pass with eligibility traces; returns ``(loss, gradients shaped like model)``."""
+    dtype = model.w_in.dtype
+    n_in, n = model.w_in.shape
+    T = inputs.shape[0]
+    kappa = jnp.exp(-dt / model.tau_out).astype(dtype)
+    neuron = model.neuron
+    recurrent = model.w_rec is not None
+    zeros_n = jnp.zeros((n,), dtype)
+    ones_n = jnp.ones((n,), dtype)
+
+    def membrane(state, v, current):
+        new, z = neuron.step(state._replace(v=v), Drive(current, zeros_n), 0.0, dt)
+        return new.v, z
+
+    def body(carry, xs):
+        x, target = xs
+        x = x.astype(dtype)
+        state, z_prev, y, zbar, beta, traces, grads, total = carry
+        current = model._current(x, z_prev)
+        new_state, z = neuron.step(state, Drive(current, zeros_n), 0.0, dt)
+        f = partial(membrane, state)
+        # Per-neuron derivatives (every neuron's step depends only on its own v and I).
+        _, (a, psi_v) = jax.jvp(f, (state.v, current), (ones_n, zeros_n))
+        _, (b, psi_i) = jax.jvp(f, (state.v, current), (zeros_n, ones_n))
+
+        pre = {"in": x}
+        if recurrent:
+            pre["rec"] = z_prev
+        new_traces = {}
+        elig = {}
+        for name, p in pre.items():
+            eps, ebar = traces[name]
+            e = psi_v * eps + psi_i * p[:, None]
+            ebar = kappa * ebar + e
+            eps = a * eps + b * p[:, None]
+            new_traces[name] = (eps, ebar)
+            elig[name] = ebar
+
+        y = kappa * y + z @ model.w_out + model.b_out
+        zbar = kappa * zbar + z
+        beta = kappa * beta + 1.0
+        value, gy = jax.value_and_grad(loss)(y, target)
+        gy = gy.astype(dtype)
+        signal = model.w_out @ gy  # learning signal per hidden neuron
+        grads = dict(grads)
+        for name, ebar in elig.items():
+            grads[name] = grads[name] + ebar * signal[None, :]
+        grads["out"] = grads["out"] + zbar[:, None] * gy[None, :]
+        grads["b"] = grads["b"] + beta * gy
+        return (new_state, z, y, zbar, beta, new_traces, grads, total + value), None
+
+    z0 = jnp.zeros((n,), dtype)
+    traces = {"in": (jnp.zeros((n_in, n), dtype),) * 2}
+    grads = {
+        "in": jnp.zeros((n_in, n), dtype),
+        "out": jnp.zeros_like(model.w_out),
+        "b": jnp.zeros_like(model.b_out),
+    }
+    if recurrent:
+        traces["rec"] = (jnp.zeros((n, n), dtype),) * 2
+        grads["rec"] = jnp.zeros((n, n), dtype)
+    init = (
+        neuron.init(n, dtype=dtype),
+        z0,
+        jnp.zeros_like(model.b_out),
+        z0,
+        jnp.zeros((), dtype),
+        traces,
+        grads,
+        jnp.zeros((), dtype),
+    )
+    carry, _ = lax.scan(body, init, (inputs, targets))
+    grads, total = carry[6], carry[7]
+    out = jax.tree.map(jnp.zeros_like, model)
+    out = eqx.tree_at(lambda m: (m.w_in, m.w_out, m.b_out), out, (grads["in"] / T, grads["out"] / T, grads["b"] / T))
+    if recurrent:
+        out = eqx.tree_at(lambda m: m.w_rec, out, grads["rec"] / T)
+    return total / T, out

@@ -1,0 +1,147 @@
+r"""Event-driven propagation through a CSR projection (rows = presynaptic neurons).
+
+``csr_deliver(ring, cursor, spikes, indptr, indices, weights, delays)`` adds, for every
+presynaptic neuron ``i`` with ``spikes[i] != 0`` and every synapse ``s`` in
+``indptr[i] .. indptr[i+1]-1``, ``spikes[i] * weights[s]`` to
+``ring[(cursor + delay[s]) mod D, indices[s]]`` (targets outside ``0 .. n_post-1`` are skipped).
+Memory is proportional to the number of synapses, whatever the spread of out-degrees (ELL pads
+every row to the largest one).
+
+Implementations, differentiation and batching are those of :func:`~brainsim.kernels.ell_deliver`:
+a jnp reference (load-balanced over the delivered synapses), a native CPU kernel, a
+``custom_jvp`` whose tangent sums over every synapse in jnp, and ``vmap`` through one native call.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from . import _cpu, _reference
+from ._ell import Implementation
+
+
+def csr_deliver(
+    ring,
+    cursor,
+    spikes,
+    indptr,
+    indices,
+    weights,
+    delays=None,
+    *,
+    n_post: int,
+    homogeneous_delay: int = 1,
+    block_size: int = 256,
+    implementation: Implementation = Implementation.AUTO,
+):
+    """Deliver ``spikes`` through a CSR projection; see the module docstring.
+
+    Arguments:
+        ring: ``(D * n_post,)`` future input of the postsynaptic receptor.
+        cursor: the current step (int); rows are ``(cursor + delay) mod D``.
+        spikes: ``(n_pre,)`` spike values (0 = no spike).
+        indptr: ``(n_pre + 1,)`` int32 row offsets (non-decreasing, ``indptr[0] = 0``).
+        indices: ``(n_synapses,)`` int32 postsynaptic indices.
+        weights: ``(n_synapses,)`` per synapse, or a scalar shared by all.
+        delays: ``(n_synapses,)`` int32 steps (>= 1), or ``None`` for ``homogeneous_delay``.
+        block_size: synapses per iteration of the jnp reference (never limits delivery).
+    """
+    if delays is None and homogeneous_delay < 1:
+        raise ValueError(f"csr_deliver: `homogeneous_delay` must be >= 1; got {homogeneous_delay}.")
+    if block_size < 1:
+        raise ValueError(f"csr_deliver: `block_size` must be >= 1; got {block_size}.")
+    if ring.shape[0] % n_post:
+        raise ValueError(
+            f"csr_deliver: ring length {ring.shape[0]} is not a multiple of n_post = {n_post}."
+        )
+    if indptr.shape[-1] != spikes.shape[-1] + 1:
+        raise ValueError(
+            f"csr_deliver: `indptr` has {indptr.shape[-1]} entries; expected n_pre + 1 = "
+            f"{spikes.shape[-1] + 1}."
+        )
+    if indices.shape[-1] == 0:
+        return ring  # no synapse: nothing to deliver, and nothing to differentiate
+    hd = 0 if delays is not None else int(homogeneous_delay)
+    return _deliver(
+        n_post,
+        hd,
+        int(block_size),
+        Implementation(implementation),
+        ring,
+        spikes,
+        weights,
+        jnp.asarray(cursor, jnp.int32),
+        indptr,
+        indices,
+        delays,
+    )
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _deliver(n_post, hd, block, impl, ring, spikes, weights, cursor, indptr, indices, delays):
+    args = (ring, cursor, spikes, indptr, indices, weights, delays)
+
+    def reference(*args):
+        return _reference.csr_deliver(*args, n_post=n_post, homogeneous_delay=hd, block_size=block)
+
+    def native(*args):
+        return _native(*args, n_post=n_post, homogeneous_delay=hd)
+
+    if impl is Implementation.REFERENCE:
+        return reference(*args)
+    if impl is Implementation.NATIVE_CPU:
+        if not _cpu.available():
+            raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
+        return native(*args)
+    if not _cpu.available():
+        return reference(*args)
+    return lax.platform_dependent(*args, cpu=native, default=reference)
+
+
+@_deliver.defjvp
+def _deliver_jvp(n_post, hd, block, impl, primals, tangents):
+    ring, spikes, weights, cursor, indptr, indices, delays = primals
+    ring_dot, spikes_dot, weights_dot, *_ = tangents
+    out = _deliver(n_post, hd, block, impl, *primals)
+    dense = partial(_reference.csr_deliver_dense, n_post=n_post, homogeneous_delay=hd)
+    zero = jnp.zeros_like(ring)
+    out_dot = (
+        ring_dot
+        + dense(zero, cursor, spikes_dot, indptr, indices, weights, delays)
+        + dense(zero, cursor, spikes, indptr, indices, weights_dot, delays)
+    )
+    return out, out_dot
+
+
+def _native(ring, cursor, spikes, indptr, indices, weights, delays, *, n_post, homogeneous_delay):
+    n_pre = spikes.shape[-1]
+    n_syn = indices.shape[-1]
+    shared_weight = weights.ndim == 0
+    w = jnp.reshape(weights, (1,)) if shared_weight else weights
+    d = jnp.zeros((1,), jnp.int32) if delays is None else delays.astype(jnp.int32)
+    call = jax.ffi.ffi_call(
+        "brainsim_csr_deliver",
+        jax.ShapeDtypeStruct(ring.shape, ring.dtype),
+        vmap_method="expand_dims",
+    )
+    return call(
+        spikes.astype(ring.dtype),
+        indptr.astype(jnp.int32),
+        indices.astype(jnp.int32),
+        w.astype(ring.dtype),
+        d,
+        jnp.reshape(cursor, (1,)).astype(jnp.int32),
+        ring,
+        n_pre=np.int64(n_pre),
+        n_synapses=np.int64(n_syn),
+        n_post=np.int64(n_post),
+        homogeneous_delay=np.int64(homogeneous_delay),
+        weight_base=np.int64(1 if shared_weight else n_syn),
+        delay_base=np.int64(1 if delays is None else n_syn),
+        ring_len=np.int64(ring.shape[0]),
+    )

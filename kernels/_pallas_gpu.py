@@ -1,0 +1,322 @@
+r"""GPU Pallas kernels (Triton) for ELL delivery: atomic scatter, and a deterministic owner-block
+kernel.
+
+Both start from compacted spike lists of fixed capacity (:mod:`brainsim.kernels._compact`, one
+launch per window of ``capacity`` spikes, so no spike is ever dropped) and take every argument
+with a leading batch axis of 1 (shared) or ``batch``: a ``vmap`` runs one launch whose grid has
+a batch axis.
+
+**Atomic scatter** (``Implementation.PALLAS_TRITON``, :func:`deliver_atomic`). Grid
+``(batch, capacity)``: program ``(b, j)`` owns the ``j``-th spiking neuron of its window
+(nothing to do past the last spike). It walks the neuron's ELL row in tiles of ``T`` lanes
+(``T`` a power of two, every in-kernel array is power-of-two sized as Triton requires), gathers
+targets, weights and delays, and adds ``spike * weight`` to ring slot
+``((cursor + delay) mod D) * n_post + target`` with one vector ``atomic_add`` per tile. Work is
+proportional to the synapses of the neurons that spiked. Design points:
+
+* Guards: the compacted index, the lane and the target are checked explicitly before use
+  (indices are clamped into range *and* the result masked), because an out-of-range gather on a
+  GPU reads arbitrary memory (interpret mode merely clamps). Targets outside ``[0, n_post)``
+  (padding, corrupt values) and lanes past ``fan_out`` go to a *sink*: the ring is extended by
+  ``T`` slots and lane ``k`` of a tile sinks into slot ``D * n_post + k``, so even sink lanes
+  never share an address within one ``atomic_add`` (``atomic_add(mask=...)`` is not available
+  in interpret mode, so masking is not used).
+* Duplicates: two synapses of one row can hit the same slot (multapses with equal delays).
+  The GPU adds both, but interpret mode discharges ``atomic_add`` as a gather-add-scatter that
+  keeps only one of them (jax#24117). Each tile therefore merges duplicates first: a ``T x T``
+  comparison sums the values of equal slots into the first lane that holds the slot and sends
+  the others to their sinks, so within one ``atomic_add`` every live address is unique and both
+  modes agree. The merge costs ``T`` comparisons per synapse, cheap next to a global atomic.
+* Float order: atomics from different programs land in any order; results are exact up to
+  float summation order (not bit-reproducible from run to run).
+
+**Owner block** (``Implementation.PALLAS_PORTABLE``, :func:`deliver_owner`): the atomic-free
+design of :mod:`brainsim.kernels._pallas_tpu` lowered through Triton. Compaction and the
+gather of active rows into synapse streams happen outside the kernel (jnp); grid
+``(batch, row blocks, column blocks)``, program ``(b, i, k)`` owns ring block
+``rows [i Dr, (i+1) Dr) x neurons [k Bn, (k+1) Bn)`` of the ``(D, n_post)`` view, loops over the
+live synapse tiles of its window (a dynamic trip count: only ``ceil(count * fan_out / K)``
+tiles) and accumulates each as a one-hot matrix product (:func:`_pallas_tpu.onehot_block`,
+IEEE float32 / float64 on the GPU's FMA units, no TF32). No atomics, no two programs share an
+output block, fixed summation order: bit-for-bit deterministic. Cost is
+``O(live synapses x n_post)`` (times ``D / Dr`` with per-synapse delays) instead of
+``O(live synapses)``: use it for reproducibility and for small and medium networks.
+
+Both kernels support float32 and float64 (GPU atomics exist for both).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from . import _compact, _compat, _pallas_tpu
+
+LANE_TILE = 32
+"""Synapses per atomic tile (at most; fewer for a smaller fan-out, always a power of two)."""
+OWNER_ROWS = 16
+"""Ring rows per owner block (a power of two, >= 16 for Triton's matrix product)."""
+OWNER_COLUMNS = 64
+"""Postsynaptic neurons per owner block."""
+OWNER_TILE = 32
+"""Synapses per owner-block tile (the contraction size of the one-hot product)."""
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
+def _batch_of(*args) -> int:
+    return max(a.shape[0] for a in args if a is not None)
+
+
+def _pick(b, x) -> int:
+    """Batch index into ``x``: ``b`` if it has one copy per element, else 0 (shared)."""
+    return b if x.shape[0] > 1 else 0
+
+
+# ------------------------------------------------------------------------------ atomic scatter
+
+
+def merge_duplicates(slot, value, sink):
+    """Make the addresses of one vector ``atomic_add`` unique without changing the sums.
+
+    ``slot``, ``value``, ``sink``: ``(T,)`` lanes (``sink`` distinct per lane and outside the
+    ring). The first lane of each distinct slot receives the sum of the values of all lanes with
+    that slot; the other lanes are redirected to their own sink slot with value 0. Returns
+    ``(slots, values)``. A ``T x T`` comparison: ``T`` operations per synapse, no sort.
+    """
+    lanes = slot.shape[0]
+    zero = jnp.zeros((), value.dtype)
+    same = slot[:, None] == slot[None, :]
+    before = lax.broadcasted_iota(jnp.int32, (lanes, lanes), 1) < lax.broadcasted_iota(
+        jnp.int32, (lanes, lanes), 0
+    )
+    first = jnp.max(jnp.where(same & before, 1, 0), axis=1) == 0
+    total = jnp.sum(jnp.where(same, value[None, :], zero), axis=1)
+    return jnp.where(first, slot, sink), jnp.where(first, total, zero)
+
+
+def _atomic_kernel(
+    idx_ref,
+    cur_ref,
+    spk_ref,
+    tgt_ref,
+    w_ref,
+    *refs,
+    n_pre,
+    fan_out,
+    n_post,
+    n_ring,
+    homogeneous_delay,
+    lanes,
+    shared_weight,
+    hetero,
+    copies,
+):
+    if hetero:
+        dl_ref, _ring_in, out_ref = refs
+    else:
+        _ring_in, out_ref = refs  # aliased with out_ref: updated in place
+    b = pl.program_id(0)
+    j = pl.program_id(1)
+    bi, bc, bs, bt, bw, bd = (b if c else 0 for c in copies)
+    n_ring = jnp.int32(n_ring)  # lax ops do not promote: keep int32 under jax_enable_x64
+    row = idx_ref[bi, j]
+    live = (row >= 0) & (row < n_pre)
+
+    @pl.when(live)
+    def _():
+        row_c = jnp.clip(row, 0, n_pre - 1)
+        spike = spk_ref[bs, row_c]
+        cursor = lax.rem(cur_ref[bc], n_ring)
+        cursor = jnp.where(cursor < 0, cursor + n_ring, cursor)
+        lane = lax.broadcasted_iota(jnp.int32, (lanes,), 0)
+        sink = n_ring * n_post + lane
+        zero = jnp.zeros((), out_ref.dtype)
+
+        def tile(k0):
+            k = k0 + lane
+            k_ok = k < fan_out
+            k_c = jnp.minimum(k, fan_out - 1)
+            t = tgt_ref[bt, row_c, k_c]
+            ok = k_ok & (t >= 0) & (t < n_post)
+            w = w_ref[bw] if shared_weight else w_ref[bw, row_c, k_c]
+            if hetero:
+                r = lax.rem(cursor + lax.rem(dl_ref[bd, row_c, k_c], n_ring), n_ring)
+                r = jnp.where(r < 0, r + n_ring, r)
+            else:
+                r = lax.rem(cursor + homogeneous_delay, n_ring)
+            slot = jnp.where(ok, r * n_post + jnp.clip(t, 0, n_post - 1), sink)
+            value = jnp.where(ok, spike * w, zero)
+            slot, value = merge_duplicates(slot, value, sink)
+            _compat.atomic_add(out_ref, (b, slot), value)
+
+        n_tiles = pl.cdiv(fan_out, lanes)
+        if n_tiles == 1:
+            tile(0)
+        else:
+            step = jnp.int32(lanes)
+            lax.fori_loop(jnp.int32(0), jnp.int32(n_tiles), lambda i, c: (tile(i * step), c)[1], 0)
+
+
+def deliver_atomic(
+    ring,
+    cursor,
+    spikes,
+    targets,
+    weights,
+    delays,
+    *,
+    n_post: int,
+    homogeneous_delay: int,
+    capacity: int,
+    interpret=False,
+    lane_tile: int = LANE_TILE,
+):
+    """Batched atomic-scatter delivery (Triton); see the module docstring.
+
+    ``ring (b, D * n_post)``, ``cursor (b,)``, ``spikes (b, n_pre)``, ``targets (b, n_pre, F)``,
+    ``weights (b, n_pre, F)`` or ``(b,)``, ``delays (b, n_pre, F)`` or ``None``, each leading
+    axis 1 or ``batch``. Returns the ``(batch, D * n_post)`` ring.
+    """
+    ring, cursor, spikes, targets, weights = map(
+        jnp.asarray, (ring, cursor, spikes, targets, weights)
+    )
+    delays = None if delays is None else jnp.asarray(delays)
+    batch = _batch_of(ring, cursor, spikes, targets, weights, delays)
+    n_pre, fan_out = targets.shape[1:]
+    length = ring.shape[1]
+    n_ring = length // n_post
+    lanes = min(_next_pow2(lane_tile), _next_pow2(fan_out))
+    dtype = ring.dtype
+    spikes = spikes.astype(dtype)
+    weights = weights.astype(dtype)
+    hetero = delays is not None
+    ext = jnp.pad(jnp.broadcast_to(ring, (batch, length)), ((0, 0), (0, lanes)))
+
+    def body(idx, count, ext):
+        del count  # programs past the last spike see the sentinel and return
+        operands = (idx, cursor, spikes, targets, weights) + ((delays,) if hetero else ())
+        copies = tuple(x.shape[0] > 1 for x in operands) + ((False,) if not hetero else ())
+        kernel = functools.partial(
+            _atomic_kernel,
+            n_pre=n_pre,
+            fan_out=fan_out,
+            n_post=n_post,
+            n_ring=n_ring,
+            homogeneous_delay=homogeneous_delay,
+            lanes=lanes,
+            shared_weight=weights.ndim == 1,
+            hetero=hetero,
+            copies=copies,
+        )
+        return _compat.pallas_call(
+            kernel,
+            out_shape=jax.ShapeDtypeStruct(ext.shape, dtype),
+            grid=(batch, idx.shape[1]),
+            input_output_aliases={len(operands): 0},
+            interpret=interpret,
+            compiler_params=None
+            if interpret
+            else _compat.triton_params(num_warps=max(1, min(4, lanes // 32))),
+            name="brainsim_ell_deliver_atomic",
+        )(*operands, ext)
+
+    ext = _compact.for_each_window(spikes, capacity, body, ext)
+    return ext[:, :length]
+
+
+# --------------------------------------------------------------------------------- owner block
+
+
+def _owner_kernel(nt_ref, r0_ref, t_ref, v_ref, *refs, hetero, rows, cols, tile):
+    if hetero:
+        r_ref, ring_ref, out_ref = refs
+    else:
+        ring_ref, out_ref = refs
+    b, i, k = (pl.program_id(a) for a in range(3))
+    r0 = r0_ref[b]
+    if not hetero:
+        i = lax.div(r0, jnp.int32(rows))  # one delay: only the block row that holds ring row r0
+    block = (b, pl.ds(i * rows, rows), pl.ds(k * cols, cols))
+
+    def add_tile(s, acc):
+        part = pl.ds(s * tile, tile)
+        t = t_ref[b, part][None, :]
+        v = v_ref[b, part][None, :]
+        r = r_ref[b, part][None, :] if hetero else r0
+        return acc + _pallas_tpu.onehot_block(t, v, r, i * rows, k * cols, rows, cols)
+
+    out_ref[block] = lax.fori_loop(0, nt_ref[b], add_tile, ring_ref[block])
+
+
+def deliver_owner(
+    ring,
+    cursor,
+    spikes,
+    targets,
+    weights,
+    delays,
+    *,
+    n_post: int,
+    homogeneous_delay: int,
+    capacity: int,
+    interpret=False,
+    rows: int = OWNER_ROWS,
+    cols: int = OWNER_COLUMNS,
+    tile: int = OWNER_TILE,
+):
+    """Batched deterministic owner-block delivery (Triton); arguments as :func:`deliver_atomic`."""
+    ring, cursor, spikes, targets, weights = map(
+        jnp.asarray, (ring, cursor, spikes, targets, weights)
+    )
+    delays = None if delays is None else jnp.asarray(delays)
+    batch = _batch_of(ring, cursor, spikes, targets, weights, delays)
+    fan_out = targets.shape[2]
+    n_ring = ring.shape[1] // n_post
+    dtype = ring.dtype
+    hetero = delays is not None
+    view = _pallas_tpu.RingView(n_ring, n_post, rows, cols)
+    r0 = jnp.broadcast_to(
+        jnp.mod(jnp.mod(cursor, n_ring) + homogeneous_delay, n_ring), (batch,)
+    ).astype(jnp.int32)
+    n_row_blocks = view.rows // rows if hetero else 1
+    kernel = functools.partial(_owner_kernel, hetero=hetero, rows=rows, cols=cols, tile=tile)
+
+    def body(idx, count, blocks):
+        t, v, r = _pallas_tpu.active_synapses(
+            idx,
+            cursor,
+            spikes,
+            targets,
+            weights,
+            delays,
+            n_post=n_post,
+            n_ring=n_ring,
+            homogeneous_delay=homogeneous_delay,
+            dtype=dtype,
+        )
+        t, v, r = (None if x is None else x.reshape(batch, -1) for x in (t, v, r))
+        size = -(-t.shape[1] // tile) * tile
+        pad = ((0, 0), (0, size - t.shape[1]))
+        t = jnp.pad(t, pad, constant_values=-1)
+        v = jnp.pad(v, pad)
+        live = jnp.broadcast_to((count * fan_out + tile - 1) // tile, (batch,)).astype(jnp.int32)
+        operands = (live, r0, t, v) + ((jnp.pad(r, pad),) if hetero else ())
+        return _compat.pallas_call(
+            kernel,
+            out_shape=jax.ShapeDtypeStruct(blocks.shape, dtype),
+            grid=(batch, n_row_blocks, view.cols // cols),
+            input_output_aliases={len(operands): 0},
+            interpret=interpret,
+            compiler_params=None if interpret else _compat.triton_params(num_warps=4),
+            name="brainsim_ell_deliver_owner",
+        )(*operands, blocks)
+
+    blocks = _compact.for_each_window(spikes, capacity, body, view.to_blocks(ring, batch))
+    return view.to_flat(blocks)
