@@ -12,7 +12,11 @@ Default capacity: ``ceil(n / DEFAULT_CAPACITY_DIVISOR)`` (at least ``MIN_CAPACIT
 ``n``). One sixteenth of a population spiking in one step is far above the activity of the
 asynchronous regimes brainsim targets (COBA at ~10 Hz with ``dt = 0.1`` ms: 0.1% per step); a
 synchronous burst above it costs extra launches, not spikes. When ``capacity >= n`` one window
-holds every possible spike and the loop is dropped statically.
+holds every possible spike and the loop is dropped statically: on a GPU, where XLA evaluates a
+data-dependent loop's predicate on the host (a device round trip per step), ``capacity = n``
+can be the faster choice for the atomic kernel, whose programs past the last spike return at
+once; the owner-block and TPU kernels gather ``capacity * fan_out`` synapses per window, so
+they prefer a small capacity. Untuned: measure on the hardware.
 
 Compaction is a cumulative sum and a binary search (no sort, no scatter), so it runs on every
 backend and is deterministic.

@@ -15,6 +15,10 @@ What differs between 0.10 and 0.11, and what the kernels do about it:
   ``pallas_call``. :func:`triton_params` is the one spot to replace when moving the GPU
   kernels to Mosaic GPU (``plgpu.kernel``), which has no vector gather/scatter and no
   scattered atomics, so the atomic kernel would become the owner-block one.
+* Lowering without a GPU. 0.10 lowers Triton kernels for compute capability 9.0 when no GPU
+  is present; 0.11 asks for the target instead ("No supported GPU devices found, please
+  specify an abstract GPU device") and reads it from an abstract mesh's ``AbstractDevice``.
+  :func:`gpu_lowering_target` does that on 0.11 and nothing on 0.10.
 * ``pltriton.CUSTOM_CALL_TARGET_NAME`` exists from 0.11; 0.10 has the same string unexported
   (:data:`TRITON_CUSTOM_CALL`).
 * Discharge rules (interpret mode) take ``(in_avals, out_avals, ...)`` in 0.10 and a context
@@ -28,6 +32,8 @@ What differs between 0.10 and 0.11, and what the kernels do about it:
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import jax
 from jax.experimental import pallas as pl
@@ -72,3 +78,21 @@ def export_disabled_checks(platform: str):
     if platform == "cuda":
         return [jax.export.DisabledSafetyCheck.custom_call(TRITON_CUSTOM_CALL)]
     return []
+
+
+@contextlib.contextmanager
+def gpu_lowering_target(device_kind: str = "NVIDIA H100"):
+    """Lower GPU kernels for ``device_kind`` on a machine without that GPU (export checks).
+
+    jax 0.11 reads the target from an abstract mesh; jax 0.10 assumes compute capability 9.0
+    (an H100) by itself, so nothing is needed there.
+    """
+    if JAX_VERSION < (0, 11):
+        yield
+        return
+    device = jax.sharding.AbstractDevice(device_kind=device_kind, num_cores=None, platform="gpu")
+    mesh = jax.sharding.AbstractMesh(
+        (1,), ("_",), (jax.sharding.AxisType.Auto,), abstract_device=device
+    )
+    with jax.sharding.use_abstract_mesh(mesh):
+        yield

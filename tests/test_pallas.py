@@ -2,7 +2,9 @@
 reference, and lowering for CUDA and TPU without the hardware.
 
 Every Pallas implementation (Triton atomic scatter, the deterministic owner-block kernel, the TPU
-one-hot kernel) runs in Pallas interpret mode. The cases cover padding and sink slots, empty and
+one-hot kernel) runs in Pallas interpret mode on a CPU; on a machine with the kernel's own
+accelerator the same tests run the compiled kernel there (a GPU machine checks the Triton
+kernels for real). The cases cover padding and sink slots, empty and
 all-spiking vectors, duplicate targets (merged before Triton's ``atomic_add``, whose interpret
 mode loses duplicates), corrupt targets, delays and compacted indices, more spikes than the
 capacity (several launches), shared and per-synapse weights and delays, float64, ``vmap`` (one
@@ -11,12 +13,16 @@ launch with a batch grid axis, nested too), ``grad``, ``jvp`` and ``vmap`` of ``
 Tolerances: float32 sums of at most ~10 terms of magnitude <= 10 (rtol = atol = 1e-5, ~100 ulp);
 the kernels add the same terms as the oracle in another order. float64: 1e-12.
 
+Lowering: ``jax.export`` for ``cuda`` and ``tpu`` (no plugin needed); optionally, with the
+``triton`` package installed, the Triton IR is compiled to an sm_90 cubin.
+
 Sizes are small and shapes shared between cases (interpret mode is slow to compile): one
 compiled function per (implementation, layout, capacity) serves every data variant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -80,6 +86,31 @@ def _deliver(impl, capacity, ring, cursor, spikes, targets, weights, delays):
         capacity=capacity,
         implementation=impl,
     )
+
+
+_KERNEL_BACKEND = {
+    Implementation.PALLAS_TRITON: "gpu",
+    Implementation.PALLAS_PORTABLE: "gpu",
+    Implementation.PALLAS_TPU: "tpu",
+}
+
+
+def _where(impl):
+    """Run on the default device if it is the kernel's own accelerator (compiled kernel) or a
+    CPU (interpret mode); on another accelerator, run on the CPU in interpret mode. On a GPU
+    machine the Triton kernels are thus checked compiled, on the GPU, by the same tests."""
+    backend = jax.default_backend()
+    if impl in _KERNEL_BACKEND and backend not in ("cpu", _KERNEL_BACKEND[impl]):
+        return jax.default_device(jax.devices("cpu")[0])
+    return contextlib.nullcontext()
+
+
+@pytest.fixture(autouse=True)
+def _kernel_device(request):
+    callspec = getattr(request.node, "callspec", None)
+    impl = callspec.params.get("impl") if callspec else None
+    with _where(impl):
+        yield
 
 
 def _close(got, expected, tol=1e-5):
@@ -170,7 +201,8 @@ def test_duplicates_across_and_within_atomic_tiles():
     delays[1, :] = 1
     spikes[:2] = [1.0, 1.0]
     fn = jax.jit(functools.partial(_deliver, Implementation.PALLAS_TRITON, 8))
-    got = np.asarray(fn(ring, 0, spikes, targets, weights, delays))
+    with _where(Implementation.PALLAS_TRITON):
+        got = np.asarray(fn(ring, 0, spikes, targets, weights, delays))
     _close(got, _oracle(ring, 0, spikes, targets, weights, delays))
 
 
@@ -209,9 +241,11 @@ def test_tpu_kernel_under_the_tpu_interpreter():
         capacity=N_PRE,
         interpret=_compat.tpu_interpret(),
     )
-    got = np.asarray(
-        run(ring[None], jnp.asarray([1, 2]), spikes2, targets[None], weights[None], delays[None])
-    )
+    with jax.default_device(jax.devices("cpu")[0]):  # an interpreter: CPU on any machine
+        got = run(
+            ring[None], jnp.asarray([1, 2]), spikes2, targets[None], weights[None], delays[None]
+        )
+    got = np.asarray(got)
     for b in range(2):
         _close(got[b], _oracle(ring, b + 1, spikes2[b], targets, weights, delays))
 
@@ -294,8 +328,9 @@ def test_jvp_vjp_under_vmap_equal_the_reference(impl):
     assert np.any(np.asarray(got[2][0])[0][silent] != 0)
 
 
-def test_auto_nested_vmap_on_cpu():
-    """AUTO on CPU (native kernel when available): nested vmaps fold into one batch."""
+def test_auto_nested_vmap():
+    """AUTO (on CPU the native kernel when available, on a GPU the Triton kernel): nested
+    vmaps fold into one batch."""
     ring, spikes, targets, weights, delays = _problem(14, 0.4, "per_synapse")
     spikes_b = np.stack([spikes, np.roll(spikes, 2), 0 * spikes])
     weights_b = np.stack([weights, 3.0 * weights])
@@ -345,11 +380,12 @@ def _export(platform, impl, dtype=np.float32, batch=None):
     if batch:
         spikes = np.stack([spikes] * batch)
         fn = jax.vmap(fn, in_axes=(None, None, 0, None, None, None))
-    exported = jax.export.export(
-        jax.jit(fn),
-        platforms=[platform],
-        disabled_checks=_compat.export_disabled_checks(platform),
-    )(ring, 0, spikes, targets, weights, delays)
+    with _compat.gpu_lowering_target():  # jax 0.11 needs a GPU target to lower Triton
+        exported = jax.export.export(
+            jax.jit(fn),
+            platforms=[platform],
+            disabled_checks=_compat.export_disabled_checks(platform),
+        )(ring, 0, spikes, targets, weights, delays)
     return exported.mlir_module()
 
 
@@ -371,6 +407,32 @@ def test_lowers_for_cuda(impl, batch):
 def test_lowers_for_cuda_in_float64(x64):
     module = _export("cuda", Implementation.PALLAS_TRITON, np.float64)
     assert _compat.TRITON_CUSTOM_CALL in module
+
+
+def test_triton_ir_compiles_to_a_cubin_for_sm90(monkeypatch, tmp_path):
+    """Optional, needs the ``triton`` package (not a brainsim dependency): compile the lowered
+    Triton IR of both GPU kernels, float32 and float64, with Triton's own compiler and ptxas
+    for an H100 (sm_90) — the step XLA runs on a GPU machine. Uses a private JAX hook to see
+    the IR; skipped when either is missing."""
+    compiler = pytest.importorskip("triton.compiler.compiler")
+    target = pytest.importorskip("triton.backends.compiler").GPUTarget("cuda", 90, 32)
+    registration = pytest.importorskip("jax._src.pallas.triton.pallas_call_registration")
+    original = registration.lowering.lower_jaxpr_to_triton_module
+    modules = []
+
+    def capture(*args, **kwargs):
+        result = original(*args, **kwargs)
+        modules.append(result.module.operation.get_asm(print_generic_op_form=True))
+        return result
+
+    monkeypatch.setattr(registration.lowering, "lower_jaxpr_to_triton_module", capture)
+    for impl in (Implementation.PALLAS_TRITON, Implementation.PALLAS_PORTABLE):
+        _export("cuda", impl, batch=3)
+    assert len(modules) == 2
+    for i, module in enumerate(modules):
+        path = tmp_path / f"kernel{i}.ttir"
+        path.write_text(module)
+        assert compiler.compile(str(path), target=target).asm["cubin"]
 
 
 @pytest.mark.parametrize(
