@@ -36,10 +36,20 @@ PEERS = HERE / "peers"
 
 # (label, script, extra arguments, needs the peer environment, import to check)
 SIMULATORS = {
-    "brainsim-exact": ("brainsim (exact)", "brainsim_coba.py", ["--integrator", "exact"], False,
-                       "brainsim"),
-    "brainsim-euler": ("brainsim (Euler)", "brainsim_coba.py", ["--integrator", "euler"], False,
-                       "brainsim"),
+    "brainsim-exact": (
+        "brainsim (exact)",
+        "brainsim_coba.py",
+        ["--integrator", "exact"],
+        False,
+        "brainsim",
+    ),
+    "brainsim-euler": (
+        "brainsim (Euler)",
+        "brainsim_coba.py",
+        ["--integrator", "euler"],
+        False,
+        "brainsim",
+    ),
     "brian2": ("Brian2 C++ standalone", "brian2_coba.py", [], True, "brian2"),
     "brainpy": ("BrainPy CPU", "brainpy_coba.py", [], True, "brainpy"),
 }
@@ -99,12 +109,29 @@ class Worker:
     def __init__(self, key, python, n, args):
         label, script, extra, _, _ = SIMULATORS[key]
         self.key, self.label = key, label
-        self.cmd = [python, str(PEERS / script), "--neurons", str(n), "--duration",
-                    str(args.duration), "--threads", str(args.threads), "--seed", str(args.seed),
-                    "--serve", *extra]
+        self.cmd = [
+            python,
+            str(PEERS / script),
+            "--neurons",
+            str(n),
+            "--duration",
+            str(args.duration),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+            "--serve",
+            *extra,
+        ]
         self.stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, cwd=HERE.parent)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            cwd=HERE.parent,
+        )
         self.info = self._expect("READY ")
         self.runs: list[dict] = []
 
@@ -114,10 +141,12 @@ class Worker:
             if not line:
                 self.proc.wait()
                 self.stderr.seek(0)
-                raise RuntimeError(f"{self.label} stopped (exit code {self.proc.returncode}):\n"
-                                   + self.stderr.read()[-3000:])
+                raise RuntimeError(
+                    f"{self.label} stopped (exit code {self.proc.returncode}):\n"
+                    + self.stderr.read()[-3000:]
+                )
             if line.startswith(prefix):
-                return json.loads(line[len(prefix):])
+                return json.loads(line[len(prefix) :])
 
     def run(self) -> dict:
         self.proc.stdin.write("run\n")
@@ -143,8 +172,12 @@ def summary(worker: Worker, duration_ms: float) -> dict:
     cpu_key = "run_s_brian2" if worker.key == "brian2" else "cpu_s"
     cpu = [r[cpu_key] / sec for r in worker.runs if cpu_key in r]
     return {
-        "label": worker.label, "key": worker.key, "info": worker.info, "runs": worker.runs,
-        "min": min(t), "median": statistics.median(t),
+        "label": worker.label,
+        "key": worker.key,
+        "info": worker.info,
+        "runs": worker.runs,
+        "min": min(t),
+        "median": statistics.median(t),
         "cpu_median": statistics.median(cpu) if cpu else None,
         "rate": statistics.mean(r["rate_hz"] for r in worker.runs),
         "synapses": worker.runs[0].get("synapses"),
@@ -173,8 +206,11 @@ def measure_size(n: int, keys: list[str], python_of: dict, args) -> tuple[list[d
     finally:
         for w in workers:
             w.close()
-    env = {"steal_percent": steal_percent(before, after), "load_before": load0[0],
-           "load_after": load1[0]}
+    env = {
+        "steal_percent": steal_percent(before, after),
+        "load_before": load0[0],
+        "load_after": load1[0],
+    }
     return [summary(w, args.duration) for w in workers], {"notes": notes, **env}
 
 
@@ -184,8 +220,7 @@ def fmt(x, digits=3):
 
 def markdown(results: dict, args, command: str, machine: str, skipped: dict) -> str:
     out = [
-        f"Machine: {machine}. Date: {datetime.date.today().isoformat()}. "
-        f"Command: `{command}`.",
+        f"Machine: {machine}. Date: {datetime.date.today().isoformat()}. Command: `{command}`.",
         "",
         "Wall time per biological second (s) over the interleaved runs; `cpu/bio s` is the "
         "median process CPU time per biological second (for Brian2, the run time Brian2 itself "
@@ -195,33 +230,42 @@ def markdown(results: dict, args, command: str, machine: str, skipped: dict) -> 
         "(median) | rate (Hz) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, (rows, env) in results.items():
+    for n, (rows, _) in results.items():
         for s in rows:
             out.append(
                 f"| {n} | {s['synapses']} | {s['label']} | {s['info'].get('integrator', '')} | "
                 f"{s['info']['setup_s']:.1f} | {s['min']:.3f} | {s['median']:.3f} | "
                 f"{fmt(s['cpu_median'])} | {s['rate']:.1f} |"
             )
-    out += ["", "Ratios brainsim / peer (below 1: brainsim faster), from the same invocation; "
-            "`load` is the 1-minute load average before / after the timed rounds and `steal` the "
-            "hypervisor's share of CPU time during them (/proc/stat):", "",
-            "| N | brainsim | peer | ratio of mins | ratio of medians | ratio of CPU medians "
-            "| load | steal |",
-            "|---|---|---|---|---|---|---|---|"]
+    ratios = [
+        "",
+        "Ratios brainsim / peer (below 1: brainsim faster), from the same invocation; "
+        "`load` is the 1-minute load average before / after the timed rounds and `steal` the "
+        "hypervisor's share of CPU time during them (/proc/stat):",
+        "",
+        "| N | brainsim | peer | ratio of mins | ratio of medians | ratio of CPU medians "
+        "| load | steal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for n, (rows, env) in results.items():
         by_key = {s["key"]: s for s in rows}
         for b in BRAINSIM:
             for peer in ("brian2", "brainpy"):
                 if b in by_key and peer in by_key:
                     x, y = by_key[b], by_key[peer]
-                    cpu = (x["cpu_median"] / y["cpu_median"]
-                           if x["cpu_median"] and y["cpu_median"] else None)
-                    out.append(
+                    cpu = (
+                        x["cpu_median"] / y["cpu_median"]
+                        if x["cpu_median"] and y["cpu_median"]
+                        else None
+                    )
+                    ratios.append(
                         f"| {n} | {x['label']} | {y['label']} | {x['min'] / y['min']:.2f} | "
                         f"{x['median'] / y['median']:.2f} | {fmt(cpu, 2)} | "
                         f"{env['load_before']:.1f} / {env['load_after']:.1f} | "
                         f"{fmt(env['steal_percent'], 1)} % |"
                     )
+    if len(ratios) > 5:  # header lines plus at least one pair measured together
+        out += ratios
     notes = dict(skipped)
     for n, (_, env) in results.items():
         notes.update({f"{k} (N = {n})": v for k, v in env["notes"].items()})
@@ -232,7 +276,8 @@ def markdown(results: dict, args, command: str, machine: str, skipped: dict) -> 
         for s in rows:
             i = s["info"]
             versions[s["info"]["simulator"]] = ", ".join(
-                f"{k} {i[k]}" for k in ("version", "jax", "brainevent", "mode") if i.get(k))
+                f"{k} {i[k]}" for k in ("version", "jax", "brainevent", "mode") if i.get(k)
+            )
     out += [""] + [f"- {k}: {v}" for k, v in versions.items()]
     return "\n".join(out)
 
@@ -244,18 +289,23 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--simulators", nargs="+", choices=list(SIMULATORS),
-                        default=list(SIMULATORS))
-    parser.add_argument("--peer-python", default=default_peer_python(),
-                        help="Python with brian2/brainpy installed (default %(default)s)")
+    parser.add_argument(
+        "--simulators", nargs="+", choices=list(SIMULATORS), default=list(SIMULATORS)
+    )
+    parser.add_argument(
+        "--peer-python",
+        default=default_peer_python(),
+        help="Python with brian2/brainpy installed (default %(default)s)",
+    )
     parser.add_argument("--output", type=Path, help="write the markdown tables here")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    command = "python benchmarks/compare.py " + shlex.join(argv if argv is not None
-                                                           else sys.argv[1:])
+    command = "python benchmarks/compare.py " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
     u = platform.uname()
     machine = f"{cpu_name()}, {os.cpu_count()} CPUs, {u.system} {u.release}"
     print(f"machine: {machine}\ncommand: {command}", flush=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import shlex
@@ -41,10 +42,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from brainsim.kernels import Implementation, ell_deliver, native_cpu_available
 from jax import lax
 
 from brainsim._compile import COMPILER_OPTIONS
-from brainsim.kernels import Implementation, ell_deliver, native_cpu_available
 
 POOL = 32  # distinct spike vectors cycled through the scan
 RING_ROWS = 2
@@ -61,8 +62,16 @@ def sparse_program(impl: Implementation, n: int, steps: int):
     def run(ring, pool, targets, weights):
         def body(ring, k):
             spikes = lax.dynamic_index_in_dim(pool, k % POOL, keepdims=False)
-            ring = ell_deliver(ring, k, spikes, targets, weights, n_post=n,
-                               homogeneous_delay=1, implementation=impl)
+            ring = ell_deliver(
+                ring,
+                k,
+                spikes,
+                targets,
+                weights,
+                n_post=n,
+                homogeneous_delay=1,
+                implementation=impl,
+            )
             return ring, None
 
         ring, _ = lax.scan(body, ring, jnp.arange(steps, dtype=jnp.int32))
@@ -115,22 +124,39 @@ def row(n, p, k, f, n_spk, impl, steps, ts):
     else:
         bytes_ = n_spk * k * 8.0 + events * 8.0 + n * 4.0
     return {
-        "n": n, "p": p, "K": k, "f": f, "impl": impl, "steps": steps,
-        "per_call_us": per_call * 1e6, "median_us": statistics.median(ts) / steps * 1e6,
-        "events_per_s": events / per_call, "gb_per_s": bytes_ / per_call / 1e9,
+        "n": n,
+        "p": p,
+        "K": k,
+        "f": f,
+        "impl": impl,
+        "steps": steps,
+        "per_call_us": per_call * 1e6,
+        "median_us": statistics.median(ts) / steps * 1e6,
+        "events_per_s": events / per_call,
+        "gb_per_s": bytes_ / per_call / 1e9,
     }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 40000])
-    parser.add_argument("--probabilities", type=float, nargs="+",
-                        default=[0.001, 0.003, 0.01, 0.03, 0.1])
-    parser.add_argument("--rates", type=float, nargs="+", default=[0.001, 0.01, 0.1],
-                        help="fraction of presynaptic neurons spiking per step")
+    parser.add_argument(
+        "--probabilities", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03, 0.1]
+    )
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[0.001, 0.01, 0.1],
+        help="fraction of presynaptic neurons spiking per step",
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--events", type=float, default=2e8,
-                        help="synaptic events per timed call (sets the scan length)")
+    parser.add_argument(
+        "--events",
+        type=float,
+        default=2e8,
+        help="synaptic events per timed call (sets the scan length)",
+    )
     parser.add_argument("--dense-max-n", type=int, default=40000)
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,7 +166,8 @@ def main(argv=None) -> int:
         print("native CPU kernel unavailable: timing the reference only", file=sys.stderr)
 
     command = "python benchmarks/kernel_bench.py " + shlex.join(
-        argv if argv is not None else sys.argv[1:])
+        argv if argv is not None else sys.argv[1:]
+    )
     rng = np.random.default_rng(args.seed)
     rows = []
     for n in args.sizes:
@@ -151,15 +178,18 @@ def main(argv=None) -> int:
             # Values do not change a dense product's cost: fill the matrix in its own compiled
             # call (one 4 n² buffer; random draws would need several, 24 GB at n = 40,000)
             # and pass it as an argument, so the product cannot be constant-folded.
-            w = jax.jit(lambda: jnp.full((n, n), 0.5, jnp.float32))()
+            w = jax.jit(functools.partial(jnp.full, (n, n), 0.5, jnp.float32))()
             pool = jnp.asarray(spike_pool(rng, n, max(1, round(0.01 * n))))
             ring = jnp.zeros((RING_ROWS * n,), jnp.float32)
             compiled = dense_program(n, steps).lower(ring, pool, w).compile()
             ts = time_calls(compiled, (ring, pool, w), args.repeats + 1)[1:]
             dense_row = row(n, 0.02, 0, 0.01, 0, "dense", steps, ts)
             dense_row["per_call_s"] = min(ts) / steps
-            print(f"n={n} dense: {dense_row['per_call_us']:.0f} us/step, "
-                  f"{dense_row['gb_per_s']:.1f} GB/s", flush=True)
+            print(
+                f"n={n} dense: {dense_row['per_call_us']:.0f} us/step, "
+                f"{dense_row['gb_per_s']:.1f} GB/s",
+                flush=True,
+            )
             rows.append(dense_row)
             del w, compiled
         else:
@@ -180,8 +210,9 @@ def main(argv=None) -> int:
                     impls["reference"] = Implementation.REFERENCE
                 programs = {}
                 for name, impl in impls.items():
-                    compiled = sparse_program(impl, n, steps).lower(
-                        ring, pool, targets, weights).compile()
+                    compiled = (
+                        sparse_program(impl, n, steps).lower(ring, pool, targets, weights).compile()
+                    )
                     call_args = (ring, pool, targets, weights)
                     jax.block_until_ready(compiled(*call_args))  # warm-up
                     programs[name] = (compiled, call_args)
@@ -191,28 +222,40 @@ def main(argv=None) -> int:
                     if dense_row is not None:
                         r["vs_dense"] = dense_row["per_call_s"] / (min(ts) / steps)
                     rows.append(r)
-                    print(f"n={n} p={p} K={k} f={f}: {name} {r['per_call_us']:.1f} us/step, "
-                          f"{r['events_per_s']:.3g} ev/s, {r['gb_per_s']:.2f} GB/s, "
-                          f"x{r.get('vs_dense', float('nan')):.1f} vs dense", flush=True)
+                    print(
+                        f"n={n} p={p} K={k} f={f}: {name} {r['per_call_us']:.1f} us/step, "
+                        f"{r['events_per_s']:.3g} ev/s, {r['gb_per_s']:.2f} GB/s, "
+                        f"x{r.get('vs_dense', float('nan')):.1f} vs dense",
+                        flush=True,
+                    )
     u = platform.uname()
-    header = (f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, {u.system} {u.release}; "
-              f"jax {jax.__version__}. Date: {datetime.date.today().isoformat()}. "
-              f"Command: `{command}`.")
-    lines = [header, "",
-             "| n | p | K | spiking / step | impl | steps | min µs / call | median µs / call | "
-             "syn. events/s | GB/s | speed-up vs dense |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = (
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, {u.system} {u.release}; "
+        f"jax {jax.__version__}. Date: {datetime.date.today().isoformat()}. "
+        f"Command: `{command}`."
+    )
+    lines = [
+        header,
+        "",
+        "| n | p | K | spiking / step | impl | steps | min µs / call | median µs / call | "
+        "syn. events/s | GB/s | speed-up vs dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["impl"] == "dense":
-            lines.append(f"| {r['n']} | – | – | – | dense | {r['steps']} | "
-                         f"{r['per_call_us']:.0f} | {r['median_us']:.0f} | – | "
-                         f"{r['gb_per_s']:.2f} | 1 |")
+            lines.append(
+                f"| {r['n']} | – | – | – | dense | {r['steps']} | "
+                f"{r['per_call_us']:.0f} | {r['median_us']:.0f} | – | "
+                f"{r['gb_per_s']:.2f} | 1 |"
+            )
         else:
             vs = f"{r['vs_dense']:.0f}" if "vs_dense" in r else "–"
-            lines.append(f"| {r['n']} | {r['p']:g} | {r['K']} | {r['f'] * 100:g} % "
-                         f"({round(r['f'] * r['n'])}) | {r['impl']} | {r['steps']} | "
-                         f"{r['per_call_us']:.1f} | {r['median_us']:.1f} | "
-                         f"{r['events_per_s']:.3g} | {r['gb_per_s']:.2f} | {vs} |")
+            lines.append(
+                f"| {r['n']} | {r['p']:g} | {r['K']} | {r['f'] * 100:g} % "
+                f"({round(r['f'] * r['n'])}) | {r['impl']} | {r['steps']} | "
+                f"{r['per_call_us']:.1f} | {r['median_us']:.1f} | "
+                f"{r['events_per_s']:.3g} | {r['gb_per_s']:.2f} | {vs} |"
+            )
     table = "\n".join(lines)
     print("\n" + table)
     if args.output:

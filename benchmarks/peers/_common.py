@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 # The Vogels–Abbott COBA network as in brainsim.networks.coba (units: ms, mV; conductances in
 # units of the leak conductance g_L = 10 nS, so we = 6 nS -> 0.6 and wi = 67 nS -> 6.7; the
@@ -56,8 +55,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="worker threads of the simulator")
     p.add_argument("--seed", type=int, default=0, help="connectivity and initial-state seed")
     p.add_argument("--repeats", type=int, default=3, help="timed runs (without --serve)")
-    p.add_argument("--serve", action="store_true",
-                   help="answer `run` lines on stdin with one timed run each (compare.py)")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="answer `run` lines on stdin with one timed run each (compare.py)",
+    )
     return p
 
 
@@ -88,8 +90,14 @@ def machine() -> str:
 def serve_or_repeat(args, info: dict, run_once) -> int:
     """Drive a worker: ``info`` describes the built model (``setup_s`` etc.); ``run_once(r)``
     performs timed run number ``r`` and returns a dict with at least ``run_s``."""
-    info = {**info, "neurons": args.neurons, "duration_ms": args.duration,
-            "threads": args.threads, "seed": args.seed, "machine": machine()}
+    info = {
+        **info,
+        "neurons": args.neurons,
+        "duration_ms": args.duration,
+        "threads": args.threads,
+        "seed": args.seed,
+        "machine": machine(),
+    }
     if args.serve:
         print("READY " + json.dumps(info), flush=True)
         r = 0
@@ -106,17 +114,18 @@ def serve_or_repeat(args, info: dict, run_once) -> int:
     runs = [run_once(r) for r in range(args.repeats)]
     times = [x["run_s"] for x in runs]
     sec = args.duration * 1e-3
-    print(json.dumps({
-        **info,
-        "runs": runs,
-        "run_s_min": min(times),
-        "run_s_median": statistics.median(times),
-        "run_per_bio_s_min": min(times) / sec,
-        "run_per_bio_s_median": statistics.median(times) / sec,
-        "rate_hz_mean": statistics.mean(x["rate_hz"] for x in runs),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                **info,
+                "runs": runs,
+                "run_s_min": min(times),
+                "run_s_median": statistics.median(times),
+                "run_per_bio_s_min": min(times) / sec,
+                "run_per_bio_s_median": statistics.median(times) / sec,
+                "rate_hz_mean": statistics.mean(x["rate_hz"] for x in runs),
+            },
+            indent=1,
+        )
+    )
     return 0
-
-
-def timer():
-    return time.perf_counter()

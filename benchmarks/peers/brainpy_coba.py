@@ -55,19 +55,26 @@ def main(argv=None) -> int:
         def __init__(self):
             super().__init__()
             self.neurons = bp.dyn.LifRefLTC(
-                n, V_rest=c.E_L, V_reset=c.V_RESET, V_th=c.V_TH, tau=c.TAU_M,
-                tau_ref=c.T_REF, V_initializer=bp.init.Uniform(c.V_RESET, c.V_TH),
+                n,
+                V_rest=c.E_L,
+                V_reset=c.V_RESET,
+                V_th=c.V_TH,
+                tau=c.TAU_M,
+                tau_ref=c.T_REF,
+                V_initializer=bp.init.Uniform(c.V_RESET, c.V_TH),
             )
             self.exc = bp.dyn.HalfProjAlignPostMg(
                 comm=bp.dnn.EventCSRLinear(
-                    bp.conn.FixedProb(p, pre=ne, post=n, seed=args.seed), c.W_EXC),
+                    bp.conn.FixedProb(p, pre=ne, post=n, seed=args.seed), c.W_EXC
+                ),
                 syn=bp.dyn.Expon.desc(n, tau=c.TAU_E),
                 out=bp.dyn.COBA.desc(E=c.E_EXC),
                 post=self.neurons,
             )
             self.inh = bp.dyn.HalfProjAlignPostMg(
                 comm=bp.dnn.EventCSRLinear(
-                    bp.conn.FixedProb(p, pre=n - ne, post=n, seed=args.seed + 1), c.W_INH),
+                    bp.conn.FixedProb(p, pre=n - ne, post=n, seed=args.seed + 1), c.W_INH
+                ),
                 syn=bp.dyn.Expon.desc(n, tau=c.TAU_I),
                 out=bp.dyn.COBA.desc(E=c.E_INH),
                 post=self.neurons,
@@ -99,8 +106,12 @@ def main(argv=None) -> int:
         cpu0, start = time.process_time(), time.perf_counter()
         count_e, count_i = jax.block_until_ready(run(indices))
         run_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu0
-        return {"run_s": run_s, "cpu_s": cpu_s, "synapses": synapses,
-                **c.rates(float(np.sum(count_e)), float(np.sum(count_i)), n, args.duration)}
+        return {
+            "run_s": run_s,
+            "cpu_s": cpu_s,
+            "synapses": synapses,
+            **c.rates(float(np.sum(count_e)), float(np.sum(count_i)), n, args.duration),
+        }
 
     info = {
         "simulator": "brainpy",

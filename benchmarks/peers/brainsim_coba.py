@@ -31,11 +31,16 @@ def build(n: int, seed: int, integrator: str, layout: str = "sparse"):
     import brainsim as bs
     from brainsim.networks import coba
 
-    net = coba(n_neurons=n, p=c.probability(n), seed=seed,
-               layout={"sparse": bs.Sparse(), "dense": bs.Dense()}[layout])
+    net = coba(
+        n_neurons=n,
+        p=c.probability(n),
+        seed=seed,
+        layout={"sparse": bs.Sparse(), "dense": bs.Dense()}[layout],
+    )
     if integrator == "euler":
         net = eqx.tree_at(
-            lambda m: [p.model.integrator for p in m.populations], net,
+            lambda m: [p.model.integrator for p in m.populations],
+            net,
             [bs.Euler() for _ in net.populations],
         )
     elif integrator != "exact":
@@ -72,8 +77,12 @@ def main(argv=None) -> int:
         result.raise_if_failed()
         counts = {k: float(np.asarray(v).sum()) for k, v in result.recordings[0].items()}
         assert sizes["E"] == c.n_exc(args.neurons)
-        return {"run_s": run_s, "cpu_s": cpu_s, "synapses": int(net.n_synapses),
-                **c.rates(counts["E"], counts["I"], args.neurons, args.duration)}
+        return {
+            "run_s": run_s,
+            "cpu_s": cpu_s,
+            "synapses": int(net.n_synapses),
+            **c.rates(counts["E"], counts["I"], args.neurons, args.duration),
+        }
 
     info = {
         "simulator": "brainsim",

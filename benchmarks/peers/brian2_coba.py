@@ -33,12 +33,15 @@ import _common as c  # noqa: E402
 
 def main(argv=None) -> int:
     p = c.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--build-dir", default=None,
-                   help="C++ project folder (default: a temporary folder, removed at exit)")
+    p.add_argument(
+        "--build-dir",
+        default=None,
+        help="C++ project folder (default: a temporary folder, removed at exit)",
+    )
     args = p.parse_args(argv)
 
     import brian2 as b2
-    from brian2 import mV, ms
+    from brian2 import ms, mV
 
     build_dir = args.build_dir or tempfile.mkdtemp(prefix="brian2_coba_")
     try:
@@ -58,18 +61,32 @@ def _bench(args, b2, mV, ms, build_dir) -> int:
     n = args.neurons
     ne = c.n_exc(n)
     namespace = {
-        "tau_m": c.TAU_M * ms, "tau_e": c.TAU_E * ms, "tau_i": c.TAU_I * ms,
-        "E_L": c.E_L * mV, "V_th": c.V_TH * mV, "V_reset": c.V_RESET * mV,
-        "E_exc": c.E_EXC * mV, "E_inh": c.E_INH * mV, "I_drive": c.DRIVE * mV,
-        "we": c.W_EXC, "wi": c.W_INH,
+        "tau_m": c.TAU_M * ms,
+        "tau_e": c.TAU_E * ms,
+        "tau_i": c.TAU_I * ms,
+        "E_L": c.E_L * mV,
+        "V_th": c.V_TH * mV,
+        "V_reset": c.V_RESET * mV,
+        "E_exc": c.E_EXC * mV,
+        "E_inh": c.E_INH * mV,
+        "I_drive": c.DRIVE * mV,
+        "we": c.W_EXC,
+        "wi": c.W_INH,
     }
     eqs = """
     dv/dt = (ge * (E_exc - v) + gi * (E_inh - v) - (v - E_L) + I_drive) / tau_m : volt (unless refractory)
     dge/dt = -ge / tau_e : 1
     dgi/dt = -gi / tau_i : 1
     """
-    group = b2.NeuronGroup(n, eqs, threshold="v > V_th", reset="v = V_reset",
-                           refractory=c.T_REF * ms, method="euler", namespace=namespace)
+    group = b2.NeuronGroup(
+        n,
+        eqs,
+        threshold="v > V_th",
+        reset="v = V_reset",
+        refractory=c.T_REF * ms,
+        method="euler",
+        namespace=namespace,
+    )
     exc = b2.Synapses(group[:ne], group, on_pre="ge += we", namespace=namespace)
     exc.connect(p=c.probability(n))
     inh = b2.Synapses(group[ne:], group, on_pre="gi += wi", namespace=namespace)
@@ -85,7 +102,7 @@ def _bench(args, b2, mV, ms, build_dir) -> int:
     )
     b2.device.insert_code(
         "after_network_run",
-        "{ std::ofstream _bench_out((brian::results_dir + \"bench_wall.txt\").c_str());"
+        '{ std::ofstream _bench_out((brian::results_dir + "bench_wall.txt").c_str());'
         " _bench_out.precision(9); _bench_out << std::chrono::duration<double>("
         "std::chrono::steady_clock::now() - _bench_start).count() << std::endl; }",
     )
