@@ -52,15 +52,6 @@ class Checkpointing(eqx.Module):
                 f"{self.levels!r}."
             )
 
-    def segments(self, n_steps: int) -> list[int]:
-        """Iterations of each nested loop, outermost first (the innermost absorbs remainders)."""
-        out, length = [], n_steps
-        for level in range(self.levels, 1, -1):
-            seg = _segment_length(length, level)
-            out.append(-(-length // seg))
-            length = seg
-        return out + [length]
-
 
 def _segment_length(length: int, levels: int) -> int:
     """Steps per outer iteration when ``length`` steps are split into ``levels`` loops."""

@@ -19,7 +19,8 @@ Format (units: ms, mV, pF, nS, pA, Hz)::
     [populations.E]             # populations are created in file order
     size = 3200
     model = "LIF"               # neuron: LIF, ALIF, AdEx, Izhikevich, HodgkinHuxley, TraubMiles,
-                                # ExpIF, QIF; spike source: PoissonSource, SpikeGenerator
+                                # ExpIF, QIF; spike source: PoissonSource, SpikeGenerator,
+                                # SpikeArray (spikes = [[0, 1, ...], ...], one row per step)
     params = { C_m = 200.0, tau_m = 20.0, E_L = -60.0, V_th = -50.0, V_reset = -60.0,
                t_ref = 5.0, I_e = 200.0 }   # constructor arguments: a number or one per neuron
     initial = { v = { uniform = [-60.0, -50.0] } }  # number, list, {uniform = [lo, hi]},
@@ -118,7 +119,7 @@ def registry() -> dict[str, dict[str, Callable]]:
 
     return {
         "neuron": present(bs, NEURON_MODELS),
-        "source": present(bs, ("PoissonSource", "SpikeGenerator")),
+        "source": present(bs, ("PoissonSource", "SpikeGenerator", "SpikeArray")),
         "kinetics": present(bs, ("ExponentialSynapse", "AlphaSynapse", "DualExponentialSynapse")),
         "output": present(bs, ("CurrentBased", "ConductanceBased", "NMDA")),
         "stp": present(bs, ("TsodyksMarkram",)),

@@ -276,3 +276,85 @@ class PopulationRate(AbstractMonitor):
 
     def describe(self, network, n_steps):
         return f"PopulationRate {list(self.names(network))}: {self.nbytes(network, n_steps) / 1e6:.2f} MB"
+
+
+class WeightTrace(AbstractMonitor):
+    """Weights of a plastic projection every ``every`` steps, sampled at the start of the step
+    (times :math:`k\\,\\Delta t`, k = 0, every, ...) like :class:`StateTrace`.
+
+    ``synapses``: ``(pre, post)`` index pairs to record (a duplicate pair records the summed
+    weight; a pair without a synapse records 0); ``None`` records the whole stored weight array
+    (``(n_pre, n_post)`` for Dense, ``(n_pre, fan_out)`` for Sparse) — mind the memory.
+    Read it with ``result.weight_trace(projection)``.
+    """
+
+    projection: str = eqx.field(static=True)
+    synapses: tuple[tuple[int, int], ...] | None = eqx.field(static=True)
+    every: int = eqx.field(static=True)
+
+    def __init__(self, projection: str, synapses=None, every: int = 1):
+        if not (isinstance(every, int | np.integer) and every >= 1):
+            raise ValueError(f"WeightTrace: `every` must be an integer >= 1 step; got {every!r}.")
+        self.projection = projection
+        self.synapses = (
+            None
+            if synapses is None
+            else tuple((int(i), int(j)) for i, j in np.asarray(synapses).reshape(-1, 2))
+        )
+        self.every = int(every)
+
+    def _proj(self, network):
+        proj = network.projection(self.projection)
+        if proj.plasticity is None:
+            raise ValueError(
+                f"WeightTrace {self.projection!r}: the projection has no plasticity rule, so its "
+                "weights do not change; read them with network.weights(state, name)."
+            )
+        if self.synapses is not None:
+            for i, j in self.synapses:
+                if not (0 <= i < proj.synapses.n_pre and 0 <= j < proj.synapses.n_post):
+                    raise ValueError(
+                        f"WeightTrace {self.projection!r}: synapse ({i}, {j}) out of range "
+                        f"{proj.synapses.n_pre} x {proj.synapses.n_post}."
+                    )
+        return proj
+
+    def _select(self, network, state):
+        proj = self._proj(network)
+        w = state.plasticity[self.projection].weights
+        if self.synapses is None:
+            return w
+        pre = jnp.asarray([i for i, _ in self.synapses], jnp.int32)
+        post = jnp.asarray([j for _, j in self.synapses], jnp.int32)
+        return proj.synapses.get(w, pre, post)
+
+    def n_samples(self, n_steps):
+        return -(-n_steps // self.every)
+
+    def _example(self, network, dtype):
+        return jax.eval_shape(
+            lambda: self._select(network, network.init(jax.random.key(0), dtype=dtype))
+        )
+
+    def init(self, network, n_steps, dtype):
+        example = self._example(network, dtype)
+        return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
+
+    def update(self, network, buffer, state_before, spikes, k):
+        x = self._select(network, state_before)
+        if self.every == 1:
+            return lax.dynamic_update_index_in_dim(buffer, x, k, 0)
+        i = k // self.every
+        old = lax.dynamic_index_in_dim(buffer, i, 0, keepdims=False)
+        return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % self.every == 0, x, old), i, 0)
+
+    def nbytes(self, network, n_steps):
+        example = self._example(network, None)
+        return self.n_samples(n_steps) * int(np.prod(example.shape)) * example.dtype.itemsize
+
+    def describe(self, network, n_steps):
+        what = "all" if self.synapses is None else f"{len(self.synapses)} synapses"
+        return (
+            f"WeightTrace {self.projection} ({what}) every {self.every} step(s): "
+            f"{self.nbytes(network, n_steps) / 1e6:.2f} MB"
+        )

@@ -17,6 +17,9 @@ One step ``k`` (time :math:`t_k = k\,\Delta t`) is, in this order:
 4. **Propagation** — spikes pass through short-term plasticity and are delivered into the
    postsynaptic ring rows ``k + d``. A delay of one step (the minimum) therefore acts on the
    next step, the timing of a zero-delay synapse in Brian2.
+5. **Plasticity** — each projection with a ``plasticity`` rule updates its weights (kept in
+   ``state.plasticity``) from this step's pre- and postsynaptic spikes, so a spike is
+   transmitted with the weight before its own update (Brian2's ``on_pre`` order).
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from ._synapses.outputs import AbstractOutput
 from ._synapses.stp import TsodyksMarkram
 from .connect import EdgeList, ProceduralEdges
 from .init import AbstractInitializer
+from .plasticity._base import AbstractPlasticity
+from .plasticity._network import PlasticState, synapses_for
+from .plasticity._synapses import AbstractSynapses
 
 
 class Receptor(eqx.Module):
@@ -136,6 +142,13 @@ class Projection(eqx.Module):
         stp: optional :class:`TsodyksMarkram` short-term plasticity.
         round_delays: round delays to the nearest step instead of raising.
         name: unique name (default ``"pre->post:receptor"``).
+        plasticity: optional long-term plasticity rule (:mod:`brainsim.plasticity`); the
+            weights then become part of the simulated state (``state.plasticity[name]``,
+            ``result.weights(name)``). Needs a :class:`Dense` or :class:`Sparse` layout.
+        modulator: the neuromodulator signal passed to the rule each step (reward-modulated
+            rules): a current-like input (e.g. :class:`~brainsim.TimedArray`,
+            :class:`~brainsim.ConstantCurrent`; its value at the step), or the name of a
+            population whose spike count in the step is the signal.
     """
 
     pre: str = eqx.field(static=True)
@@ -146,6 +159,10 @@ class Projection(eqx.Module):
     layout: AbstractLayout
     stp: TsodyksMarkram | None
     round_delays: bool = eqx.field(static=True)
+    plasticity: AbstractPlasticity | None
+    modulator: AbstractCurrent | None
+    modulator_population: str | None = eqx.field(static=True)
+    synapses: AbstractSynapses | None
 
     def __init__(
         self,
@@ -158,7 +175,19 @@ class Projection(eqx.Module):
         stp: TsodyksMarkram | None = None,
         round_delays: bool = False,
         name: str | None = None,
+        plasticity: AbstractPlasticity | None = None,
+        modulator: AbstractCurrent | str | None = None,
     ):
+        if plasticity is not None and not isinstance(plasticity, AbstractPlasticity):
+            raise TypeError(
+                f"Projection {pre}->{post}: `plasticity` must be a brainsim.plasticity rule "
+                f"(e.g. brainsim.plasticity.PairSTDP(...)); got {type(plasticity).__name__}."
+            )
+        if modulator is not None and not isinstance(modulator, AbstractCurrent | str):
+            raise TypeError(
+                f"Projection {pre}->{post}: `modulator` must be a current-like input (e.g. "
+                f"brainsim.TimedArray) or a population name; got {type(modulator).__name__}."
+            )
         if not isinstance(connectivity, EdgeList | ProceduralEdges | AbstractConnectivity):
             raise TypeError(
                 f"Projection {pre}->{post}: `connectivity` must come from brainsim.connect "
@@ -174,6 +203,10 @@ class Projection(eqx.Module):
         self.layout = layout
         self.stp = stp
         self.round_delays = round_delays
+        self.plasticity = plasticity
+        self.modulator = None if isinstance(modulator, str) else modulator
+        self.modulator_population = modulator if isinstance(modulator, str) else None
+        self.synapses = None
 
 
 class ReceptorState(NamedTuple):
@@ -191,6 +224,8 @@ class NetworkState(NamedTuple):
     populations: dict
     receptors: dict
     stp: dict
+    plasticity: dict = {}
+    """Per plastic projection: :class:`~brainsim.plasticity.PlasticState` (weights, rule state)."""
 
 
 class Network(eqx.Module):
@@ -272,6 +307,7 @@ class Network(eqx.Module):
                 f"{where}: connectivity is {conn.n_pre} x {conn.n_post} but the populations have "
                 f"{pre.size} ({pre.name}) and {post.size} ({post.name}) neurons."
             )
+        edges = conn
         if isinstance(conn, EdgeList | ProceduralEdges):
             conn = proj.layout.build(
                 conn,
@@ -280,7 +316,21 @@ class Network(eqx.Module):
                 round_delays=proj.round_delays,
                 dtype=default_dtype(None),
             )
-        return eqx.tree_at(lambda p: p.connectivity, proj, conn)
+        proj = eqx.tree_at(lambda p: p.connectivity, proj, conn)
+        if proj.plasticity is None:
+            return proj
+        if proj.modulator_population is not None and proj.modulator_population not in by_name:
+            raise unknown_name_error(
+                "`modulator` population", proj.modulator_population, by_name, where=where
+            )
+        if proj.modulator is not None:
+            proj = eqx.tree_at(lambda p: p.modulator, proj, proj.modulator.discretize(self.dt))
+        edges = edges.edges() if isinstance(edges, ProceduralEdges) else edges
+        synapses, weights = synapses_for(
+            conn, edges if isinstance(edges, EdgeList) else None, owner=where
+        )
+        proj = eqx.tree_at(lambda p: p.connectivity.weights, proj, weights)
+        return eqx.tree_at(lambda p: p.synapses, proj, synapses, is_leaf=lambda x: x is None)
 
     # ------------------------------------------------------------------------------ lookup
 
@@ -347,10 +397,14 @@ class Network(eqx.Module):
                 )
                 for r, rec in p.receptors.items()
             }
+        plastic = {}
         for proj in self.projections:
             if proj.stp is not None:
                 stp[proj.name] = proj.stp.init(proj.connectivity.n_pre, dtype)
-        return NetworkState(jnp.zeros((), jnp.int32), key_run, pops, receptors, stp)
+            if proj.plasticity is not None:
+                w = jnp.asarray(proj.connectivity.weights, dtype)
+                plastic[proj.name] = PlasticState(w, proj.plasticity.init(proj.synapses, w))
+        return NetworkState(jnp.zeros((), jnp.int32), key_run, pops, receptors, stp, plastic)
 
     # ------------------------------------------------------------------------------ step
 
@@ -372,8 +426,51 @@ class Network(eqx.Module):
             drive, receptors[p.name] = self._drive(p, pstate, state.receptors[p.name], k, t, pkey)
             pops[p.name], spikes[p.name] = p.model.step(pstate, drive, t, dt)
         stp, receptors = self._propagate(state, spikes, receptors, k)
-        new_state = NetworkState(k + 1, state.key, pops, receptors, stp)
+        plastic = self._plasticity(state, spikes, k, step_key)
+        new_state = NetworkState(k + 1, state.key, pops, receptors, stp, plastic)
         return new_state, spikes
+
+    def _plasticity(self, state, spikes, k, key):
+        """Long-term plasticity of every plastic projection, after this step's spikes."""
+        out = {}
+        for n, proj in enumerate(self.projections):
+            if proj.plasticity is None:
+                continue
+            ps = state.plasticity[proj.name]
+            mod = proj.modulator
+            if proj.modulator_population is not None:
+                mod = jnp.sum(spikes[proj.modulator_population])
+            elif mod is not None:
+                mod = mod.current(k, self.dt, jax.random.fold_in(key, 2000 + n))
+            w, rs = proj.plasticity.update(
+                ps.rule,
+                ps.weights,
+                spikes[proj.pre],
+                spikes[proj.post],
+                self.dt,
+                synapses=proj.synapses,
+                modulator=mod,
+            )
+            out[proj.name] = PlasticState(w.astype(ps.weights.dtype), rs)
+        return out
+
+    def with_weights(self, state: NetworkState) -> Network:
+        """This network with the plastic projections' weights taken from ``state`` (e.g. to
+        freeze learned weights: drop the rules with ``eqx.tree_at`` afterwards)."""
+        net = self
+        for i, proj in enumerate(self.projections):
+            if proj.plasticity is not None:
+                w = state.plasticity[proj.name].weights
+                net = eqx.tree_at(lambda m, i=i: m.projections[i].connectivity.weights, net, w)
+        return net
+
+    def weights(self, state: NetworkState, projection: str):
+        """The ``(n_pre, n_post)`` weight matrix of ``projection`` in ``state`` (plastic
+        projections) or of the network itself (static ones)."""
+        proj = self.projection(projection)
+        if proj.plasticity is None:
+            return proj.connectivity.to_dense()
+        return proj.synapses.to_dense(state.plasticity[projection].weights)
 
     def _propagate(self, state, spikes, receptors, k):
         """Short-term plasticity, then delivery into the postsynaptic ring buffers."""
@@ -383,7 +480,11 @@ class Network(eqx.Module):
             if proj.stp is not None:
                 stp[proj.name], values = proj.stp.step(state.stp[proj.name], values, self.dt)
             rs = receptors[proj.post][proj.receptor]
-            ring = proj.connectivity.deliver(rs.ring, k, values)
+            conn = proj.connectivity
+            if proj.plasticity is not None:
+                w = state.plasticity[proj.name].weights
+                conn = eqx.tree_at(lambda c: c.weights, conn, w.astype(conn.weights.dtype))
+            ring = conn.deliver(rs.ring, k, values)
             receptors[proj.post][proj.receptor] = rs._replace(ring=ring)
         return stp, receptors
 

@@ -13,12 +13,18 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from ._checkpoint_scan import Checkpointing, checkpointed_scan
 from ._compile import jit
 from ._errors import SimulationError, is_concrete
-from ._monitors import AbstractMonitor, PopulationRate, SpikeList, SpikeRaster, StateTrace
+from ._monitors import (
+    AbstractMonitor,
+    PopulationRate,
+    SpikeList,
+    SpikeRaster,
+    StateTrace,
+    WeightTrace,
+)
 from ._network import Network, NetworkState
 
 
@@ -173,6 +179,27 @@ class SimulationResult(eqx.Module):
         size = self.population_sizes[self.population_names.index(population)]
         return float(self.spike_counts(population).sum() / (size * self.duration * 1e-3))
 
+    def weights(self, projection: str):
+        """Final weights of a plastic projection, in its storage (Dense: ``(n_pre, n_post)``;
+        Sparse: ``(n_pre, fan_out)`` aligned with ``connectivity.targets``); use
+        ``network.weights(result.state, name)`` for the dense matrix of any layout."""
+        plastic = self.state.plasticity
+        if projection not in plastic:
+            from ._errors import unknown_name_error
+
+            raise unknown_name_error("plastic projection", projection, list(plastic))
+        return np.asarray(plastic[projection].weights)
+
+    def weight_trace(self, projection: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(times_ms, weights[samples, ...])`` of a :class:`WeightTrace`."""
+        found = self._find(WeightTrace, lambda m: m.projection == projection)
+        if found is None:
+            raise ValueError(f"No WeightTrace({projection!r}) was recorded.")
+        m, values = found
+        values = np.asarray(values)
+        t0 = float(np.asarray(self.t_start).ravel()[0])
+        return t0 + np.arange(values.shape[0]) * m.every * self.dt, values
+
     def batch(self, index) -> SimulationResult:
         """One element of a batched (``vmap``-ed) result."""
         return jax.tree.map(lambda x: x[index], self)
@@ -210,12 +237,15 @@ def _run(
     buffers = tuple(m.init(network, n_steps, dtype) for m in monitors)
     first_bad = jnp.full((len(network.populations),), -1, jnp.int32)
     t_start = state.step.astype(jnp.result_type(float)) * network.dt
+    k_start = state.step
 
     def body(carry, _):
         net_state, buffers, first_bad = carry
         k = net_state.step
         new_state, spikes = network.step(net_state)
-        local = k - (t_start / network.dt).round().astype(jnp.int32)
+        # Step index within this run, in integers: t_start is a float (float32 by default)
+        # and stops representing whole steps exactly beyond 2**24 steps (28 min at 0.1 ms).
+        local = k - k_start
         buffers = tuple(
             m.update(network, b, net_state, spikes, local)
             for m, b in zip(monitors, buffers, strict=True)

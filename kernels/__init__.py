@@ -5,13 +5,16 @@ Each op has the same signature in every implementation; the reference in
 selected per platform at lowering time and can be forced with ``implementation=``.
 """
 
+from ._compact import default_capacity as default_capacity
 from ._cpu import available as native_cpu_available
 from ._cpu import status as native_cpu_status
+from ._csr import csr_deliver as csr_deliver
 from ._ell import Implementation as Implementation
 from ._ell import ell_deliver as ell_deliver
-from ._csr import csr_deliver as csr_deliver
+from ._plasticity import ell_post_slots as ell_post_slots
+from ._plasticity import ell_update_post as ell_update_post
+from ._plasticity import ell_update_pre as ell_update_pre
 from ._procedural import procedural_deliver as procedural_deliver
-from ._compact import default_capacity as default_capacity
 
 __all__ = [
     "Implementation",
@@ -21,4 +24,7 @@ __all__ = [
     "csr_deliver",
     "procedural_deliver",
     "default_capacity",
+    "ell_post_slots",
+    "ell_update_pre",
+    "ell_update_post",
 ]

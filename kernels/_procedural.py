@@ -8,9 +8,10 @@ so every implementation, chunk size, tiling and device count sees bit-identical 
 
 **Counter-based RNG.** Threefry-2x32 with 20 rounds (Salmon et al., SC 2011; the generator
 behind ``jax.random``): a keyed bijection of a 64-bit counter, here ``key = (seed, stream)``
-and ``counter = (i, j)``. Stream ``ROW_STREAM`` gives four round keys per presynaptic neuron
-(counters ``(i, 0)`` and ``(i, 1)``); stream ``SYNAPSE_STREAM`` gives two words per synapse
-``(i, j)``: the target (with replacement) and the weight variate.
+and ``counter = (i, j)``. Stream ``ROW_STREAM`` gives the permutation keys of presynaptic
+neuron ``i`` (counter ``(i, 0)``: words ``k0, k1``, and ``fmix32(k0 + φ), fmix32(k1 + φ)``);
+stream ``SYNAPSE_STREAM`` gives two words per synapse ``(i, j)``: the target (with
+replacement) and the weight variate.
 
 **Targets.**
 
@@ -114,10 +115,10 @@ def feistel(x, keys, half_bits: int):
 
 
 def row_keys(seed, rows):
-    """The four Feistel round keys of presynaptic neurons ``rows``."""
+    """The four Feistel round keys of presynaptic neurons ``rows``: the two Threefry words of
+    counter ``(i, 0)`` and their MurmurHash3 finalisations (one Threefry call per neuron)."""
     k0, k1 = threefry2x32(seed, _U32(ROW_STREAM), rows, rows * _U32(0))
-    k2, k3 = threefry2x32(seed, _U32(ROW_STREAM), rows, rows * _U32(0) + _U32(1))
-    return k0, k1, k2, k3
+    return k0, k1, fmix32(k0 + _U32(_GOLDEN)), fmix32(k1 + _U32(_GOLDEN))
 
 
 def synapse_words(seed, rows, j):
@@ -159,7 +160,8 @@ def _targets_and_variates(rule: Rule, rows, j, active, xp, walk, need_g: bool):
     """Targets (int32) and weight variates ``g`` (float32, or ``None`` unless ``need_g``) of
     synapses ``(rows, j)``.
 
-    ``walk(x, keys, active)`` runs the cycle walk (a Python loop on NumPy, a while loop in jnp).
+    ``walk(j, keys, active)`` returns the cycle-walked permutation of ``j`` (a Python loop on
+    NumPy, a while loop in jnp).
     """
     seed = _U32(rule.seed)
     n_range = _U32(rule.n_range)
@@ -170,7 +172,7 @@ def _targets_and_variates(rule: Rule, rows, j, active, xp, walk, need_g: bool):
         x = mulhi32(a, n_range)
     else:
         keys = row_keys(seed, rows)
-        x = walk(feistel(j, keys, rule.half_bits), keys, active)
+        x = walk(j, keys, active)
     if not rule.allow_self:
         x = x + (x >= rows).astype(x.dtype)
     return x.astype(xp.int32), (unit_float(b, xp) if need_g else None)
@@ -181,8 +183,9 @@ def numpy_synapses(rule: Rule, rows: np.ndarray, j: np.ndarray, active=None, nee
     rows = np.asarray(rows, np.uint32)
     j = np.asarray(j, np.uint32)
 
-    def walk(x, keys, active_):
+    def walk(j, keys, active_):
         n_range = _U32(rule.n_range)
+        x = feistel(j, keys, rule.half_bits)
         while True:
             out = x >= n_range
             if active_ is not None:
@@ -200,20 +203,24 @@ def jnp_synapses(rule: Rule, rows, j, active, need_g=True):
     rows = jnp.asarray(rows).astype(jnp.uint32)
     j = jnp.asarray(j).astype(jnp.uint32)
 
-    def walk(x, keys, active_):
+    def walk(j, keys, active_):
         n_range = _U32(rule.n_range)
-        shape = jnp.broadcast_shapes(x.shape, rows.shape, j.shape, jnp.shape(active_))
-        keys = tuple(jnp.broadcast_to(k, shape) for k in keys)
-        x = jnp.broadcast_to(x, shape)
+        shape = jnp.broadcast_shapes(j.shape, keys[0].shape, jnp.shape(active_))
         act = jnp.broadcast_to(active_, shape)
 
-        def cond(x):
-            return jnp.any(act & (x >= n_range))
+        # The first application is folded into the loop so that the permutation, the bulk of
+        # the compiled code, is traced once.
+        def cond(carry):
+            x, first = carry
+            return first | jnp.any(act & (x >= n_range))
 
-        def body(x):
-            return jnp.where(x >= n_range, feistel(x, keys, rule.half_bits), x)
+        def body(carry):
+            x, first = carry
+            again = first | (x >= n_range)
+            return jnp.where(again, feistel(x, keys, rule.half_bits), x), jnp.asarray(False)
 
-        return lax.while_loop(cond, body, x)
+        start = jnp.broadcast_to(j, shape)  # x = j: the loop applies the first permutation
+        return lax.while_loop(cond, body, (start, jnp.asarray(True)))[0]
 
     return _targets_and_variates(rule, rows, j, active, jnp, walk, need_g)
 
@@ -335,12 +342,10 @@ def _deliver_jvp(static, primals, tangents):
     # Regenerate every synapse (not only those of neurons that spiked): silent neurons still
     # pass their surrogate gradient. The expression is linear in the tangents, so JAX
     # transposes it for reverse mode.
-    dense = partial(_reference.procedural_deliver_dense, rule=static.rule, delay=static.delay)
-    zero = jnp.zeros_like(ring)
-    out_dot = (
-        ring_dot
-        + dense(zero, cursor, spikes_dot, loc, scale, counts)
-        + dense(zero, cursor, spikes, loc_dot, scale_dot, counts)
+    # One pass regenerates the synapses for both terms of the product rule.
+    terms = [(spikes_dot, loc, scale), (spikes, loc_dot, scale_dot)]
+    out_dot = _reference.procedural_deliver_dense(
+        ring_dot, cursor, terms, counts, rule=static.rule, delay=static.delay
     )
     return out, out_dot
 

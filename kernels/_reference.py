@@ -138,20 +138,22 @@ def csr_deliver_dense(
 # ----------------------------------------------------------------------------- procedural
 
 
-def _procedural_rows(rule, rows, j, live, loc, scale, counts, spikes, dtype):
-    """Slots-independent parts of the synapses ``(rows, j)``: targets, validity, values."""
+def _procedural_rows(rule, rows, j, live, counts, terms, dtype):
+    """Targets, validity and summed values ``Σ_t spikes_t[i] (loc_t + scale_t g_ij)`` of the
+    synapses ``(rows, j)``; ``terms`` is a sequence of ``(spikes, loc, scale)``."""
     from . import _procedural  # imported here: _procedural imports this module
 
     count = rule.fan_out if counts is None else counts.at[rows].get(mode="fill", fill_value=0)
     valid = live[:, None] & (j[None, :] < jnp.reshape(count, (-1, 1)))
-    targets, g = _procedural.jnp_synapses(
-        rule, rows[:, None], j[None, :], valid, need_g=scale is not None
-    )
-    w = loc.astype(dtype)
-    if scale is not None:
-        w = w + scale.astype(dtype) * g.astype(dtype)
-    values = spikes.at[rows].get(mode="fill", fill_value=0).astype(dtype)
-    contrib = jnp.broadcast_to(w * values[:, None], valid.shape)
+    random = any(scale is not None for _, _, scale in terms)
+    targets, g = _procedural.jnp_synapses(rule, rows[:, None], j[None, :], valid, need_g=random)
+    contrib = jnp.zeros(valid.shape, dtype)
+    for spikes, loc, scale in terms:
+        w = loc.astype(dtype)
+        if scale is not None:
+            w = w + scale.astype(dtype) * g.astype(dtype)
+        values = spikes.at[rows].get(mode="fill", fill_value=0).astype(dtype)
+        contrib = contrib + w * values[:, None]
     return targets, valid, contrib
 
 
@@ -172,7 +174,7 @@ def procedural_deliver(
     def body(c, ring):
         rows = chunk_indices(events, c * chunk_size, chunk_size)
         targets, valid, contrib = _procedural_rows(
-            rule, rows, j, rows < rule.n_pre, loc, scale, counts, spikes, ring.dtype
+            rule, rows, j, rows < rule.n_pre, counts, [(spikes, loc, scale)], ring.dtype
         )
         slots = jnp.where(valid, base + targets, n_ring * n_post)
         return ring.at[slots.ravel()].add(contrib.ravel(), mode="drop")
@@ -180,11 +182,13 @@ def procedural_deliver(
     return lax.fori_loop(0, n_chunks(events, chunk_size), body, ring)
 
 
-def procedural_deliver_dense(ring, cursor, spikes, loc, scale, counts, *, rule, delay: int):
-    """The same sum over *every* synapse, regenerated block by block (the tangent rule).
+def procedural_deliver_dense(ring, cursor, terms, counts, *, rule, delay: int):
+    """The sum over *every* synapse of ``Σ_t spikes_t[i] (loc_t + scale_t g_ij)``, regenerated
+    block by block: with ``terms = [(spikes, loc, scale)]`` the delivery itself, and with
+    ``[(spikes_dot, loc, scale), (spikes, loc_dot, scale_dot)]`` its tangent.
 
     A ``lax.scan`` over blocks of presynaptic neurons with a rematerialised body: linear in
-    spikes and weights, transposable, and its memory is one block of synapses, not all of them.
+    each term's spikes and weights, transposable, and its memory is one block of synapses.
     """
     from . import _procedural
 
@@ -201,7 +205,7 @@ def procedural_deliver_dense(ring, cursor, spikes, loc, scale, counts, *, rule, 
     def body(acc, b):
         rows = b * block + jnp.arange(block, dtype=jnp.int32)
         targets, valid, contrib = _procedural_rows(
-            rule, rows, j, rows < rule.n_pre, loc, scale, counts, spikes, acc.dtype
+            rule, rows, j, rows < rule.n_pre, counts, terms, acc.dtype
         )
         slots = jnp.where(valid, base + targets, n_ring * n_post)
         return acc.at[slots.ravel()].add(contrib.ravel(), mode="drop"), None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
@@ -59,7 +60,8 @@ class AdEx(AbstractNeuron):
         tau_w: adaptation time constant (ms). a: subthreshold adaptation (nS).
         b: spike-triggered adaptation (pA). V_reset: reset (mV). V_peak: spike cut-off (mV).
         t_ref: refractory period (ms). I_e: bias current (pA).
-        surrogate, detach_reset, integrator: as for :class:`LIF`.
+        surrogate, detach_reset, integrator: as for :class:`LIF`; ``detach_reset`` also
+            detaches the spike-triggered jump ``w += b`` (gradients still reach ``b``).
 
     Example:
         >>> import brainsim as bs, jax.numpy as jnp
@@ -170,5 +172,7 @@ class AdEx(AbstractNeuron):
             t_ref=self.t_ref,
             dt=dt,
         )
-        w = w + self.b * spikes
+        # The jump is part of the reset: detached with it, else its surrogate gradient
+        # b σ'(V - V_peak) ∂V/∂θ (large on the exponential upswing) multiplies at every spike.
+        w = w + self.b * (jax.lax.stop_gradient(spikes) if self.detach_reset else spikes)
         return AdExState(v.astype(dtype), w.astype(dtype), refractory), spikes.astype(dtype)

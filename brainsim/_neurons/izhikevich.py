@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
@@ -55,7 +56,8 @@ class Izhikevich(AbstractNeuron):
         d: jump of ``u`` per spike (mV/ms).
         V_peak: spike cut-off (mV). V_init: initial ``v`` (mV). C_m: input scale (default 1.0).
         I_e: bias (input units). t_ref: refractory period (ms; default 0, the model has none).
-        surrogate, detach_reset, integrator: as for :class:`LIF`.
+        surrogate, detach_reset, integrator: as for :class:`LIF`; ``detach_reset`` also
+            detaches the jump ``u += d`` (gradients still reach ``d``).
 
     Example:
         >>> import brainsim as bs, jax.numpy as jnp
@@ -172,5 +174,6 @@ class Izhikevich(AbstractNeuron):
             t_ref=self.t_ref,
             dt=dt,
         )
-        u = u + self.d * spikes
+        # The jump is part of the reset, so it is detached with it (see AdEx).
+        u = u + self.d * (jax.lax.stop_gradient(spikes) if self.detach_reset else spikes)
         return IzhikevichState(v.astype(dtype), u.astype(dtype), refractory), spikes.astype(dtype)

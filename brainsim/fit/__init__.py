@@ -39,3 +39,4 @@ from ._online import bptt_loss as bptt_loss
 from ._online import eprop_loss as eprop_loss
 from ._params import Trainable as Trainable
 from ._recording import SpikeTrain as SpikeTrain
+from ._recording import Trace as Trace

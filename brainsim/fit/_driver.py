@@ -297,7 +297,7 @@ def fit(
                 order, cursor = rng.permutation(n_samples), 0
             idx = jnp.asarray(order[cursor : cursor + batch_size])
             cursor += batch_size
-            batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
+            batch = jax.tree.map(lambda x, idx=idx: jnp.take(x, idx, axis=0), data)
         else:
             batch = data
         key = jax.random.fold_in(base_key, k - 1)

@@ -11,6 +11,7 @@ produced the spikes. ``dt`` is in ms, rates in Hz, times in ms.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -161,16 +162,43 @@ def spike_times(
     _time_axis_check(spikes, "spikes", "spike_times")
     if not (isinstance(n_spikes, int) and n_spikes >= 1):
         raise ValueError(f"spike_times: `n_spikes` must be a positive integer; got {n_spikes!r}.")
-    T = spikes.shape[-2]
+    if spikes.ndim != 2:
+        raise ValueError(
+            f"spike_times: `spikes` must have shape (steps, neurons) (vmap over batches); got "
+            f"{spikes.shape}."
+        )
     dtype = jnp.result_type(spikes, float)
-    t = t_start + dt * jnp.arange(T, dtype=dtype)
-    t_end = t_start + dt * T
-    counts_before = lax.stop_gradient(jnp.cumsum(spikes, axis=-2) - spikes)
-    j = jnp.arange(n_spikes, dtype=dtype)
-    # window[j, k, i] = 1 while neuron i has fired exactly j spikes before step k.
-    window = (counts_before[None] == j[:, None, None]).astype(dtype)
-    weight = window * spikes[None]  # selects the step of spike j (forward: one-hot or zero)
-    return t_end + jnp.sum(weight * (t[None, :, None] - t_end), axis=-2)
+    t = t_start + dt * jnp.arange(spikes.shape[0], dtype=dtype)
+    return _spike_times(spikes.astype(dtype), t, jnp.asarray(t_start + dt * spikes.shape[0], dtype), n_spikes)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _spike_times(spikes, t, t_end, n_spikes):
+    # Forward: the step of spike j is the first whose inclusive count exceeds j (a search per
+    # neuron, O(n_spikes log T)); no (n_spikes x T) tensor and no scatter.
+    T = spikes.shape[0]
+    counts = lax.associative_scan(jnp.add, spikes, axis=0)  # XLA's CPU cumsum is quadratic
+    j = jnp.arange(1, n_spikes + 1, dtype=counts.dtype)
+    idx = jax.vmap(lambda c: jnp.searchsorted(c, j - 0.5), in_axes=1, out_axes=1)(counts)
+    return jnp.where(idx < T, t[jnp.minimum(idx, T - 1)], t_end)
+
+
+def _spike_times_fwd(spikes, t, t_end, n_spikes):
+    counts = lax.associative_scan(jnp.add, spikes, axis=0)
+    return _spike_times(spikes, t, t_end, n_spikes), (counts - spikes, t, t_end)
+
+
+def _spike_times_bwd(n_spikes, residuals, g):
+    # d t_j / d s_k = (t_k - t_end) for every step k that belongs to spike j (holds it, or
+    # lies between spike j - 1 and it): a gather of the cotangent by spike number.
+    counts_before, t, t_end = residuals
+    j = jnp.clip(counts_before.astype(jnp.int32), 0, n_spikes)
+    g = jnp.concatenate([g, jnp.zeros((1,) + g.shape[1:], g.dtype)], axis=0)
+    d_spikes = jnp.take_along_axis(g, j, axis=0) * (t - t_end)[:, None]
+    return d_spikes, jnp.zeros_like(t), jnp.zeros_like(t_end)
+
+
+_spike_times.defvjp(_spike_times_fwd, _spike_times_bwd)
 
 
 def spike_time_loss(

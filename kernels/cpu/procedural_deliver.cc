@@ -6,7 +6,8 @@
 //   * Threefry-2x32-20, key (seed, stream), counter (i, j);
 //   * with replacement: target = mulhi(a, n_range) of the first word of stream SYNS;
 //   * without replacement: target = cycle-walked 8-round Feistel permutation of j on 4^h
-//     values, round keys from stream ROWS, counters (i, 0) and (i, 1);
+//     values, round keys (k0, k1, fmix(k0 + golden), fmix(k1 + golden)) from stream ROWS,
+//     counter (i, 0);
 //   * allow_self = 0: draws from n_post - 1 values and skips i;
 //   * weight = loc (constant) or loc + scale * g, g = (b >> 8) * 2^-24 from the second word.
 // For each spiking neuron (ascending) and each j (ascending), ring[(cursor + delay) mod D, t]
@@ -124,7 +125,8 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
         uint32_t keys[4] = {0, 0, 0, 0};
         if (!rule.replace) {
           Threefry2x32(seed, kRowStream, row, 0u, &keys[0], &keys[1]);
-          Threefry2x32(seed, kRowStream, row, 1u, &keys[2], &keys[3]);
+          keys[2] = Fmix32(keys[0] + kGolden);
+          keys[3] = Fmix32(keys[1] + kGolden);
         }
         for (int64_t j = 0; j < count; ++j) {
           uint32_t a = 0, word = 0, x;

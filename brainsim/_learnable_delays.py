@@ -1,0 +1,207 @@
+r"""Learnable synaptic delays: real-valued delays, differentiable through linear interpolation.
+
+A synapse ``s`` with real delay :math:`d_s` (in steps of ``dt``, :math:`1 \le d_s \le D`) spreads
+its weight over the two neighbouring integer lags (a two-tap kernel, the linear variant of
+DCLS, Hammouamri et al. 2024):
+
+.. math::
+    \ell_s = \min(\lfloor d_s \rfloor, D - 1), \qquad f_s = d_s - \ell_s \in [0, 1], \\
+    \text{a spike of step } k \text{ adds } (1 - f_s)\, w_s \text{ to row } k + \ell_s
+    \text{ and } f_s\, w_s \text{ to row } k + \ell_s + 1 \text{ of the receptor's ring.}
+
+The delivered input is linear in :math:`f_s`, so its derivative with respect to the delay is
+:math:`w_s\,(\text{row } \ell_s + 1 - \text{row } \ell_s)`: defined everywhere (the right
+derivative at whole steps, where the kernel has a kink) and exactly the derivative of the
+simulated model, which is what finite differences measure. At whole-step delays the kernel is
+a single tap, so the interpolated network *is* the event-driven one with those delays: rounding
+(:func:`round_learned_delays`) is then exact, and otherwise changes each delay by at most half
+a step.
+
+Why two taps rather than a Gaussian over all lags: it costs two scatters per synapse and step
+(a Gaussian costs ``D``), and rounding is lossless once the delays have settled on whole steps.
+Its gradient sees only the neighbouring lag, so delays move by following the slope of the
+postsynaptic response; a smooth synaptic kernel (time constant of a few steps) keeps that
+slope informative.
+
+Delays are stored in ms as a float array leaf ``delays`` (one per synapse), next to the
+per-synapse ``weights``; train them with :class:`brainsim.fit.Trainable`, e.g. with
+``fit.Interval(dt, max_delay)`` so they stay in range without a clip (outside
+``[dt, max_delay]`` they are clipped, and the gradient there is zero).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ._propagation import AbstractConnectivity, AbstractLayout, materialise
+from .connect import EdgeList
+
+
+class LearnableDelays(AbstractLayout):
+    """Store a projection with real-valued, trainable delays (linear interpolation over lags).
+
+    Arguments:
+        max_delay: the longest delay (ms) a synapse may reach during training; the receptor's
+            ring buffer gets ``max_delay / dt`` rows. At least two steps.
+
+    Each synapse keeps its own weight and delay (initial values from the edge list: delays in
+    ms, ``None`` = one step; they need not be multiples of ``dt``). Delivery is a dense jnp
+    scatter over all synapses every step (not event-driven): use it to train, then turn the
+    projection into an event-driven one with :func:`round_learned_delays`.
+
+    Example:
+        >>> proj = bs.Projection("in", "out", connect.all_to_all(2, 2, weight=1.0, delay=3.0),
+        ...                      receptor="e", layout=bs.LearnableDelays(max_delay=10.0))
+        >>> net = bs.Network([...], [proj], dt=1.0)
+        >>> tr = bs.fit.Trainable(net, lambda n: n.projections[0].connectivity.delays,
+        ...                       bs.fit.Interval(1.0, 10.0))
+    """
+
+    max_delay: float = eqx.field(static=True)
+
+    def __init__(self, max_delay: float):
+        if not (isinstance(max_delay, int | float | np.integer | np.floating) and max_delay > 0):
+            raise ValueError(
+                f"LearnableDelays: `max_delay` must be a positive number of ms; got {max_delay!r}."
+            )
+        self.max_delay = float(max_delay)
+
+    def build(self, edges, dt, *, owner, round_delays, dtype):
+        edges = materialise(edges, owner)
+        max_steps = int(np.floor(self.max_delay / dt + 1e-9))
+        if max_steps < 2:
+            raise ValueError(
+                f"{owner}: LearnableDelays(max_delay={self.max_delay}) spans fewer than two steps "
+                f"of dt = {dt} ms; interpolation needs at least two lags. Raise `max_delay`."
+            )
+        n = edges.n_synapses
+        delay = dt if edges.delay is None else edges.delay
+        delays = np.broadcast_to(np.asarray(delay, dtype=float), (n,))
+        low, high = dt * (1 - 1e-9), max_steps * dt * (1 + 1e-9)
+        bad = (delays < low) | (delays > high)
+        if np.any(bad):
+            raise ValueError(
+                f"{owner}: initial delay {delays[bad][0]} ms is outside [dt, max_delay] = "
+                f"[{dt}, {max_steps * dt}] ms of LearnableDelays; raise `max_delay` or shorten "
+                "the delays."
+            )
+        return LearnableDelayConnectivity(
+            jnp.asarray(edges.pre, jnp.int32),
+            jnp.asarray(edges.post, jnp.int32),
+            jnp.asarray(edges.weights_per_edge(), dtype),
+            jnp.asarray(np.clip(delays, dt, max_steps * dt), dtype),
+            float(dt),
+            edges.n_pre,
+            edges.n_post,
+            max_steps,
+            n,
+        )
+
+
+class LearnableDelayConnectivity(AbstractConnectivity):
+    """Synapses as a list (``pre``, ``post``) with per-synapse ``weights`` and real ``delays``
+    (ms, array leaves: both trainable); ``max_delay`` is the ring length in steps."""
+
+    pre: Int[Array, " n_synapses"]
+    post: Int[Array, " n_synapses"]
+    weights: Float[Array, " n_synapses"]
+    delays: Float[Array, " n_synapses"]
+    dt: float = eqx.field(static=True)
+
+    def __init__(self, pre, post, weights, delays, dt, n_pre, n_post, max_delay, n_synapses):
+        self.pre = pre
+        self.post = post
+        self.weights = weights
+        self.delays = delays
+        self.dt = dt
+        self.n_pre = n_pre
+        self.n_post = n_post
+        self.max_delay = max_delay
+        self.n_synapses = n_synapses
+
+    def taps(self):
+        """Lower lag (steps, int) and the fraction ``f`` of the weight sent one step later."""
+        d = jnp.clip(self.delays / self.dt, 1.0, float(self.max_delay))
+        lower = jnp.minimum(jnp.floor(d), self.max_delay - 1)
+        return lower.astype(jnp.int32), d - lower
+
+    def deliver(self, ring, cursor, spikes):
+        n_ring = ring.shape[0] // self.n_post
+        lower, frac = self.taps()
+        w = spikes.astype(self.weights.dtype)[self.pre] * self.weights
+        row = (cursor + lower) % n_ring
+        first = row * self.n_post + self.post
+        second = ((row + 1) % n_ring) * self.n_post + self.post
+        values = jnp.concatenate([w * (1 - frac), w * frac]).astype(ring.dtype)
+        return ring.at[jnp.concatenate([first, second])].add(values)
+
+    def to_dense(self):
+        dense = jnp.zeros((self.n_pre, self.n_post), self.weights.dtype)
+        return dense.at[self.pre, self.post].add(self.weights)
+
+    def rounded_edges(self) -> EdgeList:
+        """The synapses as an :class:`~brainsim.connect.EdgeList` with the current weights and
+        each delay rounded to the nearest whole step (ms)."""
+        steps = np.clip(np.rint(np.asarray(self.delays, float) / self.dt), 1, self.max_delay)
+        return EdgeList(
+            np.asarray(self.pre),
+            np.asarray(self.post),
+            np.asarray(self.weights, float),
+            steps * self.dt,
+            self.n_pre,
+            self.n_post,
+        )
+
+
+def round_learned_delays(network, layout: AbstractLayout | None = None):
+    """The network with every :class:`LearnableDelays` projection turned into an ordinary one
+    (delays rounded to whole steps, current weights) stored in ``layout``.
+
+    Arguments:
+        network: a built :class:`~brainsim.Network`.
+        layout: the storage of the rounded projections (default :class:`~brainsim.Sparse`,
+            event-driven; :class:`~brainsim.Dense` needs one delay per pair of neurons).
+
+    Returns:
+        A :class:`~brainsim.Network` with the same populations and other projections. Where the
+        learned delays are whole steps it simulates exactly as the original; otherwise each
+        delay moves by at most half a step.
+    """
+    from ._network import Network, Projection
+    from ._propagation import Sparse
+
+    if not isinstance(network, Network):
+        raise TypeError(
+            f"round_learned_delays: expected a brainsim.Network; got {type(network).__name__}."
+        )
+    layout = Sparse() if layout is None else layout
+    if not isinstance(layout, AbstractLayout) or isinstance(layout, LearnableDelays):
+        raise TypeError(
+            "round_learned_delays: `layout` must be an integer-delay layout such as "
+            f"brainsim.Sparse() or brainsim.Dense(); got {layout!r}."
+        )
+    projections = []
+    for proj in network.projections:
+        conn = proj.connectivity
+        if isinstance(conn, LearnableDelayConnectivity):
+            built = layout.build(
+                conn.rounded_edges(),
+                network.dt,
+                owner=f"Projection {proj.name!r}",
+                round_delays=True,
+                dtype=conn.weights.dtype,
+            )
+            proj = Projection(
+                proj.pre,
+                proj.post,
+                built,
+                receptor=proj.receptor,
+                layout=layout,
+                stp=proj.stp,
+                name=proj.name,
+            )
+        projections.append(proj)
+    return eqx.tree_at(lambda n: n.projections, network, tuple(projections))

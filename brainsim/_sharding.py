@@ -1,0 +1,801 @@
+r"""Multi-device simulation: neurons partitioned over a device mesh, spikes exchanged each step.
+
+:func:`simulate_sharded` runs the same network as :func:`~brainsim.simulate` on the devices of a
+one-dimensional :class:`jax.sharding.Mesh` axis and returns the same
+:class:`~brainsim.SimulationResult`: with the same key and dtype the spikes, recordings and
+final state equal a single-device run exactly (Sparse and CSR layouts; see *Exactness*).
+
+How the work is split (one ``lax.scan`` inside one ``shard_map``):
+
+* **Neurons.** Every neuron population of ``n`` neurons is cut into ``D`` equal blocks of
+  ``ceil(n / D)`` neurons, device ``d`` owning neurons ``d*ceil(n/D) ...``; the last block is
+  padded with inert neurons (no synapses, no injected current, spikes masked), so population
+  sizes need not divide the device count. A device keeps the state, per-neuron parameters,
+  synaptic traces and ring buffers of its own neurons only.
+* **Synapses live with their postsynaptic neuron.** At :class:`ShardedNetwork` construction each
+  projection's ELL/CSR/dense storage is split by the block of its *target*: device ``d`` stores
+  the synapses onto its neurons, with local target indices, in the original per-neuron order
+  (so every target sums its inputs in the same order as on one device).
+* **Spike exchange.** After the neuron update, the spikes of all neuron populations are
+  exchanged with one collective per step: an ``all_gather`` of the spike vector (default) or,
+  with ``capacity=c``, an ``all_gather`` of compacted lists of at most ``c`` spiking neurons per
+  device; a step in which any device has more than ``c`` spikes falls back to the full vector
+  for that step, so no spike is ever dropped. Every device then delivers the spikes of all
+  presynaptic neurons through its local synapses.
+* **Replicated parts.** Spike sources (:class:`PoissonSource`, generators, arrays), short-term
+  plasticity state (per presynaptic neuron) and the recordings are computed identically on every
+  device. Sources are replicated because their random draws must be those of the single-device
+  run (the draw for channel ``i`` depends on the whole vector); their cost does not shrink with
+  more devices, so very large Poisson populations are a serial part of the run.
+
+Randomness follows :meth:`Network.step` exactly: step ``k`` uses ``fold_in(key, k)``, then the
+population index; injected currents are evaluated for the whole population and sliced.
+
+Exactness: with the Sparse (ELL) and CSR layouts the result equals the single-device run bit
+for bit (same dtype, same kernels). Dense projections are split by columns; the matrix–vector
+product may then sum in a different order (different blocking), so Dense agrees to float
+rounding only. Procedural connectivity and learnable delays are not supported (use Sparse).
+
+Launching on several GPUs of one host::
+
+    import jax, brainsim as bs
+    mesh = jax.make_mesh((jax.device_count(),), ("neurons",))
+    result = bs.simulate_sharded(net, 1000.0, mesh=mesh, key=jax.random.key(0),
+                                 record=(bs.SpikeRaster(),))
+
+On CPU the same code runs on ``N`` simulated devices with
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before jax is imported.
+
+Several hosts (one process per host, every process runs the same script, each sees its local
+GPUs; the mesh spans all of them)::
+
+    # on every host, e.g. through SLURM (srun sets the variables jax reads) or by hand:
+    #   JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=<0|1> python run.py
+    import jax
+    jax.distributed.initialize()  # reads the variables above (or SLURM/Open MPI); call first
+    import brainsim as bs
+    mesh = jax.make_mesh((jax.device_count(),), ("neurons",))  # all devices of all hosts
+    net = build_network(seed=0)  # the same network (same seeds) on every host
+    result = bs.simulate_sharded(net, 1000.0, mesh=mesh, key=jax.random.key(0),
+                                 record=(bs.PopulationRate(),))
+
+Each process builds the network on its host and uploads only its own devices' synapses. The
+recordings and the final state come back replicated on every process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ._compile import jit
+from ._inputs import AbstractCurrent
+from ._monitors import AbstractMonitor, StateTrace
+from ._network import Network, NetworkState, Population, Projection, ReceptorState
+from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
+from ._simulate import Faults, SimulationResult, check_result, prepare
+
+# ------------------------------------------------------------------------ jax versions
+
+
+def _shard_map(fn, *, mesh, in_specs, out_specs):
+    """``shard_map`` without replication checks (the only jax-version difference here).
+
+    jax >= 0.7 (including the 0.10 and 0.11 lines brainsim supports) has ``jax.shard_map`` with
+    ``check_vma``; older releases only ``jax.experimental.shard_map.shard_map`` with
+    ``check_rep``. The checks are off because replicated outputs (recordings) are computed
+    identically on every device from all-gathered values, which the checker cannot see.
+    """
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(
+            fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+        )
+    from jax.experimental.shard_map import shard_map  # pragma: no cover - jax < 0.7
+
+    return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
+
+
+def _place(tree, specs, mesh: Mesh):
+    """Lay ``tree`` out as ``specs`` on ``mesh`` inside a jitted function.
+
+    ``jax.make_mesh`` gives *explicit* axes from jax 0.7 on; ``shard_map`` then requires inputs
+    whose sharding type already matches ``in_specs`` (``jax.reshard``). Meshes with *auto* axes
+    (and older jax) take a sharding constraint.
+    """
+    shardings = jax.tree.map(
+        lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P)
+    )
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    if hasattr(jax, "reshard") and all(t == explicit for t in getattr(mesh, "axis_types", ())):
+        return jax.reshard(tree, shardings)
+    return lax.with_sharding_constraint(tree, shardings)
+
+
+# ------------------------------------------------------------------------------- plan
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    name: str
+    size: int
+    n_local: int
+    is_source: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Static description of a partition (hashable: part of the compiled program's key)."""
+
+    mesh: Mesh
+    axis: str
+    n_devices: int
+    blocks: tuple[_Block, ...]
+    capacity: int | None
+
+    def block(self, name: str) -> _Block:
+        return next(b for b in self.blocks if b.name == name)
+
+
+def _check_mesh(mesh, axis) -> tuple[str, int]:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(
+            "simulate_sharded: `mesh` must be a jax.sharding.Mesh, e.g. "
+            f"jax.make_mesh((jax.device_count(),), ('neurons',)); got {type(mesh).__name__}."
+        )
+    names = tuple(mesh.axis_names)
+    if axis is None:
+        if len(names) != 1:
+            raise ValueError(
+                f"simulate_sharded: `mesh` has axes {names}; pass `axis=` naming the one to "
+                "partition neurons over (the others replicate the run)."
+            )
+        axis = names[0]
+    if axis not in names:
+        raise ValueError(
+            f"simulate_sharded: `axis` {axis!r} is not an axis of `mesh` (axes: {names})."
+        )
+    return axis, int(mesh.shape[axis])
+
+
+def _check_capacity(capacity):
+    if capacity is None:
+        return None
+    if not (isinstance(capacity, int | np.integer) and not isinstance(capacity, bool)) or (
+        capacity < 1
+    ):
+        raise ValueError(
+            "simulate_sharded: `capacity` must be a positive integer (spikes per device and "
+            f"step in the compacted exchange) or None (exchange spike vectors); got {capacity!r}."
+        )
+    return int(capacity)
+
+
+# ----------------------------------------------------------------- splitting the network
+
+
+def _pad(x, n_pad: int, mode: str):
+    """Pad axis 0 of ``x`` to ``n_pad`` (``edge`` repeats the last neuron, ``zero`` adds 0)."""
+    extra = n_pad - x.shape[0]
+    if extra == 0:
+        return x
+    widths = [(0, extra)] + [(0, 0)] * (x.ndim - 1)
+    return jnp.pad(x, widths, mode="edge" if mode == "edge" else "constant")
+
+
+def _slice_neurons(tree, size: int, n_local: int, d: int):
+    """Device ``d``'s block of every per-neuron leaf (shape ``(size,)``) of a parameter tree.
+
+    Models validate per-neuron parameters as scalars or ``(size,)`` arrays
+    (``check_per_neuron``), so the shape identifies them.
+    """
+
+    def cut(x):
+        if eqx.is_array(x) and x.shape == (size,):
+            return _pad(x, n_local * (d + 1), "edge")[d * n_local : (d + 1) * n_local]
+        return x
+
+    return jax.tree.map(cut, tree)
+
+
+class _LocalCurrent(AbstractCurrent):
+    """An injected current evaluated for the whole population (same key, same values as on
+    one device) and cut to this device's block; padding neurons get zero."""
+
+    inner: AbstractCurrent
+    size: int = eqx.field(static=True)
+    n_local: int = eqx.field(static=True)
+    n_devices: int = eqx.field(static=True)
+    axis: str = eqx.field(static=True)
+
+    def current(self, step, dt, key):
+        full = jnp.asarray(self.inner.current(step, dt, key))
+        if full.ndim == 0:
+            return full
+        full = _pad(jnp.broadcast_to(full, (self.size,)), self.n_local * self.n_devices, "zero")
+        start = lax.axis_index(self.axis) * self.n_local
+        return lax.dynamic_slice(full, (start,), (self.n_local,))
+
+
+def _local_population(p: Population, plan: _Plan, d: int) -> Population:
+    if p.is_source:
+        return p
+    n_local = plan.block(p.name).n_local
+    return Population(
+        p.name,
+        n_local,
+        _slice_neurons(p.model, p.size, n_local, d),
+        receptors=_slice_neurons(p.receptors, p.size, n_local, d),
+        currents=[
+            _LocalCurrent(c, p.size, n_local, plan.n_devices, plan.axis) for c in p.currents
+        ],
+    )
+
+
+def _owner(targets: np.ndarray, n_post: int, n_local: int, n_devices: int) -> np.ndarray:
+    """Device owning each target index; padding entries (``>= n_post``) get ``n_devices``."""
+    return np.where(targets < n_post, targets // n_local, n_devices)
+
+
+def _split_ell(conn: EllConnectivity, n_local: int, n_devices: int, where: str):
+    targets = np.asarray(conn.targets)
+    owner = _owner(targets, conn.n_post, n_local, n_devices)
+    width = max(1, int(max((owner == d).sum(axis=1).max(initial=0) for d in range(n_devices))))
+    weights = np.asarray(conn.weights)
+    delays = None if conn.delays is None else np.asarray(conn.delays)
+    parts = []
+    for d in range(n_devices):
+        mine = owner == d
+        # A stable sort keeps each row's synapses in their original order: every target then
+        # receives its inputs in the same order as on one device (bitwise-equal sums).
+        order = np.argsort(~mine, axis=1, kind="stable")[:, :width]
+        keep = np.take_along_axis(mine, order, axis=1)
+        local = np.take_along_axis(targets, order, axis=1) - d * n_local
+        t = np.where(keep, local, n_local).astype(np.int32)
+        w = weights
+        if weights.ndim:
+            w = np.where(keep, np.take_along_axis(weights, order, axis=1), 0)
+        dl = None
+        if delays is not None:
+            dl = np.where(keep, np.take_along_axis(delays, order, axis=1), 1).astype(np.int32)
+        parts.append(
+            EllConnectivity(
+                t,
+                w.astype(weights.dtype),
+                dl,
+                conn.homogeneous_delay,
+                conn.chunk_size,
+                conn.implementation,
+                conn.n_pre,
+                n_local,
+                conn.max_delay,
+                conn.n_synapses,
+            )
+        )
+    return parts
+
+
+def _split_csr(conn: CsrConnectivity, n_local: int, n_devices: int, where: str):
+    indptr = np.asarray(conn.indptr)
+    indices = np.asarray(conn.indices)
+    rows = np.repeat(np.arange(conn.n_pre), np.diff(indptr))
+    owner = _owner(indices, conn.n_post, n_local, n_devices)
+    length = max(1, int(max((owner == d).sum() for d in range(n_devices))))
+    weights = np.asarray(conn.weights)
+    delays = None if conn.delays is None else np.asarray(conn.delays)
+    parts = []
+    for d in range(n_devices):
+        sel = np.flatnonzero(owner == d)  # ascending: the original order within each row
+        pad = length - sel.size
+        ptr = np.zeros(conn.n_pre + 1, np.int32)
+        np.cumsum(np.bincount(rows[sel], minlength=conn.n_pre), out=ptr[1:])
+        idx = np.concatenate([indices[sel] - d * n_local, np.full(pad, n_local)]).astype(np.int32)
+        w = weights
+        if weights.ndim:
+            w = np.concatenate([weights[sel], np.zeros(pad, weights.dtype)])
+        dl = None
+        if delays is not None:
+            dl = np.concatenate([delays[sel], np.ones(pad, delays.dtype)]).astype(np.int32)
+        parts.append(
+            CsrConnectivity(
+                ptr,
+                idx,
+                w.astype(weights.dtype),
+                dl,
+                conn.homogeneous_delay,
+                conn.block_size,
+                conn.implementation,
+                conn.n_pre,
+                n_local,
+                conn.max_delay,
+                conn.n_synapses,
+            )
+        )
+    return parts
+
+
+def _split_dense(conn: DenseConnectivity, n_local: int, n_devices: int, where: str):
+    n_pad = n_local * n_devices
+
+    def columns(x, d):
+        x = np.asarray(x)
+        x = np.pad(x, ((0, 0), (0, n_pad - x.shape[1])))
+        return x[:, d * n_local : (d + 1) * n_local]
+
+    return [
+        DenseConnectivity(
+            columns(conn.weights, d),
+            None if conn.delays is None else columns(conn.delays, d),
+            conn.distinct_delays,
+            conn.n_pre,
+            n_local,
+            conn.max_delay,
+            conn.n_synapses,
+        )
+        for d in range(n_devices)
+    ]
+
+
+_SPLITTERS = {
+    EllConnectivity: _split_ell,
+    CsrConnectivity: _split_csr,
+    DenseConnectivity: _split_dense,
+}
+
+
+def _split_connectivity(proj: Projection, n_local: int, n_devices: int):
+    conn = proj.connectivity
+    splitter = _SPLITTERS.get(type(conn))
+    if splitter is None:
+        raise ValueError(
+            f"simulate_sharded: projection {proj.name!r} uses {type(conn).__name__}, which "
+            "cannot be partitioned by postsynaptic neuron; build it with layout=bs.Sparse() "
+            "or bs.CSR() (or bs.Dense())."
+        )
+    return splitter(conn, n_local, n_devices, proj.name)
+
+
+def _assemble(populations, projections, dt) -> Network:
+    """A :class:`Network` value from already-built parts (the constructor would rebuild and
+    re-validate the projections against the *global* presynaptic sizes)."""
+    net = object.__new__(Network)
+    object.__setattr__(net, "populations", tuple(populations))
+    object.__setattr__(net, "projections", tuple(projections))
+    object.__setattr__(net, "dt", dt)
+    return net
+
+
+def _stack(parts, sharding):
+    """Stack per-device values along a new leading axis placed one slice per device.
+
+    Identical leaves (replicated parameters) are broadcast; each process uploads only the
+    slices of its own devices (``make_array_from_callback``), which is what several hosts need.
+    """
+
+    def put(*xs):
+        if not eqx.is_array(xs[0]):
+            return xs[0]  # Python scalars and other static-like leaves stay as they are
+        if all(x is xs[0] for x in xs):
+            one = np.asarray(xs[0])
+            full = np.broadcast_to(one, (len(xs),) + one.shape)
+        else:
+            full = np.stack([np.asarray(x) for x in xs])
+        return jax.make_array_from_callback(full.shape, sharding, lambda idx: full[idx])
+
+    return jax.tree.map(put, *parts)
+
+
+class ShardedNetwork:
+    """A :class:`~brainsim.Network` partitioned over one axis of a device mesh.
+
+    Construction does the host-side work once (splitting every projection's synapses by the
+    device of their postsynaptic neuron and uploading each device's part); pass the value to
+    :func:`simulate_sharded` as often as needed.
+
+    Arguments:
+        network: the network (built as for :func:`~brainsim.simulate`).
+        mesh: a :class:`jax.sharding.Mesh`, e.g. ``jax.make_mesh((4,), ("neurons",))``.
+        axis: the mesh axis to partition neurons over (default: the only axis of a 1-D mesh).
+        capacity: ``None`` (default) exchanges every step's spike vector; an integer exchanges
+            compacted lists of at most ``capacity`` spiking neurons per device and step (less
+            traffic for large, sparsely firing networks), falling back to the vector in steps
+            with more spikes, so no spike is lost.
+
+    Example:
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("neurons",))
+        >>> sharded = bs.ShardedNetwork(bs.networks.coba(), mesh)
+        >>> result = bs.simulate_sharded(sharded, 100.0, key=jax.random.key(0))
+    """
+
+    def __init__(self, network: Network, mesh: Mesh, *, axis: str | None = None, capacity=None):
+        if not isinstance(network, Network):
+            raise TypeError(
+                "simulate_sharded: `network` must be a brainsim.Network or ShardedNetwork; got "
+                f"{type(network).__name__}."
+            )
+        axis, n_devices = _check_mesh(mesh, axis)
+        capacity = _check_capacity(capacity)
+        blocks = tuple(
+            _Block(p.name, p.size, -(-p.size // n_devices), p.is_source)
+            for p in network.populations
+        )
+        plan = _Plan(mesh, axis, n_devices, blocks, capacity)
+        _check_state_shapes(network)
+        projections = []
+        for proj in network.projections:
+            parts = _split_connectivity(proj, plan.block(proj.post).n_local, n_devices)
+            projections.append(parts)
+        locals_ = []
+        for d in range(n_devices):
+            pops = [_local_population(p, plan, d) for p in network.populations]
+            projs = [
+                Projection(
+                    proj.pre,
+                    proj.post,
+                    parts[d],
+                    receptor=proj.receptor,
+                    layout=proj.layout,
+                    stp=proj.stp,
+                    round_delays=proj.round_delays,
+                    name=proj.name,
+                )
+                for proj, parts in zip(network.projections, projections, strict=True)
+            ]
+            locals_.append(_assemble(pops, projs, network.dt))
+        self.network = network
+        self.plan = plan
+        self.local = _stack(locals_, NamedSharding(mesh, P(axis)))
+        self.skeleton = eqx.filter(network, eqx.is_array, inverse=True)
+
+    @property
+    def mesh(self) -> Mesh:
+        return self.plan.mesh
+
+    @property
+    def n_devices(self) -> int:
+        return self.plan.n_devices
+
+    def synapses_per_device(self) -> list[int]:
+        """Stored synapse slots (including ELL padding) on each device, for load balance."""
+        counts = []
+        for proj in self.local.projections:
+            conn = proj.connectivity
+            if isinstance(conn, EllConnectivity):
+                counts.append(np.asarray((conn.targets < conn.n_post).sum(axis=(1, 2))))
+            elif isinstance(conn, CsrConnectivity):
+                counts.append(np.asarray(conn.indptr[:, -1]))
+            else:
+                counts.append(np.asarray((conn.weights != 0).sum(axis=(1, 2))))
+        return [int(c) for c in np.sum(counts, axis=0)] if counts else [0] * self.n_devices
+
+
+def _check_state_shapes(network: Network) -> None:
+    """Every state leaf of a neuron population (and its synaptic traces) must be per neuron."""
+    shapes = jax.eval_shape(lambda: network._init(jax.random.key(0), jnp.zeros(()).dtype))
+    for p in network.populations:
+        if p.is_source:
+            continue
+        kinetics = [rs.kinetics for rs in shapes.receptors[p.name].values()]
+        for x in jax.tree.leaves((shapes.populations[p.name], kinetics)):
+            if x.shape[:1] != (p.size,):
+                raise ValueError(
+                    f"simulate_sharded: population {p.name!r} has a state array of shape "
+                    f"{x.shape}, not one value per neuron; its model cannot be partitioned."
+                )
+
+
+# -------------------------------------------------------------------- state layouts
+
+
+def _ring_to_blocks(ring, size, n_local, n_devices):
+    """Global ring ``(D*size,)`` → device-major ``(n_devices*D*n_local,)``."""
+    rows = ring.shape[0] // size
+    r = _pad(ring.reshape(rows, size).T, n_local * n_devices, "zero").T
+    return r.reshape(rows, n_devices, n_local).transpose(1, 0, 2).reshape(-1)
+
+
+def _ring_from_blocks(ring, size, n_local, n_devices):
+    rows = ring.shape[0] // (n_local * n_devices)
+    r = ring.reshape(n_devices, rows, n_local).transpose(1, 0, 2).reshape(rows, -1)
+    return r[:, :size].reshape(-1)
+
+
+def _to_blocks(plan: _Plan, state: NetworkState) -> NetworkState:
+    pops, receptors = {}, {}
+    for b in plan.blocks:
+        n_pad = b.n_local * plan.n_devices
+        pstate = state.populations[b.name]
+        if b.is_source:
+            pops[b.name], receptors[b.name] = pstate, state.receptors[b.name]
+            continue
+        pops[b.name] = jax.tree.map(lambda x: _pad(x, n_pad, "edge"), pstate)  # noqa: B023
+        receptors[b.name] = {
+            r: ReceptorState(
+                jax.tree.map(lambda x: _pad(x, n_pad, "edge"), rs.kinetics),  # noqa: B023
+                _ring_to_blocks(rs.ring, b.size, b.n_local, plan.n_devices),
+            )
+            for r, rs in state.receptors[b.name].items()
+        }
+    return state._replace(populations=pops, receptors=receptors)
+
+
+def _from_blocks(plan: _Plan, state: NetworkState) -> NetworkState:
+    pops, receptors = {}, {}
+    for b in plan.blocks:
+        pstate = state.populations[b.name]
+        if b.is_source:
+            pops[b.name], receptors[b.name] = pstate, state.receptors[b.name]
+            continue
+        pops[b.name] = jax.tree.map(lambda x: x[: b.size], pstate)  # noqa: B023
+        receptors[b.name] = {
+            r: ReceptorState(
+                jax.tree.map(lambda x: x[: b.size], rs.kinetics),  # noqa: B023
+                _ring_from_blocks(rs.ring, b.size, b.n_local, plan.n_devices),
+            )
+            for r, rs in state.receptors[b.name].items()
+        }
+    return state._replace(populations=pops, receptors=receptors)
+
+
+def _state_specs(plan: _Plan, state: NetworkState) -> NetworkState:
+    split, whole = P(plan.axis), P()
+    pops, receptors = {}, {}
+    for b in plan.blocks:
+        spec = whole if b.is_source else split
+        pops[b.name] = jax.tree.map(lambda _: spec, state.populations[b.name])  # noqa: B023
+        receptors[b.name] = jax.tree.map(lambda _: spec, state.receptors[b.name])  # noqa: B023
+    return NetworkState(
+        whole, whole, pops, receptors, jax.tree.map(lambda _: whole, state.stp)
+    )
+
+
+# ------------------------------------------------------------------------ one step
+
+
+def _gather_vector(plan: _Plan, local: dict) -> dict:
+    """All-gather the neuron populations' local spike vectors (one collective)."""
+    names = list(local)
+    flat = jnp.concatenate([local[n] for n in names])
+    every = lax.all_gather(flat, plan.axis)  # (devices, sum of local sizes)
+    return _split_gathered(plan, names, every)
+
+
+def _split_gathered(plan: _Plan, names, every) -> dict:
+    out, offset = {}, 0
+    for n in names:
+        b = plan.block(n)
+        out[n] = every[:, offset : offset + b.n_local].reshape(-1)[: b.size]
+        offset += b.n_local
+    return out
+
+
+def _gather_compact(plan: _Plan, local: dict) -> dict:
+    """Exchange at most ``capacity`` (index, value) pairs per device; fall back to the whole
+    vector in a step where any device has more spikes (decided identically everywhere from
+    the gathered counts, so all devices take the same branch)."""
+    names = list(local)
+    flat = jnp.concatenate([local[n] for n in names])
+    width = flat.shape[0]
+    cap = min(plan.capacity, width)
+    (idx,) = jnp.nonzero(flat, size=cap, fill_value=width)
+    values = flat.at[idx].get(mode="fill", fill_value=0)
+    count = jnp.count_nonzero(flat).astype(jnp.int32)
+    all_idx, all_values, all_counts = lax.all_gather((idx, values, count), plan.axis)
+    devices = jnp.arange(plan.n_devices, dtype=idx.dtype)[:, None]
+    slots = jnp.where(all_idx < width, devices * width + all_idx, plan.n_devices * width)
+
+    def from_lists(_):
+        every = jnp.zeros((plan.n_devices * width,), flat.dtype)
+        every = every.at[slots.ravel()].set(all_values.ravel(), mode="drop")
+        return every.reshape(plan.n_devices, width)
+
+    def from_vector(_):
+        return lax.all_gather(flat, plan.axis)
+
+    every = lax.cond(jnp.any(all_counts > cap), from_vector, from_lists, None)
+    return _split_gathered(plan, names, every)
+
+
+def _local_step(plan: _Plan, net: Network, state: NetworkState):
+    """:meth:`Network.step` on one device's block, with the spike exchange in the middle."""
+    dt = net.dt
+    k = state.step
+    t = k.astype(jnp.result_type(float)) * dt
+    step_key = jax.random.fold_in(state.key, k)
+    pops, receptors, spikes, local = {}, {}, {}, {}
+    for i, p in enumerate(net.populations):
+        pkey = jax.random.fold_in(step_key, i)
+        pstate = state.populations[p.name]
+        if p.is_source:
+            pops[p.name], spikes[p.name] = p.model.step(pstate, k, dt, pkey)
+            receptors[p.name] = {}
+            continue
+        drive, receptors[p.name] = net._drive(p, pstate, state.receptors[p.name], k, t, pkey)
+        pops[p.name], local[p.name] = p.model.step(pstate, drive, t, dt)
+        local[p.name] = jnp.where(_valid(plan, p.name), local[p.name], 0)
+    if local:
+        exchange = _gather_vector if plan.capacity is None else _gather_compact
+        spikes.update(exchange(plan, local))
+    spikes = {p.name: spikes[p.name] for p in net.populations}
+    stp, receptors = net._propagate(state, spikes, receptors, k)
+    return NetworkState(k + 1, state.key, pops, receptors, stp), spikes
+
+
+def _valid(plan: _Plan, name: str):
+    """Which of this device's slots of population ``name`` are real neurons."""
+    b = plan.block(name)
+    first = lax.axis_index(plan.axis) * b.n_local
+    return first + jnp.arange(b.n_local) < b.size
+
+
+def _global_view(plan: _Plan, state: NetworkState, monitors) -> NetworkState:
+    """The state as monitors see it: traced variables of neuron populations all-gathered."""
+    pops = dict(state.populations)
+    for m in monitors:
+        if not isinstance(m, StateTrace) or plan.block(m.population).is_source:
+            continue
+        pstate = pops[m.population]
+        if m.variable not in pstate._fields:
+            continue  # the monitor raises its own error naming the variable
+        x = getattr(pstate, m.variable)
+        full = lax.all_gather(x, plan.axis, tiled=True)[: plan.block(m.population).size]
+        pops[m.population] = pstate._replace(**{m.variable: full})
+    return state._replace(populations=pops)
+
+
+def _nonfinite_local(plan: _Plan, name: str, pstate):
+    leaves = [x for x in jax.tree.leaves(pstate) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not leaves:
+        return jnp.zeros((), jnp.int32)
+    if plan.block(name).is_source:
+        return jnp.any(jnp.stack([jnp.any(~jnp.isfinite(x)) for x in leaves])).astype(jnp.int32)
+    valid = _valid(plan, name)
+    bad = [jnp.any(~jnp.isfinite(x) & valid.reshape((-1,) + (1,) * (x.ndim - 1))) for x in leaves]
+    return jnp.any(jnp.stack(bad)).astype(jnp.int32)
+
+
+@jit
+def _run_sharded(local, skeleton, plan: _Plan, state, buffers, monitors, n_steps: int):
+    t_start = state.step.astype(jnp.result_type(float)) * skeleton.dt
+    blocks = _to_blocks(plan, state)
+    specs = _state_specs(plan, blocks)
+    dynamic, static = eqx.partition(local, eqx.is_array)
+
+    def run(dynamic, state, buffers):
+        net = eqx.combine(jax.tree.map(lambda x: x[0], dynamic), static)
+        first_bad = jnp.full((len(plan.blocks),), -1, jnp.int32)
+        offset = (t_start / skeleton.dt).round().astype(jnp.int32)
+
+        def body(carry, _):
+            state, buffers, first_bad = carry
+            k = state.step
+            new_state, spikes = _local_step(plan, net, state)
+            view = _global_view(plan, state, monitors)
+            buffers = tuple(
+                m.update(skeleton, b, view, spikes, k - offset)
+                for m, b in zip(monitors, buffers, strict=True)
+            )
+            outputs = tuple(m.per_step(skeleton, view, spikes, k - offset) for m in monitors)
+            bad = jnp.stack(
+                [_nonfinite_local(plan, b.name, new_state.populations[b.name]) for b in plan.blocks]
+            )
+            bad = lax.psum(bad, plan.axis) > 0
+            first_bad = jnp.where((first_bad < 0) & bad, k, first_bad)
+            return (new_state, buffers, first_bad), outputs
+
+        (state, buffers, first_bad), outputs = lax.scan(
+            body, (state, buffers, first_bad), None, length=n_steps
+        )
+        return state, buffers, first_bad, outputs
+
+    in_specs = (P(plan.axis), specs, P())
+    args = _place(
+        (dynamic, blocks, buffers),
+        (jax.tree.map(lambda _: P(plan.axis), dynamic), specs, jax.tree.map(lambda _: P(), buffers)),
+        plan.mesh,
+    )
+    final, buffers, first_bad, outputs = _shard_map(
+        run, mesh=plan.mesh, in_specs=in_specs, out_specs=(specs, P(), P(), P())
+    )(*args)
+    # Back to the single-device layout, replicated (the reshapes need whole arrays).
+    final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
+    recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
+    overflow = (
+        jnp.stack(
+            [
+                jnp.asarray(0 if m.overflow(b) is None else m.overflow(b), jnp.int32)
+                for m, b in zip(monitors, buffers, strict=True)
+            ]
+        )
+        if monitors
+        else jnp.zeros((0,), jnp.int32)
+    )
+    return SimulationResult(
+        state=final,
+        recordings=recordings,
+        faults=Faults(first_bad, overflow),
+        monitors=monitors,
+        population_names=tuple(b.name for b in plan.blocks),
+        population_sizes=tuple(b.size for b in plan.blocks),
+        population_is_source=tuple(b.is_source for b in plan.blocks),
+        dt=skeleton.dt,
+        n_steps=n_steps,
+        t_start=t_start,
+    )
+
+
+# ------------------------------------------------------------------------ public
+
+
+def simulate_sharded(
+    network: Network | ShardedNetwork,
+    duration: float | None = None,
+    *,
+    mesh: Mesh | None = None,
+    axis: str | None = None,
+    capacity: int | None = None,
+    n_steps: int | None = None,
+    key=None,
+    state: NetworkState | None = None,
+    record: Sequence[AbstractMonitor] = (),
+    check: bool = True,
+) -> SimulationResult:
+    """:func:`~brainsim.simulate` with the neurons partitioned over the devices of ``mesh``.
+
+    Same arguments and result as :func:`~brainsim.simulate` (``state`` and ``result.state``
+    are ordinary single-device-layout :class:`NetworkState` values, so runs can be continued
+    either way); see the module documentation for how the work is split and how to launch on
+    several GPUs or hosts.
+
+    Arguments:
+        network: a :class:`~brainsim.Network` (split on every call) or a
+            :class:`ShardedNetwork` (split once; then ``mesh``, ``axis`` and ``capacity`` come
+            from it and must not be given).
+        mesh: a :class:`jax.sharding.Mesh`, e.g. ``jax.make_mesh((4,), ("neurons",))``.
+        axis: mesh axis to partition neurons over (default: the only axis).
+        capacity: spikes per device and step in the compacted exchange, or ``None`` to
+            exchange spike vectors (see :class:`ShardedNetwork`).
+        duration, n_steps, key, state, record, check: as for :func:`~brainsim.simulate`.
+
+    Example:
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("neurons",))
+        >>> result = bs.simulate_sharded(net, 100.0, mesh=mesh, key=jax.random.key(0),
+        ...                              record=(bs.SpikeRaster(),))
+        >>> times, ids = result.spikes("E")  # equal to bs.simulate(net, 100.0, ...)
+    """
+    if isinstance(network, ShardedNetwork):
+        given = [n for n, v in (("mesh", mesh), ("axis", axis), ("capacity", capacity)) if v]
+        if given:
+            raise ValueError(
+                f"simulate_sharded: `{given[0]}` is fixed by the ShardedNetwork; build a new "
+                "ShardedNetwork to change it."
+            )
+        sharded = network
+    else:
+        if mesh is None:
+            raise ValueError(
+                "simulate_sharded: pass `mesh=` (e.g. jax.make_mesh((jax.device_count(),), "
+                "('neurons',))) or a ShardedNetwork."
+            )
+        if not isinstance(network, Network):
+            raise TypeError(
+                "simulate_sharded: `network` must be a brainsim.Network or ShardedNetwork; got "
+                f"{type(network).__name__}."
+            )
+        sharded = ShardedNetwork(network, mesh, axis=axis, capacity=capacity)
+    net, state, monitors, n_steps = prepare(
+        sharded.network, duration, n_steps=n_steps, key=key, state=state, record=record
+    )
+    dtype = jax.tree.leaves(state.populations)[0].dtype
+    buffers = tuple(m.init(net, n_steps, dtype) for m in monitors)
+    result = _run_sharded(
+        sharded.local, sharded.skeleton, sharded.plan, state, buffers, monitors, n_steps
+    )
+    return check_result(result) if check else result

@@ -1,0 +1,166 @@
+r"""How a plasticity rule reaches the synapses of one projection, whatever their storage.
+
+A rule never indexes a weight array itself: it hands a block function
+``fn(values, pre, post, valid) -> new_values`` to a *synapse view*, which applies it
+
+* to the synapses of presynaptic neurons that spiked (:meth:`AbstractSynapses.on_pre`),
+* to the synapses onto postsynaptic neurons that spiked (:meth:`AbstractSynapses.on_post`),
+* or to every synapse (:meth:`AbstractSynapses.map`, for per-step homeostasis and decays).
+
+``pre`` and ``post`` are the neuron indices of each synapse (broadcastable to ``values``;
+padding entries hold ``n_pre``/``n_post``), so a rule gathers its per-neuron traces with
+``trace.at[post].get(mode="fill", fill_value=0)``. :class:`DenseSynapses` works on an
+``(n_pre, n_post)`` matrix with an optional mask of existing synapses;
+:class:`EllSynapses` on ELL storage ``(n_pre, fan_out)`` and touches only the rows and
+columns of neurons that spiked (:mod:`brainsim.kernels._plasticity`).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Int
+
+from .. import kernels
+from ..kernels import _plasticity as kp
+
+
+class AbstractSynapses(eqx.Module):
+    """The synapses of one projection, as seen by a plasticity rule."""
+
+    n_pre: int = eqx.field(static=True)
+    n_post: int = eqx.field(static=True)
+
+    @abc.abstractmethod
+    def on_pre(self, values, spikes, fn):
+        """Apply ``fn`` to the synapses of presynaptic neurons with a non-zero spike."""
+
+    @abc.abstractmethod
+    def on_post(self, values, spikes, fn):
+        """Apply ``fn`` to the synapses onto postsynaptic neurons with a non-zero spike."""
+
+    @abc.abstractmethod
+    def map(self, values, fn):
+        """Apply ``fn`` to every synapse (padding / absent synapses are left unchanged)."""
+
+    @abc.abstractmethod
+    def post_sum(self, values) -> Array:
+        """``(n_post,)`` sums of ``values`` over the synapses onto each postsynaptic neuron."""
+
+    @abc.abstractmethod
+    def to_dense(self, values) -> Array:
+        """``(n_pre, n_post)`` matrix of ``values`` (duplicate synapses summed)."""
+
+    @abc.abstractmethod
+    def get(self, values, pre, post) -> Array:
+        """Values of the synapses ``pre[m] -> post[m]`` (0 where there is none; duplicates
+        summed)."""
+
+    @abc.abstractmethod
+    def zeros(self, dtype) -> Array:
+        """A per-synapse array of zeros in this storage (e.g. for eligibility traces)."""
+
+
+class DenseSynapses(AbstractSynapses):
+    """Synapses of an ``(n_pre, n_post)`` weight matrix; ``mask`` marks the pairs that are
+    synapses (``None``: all of them)."""
+
+    mask: Bool[Array, "n_pre n_post"] | None
+
+    def __init__(self, n_pre: int, n_post: int, mask=None):
+        self.n_pre = int(n_pre)
+        self.n_post = int(n_post)
+        self.mask = None if mask is None else jnp.asarray(mask, bool)
+
+    def _masked(self, fn):
+        if self.mask is None:
+            return fn
+        return lambda v, i, j, valid: fn(v, i, j, valid & self.mask)
+
+    def _restrict(self, old, new):
+        return new if self.mask is None else jnp.where(self.mask, new, old)
+
+    def on_pre(self, values, spikes, fn):
+        return self._restrict(values, kp.dense_update_pre(values, spikes, fn))
+
+    def on_post(self, values, spikes, fn):
+        return self._restrict(values, kp.dense_update_post(values, spikes, fn))
+
+    def map(self, values, fn):
+        rows = jnp.arange(self.n_pre)[:, None]
+        cols = jnp.arange(self.n_post)[None, :]
+        valid = jnp.ones(values.shape, bool) if self.mask is None else self.mask
+        return self._restrict(values, fn(values, rows, cols, valid).astype(values.dtype))
+
+    def post_sum(self, values):
+        v = values if self.mask is None else jnp.where(self.mask, values, 0)
+        return jnp.sum(v, axis=0)
+
+    def to_dense(self, values):
+        return values if self.mask is None else jnp.where(self.mask, values, 0)
+
+    def get(self, values, pre, post):
+        return self.to_dense(values)[jnp.asarray(pre), jnp.asarray(post)]
+
+    def zeros(self, dtype):
+        return jnp.zeros((self.n_pre, self.n_post), dtype)
+
+
+class EllSynapses(AbstractSynapses):
+    """ELL synapses by presynaptic neuron (``targets[i, s]``, padding ``n_post``) with the
+    transposed index ``post_slots`` (:func:`brainsim.kernels.ell_post_slots`).
+
+    ``capacity`` is the number of active neurons handled per loop iteration (default
+    :func:`brainsim.kernels.default_capacity`); it never limits how many are updated.
+    """
+
+    targets: Int[Array, "n_pre fan_out"]
+    post_slots: Int[Array, "n_post fan_in"]
+    capacity: int | None = eqx.field(static=True)
+
+    def __init__(self, targets, n_post: int, *, capacity: int | None = None, post_slots=None):
+        targets_np = np.asarray(targets)
+        self.n_pre = int(targets_np.shape[0])
+        self.n_post = int(n_post)
+        if post_slots is None:
+            post_slots = kernels.ell_post_slots(targets_np, self.n_post)
+        self.targets = (
+            targets if isinstance(targets, jnp.ndarray) else jnp.asarray(targets_np, jnp.int32)
+        )
+        self.post_slots = jnp.asarray(post_slots, jnp.int32)
+        self.capacity = capacity
+
+    def on_pre(self, values, spikes, fn):
+        return kernels.ell_update_pre(
+            values, self.targets, spikes, fn, n_post=self.n_post, capacity=self.capacity
+        )
+
+    def on_post(self, values, spikes, fn):
+        return kernels.ell_update_post(values, self.post_slots, spikes, fn, capacity=self.capacity)
+
+    def map(self, values, fn):
+        rows = jnp.arange(self.n_pre)[:, None]
+        valid = self.targets < self.n_post
+        new = fn(values, rows, self.targets, valid)
+        return jnp.where(valid, new, values).astype(values.dtype)
+
+    def post_sum(self, values):
+        v = jnp.where(self.targets < self.n_post, values, 0)
+        out = jnp.zeros((self.n_post + 1,), values.dtype).at[self.targets.ravel()].add(v.ravel())
+        return out[: self.n_post]
+
+    def to_dense(self, values):
+        rows = jnp.broadcast_to(jnp.arange(self.n_pre)[:, None], self.targets.shape)
+        dense = jnp.zeros((self.n_pre, self.n_post + 1), values.dtype)
+        return dense.at[rows, self.targets].add(values)[:, : self.n_post]
+
+    def get(self, values, pre, post):
+        pre, post = jnp.asarray(pre), jnp.asarray(post)
+        hit = self.targets[pre] == post[..., None]
+        return jnp.sum(jnp.where(hit, values[pre], 0), axis=-1)
+
+    def zeros(self, dtype):
+        return jnp.zeros(self.targets.shape, dtype)

@@ -1,0 +1,137 @@
+r"""Event-driven synapse-wise updates on ELL storage: touch only synapses of neurons that spiked.
+
+Long-term plasticity changes a synapse when its presynaptic or its postsynaptic neuron fires.
+With ELL storage by presynaptic neuron (``values[i, s]`` is synapse ``s`` of neuron ``i``, its
+target ``targets[i, s]``, padding ``n_post``):
+
+* :func:`ell_update_pre` rewrites the rows of the presynaptic neurons that spiked;
+* :func:`ell_update_post` rewrites the columns of the postsynaptic neurons that spiked, through
+  a transposed index built once (:func:`ell_post_slots`): ``post_slots[j, r]`` is the flat slot
+  ``i * fan_out + s`` of the ``r``-th synapse onto neuron ``j``, padded with
+  ``n_pre * fan_out``.
+
+Both work on compacted lists of the active neurons of fixed ``capacity``
+(:mod:`brainsim.kernels._compact`): one window of ``capacity`` neurons per loop iteration,
+``ceil(count / capacity)`` iterations, so a step with more spikes than ``capacity`` costs more
+iterations and never drops a spike. Work per step is proportional to the synapses of the active
+neurons (plus one cumulative sum over each population for the compaction).
+
+The update itself is a function ``fn(values, pre, post, valid) -> new_values`` on a block of
+synapses: ``pre`` and ``post`` are the (broadcast) neuron indices of each synapse and ``valid``
+masks padding; entries where ``valid`` is false are never written. Every synapse appears at
+most once in a window, so the writes do not collide. These are pure-jnp references (the
+portable path); they differentiate forward-mode only where the loop trip count is static.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ._compact import check_capacity, for_each_window
+
+UpdateFn = Callable[[Array, Array, Array, Array], Array]
+
+
+def ell_post_slots(targets: np.ndarray, n_post: int) -> np.ndarray:
+    """The transposed index of an ELL matrix (host side, at network build).
+
+    Returns ``(n_post, fan_in)`` int32 flat slots ``i * fan_out + s`` of the synapses onto each
+    postsynaptic neuron in ascending slot order, padded with ``n_pre * fan_out``.
+    """
+    targets = np.asarray(targets)
+    n_pre, fan_out = targets.shape
+    flat = targets.ravel()
+    valid = np.flatnonzero((flat >= 0) & (flat < n_post))
+    post = flat[valid]
+    order = np.argsort(post, kind="stable")
+    post, slots = post[order], valid[order]
+    counts = np.bincount(post, minlength=n_post)
+    fan_in = max(int(counts.max(initial=0)), 1)
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(post.size) - starts[post]
+    out = np.full((n_post, fan_in), n_pre * fan_out, np.int64)
+    out[post, rank] = slots
+    if n_pre * fan_out >= np.iinfo(np.int32).max:
+        raise ValueError("ell_post_slots: more than 2**31 synapse slots; split the projection.")
+    return out.astype(np.int32)
+
+
+def ell_update_pre(
+    values: Float[Array, "n_pre fan_out"],
+    targets: Int[Array, "n_pre fan_out"],
+    spikes: Float[Array, " n_pre"],
+    fn: UpdateFn,
+    *,
+    n_post: int,
+    capacity: int | None = None,
+) -> Float[Array, "n_pre fan_out"]:
+    """Apply ``fn`` to the synapses of every presynaptic neuron with a non-zero spike.
+
+    ``fn`` receives ``(values[rows], rows[:, None], targets[rows], valid)`` for a window of
+    active rows (``capacity`` of them; padding rows have index ``n_pre``).
+    """
+    n_pre = values.shape[0]
+    cap = check_capacity(capacity, n_pre)
+
+    def body(idx, _count, vals):
+        rows = idx[0]
+        tgt = targets.at[rows].get(mode="fill", fill_value=n_post)
+        block = vals.at[rows].get(mode="fill", fill_value=0)
+        valid = (rows[:, None] < n_pre) & (tgt < n_post)
+        new = jnp.where(valid, fn(block, rows[:, None], tgt, valid), block)
+        return vals.at[rows].set(new.astype(vals.dtype), mode="drop")
+
+    return for_each_window(spikes[None], cap, body, values)
+
+
+def ell_update_post(
+    values: Float[Array, "n_pre fan_out"],
+    post_slots: Int[Array, "n_post fan_in"],
+    spikes: Float[Array, " n_post"],
+    fn: UpdateFn,
+    *,
+    capacity: int | None = None,
+) -> Float[Array, "n_pre fan_out"]:
+    """Apply ``fn`` to the synapses onto every postsynaptic neuron with a non-zero spike.
+
+    ``fn`` receives ``(values at the slots, pre indices, cols[:, None], valid)`` for a window of
+    active postsynaptic neurons, gathered through ``post_slots`` (:func:`ell_post_slots`).
+    """
+    n_pre, fan_out = values.shape
+    n_post = post_slots.shape[0]
+    n_slots = n_pre * fan_out
+    cap = check_capacity(capacity, n_post)
+
+    def body(idx, _count, flat):
+        cols = idx[0]
+        slots = post_slots.at[cols].get(mode="fill", fill_value=n_slots)
+        valid = slots < n_slots
+        block = flat.at[slots].get(mode="fill", fill_value=0)
+        pre = jnp.where(valid, slots // fan_out, n_pre)
+        new = jnp.where(valid, fn(block, pre, cols[:, None], valid), block)
+        return flat.at[jnp.where(valid, slots, n_slots)].set(new.astype(flat.dtype), mode="drop")
+
+    out = for_each_window(spikes[None], cap, body, values.reshape(-1))
+    return out.reshape(values.shape)
+
+
+def dense_update_pre(values, spikes, fn):
+    """Dense counterpart of :func:`ell_update_pre` on an ``(n_pre, n_post)`` matrix (oracle)."""
+    n_pre, n_post = values.shape
+    rows = jnp.arange(n_pre)[:, None]
+    cols = jnp.arange(n_post)[None, :]
+    valid = jnp.broadcast_to(spikes[:, None] != 0, values.shape)
+    return jnp.where(valid, fn(values, rows, cols, valid), values).astype(values.dtype)
+
+
+def dense_update_post(values, spikes, fn):
+    """Dense counterpart of :func:`ell_update_post` on an ``(n_pre, n_post)`` matrix (oracle)."""
+    n_pre, n_post = values.shape
+    rows = jnp.arange(n_pre)[:, None]
+    cols = jnp.arange(n_post)[None, :]
+    valid = jnp.broadcast_to(spikes[None, :] != 0, values.shape)
+    return jnp.where(valid, fn(values, rows, cols, valid), values).astype(values.dtype)
