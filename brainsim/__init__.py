@@ -8,7 +8,9 @@ nS, pA, Hz.
 from . import analysis as analysis
 from . import connect as connect
 from . import fit as fit
+from . import hlop as hlop
 from . import init as init
+from . import networks as networks
 from . import plasticity as plasticity
 from . import plotting as plotting
 from . import surrogate as surrogate
@@ -81,6 +83,8 @@ from ._propagation import EllConnectivity as EllConnectivity
 from ._propagation import Procedural as Procedural
 from ._propagation import ProceduralConnectivity as ProceduralConnectivity
 from ._propagation import Sparse as Sparse
+from ._sharding import ShardedNetwork as ShardedNetwork
+from ._sharding import simulate_sharded as simulate_sharded
 from ._simulate import Faults as Faults
 from ._simulate import SimulationResult as SimulationResult
 from ._simulate import simulate as simulate

@@ -50,6 +50,16 @@ Format (units: ms, mV, pF, nS, pA, Hz)::
     spikes = true               # all populations (default), false, or a list of names
     traces = [ { population = "E", variable = "v", neurons = [0, 1, 2], every = 10 } ]
 
+A whole standard network can instead come from a named builder of :mod:`brainsim.networks`
+(``coba``, ``cuba``, ``cobahh``, ``potjans_diesmann``); its other keys are the builder's
+arguments, ``dt`` and ``seed`` come from ``[simulation]``, and there are no ``populations`` or
+``projections``::
+
+    [network]
+    builder = "potjans_diesmann"
+    scale = 0.1
+    layout = "sparse"
+
 Object values (kinetics, output, stp, currents, layout, a model's ``surrogate`` and
 ``integrator``) are either a name (``output = "CurrentBased"``, ``integrator = "RK4"``) or a table
 whose ``type`` is the name and whose other keys are the constructor's arguments. Connection
@@ -112,7 +122,7 @@ def registry() -> dict[str, dict[str, Callable]]:
     """
     import brainsim as bs
 
-    from . import connect, init, surrogate
+    from . import connect, init, networks, surrogate
 
     def present(module, names):
         return {n: getattr(module, n) for n in names if hasattr(module, n)}
@@ -145,6 +155,7 @@ def registry() -> dict[str, dict[str, Callable]]:
             ),
         ),
         "layout": {"sparse": bs.Sparse, "dense": bs.Dense},
+        "network": present(networks, ("coba", "cuba", "cobahh", "potjans_diesmann")),
     }
 
 
@@ -162,6 +173,7 @@ _KIND_WORDS = {
     "edge_distribution": "weight/delay distribution",
     "connect": "connectivity builder",
     "layout": "layout",
+    "network": "network builder",
 }
 
 # Array arguments that hold indices, not quantities: kept integer instead of cast to float.
@@ -477,6 +489,8 @@ class _Loader:
             return self.obj("surrogate", value, path)
         if "AbstractIntegrator" in ann:
             return self.obj("integrator", value, path)
+        if "AbstractLayout" in ann:
+            return self.obj("layout", value, path)
         if "TimedArray" in ann and isinstance(value, dict | str):
             return self.obj("rate", value, path)
         if "ValueSpec" in ann:
@@ -545,14 +559,27 @@ class _Loader:
     # ------------------------------------------------------------------ sections
 
     def experiment(self, data, seed, duration_ms) -> Experiment:
+        builder = isinstance(data, dict) and "network" in data
+        if builder:
+            for key in ("populations", "projections"):
+                if key in data:
+                    raise self.error(
+                        key,
+                        "a config with [network] (a named builder) cannot also list "
+                        f"{key}; remove one of them.",
+                    )
         self.table(
             data,
             "",
-            required={
+            required={"simulation": "a table with duration_ms, dt_ms and seed"}
+            if builder
+            else {
                 "simulation": "a table with duration_ms, dt_ms and seed",
                 "populations": "a table of populations, e.g. [populations.E]",
             },
-            optional={"description": "", "projections": "", "record": ""},
+            optional={"description": "", "network": "", "record": ""}
+            if builder
+            else {"description": "", "projections": "", "record": ""},
         )
         description = self.string(data.get("description", ""), "description", "a description")
         sim = self.table(
@@ -590,6 +617,10 @@ class _Loader:
         elif not isinstance(seed, int) or seed < 0:
             raise self.error("seed (--seed)", f"expected an integer >= 0; got {seed!r}.")
 
+        if builder:
+            network = self.network(data["network"], dt, seed)
+            record = self.record(data.get("record", {}), network)
+            return Experiment(network, duration, seed, record, self.source, description, data)
         pops_data = data["populations"]
         if not isinstance(pops_data, dict) or not pops_data:
             raise self.error(
@@ -612,6 +643,29 @@ class _Loader:
             raise self.error(where, message) from None
         record = self.record(data.get("record", {}), network)
         return Experiment(network, duration, seed, record, self.source, description, data)
+
+    def network(self, spec, dt: float, seed: int) -> Network:
+        """``[network]``: a whole network from a named builder of :mod:`brainsim.networks`."""
+        path = "network"
+        if not isinstance(spec, dict):
+            raise self.error(
+                path,
+                "expected a table with 'builder', e.g. [network] builder = \"potjans_diesmann\"; "
+                f"got {_kind_of(spec)}.",
+            )
+        if "builder" not in spec:
+            raise self.error(
+                path,
+                f"missing key 'builder' (a network builder: {', '.join(registry()['network'])}).",
+            )
+        fn = self.lookup("network", spec["builder"], _join(path, "builder"))
+        params = inspect.signature(fn).parameters
+        kwargs = {k: v for k, v in spec.items() if k != "builder"}
+        for key, where in (("dt", "simulation.dt_ms"), ("seed", "simulation.seed")):
+            if key in kwargs:
+                raise self.error(_join(path, key), f"set it as {where}, not here.")
+        fixed = {k: v for k, v in (("dt", dt), ("seed", seed)) if k in params}
+        return self.construct(fn, kwargs, path, fixed=fixed)
 
     def population(self, name: str, spec, path: str) -> Population:
         self.table(

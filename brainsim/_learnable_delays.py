@@ -31,6 +31,8 @@ per-synapse ``weights``; train them with :class:`brainsim.fit.Trainable`, e.g. w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +40,9 @@ from jaxtyping import Array, Float, Int
 
 from ._propagation import AbstractConnectivity, AbstractLayout, materialise
 from .connect import EdgeList
+
+if TYPE_CHECKING:
+    from ._network import Network
 
 
 class LearnableDelays(AbstractLayout):
@@ -53,11 +58,17 @@ class LearnableDelays(AbstractLayout):
     projection into an event-driven one with :func:`round_learned_delays`.
 
     Example:
-        >>> proj = bs.Projection("in", "out", connect.all_to_all(2, 2, weight=1.0, delay=3.0),
-        ...                      receptor="e", layout=bs.LearnableDelays(max_delay=10.0))
-        >>> net = bs.Network([...], [proj], dt=1.0)
+        >>> rec = {"e": bs.Receptor(bs.ExponentialSynapse(3.0), bs.CurrentBased())}
+        >>> net = bs.Network(
+        ...     [bs.Population("in", 2, bs.SpikeGenerator([1.0, 5.0], [0, 1])),
+        ...      bs.Population("out", 2, bs.LIF(), receptors=rec)],
+        ...     [bs.Projection("in", "out", bs.connect.all_to_all(2, 2, weight=100.0, delay=3.0),
+        ...                    receptor="e", layout=bs.LearnableDelays(max_delay=10.0))],
+        ...     dt=1.0)
         >>> tr = bs.fit.Trainable(net, lambda n: n.projections[0].connectivity.delays,
-        ...                       bs.fit.Interval(1.0, 10.0))
+        ...                       bs.fit.Interval(1.0, 10.0))   # delays in ms, kept in range
+        >>> # ... fit ..., then for event-driven inference:
+        >>> fast = bs.round_learned_delays(tr.build(tr.init()))
     """
 
     max_delay: float = eqx.field(static=True)
@@ -156,7 +167,7 @@ class LearnableDelayConnectivity(AbstractConnectivity):
         )
 
 
-def round_learned_delays(network, layout: AbstractLayout | None = None):
+def round_learned_delays(network: Network, layout: AbstractLayout | None = None) -> Network:
     """The network with every :class:`LearnableDelays` projection turned into an ordinary one
     (delays rounded to whole steps, current weights) stored in ``layout``.
 
@@ -170,7 +181,7 @@ def round_learned_delays(network, layout: AbstractLayout | None = None):
         learned delays are whole steps it simulates exactly as the original; otherwise each
         delay moves by at most half a step.
     """
-    from ._network import Network, Projection
+    from ._network import Network, Projection  # noqa: F811 (runtime import: no cycle)
     from ._propagation import Sparse
 
     if not isinstance(network, Network):

@@ -332,6 +332,9 @@ class WeightTrace(AbstractMonitor):
         return -(-n_steps // self.every)
 
     def _example(self, network, dtype):
+        # The driver passes the dtype of the first population's first leaf (an integer for
+        # some spike sources): only a floating dtype says what the weights are.
+        dtype = dtype if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else None
         return jax.eval_shape(
             lambda: self._select(network, network.init(jax.random.key(0), dtype=dtype))
         )

@@ -14,12 +14,17 @@ One step ``k`` (time :math:`t_k = k\,\Delta t`) is, in this order:
    currents are evaluated at :math:`t_k`.
 3. **Neurons** integrate to :math:`t_{k+1}`, spike (stamped :math:`t_k`, as in Brian2) and reset;
    spike sources emit.
-4. **Propagation** — spikes pass through short-term plasticity and are delivered into the
+4. **Plasticity** — each projection with a ``plasticity`` rule updates its weights (kept in
+   ``state.plasticity``) from this step's pre- and postsynaptic spikes.
+5. **Propagation** — spikes pass through short-term plasticity and are delivered into the
    postsynaptic ring rows ``k + d``. A delay of one step (the minimum) therefore acts on the
    next step, the timing of a zero-delay synapse in Brian2.
-5. **Plasticity** — each projection with a ``plasticity`` rule updates its weights (kept in
-   ``state.plasticity``) from this step's pre- and postsynaptic spikes, so a spike is
-   transmitted with the weight before its own update (Brian2's ``on_pre`` order).
+
+Plastic weights are updated *before* this step's spikes are delivered, so a spike is
+transmitted with the weight after its own update (Brian2's ``on_pre: ge += w; ...; w = ...``
+transmits the weight before it). The difference is one STDP increment on one transmission; the
+order lets XLA update the weight array in place instead of copying it every step (a copy of a
+large projection's weights per step costs more than the plasticity itself).
 """
 
 from __future__ import annotations
@@ -138,7 +143,8 @@ class Projection(eqx.Module):
             :class:`~brainsim.connect.ProceduralEdges` rule (``procedural_*`` builders).
         receptor: name of the postsynaptic receptor the weights add to.
         layout: storage (default :class:`Sparse`, event-driven, for an edge list and
-            :class:`Procedural` for a procedural rule; or :class:`CSR`, :class:`Dense`).
+            :class:`Procedural` for a procedural rule; or :class:`CSR`, :class:`Dense`,
+            :class:`LearnableDelays` for delays trained by gradient).
         stp: optional :class:`TsodyksMarkram` short-term plasticity.
         round_delays: round delays to the nearest step instead of raising.
         name: unique name (default ``"pre->post:receptor"``).
@@ -425,8 +431,8 @@ class Network(eqx.Module):
                 continue
             drive, receptors[p.name] = self._drive(p, pstate, state.receptors[p.name], k, t, pkey)
             pops[p.name], spikes[p.name] = p.model.step(pstate, drive, t, dt)
-        stp, receptors = self._propagate(state, spikes, receptors, k)
         plastic = self._plasticity(state, spikes, k, step_key)
+        stp, receptors = self._propagate(state, spikes, receptors, k, plastic)
         new_state = NetworkState(k + 1, state.key, pops, receptors, stp, plastic)
         return new_state, spikes
 
@@ -472,9 +478,10 @@ class Network(eqx.Module):
             return proj.connectivity.to_dense()
         return proj.synapses.to_dense(state.plasticity[projection].weights)
 
-    def _propagate(self, state, spikes, receptors, k):
+    def _propagate(self, state, spikes, receptors, k, plastic=None):
         """Short-term plasticity, then delivery into the postsynaptic ring buffers."""
         stp = {}
+        plastic = state.plasticity if plastic is None else plastic
         for proj in self.projections:
             values = spikes[proj.pre]
             if proj.stp is not None:
@@ -482,7 +489,7 @@ class Network(eqx.Module):
             rs = receptors[proj.post][proj.receptor]
             conn = proj.connectivity
             if proj.plasticity is not None:
-                w = state.plasticity[proj.name].weights
+                w = plastic[proj.name].weights
                 conn = eqx.tree_at(lambda c: c.weights, conn, w.astype(conn.weights.dtype))
             ring = conn.deliver(rs.ring, k, values)
             receptors[proj.post][proj.receptor] = rs._replace(ring=ring)

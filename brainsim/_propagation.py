@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -65,6 +66,17 @@ def delay_steps(delay_ms, dt: float, *, owner: str, round_delays: bool) -> np.nd
             "delay is one step: a spike affects its targets in the next step."
         )
     return steps.astype(np.int64)
+
+
+def host_to_device(values, dtype) -> jax.Array:
+    """NumPy ``values`` as a device array of ``dtype``, converted on the host.
+
+    ``jnp.asarray(x, dtype)`` on a float64 array compiles an XLA convert per distinct shape
+    (seconds for networks with many projections); casting in NumPy first avoids it.
+    """
+    if isinstance(values, jax.Array):
+        return values.astype(dtype)
+    return jnp.asarray(np.asarray(values, dtype=np.dtype(dtype)))
 
 
 def materialise(edges, owner: str) -> EdgeList:
@@ -126,7 +138,7 @@ class Dense(AbstractLayout):
         np.add.at(weights, (edges.pre, edges.post), edges.weights_per_edge())
         if steps.ndim == 0:
             return DenseConnectivity(
-                jnp.asarray(weights, dtype),
+                host_to_device(weights, dtype),
                 None,
                 (int(steps),),
                 edges.n_pre,
@@ -144,7 +156,7 @@ class Dense(AbstractLayout):
             )
         distinct = tuple(int(d) for d in np.unique(steps))
         return DenseConnectivity(
-            jnp.asarray(weights, dtype),
+            host_to_device(weights, dtype),
             jnp.asarray(per_pair, jnp.int32),
             distinct,
             edges.n_pre,
@@ -218,11 +230,11 @@ class Sparse(AbstractLayout):
         targets[pre, rank] = edges.post[order]
         weight = np.asarray(edges.weight, dtype=float)
         if weight.ndim == 0:
-            weights = jnp.asarray(weight, dtype)
+            weights = host_to_device(weight, dtype)
         else:
             w = np.zeros((edges.n_pre, fan_out))
             w[pre, rank] = weight[order]
-            weights = jnp.asarray(w, dtype)
+            weights = host_to_device(w, dtype)
         if steps.ndim == 0:
             delays, max_delay, homogeneous = None, int(steps), int(steps)
         else:
@@ -343,7 +355,7 @@ class CSR(AbstractLayout):
         np.cumsum(np.bincount(pre, minlength=edges.n_pre), out=indptr[1:])
         indices = by_row(edges.post).astype(np.int32)
         weight = np.asarray(edges.weight, dtype=float)
-        weights = jnp.asarray(weight if weight.ndim == 0 else by_row(weight), dtype)
+        weights = host_to_device(weight if weight.ndim == 0 else by_row(weight), dtype)
         if steps.ndim == 0:
             delays, max_delay, homogeneous = None, int(steps), int(steps)
         else:
@@ -458,8 +470,8 @@ class Procedural(AbstractLayout):
             )
         steps = int(delay_steps(edges.delay, dt, owner=owner, round_delays=round_delays))
         return ProceduralConnectivity(
-            jnp.asarray(edges.weight_loc, dtype),
-            None if edges.weight_scale is None else jnp.asarray(edges.weight_scale, dtype),
+            host_to_device(edges.weight_loc, dtype),
+            None if edges.weight_scale is None else host_to_device(edges.weight_scale, dtype),
             None if edges.counts is None else jnp.asarray(edges.counts, jnp.int32),
             edges.rule,
             steps,

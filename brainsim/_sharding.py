@@ -2,8 +2,8 @@ r"""Multi-device simulation: neurons partitioned over a device mesh, spikes exch
 
 :func:`simulate_sharded` runs the same network as :func:`~brainsim.simulate` on the devices of a
 one-dimensional :class:`jax.sharding.Mesh` axis and returns the same
-:class:`~brainsim.SimulationResult`: with the same key and dtype the spikes, recordings and
-final state equal a single-device run exactly (Sparse and CSR layouts; see *Exactness*).
+:class:`~brainsim.SimulationResult`: with the same key and dtype, the same spikes, recordings
+and final state as a single-device run (see *Exactness* for the one caveat, FMA contraction).
 
 How the work is split (one ``lax.scan`` inside one ``shard_map``):
 
@@ -31,10 +31,19 @@ How the work is split (one ``lax.scan`` inside one ``shard_map``):
 Randomness follows :meth:`Network.step` exactly: step ``k`` uses ``fold_in(key, k)``, then the
 population index; injected currents are evaluated for the whole population and sliced.
 
-Exactness: with the Sparse (ELL) and CSR layouts the result equals the single-device run bit
-for bit (same dtype, same kernels). Dense projections are split by columns; the matrix–vector
-product may then sum in a different order (different blocking), so Dense agrees to float
-rounding only. Procedural connectivity and learnable delays are not supported (use Sparse).
+Exactness: every neuron goes through the floating-point operations of :meth:`Network.step`,
+every target sums its synaptic inputs in the single-device order and every random draw is the
+single-device draw, so spikes, recordings and state are equal bit for bit whenever XLA compiles
+the same arithmetic. XLA contracts ``a*b + c`` into fused multiply-adds depending on how it
+fuses the surrounding program, which differs between the two programs: membrane potentials can
+then differ in the last bit, and in a chaotic network the spike trains diverge after long
+enough (as between any two compilations of different programs). On CPU,
+``--xla_cpu_max_isa=AVX`` in ``XLA_FLAGS`` (no FMA instructions) removes that difference;
+``tests/test_sharding.py`` checks bitwise equality that way, and equal spikes over a short run
+with default flags. Dense projections are split by columns, and the matrix-vector product may
+then also sum in a different order. Procedural connectivity, learnable delays and
+long-term plasticity are not supported (use Sparse or CSR; simulate plastic networks with
+:func:`brainsim.simulate`).
 
 Launching on several GPUs of one host::
 
@@ -46,16 +55,18 @@ Launching on several GPUs of one host::
 On CPU the same code runs on ``N`` simulated devices with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before jax is imported.
 
-Several hosts (one process per host, every process runs the same script, each sees its local
-GPUs; the mesh spans all of them)::
+Several hosts (one process per host, each seeing its local GPUs; every process runs the same
+script and the mesh spans the devices of all of them)::
 
-    # on every host, e.g. through SLURM (srun sets the variables jax reads) or by hand:
-    #   JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=<0|1> python run.py
     import jax
-    jax.distributed.initialize()  # reads the variables above (or SLURM/Open MPI); call first
+    # First, before any other JAX call. Under SLURM (srun) or Open MPI (mpirun) the call needs no
+    # arguments; otherwise give the coordinator (process 0's host and a free port), the number
+    # of processes and this process's rank, e.g. from your own environment variables:
+    jax.distributed.initialize(coordinator_address="host0:1234", num_processes=2,
+                               process_id=int(os.environ["RANK"]))
     import brainsim as bs
     mesh = jax.make_mesh((jax.device_count(),), ("neurons",))  # all devices of all hosts
-    net = build_network(seed=0)  # the same network (same seeds) on every host
+    net = build_network(seed=0)  # the same network (same seeds) in every process
     result = bs.simulate_sharded(net, 1000.0, mesh=mesh, key=jax.random.key(0),
                                  record=(bs.PopulationRate(),))
 
@@ -95,9 +106,7 @@ def _shard_map(fn, *, mesh, in_specs, out_specs):
     identically on every device from all-gathered values, which the checker cannot see.
     """
     if hasattr(jax, "shard_map"):
-        return jax.shard_map(
-            fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
-        )
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
     from jax.experimental.shard_map import shard_map  # pragma: no cover - jax < 0.7
 
     return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
@@ -190,7 +199,7 @@ def _pad(x, n_pad: int, mode: str):
     return jnp.pad(x, widths, mode="edge" if mode == "edge" else "constant")
 
 
-def _slice_neurons(tree, size: int, n_local: int, d: int):
+def _slice_neurons(tree, size: int, n_local: int, n_devices: int, d: int):
     """Device ``d``'s block of every per-neuron leaf (shape ``(size,)``) of a parameter tree.
 
     Models validate per-neuron parameters as scalars or ``(size,)`` arrays
@@ -199,7 +208,7 @@ def _slice_neurons(tree, size: int, n_local: int, d: int):
 
     def cut(x):
         if eqx.is_array(x) and x.shape == (size,):
-            return _pad(x, n_local * (d + 1), "edge")[d * n_local : (d + 1) * n_local]
+            return _pad(x, n_local * n_devices, "edge")[d * n_local : (d + 1) * n_local]
         return x
 
     return jax.tree.map(cut, tree)
@@ -231,11 +240,9 @@ def _local_population(p: Population, plan: _Plan, d: int) -> Population:
     return Population(
         p.name,
         n_local,
-        _slice_neurons(p.model, p.size, n_local, d),
-        receptors=_slice_neurons(p.receptors, p.size, n_local, d),
-        currents=[
-            _LocalCurrent(c, p.size, n_local, plan.n_devices, plan.axis) for c in p.currents
-        ],
+        _slice_neurons(p.model, p.size, n_local, plan.n_devices, d),
+        receptors=_slice_neurons(p.receptors, p.size, n_local, plan.n_devices, d),
+        currents=[_LocalCurrent(c, p.size, n_local, plan.n_devices, plan.axis) for c in p.currents],
     )
 
 
@@ -259,16 +266,16 @@ def _split_ell(conn: EllConnectivity, n_local: int, n_devices: int, where: str):
         keep = np.take_along_axis(mine, order, axis=1)
         local = np.take_along_axis(targets, order, axis=1) - d * n_local
         t = np.where(keep, local, n_local).astype(np.int32)
-        w = weights
+        w = conn.weights  # a shared scalar stays one object (replicated, see _stack)
         if weights.ndim:
-            w = np.where(keep, np.take_along_axis(weights, order, axis=1), 0)
+            w = np.where(keep, np.take_along_axis(weights, order, axis=1), 0).astype(weights.dtype)
         dl = None
         if delays is not None:
             dl = np.where(keep, np.take_along_axis(delays, order, axis=1), 1).astype(np.int32)
         parts.append(
             EllConnectivity(
                 t,
-                w.astype(weights.dtype),
+                w,
                 dl,
                 conn.homogeneous_delay,
                 conn.chunk_size,
@@ -297,7 +304,7 @@ def _split_csr(conn: CsrConnectivity, n_local: int, n_devices: int, where: str):
         ptr = np.zeros(conn.n_pre + 1, np.int32)
         np.cumsum(np.bincount(rows[sel], minlength=conn.n_pre), out=ptr[1:])
         idx = np.concatenate([indices[sel] - d * n_local, np.full(pad, n_local)]).astype(np.int32)
-        w = weights
+        w = conn.weights
         if weights.ndim:
             w = np.concatenate([weights[sel], np.zeros(pad, weights.dtype)])
         dl = None
@@ -307,7 +314,7 @@ def _split_csr(conn: CsrConnectivity, n_local: int, n_devices: int, where: str):
             CsrConnectivity(
                 ptr,
                 idx,
-                w.astype(weights.dtype),
+                w,
                 dl,
                 conn.homogeneous_delay,
                 conn.block_size,
@@ -372,24 +379,39 @@ def _assemble(populations, projections, dt) -> Network:
     return net
 
 
-def _stack(parts, sharding):
-    """Stack per-device values along a new leading axis placed one slice per device.
+def _stack(parts, mesh: Mesh, axis: str):
+    """One value from the per-device parts: leaves that differ between devices are stacked
+    along a new leading axis with one slice per device (spec ``P(axis)``); identical leaves
+    (shared parameters) are replicated with their own shape (spec ``P()``), so a device's
+    program sees them exactly as a single-device run does (same shapes, same compiled
+    arithmetic). Each process uploads only its own devices' slices
+    (``make_array_from_callback``), which is what several hosts need.
 
-    Identical leaves (replicated parameters) are broadcast; each process uploads only the
-    slices of its own devices (``make_array_from_callback``), which is what several hosts need.
+    Returns ``(value, specs)``.
     """
+    split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
 
     def put(*xs):
         if not eqx.is_array(xs[0]):
-            return xs[0]  # Python scalars and other static-like leaves stay as they are
+            return _Placed(xs[0], None)  # Python scalars etc. stay as they are
         if all(x is xs[0] for x in xs):
             one = np.asarray(xs[0])
-            full = np.broadcast_to(one, (len(xs),) + one.shape)
-        else:
-            full = np.stack([np.asarray(x) for x in xs])
-        return jax.make_array_from_callback(full.shape, sharding, lambda idx: full[idx])
+            return _Placed(jax.make_array_from_callback(one.shape, whole, lambda i: one[i]), P())
+        full = np.stack([np.asarray(x) for x in xs])
+        placed = jax.make_array_from_callback(full.shape, split, lambda i: full[i])
+        return _Placed(placed, P(axis))
 
-    return jax.tree.map(put, *parts)
+    placed = jax.tree.map(put, *parts)
+    is_placed = lambda x: isinstance(x, _Placed)  # noqa: E731
+    value = jax.tree.map(lambda p: p.value, placed, is_leaf=is_placed)
+    specs = jax.tree.map(lambda p: p.spec, placed, is_leaf=is_placed)
+    return value, specs
+
+
+@dataclasses.dataclass(frozen=True)
+class _Placed:
+    value: object
+    spec: P | None
 
 
 class ShardedNetwork:
@@ -419,6 +441,13 @@ class ShardedNetwork:
             raise TypeError(
                 "simulate_sharded: `network` must be a brainsim.Network or ShardedNetwork; got "
                 f"{type(network).__name__}."
+            )
+        plastic = [proj.name for proj in network.projections if proj.plasticity is not None]
+        if plastic:
+            # The sharded step has no plasticity pass: plastic weights would stay frozen.
+            raise ValueError(
+                f"simulate_sharded: `network` has plastic projections {plastic}; long-term "
+                "plasticity is not supported in sharded runs yet. Run it with bs.simulate."
             )
         axis, n_devices = _check_mesh(mesh, axis)
         capacity = _check_capacity(capacity)
@@ -451,8 +480,11 @@ class ShardedNetwork:
             locals_.append(_assemble(pops, projs, network.dt))
         self.network = network
         self.plan = plan
-        self.local = _stack(locals_, NamedSharding(mesh, P(axis)))
+        self.local, self.local_specs = _stack(locals_, mesh, axis)
         self.skeleton = eqx.filter(network, eqx.is_array, inverse=True)
+        self._synapses = tuple(
+            sum(_count_synapses(parts[d]) for parts in projections) for d in range(n_devices)
+        )
 
     @property
     def mesh(self) -> Mesh:
@@ -462,18 +494,18 @@ class ShardedNetwork:
     def n_devices(self) -> int:
         return self.plan.n_devices
 
-    def synapses_per_device(self) -> list[int]:
-        """Stored synapse slots (including ELL padding) on each device, for load balance."""
-        counts = []
-        for proj in self.local.projections:
-            conn = proj.connectivity
-            if isinstance(conn, EllConnectivity):
-                counts.append(np.asarray((conn.targets < conn.n_post).sum(axis=(1, 2))))
-            elif isinstance(conn, CsrConnectivity):
-                counts.append(np.asarray(conn.indptr[:, -1]))
-            else:
-                counts.append(np.asarray((conn.weights != 0).sum(axis=(1, 2))))
-        return [int(c) for c in np.sum(counts, axis=0)] if counts else [0] * self.n_devices
+    def synapses_per_device(self) -> tuple[int, ...]:
+        """Synapses stored on each device (their postsynaptic neurons' share), for load
+        balance."""
+        return self._synapses
+
+
+def _count_synapses(conn) -> int:
+    if isinstance(conn, EllConnectivity):
+        return int(np.sum(np.asarray(conn.targets) < conn.n_post))
+    if isinstance(conn, CsrConnectivity):
+        return int(np.asarray(conn.indptr)[-1])
+    return int(np.count_nonzero(np.asarray(conn.weights)))
 
 
 def _check_state_shapes(network: Network) -> None:
@@ -551,9 +583,7 @@ def _state_specs(plan: _Plan, state: NetworkState) -> NetworkState:
         spec = whole if b.is_source else split
         pops[b.name] = jax.tree.map(lambda _: spec, state.populations[b.name])  # noqa: B023
         receptors[b.name] = jax.tree.map(lambda _: spec, state.receptors[b.name])  # noqa: B023
-    return NetworkState(
-        whole, whole, pops, receptors, jax.tree.map(lambda _: whole, state.stp)
-    )
+    return NetworkState(whole, whole, pops, receptors, jax.tree.map(lambda _: whole, state.stp))
 
 
 # ------------------------------------------------------------------------ one step
@@ -619,7 +649,7 @@ def _local_step(plan: _Plan, net: Network, state: NetworkState):
             continue
         drive, receptors[p.name] = net._drive(p, pstate, state.receptors[p.name], k, t, pkey)
         pops[p.name], local[p.name] = p.model.step(pstate, drive, t, dt)
-        local[p.name] = jnp.where(_valid(plan, p.name), local[p.name], 0)
+    local = {n: jnp.where(_valid(plan, n), s, 0) for n, s in local.items()}
     if local:
         exchange = _gather_vector if plan.capacity is None else _gather_compact
         spikes.update(exchange(plan, local))
@@ -662,16 +692,17 @@ def _nonfinite_local(plan: _Plan, name: str, pstate):
 
 
 @jit
-def _run_sharded(local, skeleton, plan: _Plan, state, buffers, monitors, n_steps: int):
+def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps):
     t_start = state.step.astype(jnp.result_type(float)) * skeleton.dt
     blocks = _to_blocks(plan, state)
     specs = _state_specs(plan, blocks)
     dynamic, static = eqx.partition(local, eqx.is_array)
 
     def run(dynamic, state, buffers):
-        net = eqx.combine(jax.tree.map(lambda x: x[0], dynamic), static)
+        mine = jax.tree.map(lambda x, s: x[0] if s == P(plan.axis) else x, dynamic, local_specs)
+        net = eqx.combine(mine, static)
         first_bad = jnp.full((len(plan.blocks),), -1, jnp.int32)
-        offset = (t_start / skeleton.dt).round().astype(jnp.int32)
+        offset = state.step  # recordings count steps from the start of this run
 
         def body(carry, _):
             state, buffers, first_bad = carry
@@ -686,19 +717,23 @@ def _run_sharded(local, skeleton, plan: _Plan, state, buffers, monitors, n_steps
             bad = jnp.stack(
                 [_nonfinite_local(plan, b.name, new_state.populations[b.name]) for b in plan.blocks]
             )
-            bad = lax.psum(bad, plan.axis) > 0
-            first_bad = jnp.where((first_bad < 0) & bad, k, first_bad)
+            first_bad = jnp.where((first_bad < 0) & (bad > 0), k, first_bad)
             return (new_state, buffers, first_bad), outputs
 
         (state, buffers, first_bad), outputs = lax.scan(
             body, (state, buffers, first_bad), None, length=n_steps
         )
+        # Each device tracked its own neurons; one reduction after the run (not one per step)
+        # gives the first step at which any device saw a non-finite state.
+        never = jnp.iinfo(jnp.int32).max
+        first_bad = lax.pmin(jnp.where(first_bad < 0, never, first_bad), plan.axis)
+        first_bad = jnp.where(first_bad == never, -1, first_bad)
         return state, buffers, first_bad, outputs
 
-    in_specs = (P(plan.axis), specs, P())
+    in_specs = (local_specs, specs, P())
     args = _place(
         (dynamic, blocks, buffers),
-        (jax.tree.map(lambda _: P(plan.axis), dynamic), specs, jax.tree.map(lambda _: P(), buffers)),
+        (local_specs, specs, jax.tree.map(lambda _: P(), buffers)),
         plan.mesh,
     )
     final, buffers, first_bad, outputs = _shard_map(
@@ -729,6 +764,23 @@ def _run_sharded(local, skeleton, plan: _Plan, state, buffers, monitors, n_steps
         n_steps=n_steps,
         t_start=t_start,
     )
+
+
+def _replicate(tree, mesh: Mesh):
+    """Host values as arrays replicated over ``mesh`` (global arrays: with several processes
+    every one passes its own identical copy, as ``jax.distributed`` programs require)."""
+    whole = NamedSharding(mesh, P())
+
+    def put(x):
+        if not eqx.is_array(x):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, whole, lambda i: host[i])
+
+    return jax.tree.map(put, tree)
 
 
 # ------------------------------------------------------------------------ public
@@ -795,7 +847,15 @@ def simulate_sharded(
     )
     dtype = jax.tree.leaves(state.populations)[0].dtype
     buffers = tuple(m.init(net, n_steps, dtype) for m in monitors)
+    state, buffers = _replicate((state, buffers), sharded.mesh)
     result = _run_sharded(
-        sharded.local, sharded.skeleton, sharded.plan, state, buffers, monitors, n_steps
+        sharded.local,
+        sharded.local_specs,
+        sharded.skeleton,
+        sharded.plan,
+        state,
+        buffers,
+        monitors,
+        n_steps,
     )
     return check_result(result) if check else result

@@ -1,4 +1,5 @@
-"""Standard benchmark networks (REFERENCES: Brette et al. 2007 / Vogels & Abbott 2005).
+"""Standard benchmark networks (REFERENCES: Brette et al. 2007 / Vogels & Abbott 2005;
+Potjans & Diesmann 2014).
 
 Each builder returns a :class:`~brainsim.Network`; the configs in ``configs/`` and the
 ``brainsim run`` CLI use them, and so can notebooks.
@@ -194,8 +195,11 @@ def psp_to_psc(psp, *, C_m=250.0, tau_m=10.0, tau_syn=0.5):
     divided by that peak per pA is returned (0.15 mV ↦ 87.81 pA for the microcircuit's cells).
     """
     t_peak = tau_m * tau_syn / (tau_m - tau_syn) * np.log(tau_m / tau_syn)
-    per_pA = tau_m * tau_syn / (C_m * (tau_m - tau_syn)) * (
-        np.exp(-t_peak / tau_m) - np.exp(-t_peak / tau_syn)
+    per_pA = (
+        tau_m
+        * tau_syn
+        / (C_m * (tau_m - tau_syn))
+        * (np.exp(-t_peak / tau_m) - np.exp(-t_peak / tau_syn))
     )
     return np.asarray(psp, dtype=float) / per_pA
 
@@ -252,9 +256,7 @@ def potjans_diesmann_parameters(
         if not (isinstance(value, int | float) and 0 < value <= 1):
             raise ValueError(f"{owner}: `{name}` must lie in (0, 1]; got {value!r}.")
     if background not in ("poisson", "dc"):
-        raise ValueError(
-            f"{owner}: `background` must be 'poisson' or 'dc'; got {background!r}."
-        )
+        raise ValueError(f"{owner}: `background` must be 'poisson' or 'dc'; got {background!r}.")
     if v0 not in _PD14_V0:
         raise ValueError(f"{owner}: `v0` must be 'optimized' or 'original'; got {v0!r}.")
     tau_syn = 0.5
@@ -359,17 +361,16 @@ def potjans_diesmann(
     (:data:`PD14_RATES`).
 
     Example:
-        >>> net = bs.networks.potjans_diesmann(scale=0.02, k_scale=0.1)
-        >>> res = bs.simulate(net, 200.0, key=jax.random.key(0), record=(bs.SpikeRaster(),))
-        >>> res.rate("L5E")
+        >>> from brainsim.networks import potjans_diesmann
+        >>> net = potjans_diesmann(scale=0.02, k_scale=0.1)
+        >>> res = bs.simulate(net, 500.0, key=jax.random.key(0), record=(bs.SpikeRaster(),))
+        >>> res.rate("L5E")  # Hz
     """
     from ._inputs import PoissonSource
     from ._propagation import Sparse
     from .init import Normal
 
-    params = potjans_diesmann_parameters(
-        scale=scale, k_scale=k_scale, background=background, v0=v0
-    )
+    params = potjans_diesmann_parameters(scale=scale, k_scale=k_scale, background=background, v0=v0)
     layout = Sparse() if layout is None else layout
     receptors = {"syn": Receptor(ExponentialSynapse(0.5), CurrentBased())}
     populations, projections = [], []
@@ -421,4 +422,3 @@ def potjans_diesmann(
             edges = connect.one_to_one(n, weight=params.w_ext)
             projections.append(Projection(source, name, edges, receptor="syn", layout=Sparse()))
     return Network(populations, projections, dt=dt)
-

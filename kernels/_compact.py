@@ -43,12 +43,14 @@ def default_capacity(n: int) -> int:
     return max(1, min(n, max(MIN_CAPACITY, math.ceil(n / DEFAULT_CAPACITY_DIVISOR))))
 
 
-def check_capacity(capacity: int | None, n: int) -> int:
+def check_capacity(capacity: int | None, n: int, *, owner: str = "ell_deliver") -> int:
     """Resolve ``capacity`` (``None`` = default) and validate it; never above ``n``."""
     if capacity is None:
         return default_capacity(n)
     if int(capacity) < 1:
-        raise ValueError(f"ell_deliver: `capacity` must be >= 1; got {capacity}.")
+        raise ValueError(
+            f"{owner}: `capacity` must be >= 1 (spiking neurons per window); got {capacity}."
+        )
     return max(1, min(int(capacity), n))
 
 

@@ -8,8 +8,11 @@ Memory is proportional to the number of synapses, whatever the spread of out-deg
 every row to the largest one).
 
 Implementations, differentiation and batching are those of :func:`~brainsim.kernels.ell_deliver`:
-a jnp reference (load-balanced over the delivered synapses), a native CPU kernel, a
-``custom_jvp`` whose tangent sums over every synapse in jnp, and ``vmap`` through one native call.
+a jnp reference (load-balanced over the delivered synapses), a native CPU kernel, Pallas kernels
+for GPU (Triton atomic scatter by row; deterministic owner block) and TPU
+(:mod:`brainsim.kernels._pallas_csr`), chosen per platform by :mod:`brainsim.kernels._dispatch`
+(``implementation=`` overrides), a ``custom_jvp`` whose tangent sums over every synapse in jnp,
+and ``vmap`` through one native call or one Pallas launch with a batch grid axis.
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from . import _cpu, _reference
+from . import _compact, _dispatch, _pallas_csr, _reference
 from ._ell import Implementation
 
 
@@ -37,6 +39,7 @@ def csr_deliver(
     n_post: int,
     homogeneous_delay: int = 1,
     block_size: int = 256,
+    capacity: int | None = None,
     implementation: Implementation = Implementation.AUTO,
 ):
     """Deliver ``spikes`` through a CSR projection; see the module docstring.
@@ -50,6 +53,11 @@ def csr_deliver(
         weights: ``(n_synapses,)`` per synapse, or a scalar shared by all.
         delays: ``(n_synapses,)`` int32 steps (>= 1), or ``None`` for ``homogeneous_delay``.
         block_size: synapses per iteration of the jnp reference (never limits delivery).
+        capacity: spiking rows per launch of the Pallas kernels (``None``: about ``n_pre / 16``,
+            :mod:`brainsim.kernels._compact`); the owner-block and TPU kernels take windows of
+            ``capacity`` mean-length rows of synapses. More spikes run more launches, never
+            fewer synapses.
+        implementation: :class:`~brainsim.kernels.Implementation`.
     """
     if delays is None and homogeneous_delay < 1:
         raise ValueError(f"csr_deliver: `homogeneous_delay` must be >= 1; got {homogeneous_delay}.")
@@ -67,10 +75,15 @@ def csr_deliver(
     if indices.shape[-1] == 0:
         return ring  # no synapse: nothing to deliver, and nothing to differentiate
     hd = 0 if delays is not None else int(homogeneous_delay)
+    ring, spikes, indptr, indices, weights = map(
+        jnp.asarray, (ring, spikes, indptr, indices, weights)
+    )
+    delays = None if delays is None else jnp.asarray(delays)
     return _deliver(
         n_post,
         hd,
         int(block_size),
+        _compact.check_capacity(capacity, spikes.shape[-1], owner="csr_deliver"),
         Implementation(implementation),
         ring,
         spikes,
@@ -82,8 +95,10 @@ def csr_deliver(
     )
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def _deliver(n_post, hd, block, impl, ring, spikes, weights, cursor, indptr, indices, delays):
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _deliver(
+    n_post, hd, block, capacity, impl, ring, spikes, weights, cursor, indptr, indices, delays
+):
     args = (ring, cursor, spikes, indptr, indices, weights, delays)
 
     def reference(*args):
@@ -92,22 +107,27 @@ def _deliver(n_post, hd, block, impl, ring, spikes, weights, cursor, indptr, ind
     def native(*args):
         return _native(*args, n_post=n_post, homogeneous_delay=hd)
 
-    if impl is Implementation.REFERENCE:
-        return reference(*args)
-    if impl is Implementation.NATIVE_CPU:
-        if not _cpu.available():
-            raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
-        return native(*args)
-    if not _cpu.available():
-        return reference(*args)
-    return lax.platform_dependent(*args, cpu=native, default=reference)
+    def pallas(which, interpret):
+        def run(*args):
+            return _pallas_jit(which, interpret, *args, n_post=n_post, hd=hd, capacity=capacity)
+
+        return run
+
+    return _dispatch.select(
+        impl,
+        args,
+        reference=reference,
+        native=native,
+        pallas=pallas,
+        tpu_supported=ring.dtype == jnp.float32,
+    )
 
 
 @_deliver.defjvp
-def _deliver_jvp(n_post, hd, block, impl, primals, tangents):
+def _deliver_jvp(n_post, hd, block, capacity, impl, primals, tangents):
     ring, spikes, weights, cursor, indptr, indices, delays = primals
     ring_dot, spikes_dot, weights_dot, *_ = tangents
-    out = _deliver(n_post, hd, block, impl, *primals)
+    out = _deliver(n_post, hd, block, capacity, impl, *primals)
     dense = partial(_reference.csr_deliver_dense, n_post=n_post, homogeneous_delay=hd)
     zero = jnp.zeros_like(ring)
     out_dot = (
@@ -145,3 +165,26 @@ def _native(ring, cursor, spikes, indptr, indices, weights, delays, *, n_post, h
         delay_base=np.int64(1 if delays is None else n_syn),
         ring_len=np.int64(ring.shape[0]),
     )
+
+
+_PALLAS_KERNEL = {
+    Implementation.PALLAS_TRITON: _pallas_csr.deliver_atomic,
+    Implementation.PALLAS_PORTABLE: _pallas_csr.deliver_owner,
+    Implementation.PALLAS_TPU: _pallas_csr.deliver_tpu,
+}
+
+
+def _pallas(impl, interpret, *args, n_post, hd, capacity):
+    """Run a batched Pallas kernel on unbatched arguments (``vmap`` folds into its batch)."""
+    kernel = partial(
+        _PALLAS_KERNEL[impl],
+        n_post=n_post,
+        homogeneous_delay=hd,
+        capacity=capacity,
+        interpret=interpret,
+    )
+    return _dispatch.run_batched(kernel, *args)
+
+
+# AUTO traces every platform's branch: a jitted entry point reuses the traced kernels.
+_pallas_jit = jax.jit(_pallas, static_argnums=(0, 1), static_argnames=("n_post", "hd", "capacity"))

@@ -42,9 +42,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from . import _compact, _cpu, _pallas_gpu, _pallas_tpu, _reference
+from . import _compact, _pallas_gpu, _pallas_tpu, _reference
 
 
 class Implementation(enum.Enum):
@@ -131,29 +130,14 @@ def _deliver(n_post, hd, chunk, capacity, impl, ring, spikes, weights, cursor, t
 
         return run
 
-    if impl is Implementation.REFERENCE:
-        return reference(*args)
-    if impl is Implementation.NATIVE_CPU:
-        if not _cpu.available():
-            raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
-        return native(*args)
-    if impl in _PALLAS_PLATFORM:
-        # Interpret with Pallas' generic interpreter: ``pltpu.InterpretParams`` (TPU-faithful)
-        # carries IO effects, which ``vmap`` of ``platform_dependent`` rejects; tests run the
-        # TPU kernel under it directly.
-        return lax.platform_dependent(
-            *args,
-            cpu=pallas(impl, True),
-            **{_PALLAS_PLATFORM[impl]: pallas(impl, False)},
-        )
-    tpu = Implementation.PALLAS_TPU if ring.dtype == jnp.float32 else Implementation.REFERENCE
-    return lax.platform_dependent(
-        *args,
-        cpu=native if _cpu.available() else reference,
-        cuda=pallas(Implementation.PALLAS_TRITON, False),
-        tpu=pallas(tpu, False) if tpu is Implementation.PALLAS_TPU else reference,
-        default=reference,
-    )
+    # Imported here: _dispatch builds on this module's Implementation enum.
+    from ._dispatch import select
+
+    # Pallas' generic interpreter serves CPU lowering: ``pltpu.InterpretParams`` (TPU-faithful)
+    # carries IO effects, which ``vmap`` of ``platform_dependent`` rejects; tests run the TPU
+    # kernel under it directly.
+    return select(impl, args, reference=reference, native=native, pallas=pallas,
+                  tpu_supported=ring.dtype == jnp.float32)
 
 
 @_deliver.defjvp
@@ -203,11 +187,6 @@ def _native(ring, cursor, spikes, targets, weights, delays, *, n_post, homogeneo
 
 # ----------------------------------------------------------------------------------- Pallas
 
-_PALLAS_PLATFORM = {
-    Implementation.PALLAS_TRITON: "cuda",
-    Implementation.PALLAS_PORTABLE: "cuda",
-    Implementation.PALLAS_TPU: "tpu",
-}
 _PALLAS_KERNEL = {
     Implementation.PALLAS_TRITON: _pallas_gpu.deliver_atomic,
     Implementation.PALLAS_PORTABLE: _pallas_gpu.deliver_owner,

@@ -47,6 +47,11 @@ deterministic. Cost is
 Both kernels support float32 and float64 (GPU atomics exist for both). Sizes: ``T = 32`` lanes
 (one warp per program), owner blocks of ``16 x 64`` with tiles of 32 synapses, 4 warps; untuned.
 
+Building blocks shared with the CSR and procedural kernels (:mod:`brainsim.kernels._pallas_csr`,
+:mod:`brainsim.kernels._pallas_procedural`): :func:`scatter_lanes` (sink slots, duplicate merge,
+one vector ``atomic_add``) and :func:`owner_accumulate` (the owner-block launch on one window of
+synapse streams, whatever format produced them).
+
 Checked without a GPU: the Triton IR of both kernels (jax 0.10.2 and 0.11.2, float32 and
 float64) compiles to an sm_90 cubin with Triton 3.9's compiler and ptxas (the atomic kernel to
 ``atom.global.gpu.acq_rel.add``, see ``tests/test_pallas.py``). Not yet run on a GPU.
@@ -103,6 +108,24 @@ def merge_duplicates(slot, value, sink):
     return jnp.where(first, slot, sink), jnp.where(first, total, zero)
 
 
+def scatter_lanes(out_ref, b, ok, row, target, value, *, n_post, n_ring, merge=True):
+    """One vector ``atomic_add`` of ``value`` into ring slots ``row * n_post + target`` of batch
+    element ``b`` of the sink-extended ring ``out_ref``; lanes with ``ok`` false go to their own
+    sink slot ``D * n_post + lane`` with value 0 (no mask: interpret mode rejects it).
+
+    ``merge``: merge equal slots first (:func:`merge_duplicates`); only a caller whose lanes can
+    never share a slot may skip it. Every in-kernel array has the lane count (a power of two).
+    """
+    lanes = ok.shape[0]
+    sink = jnp.int32(n_ring * n_post) + lax.broadcasted_iota(jnp.int32, (lanes,), 0)
+    zero = jnp.zeros((), out_ref.dtype)
+    slot = jnp.where(ok, row * n_post + jnp.clip(target, 0, n_post - 1), sink)
+    value = jnp.where(ok, value.astype(out_ref.dtype), zero)
+    if merge:
+        slot, value = merge_duplicates(slot, value, sink)
+    _compat.atomic_add(out_ref, (b, slot), value)
+
+
 def _atomic_kernel(
     idx_ref,
     cur_ref,
@@ -143,8 +166,6 @@ def _atomic_kernel(
         cursor = lax.rem(cur_ref[bc], n_ring)
         cursor = jnp.where(cursor < 0, cursor + n_ring, cursor)
         lane = lax.broadcasted_iota(jnp.int32, (lanes,), 0)
-        sink = n_ring * n_post + lane
-        zero = jnp.zeros((), out_ref.dtype)
 
         def tile(k0):
             k = k0 + lane
@@ -158,10 +179,7 @@ def _atomic_kernel(
                 r = jnp.where(r < 0, r + n_ring, r)
             else:
                 r = lax.rem(cursor + homogeneous_delay, n_ring)
-            slot = jnp.where(ok, r * n_post + jnp.clip(t, 0, n_post - 1), sink)
-            value = jnp.where(ok, spike * w, zero)
-            slot, value = merge_duplicates(slot, value, sink)
-            _compat.atomic_add(out_ref, (b, slot), value)
+            scatter_lanes(out_ref, b, ok, r, t, spike * w, n_post=n_post, n_ring=n_ring)
 
         n_tiles = pl.cdiv(fan_out, lanes)
         if n_tiles == 1:
@@ -265,6 +283,48 @@ def _owner_kernel(nt_ref, r0_ref, t_ref, v_ref, *refs, hetero, rows, cols, tile)
     out_ref[block] = lax.fori_loop(0, nt_ref[b], add_tile, ring_ref[block])
 
 
+def owner_accumulate(
+    blocks,
+    live,
+    r0,
+    streams,
+    *,
+    interpret,
+    name: str,
+    rows: int = OWNER_ROWS,
+    cols: int = OWNER_COLUMNS,
+    tile: int = OWNER_TILE,
+):
+    """Add one window's synapse streams into the ring blocks with the owner-block kernel.
+
+    ``blocks``: ``(batch, Dp, Np)`` (a :class:`_pallas_tpu.RingView` of ``rows x cols`` blocks);
+    ``live``: ``(batch,)`` number of leading live stream entries; ``r0``: ``(batch,)`` ring row
+    of a homogeneous delay; ``streams``: ``(t, v, r)``, each ``(batch, S)`` (``r = None``: one
+    delay). Shared by every format: only the stream gather differs between them.
+    """
+    batch = blocks.shape[0]
+    t, v, r = streams
+    hetero = r is not None
+    size = -(-max(t.shape[1], 1) // tile) * tile
+    pad = ((0, 0), (0, size - t.shape[1]))
+    t = jnp.pad(t, pad, constant_values=-1)
+    v = jnp.pad(v, pad)
+    live = jnp.broadcast_to((live + tile - 1) // tile, (batch,)).astype(jnp.int32)
+    r0 = jnp.broadcast_to(r0, (batch,)).astype(jnp.int32)
+    operands = (live, r0, t, v) + ((jnp.pad(r, pad),) if hetero else ())
+    kernel = functools.partial(_owner_kernel, hetero=hetero, rows=rows, cols=cols, tile=tile)
+    n_row_blocks = blocks.shape[1] // rows if hetero else 1
+    return _compat.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(blocks.shape, blocks.dtype),
+        grid=(batch, n_row_blocks, blocks.shape[2] // cols),
+        input_output_aliases={len(operands): 0},
+        interpret=interpret,
+        compiler_params=None if interpret else _compat.triton_params(num_warps=4),
+        name=name,
+    )(*operands, blocks)
+
+
 def deliver_owner(
     ring,
     cursor,
@@ -290,16 +350,11 @@ def deliver_owner(
     fan_out = targets.shape[2]
     n_ring = ring.shape[1] // n_post
     dtype = ring.dtype
-    hetero = delays is not None
     view = _pallas_tpu.RingView(n_ring, n_post, rows, cols)
-    r0 = jnp.broadcast_to(
-        jnp.mod(jnp.mod(cursor, n_ring) + homogeneous_delay, n_ring), (batch,)
-    ).astype(jnp.int32)
-    n_row_blocks = view.rows // rows if hetero else 1
-    kernel = functools.partial(_owner_kernel, hetero=hetero, rows=rows, cols=cols, tile=tile)
+    r0 = _pallas_tpu.homogeneous_row(cursor, homogeneous_delay, n_ring, batch)
 
     def body(idx, count, blocks):
-        t, v, r = _pallas_tpu.active_synapses(
+        streams = _pallas_tpu.active_synapses(
             idx,
             cursor,
             spikes,
@@ -311,22 +366,18 @@ def deliver_owner(
             homogeneous_delay=homogeneous_delay,
             dtype=dtype,
         )
-        t, v, r = (None if x is None else x.reshape(batch, -1) for x in (t, v, r))
-        size = -(-t.shape[1] // tile) * tile
-        pad = ((0, 0), (0, size - t.shape[1]))
-        t = jnp.pad(t, pad, constant_values=-1)
-        v = jnp.pad(v, pad)
-        live = jnp.broadcast_to((count * fan_out + tile - 1) // tile, (batch,)).astype(jnp.int32)
-        operands = (live, r0, t, v) + ((jnp.pad(r, pad),) if hetero else ())
-        return _compat.pallas_call(
-            kernel,
-            out_shape=jax.ShapeDtypeStruct(blocks.shape, dtype),
-            grid=(batch, n_row_blocks, view.cols // cols),
-            input_output_aliases={len(operands): 0},
+        streams = tuple(None if x is None else x.reshape(batch, -1) for x in streams)
+        return owner_accumulate(
+            blocks,
+            count * fan_out,
+            r0,
+            streams,
             interpret=interpret,
-            compiler_params=None if interpret else _compat.triton_params(num_warps=4),
             name="brainsim_ell_deliver_owner",
-        )(*operands, blocks)
+            rows=rows,
+            cols=cols,
+            tile=tile,
+        )
 
     blocks = _compact.for_each_window(spikes, capacity, body, view.to_blocks(ring, batch))
     return view.to_flat(blocks)

@@ -41,6 +41,10 @@ of the ``O(live synapses)`` of a scatter: the price of having none. Not yet meas
 Float32 only (the TPU has no float64 vector unit); ``ell_deliver`` falls back to the reference
 for float64.
 
+:func:`accumulate` (one launch on one window of synapse streams) is shared with the CSR and
+procedural TPU kernels, which differ only in how they gather (CSR: windows over the spiking
+rows' synapses) or regenerate (procedural) the streams.
+
 The same owner-block body runs on GPUs through Triton as ``Implementation.PALLAS_PORTABLE``
 (:mod:`brainsim.kernels._pallas_gpu`).
 """
@@ -185,6 +189,75 @@ def _tpu_kernel(nt_ref, r0_ref, t_ref, v_ref, *refs, hetero, rows, cols, tile_ro
         out_ref[...] = acc
 
 
+def accumulate(blocks, live, r0, streams, *, interpret, cols: int, name: str):
+    """Add one window's synapse streams into the ring blocks with the TPU owner-block kernel.
+
+    ``blocks``: ``(batch, Dp, Np)`` (:class:`RingView`, ``Np`` a multiple of ``cols``);
+    ``live``: ``(batch,)`` number of leading live entries of the streams (entries past it are
+    never read); ``r0``: ``(batch,)`` ring row of a homogeneous delay; ``streams``: ``(t, v, r)``
+    each ``(batch, S)`` as :func:`active_synapses` returns them (``r = None``: every synapse in
+    row ``r0``). Shared by every format: only the stream gather differs between them.
+    """
+    batch = blocks.shape[0]
+    hetero = streams[2] is not None
+    tile = TILE_ROWS * LANES
+    t, v, r = _streams_as_tiles(streams, tile, LANES)
+    n_tiles = t.shape[1] // TILE_ROWS
+    n_row_blocks = blocks.shape[1] // ROW_BLOCK if hetero else 1
+    live = jnp.broadcast_to((live + tile - 1) // tile, (batch,)).astype(jnp.int32)
+    r0 = jnp.broadcast_to(r0, (batch,)).astype(jnp.int32)
+
+    def last_live(s, nt_b):
+        return jnp.minimum(s, jnp.maximum(nt_b - 1, 0))
+
+    stream_spec = pl.BlockSpec(
+        (None, TILE_ROWS, LANES), lambda b, rb, cb, s, nt, r0: (b, last_live(s, nt[b]), 0)
+    )
+
+    def block_index(b, rb, cb, s, nt, r0):
+        return (b, rb if hetero else lax.div(r0[b], jnp.int32(ROW_BLOCK)), cb)
+
+    block_spec = pl.BlockSpec((None, ROW_BLOCK, cols), block_index)
+    kernel = functools.partial(
+        _tpu_kernel, hetero=hetero, rows=ROW_BLOCK, cols=cols, tile_rows=TILE_ROWS
+    )
+    operands = (t, v, r) if hetero else (t, v)
+    return _compat.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(blocks.shape, blocks.dtype),
+        grid_spec=_compat.PrefetchScalarGridSpec(
+            num_scalar_prefetch=2,
+            grid=(batch, n_row_blocks, blocks.shape[2] // cols, n_tiles),
+            in_specs=[stream_spec] * len(operands) + [block_spec],
+            out_specs=block_spec,
+        ),
+        # Inputs count the scalar-prefetch operands: the ring is operand 2 + len(operands).
+        input_output_aliases={2 + len(operands): 0},
+        interpret=interpret,
+        compiler_params=None
+        if interpret
+        else _compat.tpu_params("parallel", "parallel", "parallel", "arbitrary"),
+        name=name,
+    )(live, r0, *operands, blocks)
+
+
+def homogeneous_row(cursor, homogeneous_delay: int, n_ring: int, batch: int):
+    """``(cursor + delay) mod D`` per batch element, int32 ``(batch,)``."""
+    return jnp.broadcast_to(
+        jnp.mod(jnp.mod(cursor, n_ring) + homogeneous_delay, n_ring), (batch,)
+    ).astype(jnp.int32)
+
+
+def check_float32(dtype, what: str = "ELL") -> None:
+    if dtype != jnp.float32:
+        raise TypeError(f"the TPU {what} kernel supports float32 rings only; got {dtype}.")
+
+
+def column_block(n_post: int, col_block: int = COLUMN_BLOCK) -> int:
+    """Postsynaptic neurons per TPU output block for ``n_post`` neurons."""
+    return min(col_block, _round_up(n_post, LANES))
+
+
 def deliver(
     ring,
     cursor,
@@ -211,55 +284,15 @@ def deliver(
     )
     delays = None if delays is None else jnp.asarray(delays)
     dtype = ring.dtype
-    if dtype != jnp.float32:
-        raise TypeError(f"the TPU ELL kernel supports float32 rings only; got {dtype}.")
+    check_float32(dtype)
     batch = max(a.shape[0] for a in (ring, cursor, spikes, targets, weights))
     if delays is not None:
         batch = max(batch, delays.shape[0])
-    n_pre, fan_out = targets.shape[1:]
+    fan_out = targets.shape[2]
     n_ring = ring.shape[1] // n_post
-    cols = min(col_block, _round_up(n_post, LANES))
+    cols = column_block(n_post, col_block)
     view = RingView(n_ring, n_post, ROW_BLOCK, cols)
-    hetero = delays is not None
-    n_row_blocks = view.rows // ROW_BLOCK if hetero else 1
-    tile = TILE_ROWS * LANES
-    n_tiles = _round_up(max(capacity * fan_out, 1), tile) // tile
-    r0 = jnp.broadcast_to(
-        jnp.mod(jnp.mod(cursor, n_ring) + homogeneous_delay, n_ring), (batch,)
-    ).astype(jnp.int32)
-
-    def last_live(s, nt_b):
-        return jnp.minimum(s, jnp.maximum(nt_b - 1, 0))
-
-    stream_spec = pl.BlockSpec(
-        (None, TILE_ROWS, LANES), lambda b, rb, cb, s, nt, r0: (b, last_live(s, nt[b]), 0)
-    )
-
-    def block_index(b, rb, cb, s, nt, r0):
-        return (b, rb if hetero else lax.div(r0[b], jnp.int32(ROW_BLOCK)), cb)
-
-    block_spec = pl.BlockSpec((None, ROW_BLOCK, cols), block_index)
-    kernel = functools.partial(
-        _tpu_kernel, hetero=hetero, rows=ROW_BLOCK, cols=cols, tile_rows=TILE_ROWS
-    )
-    n_streams = 3 if hetero else 2
-    call = _compat.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct((batch, view.rows, view.cols), dtype),
-        grid_spec=_compat.PrefetchScalarGridSpec(
-            num_scalar_prefetch=2,
-            grid=(batch, n_row_blocks, view.cols // cols, n_tiles),
-            in_specs=[stream_spec] * n_streams + [block_spec],
-            out_specs=block_spec,
-        ),
-        # Inputs count the scalar-prefetch operands: the ring is operand 2 + n_streams.
-        input_output_aliases={2 + n_streams: 0},
-        interpret=interpret,
-        compiler_params=None
-        if interpret
-        else _compat.tpu_params("parallel", "parallel", "parallel", "arbitrary"),
-        name="brainsim_ell_deliver_tpu",
-    )
+    r0 = homogeneous_row(cursor, homogeneous_delay, n_ring, batch)
 
     def body(idx, count, blocks):
         streams = active_synapses(
@@ -274,10 +307,15 @@ def deliver(
             homogeneous_delay=homogeneous_delay,
             dtype=dtype,
         )
-        t, v, r = _streams_as_tiles(streams, tile, LANES)
-        live = jnp.broadcast_to((count * fan_out + tile - 1) // tile, (batch,)).astype(jnp.int32)
-        operands = (t, v, r) if hetero else (t, v)
-        return call(live, r0, *operands, blocks)
+        return accumulate(
+            blocks,
+            count * fan_out,
+            r0,
+            streams,
+            interpret=interpret,
+            cols=cols,
+            name="brainsim_ell_deliver_tpu",
+        )
 
     blocks = _compact.for_each_window(spikes, capacity, body, view.to_blocks(ring, batch))
     return view.to_flat(blocks)

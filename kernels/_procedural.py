@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _cpu, _reference
+from . import _compact, _dispatch, _reference
 from ._ell import Implementation
 
 ROW_STREAM = 0x524F5753  # "ROWS"
@@ -243,6 +243,7 @@ def procedural_deliver(
     allow_self: bool = True,
     delay: int = 1,
     chunk_size: int = 8,
+    capacity: int | None = None,
     implementation: Implementation = Implementation.AUTO,
 ):
     r"""Deliver ``spikes`` through a procedural projection into a ring buffer.
@@ -266,7 +267,12 @@ def procedural_deliver(
         allow_self: ``False`` excludes ``i → i`` (``n_pre == n_post``).
         delay: homogeneous delay in steps (>= 1).
         chunk_size: spikes per iteration of the jnp reference (never limits delivery).
-        implementation: :class:`Implementation`.
+        capacity: spikes per launch of the Pallas kernels (``None``: about ``n_pre / 16``,
+            :mod:`brainsim.kernels._compact`); more spikes run more launches.
+        implementation: :class:`Implementation`: the reference, the native CPU kernel, or the
+            Pallas kernels of :mod:`brainsim.kernels._pallas_procedural` (Triton atomic scatter
+            regenerating synapses in the kernel, owner block, TPU); ``AUTO`` picks per platform
+            (:mod:`brainsim.kernels._dispatch`).
     """
     n_pre = spikes.shape[-1]
     rule = Rule(int(n_pre), int(n_post), int(fan_out), int(seed), bool(replace), bool(allow_self))
@@ -276,7 +282,8 @@ def procedural_deliver(
             f"procedural_deliver: ring length {ring.shape[0]} is not a multiple of "
             f"n_post = {n_post}."
         )
-    static = _Static(rule, int(delay), int(chunk_size), Implementation(implementation))
+    capacity = _compact.check_capacity(capacity, max(int(n_pre), 1), owner="procedural_deliver")
+    static = _Static(rule, int(delay), int(chunk_size), Implementation(implementation), capacity)
     loc = jnp.asarray(weight_loc)
     scale = None if weight_scale is None else jnp.asarray(weight_scale)
     counts = None if counts is None else jnp.asarray(counts, jnp.int32)
@@ -309,6 +316,7 @@ class _Static(NamedTuple):
     delay: int
     chunk: int
     impl: Implementation
+    capacity: int
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -323,15 +331,27 @@ def _deliver(static, ring, spikes, loc, scale, cursor, counts):
     def native(*args):
         return _native(*args, rule=static.rule, delay=static.delay)
 
-    if static.impl is Implementation.REFERENCE:
-        return reference(*args)
-    if static.impl is Implementation.NATIVE_CPU:
-        if not _cpu.available():
-            raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
-        return native(*args)
-    if not _cpu.available():
-        return reference(*args)
-    return lax.platform_dependent(*args, cpu=native, default=reference)
+    def pallas(which, interpret):
+        def run(*args):
+            return _pallas_jit(
+                which,
+                interpret,
+                *args,
+                rule=static.rule,
+                delay=static.delay,
+                capacity=static.capacity,
+            )
+
+        return run
+
+    return _dispatch.select(
+        static.impl,
+        args,
+        reference=reference,
+        native=native,
+        pallas=pallas,
+        tpu_supported=ring.dtype == jnp.float32,
+    )
 
 
 @_deliver.defjvp
@@ -388,3 +408,19 @@ def expected_walks(n_range: int) -> float:
     """Mean Feistel applications per distinct target (``4^h / n``; for documentation/tests)."""
     return 4.0 ** half_bits(n_range) / max(n_range, 1)
 
+
+def _pallas(impl, interpret, *args, rule: Rule, delay: int, capacity: int):
+    """Run a batched Pallas kernel on unbatched arguments (``vmap`` folds into its batch)."""
+    from . import _pallas_procedural  # imported here: it imports this module
+
+    kernel = {
+        Implementation.PALLAS_TRITON: _pallas_procedural.deliver_atomic,
+        Implementation.PALLAS_PORTABLE: _pallas_procedural.deliver_owner,
+        Implementation.PALLAS_TPU: _pallas_procedural.deliver_tpu,
+    }[impl]
+    call = partial(kernel, rule=rule, delay=delay, capacity=capacity, interpret=interpret)
+    return _dispatch.run_batched(call, *args)
+
+
+# AUTO traces every platform's branch: a jitted entry point reuses the traced kernels.
+_pallas_jit = jax.jit(_pallas, static_argnums=(0, 1), static_argnames=("rule", "delay", "capacity"))

@@ -267,3 +267,11 @@ def test_spike_array_emits_rows_and_batches_without_recompiling():
     assert float(jnp.abs(out[:, 0]).sum() + jnp.abs(out[:, T + 1:]).sum()) == 0.0
     with pytest.raises(ValueError, match="columns"):
         bs.Network([bs.Population("in", 5, bs.SpikeArray(x[0]))], dt=0.5)
+
+
+def test_fit_reports_a_non_finite_gradient_under_a_finite_loss():
+    # sqrt has an infinite derivative at 0 while the loss there is finite: the optimizer
+    # would write inf/nan into the parameters without the check.
+    with pytest.raises(FloatingPointError, match="gradient became non-finite at step 1"):
+        fit.fit(lambda u, b, k: jnp.sqrt(u).sum(), jnp.zeros(2), optax.adam(0.1),
+                steps=3, progress=False)

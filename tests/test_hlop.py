@@ -19,10 +19,10 @@ SPECTRUM = np.concatenate([[4.0, 3.5, 3.0, 2.5], [1.6, 1.4, 1.2, 1.0], np.linspa
 
 @pytest.fixture(scope="module")
 def gaussian():
-    """4,000 samples with covariance Q diag(SPECTRUM) Qᵀ; returns (X, Q, sample eigenvectors)."""
+    """16,000 samples with covariance Q diag(SPECTRUM) Qᵀ; returns (X, Q, sample eigenvectors)."""
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.normal(size=(N, N)))
-    X = (rng.normal(size=(4000, N)) * np.sqrt(SPECTRUM)) @ Q.T
+    X = (rng.normal(size=(16000, N)) * np.sqrt(SPECTRUM)) @ Q.T
     _, V = np.linalg.eigh(X.T @ X / len(X))
     return jnp.asarray(X, jnp.float32), Q, V[:, ::-1]
 
@@ -37,9 +37,10 @@ def test_oja_converges_to_top_principal_subspace(gaussian):
     start = _degrees(s.weights[:M], Q[:, :M].T)
     s = hlop.learn(hlop.Oja(1e-2), s, X, key=jax.random.key(2), epochs=300)
     H = np.asarray(s.weights[:M])
-    # Full batch: the fixed point is the data's own top-4 eigenspace (float32 arccos
-    # resolution ~0.05 deg); against the population subspace the sampling error of 4,000
-    # samples remains (measured 2.0 deg), the criterion is REFERENCES' 5 deg.
+    # Full batch: the fixed point is the data's own top-4 eigenspace (measured 0.02 deg, the
+    # float32 arccos resolution); against the population subspace the sampling error of
+    # 16,000 samples remains (measured 2.5 deg); the criterion is REFERENCES' 5 deg.
+    # Orthonormality measured 6e-8.
     assert start > 45.0
     assert _degrees(H, V[:, :M].T) < 0.5
     assert _degrees(H, Q[:, :M].T) < 5.0
@@ -50,10 +51,10 @@ def test_oja_converges_to_top_principal_subspace(gaussian):
 def test_oja_minibatches_with_momentum_and_clipping(gaussian):
     X, Q, _ = gaussian
     s = hlop.grow(hlop.Subspace(N, M), M, key=jax.random.key(1))
-    s = hlop.learn(hlop.Oja(3e-3), s, X, key=jax.random.key(3), epochs=60, batch_size=500)
+    s = hlop.learn(hlop.Oja(3e-3), s, X, key=jax.random.key(3), epochs=30, batch_size=2000)
     H = np.asarray(s.weights)
-    # Stochastic updates (8 minibatches x 5 iterations per epoch) settle within the noise of
-    # the minibatch estimate; measured 2.6 deg and 2e-3.
+    # Stochastic updates (8 minibatches x 5 iterations per epoch, 30 epochs) settle within the noise of
+    # the minibatch estimate; measured 2.5 deg and 4.5e-4.
     assert _degrees(H, Q[:, :M].T) < 5.0
     assert np.abs(H @ H.T - np.eye(M)).max() < 1e-2
 
@@ -127,15 +128,17 @@ def test_projected_adam_leaves_old_layer_outputs_unchanged():
         before = old_x @ W0
         changes[name] = float(jnp.linalg.norm(old_x @ W - before) / jnp.linalg.norm(before))
         assert res.loss[-1] < 0.8 * res.loss[0]  # it did learn the new task
-    # measured: plain ~1.1, hlop ~2e-6 (float32)
+    # measured: plain 1.04, hlop 1.2e-6 (float32)
     assert changes["plain"] > 0.3
     assert changes["hlop"] < 1e-3
 
 
-def test_projected_spiking_layer_keeps_old_spike_trains():
-    """Surrogate-gradient training of a SpikingRNN's input weights on a new task, projected out
-    of the old inputs' subspace: the old task's hidden spike trains stay bitwise identical and
-    its input currents change by < 1e-4 relative; unprojected, old spike trains change."""
+@pytest.mark.parametrize("method", ["bptt", "eprop"])
+def test_projected_spiking_layer_keeps_old_spike_trains(method):
+    """Surrogate-gradient training (BPTT, or online e-prop whose gradient is built from
+    eligibility traces) of a SpikingRNN's input weights on a new task, projected out of the
+    old inputs' subspace: the old task's hidden spike trains stay bitwise identical and its
+    input currents change by < 1e-4 relative; unprojected, old spike trains change."""
     rng = np.random.default_rng(3)
     n_in, n_hidden, steps, r = 20, 16, 20, 4
     patterns = (rng.random((r, n_in)) < 0.4).astype(np.float32)
@@ -152,6 +155,12 @@ def test_projected_spiking_layer_keeps_old_spike_trains():
     def loss(w_in, batch, key):
         x, y = batch
         m = eqx_set(model, w_in)
+        if method == "eprop":
+            targets = jnp.broadcast_to(y[:, None], (y.shape[0], steps))
+            per_step = jax.vmap(
+                lambda xi, ti: bs.fit.eprop_loss(m, xi, ti, loss=_step_ce, dt=1.0)
+            )(x, targets)
+            return jnp.mean(per_step)
         _, out = jax.vmap(lambda xi: m(xi, 1.0))(x)
         return bs.fit.membrane_cross_entropy(out, y, reduce=jnp.mean)
 
@@ -163,8 +172,13 @@ def test_projected_spiking_layer_keeps_old_spike_trains():
         spikes, _ = jax.vmap(lambda x, w=w: eqx_set(model, w)(x, 1.0))(old_x)
         current = jnp.linalg.norm(old_x @ w - old_x @ model.w_in) / jnp.linalg.norm(old_x @ model.w_in)
         results[name] = (bool(jnp.array_equal(spikes, old_spikes)), float(current))
-    assert results["hlop"][0] and results["hlop"][1] < 1e-4  # measured ~1e-6
+    # measured (relative current change): hlop 1.7e-7 (bptt and e-prop), plain 0.64 / 0.72
+    assert results["hlop"][0] and results["hlop"][1] < 1e-4
     assert not results["plain"][0] and results["plain"][1] > 0.1
+
+
+def _step_ce(y, label):
+    return optax.softmax_cross_entropy_with_integer_labels(y, label)
 
 
 def eqx_set(model, w_in):

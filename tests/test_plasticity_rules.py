@@ -153,10 +153,9 @@ def dense_and_ell_weights(mask, targets, rng):
 
 RULES = {
     "pair": pl.PairSTDP(A_plus=0.02, A_minus=0.021, weight_dependence=pl.Additive(w_max=1.0)),
-    "pair_mult_nearest": pl.PairSTDP(
-        A_plus=0.02, A_minus=0.021, weight_dependence=pl.Multiplicative(1.0), nearest=True
+    "gutig_nearest": pl.PairSTDP(
+        A_plus=0.02, A_minus=0.02, weight_dependence=pl.Gutig(0.4), nearest=True
     ),
-    "gutig": pl.PairSTDP(A_plus=0.02, A_minus=0.02, weight_dependence=pl.Gutig(0.4)),
     "triplet": pl.TripletSTDP.hippocampal(weight_dependence=pl.Additive(1.0)),
     "symmetric": pl.SymmetricSTDP(A=0.01, A_pre_offset=0.002),
     "power_law": pl.PowerLawSTDP(eta=0.05, eta_pre=0.01),
@@ -168,8 +167,9 @@ RULES = {
 }
 
 
-@pytest.mark.parametrize("name", list(RULES))
-@pytest.mark.parametrize("capacity", [None, 2])
+@pytest.mark.parametrize(
+    "name, capacity", [(name, None) for name in RULES] + [("triplet", 2), ("chain", 3)]
+)
 def test_ell_equals_dense(name, capacity):
     """Event-driven ELL updates give the dense result (same per-synapse arithmetic), also when
     a step has more spikes than the window capacity (several windows, none dropped)."""
@@ -205,7 +205,8 @@ def test_only_synapses_of_spiking_neurons_change():
     post = np.zeros(n_post, np.float32)
     pre[[3, 17, 41]] = 1
     post[[0, 22]] = 1
-    new, _ = rule.update(state, w, jnp.asarray(pre), jnp.asarray(post), 0.1, synapses=ell)
+    update = jax.jit(lambda s, w, p, q: rule.update(s, w, p, q, 0.1, synapses=ell))
+    new, _ = update(state, w, jnp.asarray(pre), jnp.asarray(post))
     changed = ell.to_dense(new) != ell.to_dense(w)
     allowed = (pre[:, None] != 0) | (post[None, :] != 0)
     assert np.all(np.asarray(changed) <= (allowed & mask))
@@ -231,8 +232,8 @@ def test_bounds_are_respected(dependence):
         w, _ = run_rule(rule, syn, w0, jnp.asarray(pre), jnp.asarray(post), 1.0)
         w = np.asarray(w)
         assert w.min() >= 0.0 and w.max() <= 0.5
-        if isinstance(dependence, pl.Additive):
-            assert (w == (0.5 if hit == "max" else 0.0)).mean() > 0.5
+        if isinstance(dependence, pl.Additive):  # hard bounds are reached, not passed
+            assert (w == (0.5 if hit == "max" else 0.0)).mean() > 0.25
 
 
 def test_reward_modulated_stdp_learns_only_when_modulated():
@@ -267,9 +268,14 @@ def test_normalization_at_boundary_and_chain_order():
     w_dense, w_ell = dense_and_ell_weights(mask, targets, rng)
     for syn, w in ((pl.DenseSynapses(30, 10, mask), w_dense), (pl.EllSynapses(targets, 10), w_ell)):
         rule = pl.chain(pl.PairSTDP(), pl.Normalization(7.8))
-        state = rule.init(syn, w)
-        # Between runs only: a step leaves the sums alone, the boundary sets them.
-        w1, state = rule.update(state, w, jnp.zeros(30), jnp.zeros(10), 0.1, synapses=syn)
+
+        @jax.jit
+        def go(w, rule=rule, syn=syn):
+            state = rule.init(syn, w)
+            # Between runs only: a step leaves the sums alone, the boundary sets them.
+            w1, state = rule.update(state, w, jnp.zeros(30), jnp.zeros(10), 0.1, synapses=syn)
+            return w1, rule.boundary(state, w1, synapses=syn)[0]
+
+        w1, w2 = go(w)
         np.testing.assert_array_equal(np.asarray(w1), np.asarray(w))
-        w2, _ = rule.boundary(state, w1, synapses=syn)
         np.testing.assert_allclose(np.asarray(syn.post_sum(w2)), 7.8, rtol=1e-5)

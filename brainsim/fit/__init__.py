@@ -11,6 +11,9 @@
 * Online learning: :class:`SpikingRNN` and :func:`eprop_loss` (e-prop eligibility traces,
   memory independent of the number of steps).
 
+* Learnable delays: the :class:`brainsim.LearnableDelays` layout (real-valued delays, linear
+  interpolation over lags) and :func:`brainsim.round_learned_delays` for event-driven inference.
+
 Memory-bounded gradients of long runs: ``simulate(..., checkpoint=brainsim.Checkpointing())``.
 """
 

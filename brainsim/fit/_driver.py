@@ -98,12 +98,20 @@ def _update(loss, optimizer, has_aux, params, opt_state, best, best_loss, batch,
     else:
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
     new_params = eqx.apply_updates(params, updates)
+    # A non-finite gradient would be written into the parameters by the optimizer while the
+    # loss can stay finite (e.g. a network gone silent); the loop raises on it.
+    grads_finite = _all_finite(grads)
     better = value < best_loss
     best = jax.tree.map(
         lambda b, p: jnp.where(better, p, b) if eqx.is_inexact_array(p) else b, best, params
     )
     best_loss = jnp.where(better, value, best_loss)
-    return new_params, opt_state, best, best_loss, value, aux
+    return new_params, opt_state, best, best_loss, value, aux, grads_finite
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [jnp.bool_(True)]))
 
 
 @jit
@@ -301,7 +309,7 @@ def fit(
         else:
             batch = data
         key = jax.random.fold_in(base_key, k - 1)
-        params, opt_state, best, best_loss, value, aux = _step(
+        params, opt_state, best, best_loss, value, aux, grads_finite = _step(
             loss, optimizer, has_aux, batched, params, opt_state, best, best_loss, batch, key
         )
         value = np.asarray(value)
@@ -310,6 +318,13 @@ def fit(
                 f"fit: the loss became {value.ravel()[~np.isfinite(value.ravel())][0]} at step "
                 f"{k}; lower the learning rate, bound the parameters with bijections, or check "
                 "the simulation (reduce dt)."
+            )
+        if not np.all(np.asarray(grads_finite)):
+            raise FloatingPointError(
+                f"fit: the gradient became non-finite at step {k} (loss {np.mean(value):.6g}), "
+                "so the parameters are no longer usable. Use a narrower surrogate (a larger "
+                "scale), detach_reset=True, a lower learning rate or gradient clipping "
+                "(optax.clip_by_global_norm)."
             )
         losses.append(value)
         times.append(time.perf_counter() - start)

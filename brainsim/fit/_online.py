@@ -130,20 +130,35 @@ class SpikingRNN(eqx.Module):
     def __call__(self, inputs: Float[Array, "T n_in"], dt: float):
         """Run ``inputs``; return ``(spikes (T, n_hidden), readout (T, n_out))``."""
         _check_inputs(self, inputs, "SpikingRNN")
-        kappa = jnp.exp(-dt / self.tau_out)
-        state = self.neuron.init(self.n_hidden, dtype=self.w_in.dtype)
-        z0 = jnp.zeros((self.n_hidden,), self.w_in.dtype)
-        y0 = jnp.zeros_like(self.b_out)
+        dtype = self.w_in.dtype
+        # Only the neurons need a sequential loop. The input currents of all steps are one
+        # matrix product before it, and the readout (linear in the spikes) one product and a
+        # leaky filter after it: two large matrix products instead of T small ones, forward
+        # and backward, and a loop body that holds only the neuron update.
+        drive_in = inputs.astype(dtype) @ self.w_in
+        zeros = jnp.zeros((self.n_hidden,), dtype)
 
-        def body(carry, x):
-            state, z_prev, y = carry
-            current = self._current(x.astype(z0.dtype), z_prev)
-            state, z = self.neuron.step(state, Drive(current, jnp.zeros_like(current)), 0.0, dt)
-            y = kappa * y + z @ self.w_out + self.b_out
-            return (state, z, y), (z, y)
+        def body(carry, current):
+            state, z_prev = carry
+            if self.w_rec is not None:
+                current = current + z_prev @ self.w_rec
+            state, z = self.neuron.step(state, Drive(current, zeros), 0.0, dt)
+            return (state, z), z
 
-        _, (spikes, y) = lax.scan(body, (state, z0, y0), inputs)
-        return spikes, y
+        init = (self.neuron.init(self.n_hidden, dtype=dtype), zeros)
+        _, spikes = lax.scan(body, init, drive_in)
+        kappa = jnp.exp(-dt / self.tau_out).astype(dtype)
+        return spikes, leaky_filter(spikes @ self.w_out + self.b_out, kappa)
+
+
+def leaky_filter(u: Float[Array, "T *n"], kappa) -> Float[Array, "T *n"]:
+    r""":math:`y_k = \kappa\, y_{k-1} + u_k` along the first axis, with :math:`y_{-1} = 0`."""
+
+    def body(y, u_k):
+        y = kappa * y + u_k
+        return y, y
+
+    return lax.scan(body, jnp.zeros_like(u[0]), u)[1]
 
 
 def _check_inputs(model, inputs, owner):

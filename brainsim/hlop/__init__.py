@@ -8,12 +8,21 @@
 * Projections out of the frozen subspace: :func:`project` (activity/traces),
   :func:`project_gradient` (weight gradients, forward pass unchanged), :func:`trace_update`
   (projected online trace-based update) and :func:`project_updates` (an ``optax`` wrapper).
-* Continual learning: :func:`continual_learning` trains a spiking network on a sequence of
-  tasks (plain sequential, HLOP, or jointly as an upper bound) and returns the accuracy matrix
-  with :func:`acc` and :func:`bwt`; :func:`permuted_digits` builds permuted spike-encoded
-  digits tasks from scikit-learn's bundled 8×8 digits.
+* Continual learning: :func:`continual_learning` trains a :class:`~brainsim.fit.SpikingRNN`
+  on a sequence of :class:`Task` values, plainly or with :class:`HLOP` settings, and
+  :func:`multitask` trains it on all tasks at once (the upper bound); both return a
+  :class:`ContinualResult` with the accuracy matrix, :func:`acc` and :func:`bwt`.
+  :func:`permuted_digits` builds permuted spike-encoded tasks from scikit-learn's bundled 8×8
+  digits (scikit-learn is imported only there).
 """
 
+from ._continual import HLOP as HLOP
+from ._continual import ContinualResult as ContinualResult
+from ._continual import acc as acc
+from ._continual import bwt as bwt
+from ._continual import continual_learning as continual_learning
+from ._continual import evaluate as evaluate
+from ._continual import multitask as multitask
 from ._oja import Oja as Oja
 from ._oja import OjaState as OjaState
 from ._oja import learn as learn
@@ -25,12 +34,5 @@ from ._subspace import project as project
 from ._subspace import project_gradient as project_gradient
 from ._subspace import project_updates as project_updates
 from ._subspace import trace_update as trace_update
-from ._continual import HLOP as HLOP
-from ._continual import ContinualResult as ContinualResult
-from ._continual import acc as acc
-from ._continual import bwt as bwt
-from ._continual import continual_learning as continual_learning
-from ._continual import evaluate as evaluate
-from ._continual import multitask as multitask
 from ._tasks import Task as Task
 from ._tasks import permuted_digits as permuted_digits

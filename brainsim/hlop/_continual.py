@@ -26,6 +26,7 @@ and frozen.
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import equinox as eqx
@@ -60,8 +61,8 @@ class HLOP(eqx.Module):
 
     rows: tuple[int, int] = eqx.field(static=True)
     max_rows: tuple[int, int] | None = eqx.field(static=True, default=None)
-    rules: tuple[Oja, Oja] = (Oja(1e-2), Oja(1e-2))
-    epochs: int = eqx.field(static=True, default=1000)
+    rules: tuple[Oja, Oja] | None = None
+    epochs: int = eqx.field(static=True, default=300)
     batch_size: int | None = eqx.field(static=True, default=None)
 
 
@@ -184,9 +185,14 @@ def continual_learning(
 
     Returns:
         A :class:`ContinualResult` (``accuracy`` is ``(T, T)``; ``.acc``, ``.bwt``).
-    """
-    import time
 
+    Example:
+        >>> tasks = hlop.permuted_digits(5, steps=10, max_rate=1.0)
+        >>> model = bs.fit.SpikingRNN(64, 128, 10, key=jax.random.key(0), input_gain=3.0)
+        >>> r = hlop.continual_learning(
+        ...     model, tasks, hlop=hlop.HLOP(rows=(6, 24)), optimizer=optax.adam(3e-3))
+        >>> r.acc, r.bwt        # about 0.77 and -0.07 (sequential: 0.48 and -0.54)
+    """
     _check(model, tasks, "continual_learning")
     if hlop is not None and not isinstance(hlop, HLOP):
         raise TypeError(f"continual_learning: `hlop` must be a brainsim.hlop.HLOP; got {type(hlop).__name__}.")
@@ -196,7 +202,14 @@ def continual_learning(
     subspaces = None
     if hlop is not None:
         dims = (model.w_in.shape[0], model.n_hidden)
-        max_rows = hlop.max_rows or tuple(min(d, r * max(1, n_tasks - 1)) for d, r in zip(dims, hlop.rows))
+        if len(hlop.rows) != 2 or (hlop.max_rows is not None and len(hlop.max_rows) != 2):
+            raise ValueError(
+                "continual_learning: `HLOP.rows` and `HLOP.max_rows` need one entry per "
+                f"layer (input, hidden); got rows={hlop.rows!r}, max_rows={hlop.max_rows!r}."
+            )
+        max_rows = hlop.max_rows or tuple(
+            min(d, r * max(1, n_tasks - 1)) for d, r in zip(dims, hlop.rows, strict=True)
+        )
         subspaces = tuple(
             Subspace(d, m, dtype=model.w_in.dtype) for d, m in zip(dims, max_rows, strict=True)
         )
@@ -213,7 +226,8 @@ def continual_learning(
             spikes, _ = _run(model, task.train_x, dt)
             activity = (task.train_x, spikes)
             new = []
-            for j, (s, rule, k, a) in enumerate(zip(subspaces, hlop.rules, hlop.rows, activity)):
+            rules = hlop.rules if hlop.rules is not None else (Oja(1e-2), Oja(1e-2))
+            for s, rule, k, a in zip(subspaces, rules, hlop.rows, activity, strict=True):
                 key, k_grow, k_learn = jax.random.split(key, 3)
                 s = grow(s, int(k), key=k_grow)
                 s = learn(rule, s, a, key=k_learn, epochs=hlop.epochs, batch_size=hlop.batch_size)
@@ -235,8 +249,6 @@ def multitask(
 ) -> ContinualResult:
     """Upper bound: train on the union of all tasks' training sets at once (the same number
     of epochs over every task as :func:`continual_learning`); ``accuracy`` is one row."""
-    import time
-
     _check(model, tasks, "multitask")
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     start = time.perf_counter()

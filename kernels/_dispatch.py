@@ -1,0 +1,70 @@
+"""Which implementation of a delivery op runs where: the one place that decides (CSR, procedural).
+
+:func:`select` applies the rules of :class:`~brainsim.kernels.Implementation` (documented in
+:mod:`brainsim.kernels._ell`, whose own dispatch follows the same table):
+
+* ``REFERENCE`` / ``NATIVE_CPU``: that implementation, on any platform / on CPU.
+* ``PALLAS_TRITON`` / ``PALLAS_PORTABLE`` (CUDA), ``PALLAS_TPU`` (TPU): compiled on their own
+  platform, Pallas interpret mode when lowered for a CPU, an error on any other platform.
+* ``AUTO``: CPU → native kernel if it compiled, else the reference; CUDA → ``PALLAS_TRITON``;
+  TPU → ``PALLAS_TPU`` when the op supports the dtype (float32), else the reference; any other
+  platform → the reference.
+
+The choice is made by ``lax.platform_dependent`` at lowering time, so one traced program serves
+every backend. :func:`run_batched` wraps a batched kernel (leading batch axis of 1 = shared, or
+``B``) so that ``vmap``, nested or not, becomes one launch with a batch grid axis.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from . import _cpu
+from ._ell import Implementation, _batched
+
+PALLAS_PLATFORM = {
+    Implementation.PALLAS_TRITON: "cuda",
+    Implementation.PALLAS_PORTABLE: "cuda",
+    Implementation.PALLAS_TPU: "tpu",
+}
+
+
+def select(impl: Implementation, args, *, reference, native, pallas, tpu_supported: bool):
+    """Run ``args`` through the implementation ``impl`` names (module docstring).
+
+    ``reference(*args)``, ``native(*args)``: the jnp and native paths; ``pallas(which,
+    interpret)`` returns the function running Pallas kernel ``which``; ``tpu_supported``: whether
+    AUTO may use the TPU kernel for these arguments.
+    """
+    if impl is Implementation.REFERENCE:
+        return reference(*args)
+    if impl is Implementation.NATIVE_CPU:
+        if not _cpu.available():
+            raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
+        return native(*args)
+    if impl in PALLAS_PLATFORM:
+        return lax.platform_dependent(
+            *args, cpu=pallas(impl, True), **{PALLAS_PLATFORM[impl]: pallas(impl, False)}
+        )
+    tpu = pallas(Implementation.PALLAS_TPU, False) if tpu_supported else reference
+    return lax.platform_dependent(
+        *args,
+        cpu=native if _cpu.available() else reference,
+        cuda=pallas(Implementation.PALLAS_TRITON, False),
+        tpu=tpu,
+        default=reference,
+    )
+
+
+def run_batched(kernel, *args):
+    """``kernel`` (every non-``None`` argument with a leading batch axis of 1 or ``B``) on
+    unbatched arguments, with a ``vmap`` rule that folds mapped axes into the leading one."""
+    present = tuple(a is not None for a in args)
+
+    def call(*xs):
+        it = iter(xs)
+        return kernel(*(next(it) if p else None for p in present))
+
+    batched = tuple(jnp.asarray(a)[None] for a in args if a is not None)
+    return _batched(call)(*batched)[0]

@@ -1,0 +1,235 @@
+"""Long runs: chunked runs equal one simulate call, the files hold every spike, a crashed run
+resumed from its checkpoint writes exactly the files of an uninterrupted one, one compiled
+chunk is reused, and the progress line has the documented format."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import jax
+import jax.monitoring
+import numpy as np
+import pytest
+
+import brainsim as bs
+import brainsim._long_run as long_run
+from brainsim import connect
+
+DT = 0.1
+DURATION = 50.0  # ms = 500 steps
+CHUNK = 12.0  # ms = 120 steps: 4 chunks and a 20-step remainder
+RECORD = (bs.SpikeRaster(populations=("P",)), bs.SpikeList("N", 2000), bs.PopulationRate(),
+          bs.StateTrace("N", "v", neurons=[0, 3], every=4))
+
+
+def network():
+    """Poisson channels onto a recurrent LIF population, multi-step delays (spikes in flight
+    at every chunk boundary)."""
+    n = 16
+    lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0, t_ref=2.0,
+                 I_e=np.linspace(300.0, 420.0, n))
+    rec = {"e": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased())}
+    pops = [bs.Population("P", 6, bs.PoissonSource(400.0)),
+            bs.Population("N", n, lif, receptors=rec, initial={"v": bs.init.Uniform(-70.0, -55.0)})]
+    projs = [
+        bs.Projection("P", "N", connect.fixed_probability(6, n, 0.5, weight=60.0, delay=1.3,
+                                                          seed=1), receptor="e"),
+        bs.Projection("N", "N", connect.fixed_probability(n, n, 0.3, weight=-30.0, delay=0.7,
+                                                          allow_self=False, seed=2), receptor="e"),
+    ]
+    return bs.Network(pops, projs, dt=DT)
+
+
+KEY = jax.random.key(7)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    net = network()
+    return net, bs.simulate(net, DURATION, key=KEY, record=RECORD)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(reference, tmp_path_factory):
+    net, _ = reference
+    out = tmp_path_factory.mktemp("whole")
+    run = bs.run_long(net, DURATION, out, key=KEY, chunk=CHUNK, record=RECORD,
+                      checkpoint_every=2 * CHUNK, progress=False)
+    return out, run
+
+
+def _same_steps(t_a, t_b):
+    return np.array_equal(np.rint(np.asarray(t_a) / DT), np.rint(np.asarray(t_b) / DT))
+
+
+def test_chunked_run_equals_one_simulate_call(reference, uninterrupted):
+    _, ref = reference
+    _, run = uninterrupted
+    assert run.n_steps == 500 and len(run.index) == 5
+    for pop in ("P", "N"):
+        t_ref, i_ref = ref.spikes(pop)
+        t_run, i_run = run.spikes(pop)
+        assert len(t_ref) > 30  # both populations are active: the comparison means something
+        assert _same_steps(t_ref, t_run) and np.array_equal(i_ref, i_run)
+        assert np.array_equal(ref.spike_counts(pop), run.spike_counts(pop))
+        assert run.rate(pop) == pytest.approx(ref.rate(pop), rel=1e-6)
+    times, values = run.trace("N", "v")
+    ref_times, ref_values = ref.trace("N", "v")
+    assert np.array_equal(values, ref_values) and np.allclose(times, ref_times)
+    # The final state, PRNG key and ring buffers included, is the same bit for bit.
+    same = jax.tree.map(
+        lambda a, b: np.asarray(a).tobytes() == np.asarray(b).tobytes(),
+        jax.tree.map(lambda x: jax.random.key_data(x) if x.dtype == KEY.dtype else x, run.state),
+        jax.tree.map(lambda x: jax.random.key_data(x) if x.dtype == KEY.dtype else x, ref.state),
+    )
+    assert all(jax.tree.leaves(same))
+
+
+def test_streamed_files_hold_all_spikes(reference, uninterrupted):
+    _, ref = reference
+    out, run = uninterrupted
+    stored = bs.load_run(out)
+    assert stored.duration == pytest.approx(DURATION)
+    for pop in ("P", "N"):
+        n = len(ref.spikes(pop)[0])
+        steps_file, ids_file = (out / stored.meta["streams"][i]["file"]
+                                for i in stored.meta["spikes"][pop])
+        # 4-byte step and 4-byte id per spike, nothing else.
+        assert steps_file.stat().st_size == ids_file.stat().st_size == 4 * n
+        assert stored.n_spikes(pop) == n
+        parts = list(stored.iter_spikes(pop))
+        assert len(parts) == 5
+        t, ids = stored.spikes(pop)
+        assert _same_steps(np.concatenate([p[0] for p in parts]), t)
+        assert np.array_equal(np.concatenate([p[1] for p in parts]), ids)
+        # A time window [10, 30) ms is the matching slice.
+        tw, iw = stored.spikes(pop, t_start=10.0, t_stop=30.0)
+        mask = (np.rint(t / DT) >= 100) & (np.rint(t / DT) < 300)
+        assert _same_steps(tw, t[mask]) and np.array_equal(iw, ids[mask])
+
+
+def test_crash_and_resume_writes_the_uninterrupted_files(reference, uninterrupted, tmp_path,
+                                                         monkeypatch):
+    net, _ = reference
+    whole_dir, _ = uninterrupted
+    out = tmp_path / "crashed"
+    real_append = long_run._Writer.append
+    calls = []
+
+    def append_then_die(self, end_step, rows):
+        calls.append(end_step)
+        if len(calls) == 4:  # chunks 1-3 written, checkpoint after chunk 2
+            raise KeyboardInterrupt("killed")
+        real_append(self, end_step, rows)
+
+    monkeypatch.setattr(long_run._Writer, "append", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        bs.run_long(net, DURATION, out, key=KEY, chunk=CHUNK, record=RECORD,
+                    checkpoint_every=2 * CHUNK, progress=False)
+    monkeypatch.undo()
+    crashed = bs.load_run(out)
+    assert crashed.n_steps == 360  # the completed chunks are readable
+    assert crashed.load_checkpoint(net).metadata["step"] == 240
+
+    # Resume: no key needed; the files are cut back to the checkpoint (step 240) and continued.
+    run = bs.run_long(net, DURATION, out, chunk=CHUNK, record=RECORD, checkpoint_every=2 * CHUNK,
+                      progress=False)
+    assert run.n_steps == 500
+    names = sorted(p.name for p in whole_dir.iterdir() if p.suffix == ".bin")
+    assert names == sorted(p.name for p in out.iterdir() if p.suffix == ".bin")
+    for name in names:
+        assert (out / name).read_bytes() == (whole_dir / name).read_bytes(), name
+
+
+def test_extending_and_refusing_runs(reference, uninterrupted, tmp_path):
+    net, ref = reference
+    whole_dir, _ = uninterrupted
+    with pytest.raises(FileExistsError, match="resume=True"):
+        bs.run_long(net, DURATION, whole_dir, key=KEY, chunk=CHUNK, record=RECORD, resume=False,
+                    progress=False)
+    with pytest.raises(ValueError, match="`record`"):
+        bs.run_long(net, DURATION, whole_dir, chunk=CHUNK, record=(bs.SpikeRaster(),),
+                    progress=False)
+    with pytest.raises(ValueError, match="beyond `duration`"):
+        bs.run_long(net, DURATION / 2, whole_dir, chunk=CHUNK, record=RECORD, progress=False)
+    with pytest.raises(ValueError, match="multiple of 4 steps"):
+        bs.run_long(net, DURATION, tmp_path / "x", key=KEY, chunk=0.3, record=RECORD)
+    # A finished run asked for its own duration again does nothing and returns the same data.
+    again = bs.run_long(net, DURATION, whole_dir, chunk=CHUNK, record=RECORD, progress=False)
+    assert _same_steps(again.spikes("N")[0], ref.spikes("N")[0])
+
+
+def _count_compilations(fn):
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return len(events)
+
+
+def test_one_compiled_chunk_is_reused(reference, uninterrupted, tmp_path):
+    """With the chunk compiled once (by the fixture), a run of 8 more chunks, with progress
+    and checkpoints, compiles nothing."""
+    net, _ = reference
+    state = uninterrupted[1].state
+    n = _count_compilations(lambda: bs.run_long(
+        net, 8 * CHUNK, tmp_path / "r", state=state, chunk=CHUNK, record=RECORD,
+        checkpoint_every=3 * CHUNK, progress=io.StringIO()))
+    assert n == 0
+
+
+LINE = re.compile(r"t = (\d+\.\d{3})/(\d+\.\d{3}) s \((\d+\.\d)%\) \| [\d,]+ steps/s \| "
+                  r"\S+x real time \| ETA (\d\d:\d\d|\d+:\d\d:\d\d|--:--)")
+
+
+def test_progress_line():
+    assert long_run.progress_line(12_300.0, 60_000.0, 48_211.0, 0.1, 10.4) == (
+        "t = 12.300/60.000 s (20.5%) | 48,211 steps/s | 4.82x real time | ETA 00:10")
+    assert long_run.progress_line(0.0, 3.6e6, 1e4, 0.1, 3 * 3600 + 62.0).endswith("ETA 3:01:02")
+    # Before a speed is known (the first chunk includes compilation).
+    assert long_run.progress_line(100.0, 1000.0, None, 0.1, float("inf")) == (
+        "t = 0.100/1.000 s (10.0%) | -- steps/s | -- real time | ETA --:--")
+
+
+def test_progress_output(reference, uninterrupted, tmp_path, capsys):
+    net, _ = reference
+    state = uninterrupted[1].state
+    stream = io.StringIO()
+    bs.run_long(net, 2 * CHUNK, tmp_path / "a", state=state, chunk=CHUNK, record=RECORD,
+                progress=stream)
+    lines = stream.getvalue().splitlines()
+    # Not a terminal: the first chunk (no speed yet: it compiled) and the final line; in
+    # between one line per 10 s.
+    assert len(lines) == 2
+    assert lines[0] == "t = 0.012/0.024 s (50.0%) | -- steps/s | -- real time | ETA --:--"
+    match = LINE.fullmatch(lines[-1])
+    assert match, lines[-1]
+    assert match.group(1) == match.group(2) == "0.024" and match.group(3) == "100.0"
+    bs.run_long(net, 2 * CHUNK, tmp_path / "b", state=state, chunk=CHUNK, record=RECORD,
+                progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_recordings_are_exact_beyond_2_to_24_steps(reference):
+    """Past 2**24 steps (28 min at 0.1 ms) a float32 time no longer holds whole steps; the
+    recordings index steps in integers, so a SpikeList's steps still agree with the per-step
+    counts of PopulationRate."""
+    net, ref = reference
+    state = ref.state._replace(step=jax.numpy.asarray(2**25 + 3, jax.numpy.int32))
+    result = bs.simulate(net, CHUNK, state=state, record=RECORD)  # the compiled chunk
+    spike_list = result.recordings[1]
+    n = int(spike_list.total)
+    assert n > 0
+    steps = np.repeat(np.asarray(spike_list.steps)[:n], np.asarray(spike_list.counts)[:n])
+    counts = np.bincount(steps, minlength=120)
+    assert counts.size == 120
+    assert np.array_equal(counts, np.asarray(result.recordings[2]["N"]))
+    assert result.recordings[3].shape == (30, 2)
