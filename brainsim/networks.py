@@ -324,6 +324,10 @@ def potjans_diesmann(
     projection (one-step delay: the delay of a stationary Poisson input is immaterial).
     ``"dc"``: its mean instead, a constant current
     :math:`I_{ext} = 10^{-3}\,\tau_{syn}\, w\, K_{ext}\, \nu_{bg}` (pA) in each cell's ``I_e``.
+    The DC drive removes the external fluctuations; with in-degrees scaled down
+    (``k_scale < 1``) the remaining recurrent fluctuations do not sustain activity and the
+    network falls silent (measured at ``scale = k_scale = 0.1``: every population but L6I at
+    0 Hz), so use ``"poisson"`` there.
 
     **Scaling.** ``scale`` multiplies the population sizes; ``k_scale`` the in-degrees
     (recurrent and external). Total synapses are ``round(K · scale · k_scale)``, so at
