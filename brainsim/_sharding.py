@@ -92,7 +92,7 @@ from ._inputs import AbstractCurrent
 from ._monitors import AbstractMonitor, StateTrace
 from ._network import Network, NetworkState, Population, Projection, ReceptorState
 from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
-from ._simulate import Faults, SimulationResult, check_result, prepare
+from ._simulate import SimulationResult, check_result, collect_result, prepare
 
 # ------------------------------------------------------------------------ jax versions
 
@@ -741,28 +741,9 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     )(*args)
     # Back to the single-device layout, replicated (the reshapes need whole arrays).
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
-    recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
-    overflow = (
-        jnp.stack(
-            [
-                jnp.asarray(0 if m.overflow(b) is None else m.overflow(b), jnp.int32)
-                for m, b in zip(monitors, buffers, strict=True)
-            ]
-        )
-        if monitors
-        else jnp.zeros((0,), jnp.int32)
-    )
-    return SimulationResult(
-        state=final,
-        recordings=recordings,
-        faults=Faults(first_bad, overflow),
-        monitors=monitors,
-        population_names=tuple(b.name for b in plan.blocks),
-        population_sizes=tuple(b.size for b in plan.blocks),
-        population_is_source=tuple(b.is_source for b in plan.blocks),
-        dt=skeleton.dt,
-        n_steps=n_steps,
-        t_start=t_start,
+    return collect_result(
+        final, buffers, outputs, first_bad, monitors, plan.blocks,
+        dt=skeleton.dt, n_steps=n_steps, t_start=t_start,
     )
 
 

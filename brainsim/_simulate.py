@@ -222,6 +222,39 @@ def _nonfinite(pstate) -> jax.Array:
     return jnp.logical_not(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])))
 
 
+def collect_result(
+    state, buffers, outputs, first_bad, monitors, populations, *, dt, n_steps, t_start
+) -> SimulationResult:
+    """The :class:`SimulationResult` of a finished scan: each monitor's recording (its scan
+    output, or its buffer if it records into one), overflow counts and faults.
+
+    ``populations``: values with ``name``, ``size`` and ``is_source`` in network order.
+    """
+    recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
+    overflow = (
+        jnp.stack(
+            [
+                jnp.asarray(0 if m.overflow(b) is None else m.overflow(b), jnp.int32)
+                for m, b in zip(monitors, buffers, strict=True)
+            ]
+        )
+        if monitors
+        else jnp.zeros((0,), jnp.int32)
+    )
+    return SimulationResult(
+        state=state,
+        recordings=recordings,
+        faults=Faults(first_bad, overflow),
+        monitors=monitors,
+        population_names=tuple(p.name for p in populations),
+        population_sizes=tuple(p.size for p in populations),
+        population_is_source=tuple(p.is_source for p in populations),
+        dt=dt,
+        n_steps=n_steps,
+        t_start=t_start,
+    )
+
+
 def _run(
     network: Network,
     state: NetworkState,
@@ -258,28 +291,9 @@ def _run(
     (state, buffers, first_bad), outputs = checkpointed_scan(
         body, (state, buffers, first_bad), n_steps, checkpoint
     )
-    recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
-    overflow = (
-        jnp.stack(
-            [
-                jnp.asarray(0 if m.overflow(b) is None else m.overflow(b), jnp.int32)
-                for m, b in zip(monitors, buffers, strict=True)
-            ]
-        )
-        if monitors
-        else jnp.zeros((0,), jnp.int32)
-    )
-    return SimulationResult(
-        state=state,
-        recordings=recordings,
-        faults=Faults(first_bad, overflow),
-        monitors=monitors,
-        population_names=tuple(p.name for p in network.populations),
-        population_sizes=tuple(p.size for p in network.populations),
-        population_is_source=tuple(p.is_source for p in network.populations),
-        dt=network.dt,
-        n_steps=n_steps,
-        t_start=t_start,
+    return collect_result(
+        state, buffers, outputs, first_bad, monitors, network.populations,
+        dt=network.dt, n_steps=n_steps, t_start=t_start,
     )
 
 
