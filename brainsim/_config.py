@@ -41,14 +41,33 @@ Format (units: ms, mV, pF, nS, pA, Hz)::
     post = "E"
     receptor = "exc"
     connect = { type = "fixed_probability", p = 0.02, weight = 6.0, delay = 1.0 }
-    layout = "sparse"           # or "dense", or { type = "sparse", chunk_size = 16 }
+    layout = "sparse"           # or "dense", "csr", or { type = "sparse", chunk_size = 16 }
     stp = { type = "TsodyksMarkram", U = 0.5, tau_rec = 800.0 }   # optional
     round_delays = false        # optional
     name = "E->E:exc"           # optional (this is the default)
+    plasticity = { type = "PairSTDP", A_plus = 1e-4, A_minus = 1.05e-4,
+                   weight_dependence = { type = "Additive", w_max = 0.01 } }  # optional
+    modulator = "reward"        # optional: RewardModulatedSTDP's signal, a population name
+                                # (its spike count per step) or a current table (TimedArray)
 
     [record]                    # optional
     spikes = true               # all populations (default), false, or a list of names
     traces = [ { population = "E", variable = "v", neurons = [0, 1, 2], every = 10 } ]
+    weights = [ { projection = "E->E:exc", synapses = [[0, 1], [2, 3]], every = 100 } ]
+
+(The format sketch breaks long inline tables over lines; TOML itself wants each inline table
+on one line, or a ``[projections.plasticity]`` sub-table.)
+
+Long-term plasticity (:mod:`brainsim.plasticity`): ``plasticity`` is one rule (``PairSTDP``,
+``TripletSTDP``, ``SymmetricSTDP``, ``RewardModulatedSTDP``, ``PowerLawSTDP``,
+``SynapticScaling``, ``Normalization``) or an array of rules applied in that order
+(:func:`brainsim.plasticity.chain`); its ``weight_dependence`` is ``Additive``,
+``Multiplicative`` or ``Gutig``. Plastic weights need a ``dense`` or ``sparse`` layout.
+``[record] weights`` records them (:class:`~brainsim.WeightTrace`; ``synapses`` omitted: the
+whole stored array), and ``brainsim run`` saves every plastic projection's final weights. The
+neuron wrapper ``AdaptiveThreshold`` is a population model whose ``params.model`` is the
+wrapped model (a name or a table). A modulator computed by Python code cannot be written in
+TOML: build such a projection with the Python API.
 
 A whole standard network can instead come from a named builder of :mod:`brainsim.networks`
 (``coba``, ``cuba``, ``cobahh``, ``potjans_diesmann``); its other keys are the builder's
@@ -60,9 +79,10 @@ arguments, ``dt`` and ``seed`` come from ``[simulation]``, and there are no ``po
     scale = 0.1
     layout = "sparse"
 
-Object values (kinetics, output, stp, currents, layout, a model's ``surrogate`` and
-``integrator``) are either a name (``output = "CurrentBased"``, ``integrator = "RK4"``) or a table
-whose ``type`` is the name and whose other keys are the constructor's arguments. Connection
+Object values (kinetics, output, stp, currents, layout, plasticity rules and their
+``weight_dependence``, a model's ``surrogate`` and ``integrator``) are either a name
+(``output = "CurrentBased"``, ``integrator = "RK4"``) or a table whose ``type`` is the name
+and whose other keys are the constructor's arguments. Connection
 ``weight`` and ``delay`` are a number, one value per synapse, or a distribution
 (``{ normal = [mean, std] }``, ``{ uniform = [low, high] }``) drawn per synapse.
 
@@ -93,11 +113,24 @@ from typing import Any
 import numpy as np
 
 from ._errors import closest as _closest_by_spelling
-from ._monitors import AbstractMonitor, SpikeRaster, StateTrace
+from ._monitors import AbstractMonitor, SpikeRaster, StateTrace, WeightTrace
 from ._network import Network, Population, Projection, Receptor
 from ._neurons._base import default_dtype
+from ._propagation import DenseConnectivity, EllConnectivity
 
 NEURON_MODELS = ("LIF", "ALIF", "AdEx", "Izhikevich", "HodgkinHuxley", "TraubMiles", "ExpIF", "QIF")
+NEURON_WRAPPERS = ("AdaptiveThreshold",)
+"""Models of :mod:`brainsim.plasticity` that wrap another neuron model (``params.model``)."""
+PLASTICITY_RULES = (
+    "PairSTDP",
+    "TripletSTDP",
+    "SymmetricSTDP",
+    "RewardModulatedSTDP",
+    "PowerLawSTDP",
+    "SynapticScaling",
+    "Normalization",
+)
+WEIGHT_DEPENDENCES = ("Additive", "Multiplicative", "Gutig")
 
 
 class ConfigError(ValueError):
@@ -123,12 +156,13 @@ def registry() -> dict[str, dict[str, Callable]]:
     import brainsim as bs
 
     from . import connect, init, networks, surrogate
+    from . import plasticity as pl
 
     def present(module, names):
         return {n: getattr(module, n) for n in names if hasattr(module, n)}
 
     return {
-        "neuron": present(bs, NEURON_MODELS),
+        "neuron": {**present(bs, NEURON_MODELS), **present(pl, NEURON_WRAPPERS)},
         "source": present(bs, ("PoissonSource", "SpikeGenerator", "SpikeArray")),
         "kinetics": present(bs, ("ExponentialSynapse", "AlphaSynapse", "DualExponentialSynapse")),
         "output": present(bs, ("CurrentBased", "ConductanceBased", "NMDA")),
@@ -154,7 +188,9 @@ def registry() -> dict[str, dict[str, Callable]]:
                 "from_arrays",
             ),
         ),
-        "layout": {"sparse": bs.Sparse, "dense": bs.Dense},
+        "layout": {"sparse": bs.Sparse, "dense": bs.Dense, "csr": bs.CSR},
+        "plasticity": present(pl, PLASTICITY_RULES),
+        "weight_dependence": present(pl, WEIGHT_DEPENDENCES),
         "network": present(networks, ("coba", "cuba", "cobahh", "potjans_diesmann")),
     }
 
@@ -174,6 +210,8 @@ _KIND_WORDS = {
     "connect": "connectivity builder",
     "layout": "layout",
     "network": "network builder",
+    "plasticity": "plasticity rule",
+    "weight_dependence": "weight dependence",
 }
 
 # Array arguments that hold indices, not quantities: kept integer instead of cast to float.
@@ -452,7 +490,25 @@ class _Loader:
                 f"{next(iter(registry()[kind]), 'Name')!r}) or a table with 'type'; got "
                 f"{_kind_of(spec)}.",
             )
-        return self.construct(cls, kwargs, path)
+        made = self.construct(cls, kwargs, path)
+        if kind in ("plasticity", "weight_dependence"):
+            self.check_bounds(made, kwargs, path)
+        return made
+
+    def check_bounds(self, made, kwargs: dict, path: str):
+        """A plasticity object's weight bounds must leave room: ``w_max > w_min`` (0 if none)."""
+        if not hasattr(made, "w_max"):
+            return
+        w_max = np.asarray(made.w_max)
+        w_min = np.asarray(getattr(made, "w_min", 0.0))
+        if np.all(w_max > w_min):
+            return
+        key = "w_max" if "w_max" in kwargs or "w_min" not in kwargs else "w_min"
+        raise self.error(
+            _join(path, key),
+            f"expected w_max > w_min (the weight bounds of {type(made).__name__}); got "
+            f"w_max = {w_max.tolist()}, w_min = {w_min.tolist()}. Raise w_max or lower w_min.",
+        )
 
     def construct(self, fn, kwargs: dict, path: str, *, fixed: dict | None = None):
         """Call ``fn(**kwargs, **fixed)`` after checking every key against its signature."""
@@ -480,7 +536,10 @@ class _Loader:
         try:
             return fn(**converted, **fixed)
         except (ValueError, TypeError, KeyError) as e:
-            raise self.error(path, _library_message(e)) from None
+            message = _library_message(e)
+            # A message about one argument (the library names it as `name`) points at its key.
+            named = [key for key in converted if f"`{key}`" in message]
+            raise self.error(_join(path, named[0]) if len(named) == 1 else path, message) from None
 
     def argument(self, value, param: inspect.Parameter, path: str):
         """Convert one TOML value to what a constructor argument expects (by annotation)."""
@@ -491,6 +550,12 @@ class _Loader:
             return self.obj("integrator", value, path)
         if "AbstractLayout" in ann:
             return self.obj("layout", value, path)
+        if "AbstractWeightDependence" in ann:
+            return self.obj("weight_dependence", value, path)
+        if "AbstractPlasticity" in ann:
+            return self.plasticity(value, path)[0]
+        if "AbstractNeuron" in ann:
+            return self.obj("neuron", value, path)
         if "TimedArray" in ann and isinstance(value, dict | str):
             return self.obj("rate", value, path)
         if "ValueSpec" in ann:
@@ -791,7 +856,14 @@ class _Loader:
                     "receptor": "the postsynaptic receptor name",
                     "connect": 'e.g. { type = "fixed_probability", p = 0.02, weight = 1.0 }',
                 },
-                optional={"layout": "", "stp": "", "round_delays": "", "name": ""},
+                optional={
+                    "layout": "",
+                    "stp": "",
+                    "round_delays": "",
+                    "name": "",
+                    "plasticity": "",
+                    "modulator": "",
+                },
             )
             for role in ("pre", "post"):
                 name = self.string(spec[role], _join(path, role), "a population name")
@@ -827,6 +899,12 @@ class _Loader:
             )
             layout = self.obj("layout", spec.get("layout", "sparse"), _join(path, "layout"))
             stp = self.obj("stp", spec["stp"], _join(path, "stp")) if "stp" in spec else None
+            plasticity, rules = (
+                self.plasticity(spec["plasticity"], _join(path, "plasticity"))
+                if "plasticity" in spec
+                else (None, [])
+            )
+            modulator = self.modulator(spec, path, rules, list(index))
             round_delays = self.boolean(
                 spec.get("round_delays", False), _join(path, "round_delays"), "round_delays"
             )
@@ -847,21 +925,96 @@ class _Loader:
                 if message.startswith(owner):
                     raise ConfigError(f"{self.source}: {message}") from None
                 raise self.error(_join(path, "layout"), message) from None
+            if plasticity is not None and not isinstance(conn, DenseConnectivity | EllConnectivity):
+                raise self.error(
+                    _join(path, "layout"),
+                    f"the {type(layout).__name__} layout cannot carry plasticity "
+                    f"({_join(path, 'plasticity')}): plastic weights need layout = "
+                    '"sparse" or "dense". Change the layout or remove the plasticity.',
+                )
             try:
                 proj = Projection(
                     pre.name,
                     post.name,
-                    conn,
+                    # A plastic projection needs its synapse list: Network builds the mask of
+                    # existing synapses from it (a built Dense matrix would make every pair
+                    # plastic), and builds the connectivity again, exactly as checked above.
+                    edges if plasticity is not None else conn,
                     receptor=receptor,
                     layout=layout,
                     stp=stp,
                     round_delays=round_delays,
                     name=name,
+                    plasticity=plasticity,
+                    modulator=modulator,
                 )
             except (ValueError, TypeError, KeyError) as e:
                 raise self.error(path, _library_message(e)) from None
             out.append((proj, path))
         return out
+
+    def plasticity(self, spec, path):
+        """``plasticity``: one rule (a name or a table with ``type``) or an array of rules,
+        applied in order (:func:`brainsim.plasticity.chain`). Returns ``(rule, [(rule, path)])``."""
+        from .plasticity import chain
+
+        if isinstance(spec, list):
+            if not spec:
+                raise self.error(
+                    path,
+                    "expected at least one plasticity rule; remove the key for static weights.",
+                )
+            paths = [_join(path, i) for i in range(len(spec))]
+            rules = [(self.obj("plasticity", r, p), p) for r, p in zip(spec, paths, strict=True)]
+            return chain(*(r for r, _ in rules)), rules
+        if not isinstance(spec, dict | str):
+            raise self.error(
+                path,
+                'expected a plasticity rule, e.g. { type = "PairSTDP", A_plus = 0.01 }, or an '
+                f"array of rules applied in order; got {_kind_of(spec)}.",
+            )
+        rule = self.obj("plasticity", spec, path)
+        return rule, [(rule, path)]
+
+    def modulator(self, spec, path, rules, names):
+        """``modulator``: the signal of reward-modulated rules, a population name (its spike
+        count per step) or a current (e.g. a ``TimedArray`` of reward values)."""
+        from .plasticity import RewardModulatedSTDP
+
+        mpath = _join(path, "modulator")
+        needs = [p for r, p in rules if isinstance(r, RewardModulatedSTDP)]
+        if "modulator" not in spec:
+            if needs:
+                raise self.error(
+                    needs[0],
+                    "RewardModulatedSTDP learns only while its modulator is non-zero, and this "
+                    f"projection has none: set {mpath} to a population name (its spike count "
+                    'per step) or a current, e.g. { type = "TimedArray", values = [...], dt = '
+                    "100.0 }. A signal computed in Python needs the Python API: "
+                    "brainsim.Projection(..., modulator=...).",
+                )
+            return None
+        if not rules:
+            raise self.error(
+                mpath,
+                "a modulator only drives a plasticity rule and this projection has no "
+                f"{_join(path, 'plasticity')}; add one (e.g. RewardModulatedSTDP) or remove "
+                "the modulator.",
+            )
+        value = spec["modulator"]
+        if isinstance(value, str):
+            return self.check_population(value, mpath, names)
+        if isinstance(value, dict):
+            return self.obj("current", value, mpath)
+        raise self.error(
+            mpath,
+            "expected a population name (its spike count per step is the signal) or a "
+            'current table, e.g. { type = "TimedArray", values = [0.0, 1.0], dt = 100.0 } or '
+            '{ type = "ConstantCurrent", amplitude = 1.0 }; got '
+            f"{_kind_of(value)}. A signal computed in Python (e.g. a reward from the "
+            "network's output) cannot be written in TOML: use the Python API, "
+            "brainsim.Projection(..., modulator=...).",
+        )
 
     def connect(self, spec, path, n_pre, n_post, derived_seed):
         if not isinstance(spec, dict):
@@ -898,7 +1051,9 @@ class _Loader:
         return self.construct(fn, kwargs, path, fixed=fixed)
 
     def record(self, data, network: Network) -> tuple[AbstractMonitor, ...]:
-        self.table(data, "record", required={}, optional={"spikes": "", "traces": ""})
+        self.table(
+            data, "record", required={}, optional={"spikes": "", "traces": "", "weights": ""}
+        )
         names = [p.name for p in network.populations]
         monitors: list[AbstractMonitor] = []
         spikes = data.get("spikes", True)
@@ -963,7 +1118,76 @@ class _Loader:
                 minimum=1,
             )
             monitors.append(StateTrace(pop, var, neurons=neurons, every=every))
+        weights = data.get("weights", [])
+        if not isinstance(weights, list):
+            raise self.error(
+                "record.weights",
+                'expected an array of tables, e.g. [{ projection = "in->out:e", every = 1000 }].',
+            )
+        recorded: dict[str, str] = {}
+        for i, spec in enumerate(weights):
+            path = _join("record.weights", i)
+            trace = self.weight_trace(spec, path, network)
+            if trace.projection in recorded:
+                raise self.error(
+                    _join(path, "projection"),
+                    f"projection {trace.projection!r} is already recorded by "
+                    f"{recorded[trace.projection]}; record it once (list every synapse in one "
+                    "`synapses`).",
+                )
+            recorded[trace.projection] = path
+            monitors.append(trace)
         return tuple(monitors)
+
+    def weight_trace(self, spec, path, network: Network) -> WeightTrace:
+        """``[record] weights``: a :class:`WeightTrace` of a plastic projection."""
+        self.table(
+            spec,
+            path,
+            required={"projection": "the name of a projection with plasticity"},
+            optional={"synapses": "", "every": ""},
+        )
+        ppath = _join(path, "projection")
+        name = self.string(spec["projection"], ppath, "a projection name")
+        names = [p.name for p in network.projections]
+        plastic = [p.name for p in network.projections if p.plasticity is not None]
+        if name not in names:
+            raise self.error(
+                ppath,
+                f"unknown projection {name!r}.{_closest(name, names)} Projections with "
+                f"plasticity: {', '.join(plastic) or 'none'}.",
+            )
+        if name not in plastic:
+            raise self.error(
+                ppath,
+                f"projection {name!r} has no plasticity, so its weights never change; add "
+                "plasticity to it or record one of: " + (", ".join(plastic) or "none") + ".",
+            )
+        proj = network.projection(name)
+        synapses = None
+        if "synapses" in spec:
+            spath = _join(path, "synapses")
+            arr = self.array(spec["synapses"], spath, "[pre, post] index pairs", integer=True)
+            if arr.ndim != 2 or arr.shape[1] != 2:
+                raise self.error(
+                    spath,
+                    "expected an array of [pre, post] index pairs, e.g. [[0, 0], [1, 0]]; got "
+                    f"shape {arr.shape}.",
+                )
+            n_pre, n_post = proj.synapses.n_pre, proj.synapses.n_post
+            bad = (arr[:, 0] < 0) | (arr[:, 0] >= n_pre) | (arr[:, 1] < 0) | (arr[:, 1] >= n_post)
+            if bad.any():
+                i, j = arr[np.argmax(bad)]
+                raise self.error(
+                    spath,
+                    f"expected pre in 0..{n_pre - 1} and post in 0..{n_post - 1}; got "
+                    f"[{int(i)}, {int(j)}].",
+                )
+            synapses = arr.tolist()
+        every = self.integer(
+            spec.get("every", 1), _join(path, "every"), "a sampling interval in steps", minimum=1
+        )
+        return WeightTrace(name, synapses, every=every)
 
     def check_population(self, name, path, names) -> str:
         name = self.string(name, path, "a population name")

@@ -9,9 +9,18 @@ compiles and runs it, prints a summary and writes to ``--out`` (default ``./out`
   ``population_offsets[p] <= id < population_offsets[p + 1]``), ``population_names``,
   ``population_offsets``, ``population_sizes``, ``recorded`` (whether each population's spikes
   were recorded), ``dt_ms``, ``duration_ms``; spikes sorted by time then id;
-* ``summary.json`` — sizes, rates (Hz), ISI CV, timings, seed, versions and machine;
+* ``summary.json`` — sizes, rates (Hz), ISI CV, timings, seed, versions and machine (and
+  ``plastic_weights``: synapse count, mean, min and max of each plastic projection's final
+  weights);
 * ``raster.png`` — the spike raster (and ``traces.npz``/``traces.png`` when the config records
-  state traces).
+  state traces);
+* ``weights.npz`` and ``weights.png`` when a projection has ``plasticity``: for each plastic
+  projection ``NAME``, its final weights as a synapse list ``NAME.pre``, ``NAME.post``,
+  ``NAME.weight`` (a dense layout lists every pair of its connectivity) and, when ``[record]
+  weights`` traces it, ``NAME.trace.times_ms``, ``NAME.trace.values`` (samples first) and
+  ``NAME.trace.synapses`` (the recorded ``[pre, post]`` pairs; absent when the whole stored
+  array is recorded); ``projections`` lists the names. ``weights.png`` is the histogram of
+  each plastic projection's final weights.
 
 Compilation is timed apart from the run with ahead-of-time lowering, and the run is timed to
 completion (``block_until_ready``), so ``run_s`` is simulation only.
@@ -279,6 +288,7 @@ def _summary(experiment, result, spiking, spikes, monitors, timings):
             for p in network.populations
         },
         "projections": {p.name: p.connectivity.n_synapses for p in network.projections},
+        "plastic_weights": _weight_summary(network, result),
         "n_spikes": counts,
         "rates_hz": rates,
         "rate_hz_network": network_rate,
@@ -293,6 +303,22 @@ def _summary(experiment, result, spiking, spikes, monitors, timings):
         "brainsim_version": __version__,
         "machine": _machine(),
     }
+
+
+def _weight_summary(network, result) -> dict:
+    """Final weights of each plastic projection: synapse count, mean, min and max."""
+    stats = {}
+    for proj in network.projections:
+        if proj.plasticity is None:
+            continue
+        w = _final_synapses(proj, result.state.plasticity[proj.name].weights)[2]
+        stats[proj.name] = {
+            "n_synapses": int(w.size),
+            "mean": float(w.mean()) if w.size else None,
+            "min": float(w.min()) if w.size else None,
+            "max": float(w.max()) if w.size else None,
+        }
+    return stats
 
 
 def _write(out: Path, experiment, result, spiking, spikes, summary) -> list[Path]:
@@ -343,7 +369,54 @@ def _write(out: Path, experiment, result, spiking, spikes, summary) -> list[Path
         np.savez_compressed(out / "traces.npz", **arrays)
         fig.savefig(out / "traces.png", dpi=120)
         files += [out / "traces.npz", out / "traces.png"]
+    plastic = [p for p in experiment.network.projections if p.plasticity is not None]
+    if plastic:
+        files += _write_weights(out, plastic, result)
     return files
+
+
+def _final_synapses(proj, stored):
+    """``(pre, post, weight)`` of every synapse of a plastic projection from its stored weights
+    (Dense: ``(n_pre, n_post)`` with an optional mask; Sparse: ELL rows aligned with targets)."""
+    from .plasticity import DenseSynapses
+
+    syn = proj.synapses
+    stored = np.asarray(stored)
+    if isinstance(syn, DenseSynapses):
+        mask = np.ones(stored.shape, bool) if syn.mask is None else np.asarray(syn.mask)
+        pre, post = np.nonzero(mask)
+        return pre, post, stored[pre, post]
+    targets = np.asarray(syn.targets)
+    valid = targets < syn.n_post
+    pre = np.nonzero(valid)[0]
+    return pre, targets[valid], stored[valid]
+
+
+def _write_weights(out: Path, plastic, result) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    from ._monitors import WeightTrace
+
+    arrays: dict[str, np.ndarray] = {"projections": np.array([p.name for p in plastic])}
+    fig = Figure(figsize=(6, 2.5 * len(plastic)), layout="constrained")
+    axes = fig.subplots(len(plastic), 1, squeeze=False)[:, 0]
+    for proj, ax in zip(plastic, axes, strict=True):
+        pre, post, weight = _final_synapses(proj, result.state.plasticity[proj.name].weights)
+        arrays[f"{proj.name}.pre"] = pre.astype(np.int64)
+        arrays[f"{proj.name}.post"] = post.astype(np.int64)
+        arrays[f"{proj.name}.weight"] = weight
+        ax.hist(weight, bins=50)
+        ax.set(title=f"{proj.name}: final weights", xlabel="weight", ylabel="synapses")
+    for m in result.monitors:
+        if isinstance(m, WeightTrace):
+            times, values = result.weight_trace(m.projection)
+            arrays[f"{m.projection}.trace.times_ms"] = times
+            arrays[f"{m.projection}.trace.values"] = values
+            if m.synapses is not None:
+                arrays[f"{m.projection}.trace.synapses"] = np.asarray(m.synapses, np.int64)
+    np.savez_compressed(out / "weights.npz", **arrays)
+    fig.savefig(out / "weights.png", dpi=120)
+    return [out / "weights.npz", out / "weights.png"]
 
 
 def _title(experiment, summary) -> str:
@@ -397,6 +470,12 @@ def _report(s: dict) -> str:
         lines.append(row("network", s["n_neurons"], s["rate_hz_network"], s["cv_isi_network"]))
     if any(v is None for v in s["cv_isi"].values()):
         lines.append("  (ISI CV n/a: spikes not recorded, or no neuron with >= 3 spikes)")
+    for i, (name, w) in enumerate(s["plastic_weights"].items()):
+        if w["n_synapses"]:
+            lines.append(
+                f"{'weights:' if i == 0 else '':<11}{name}: {w['n_synapses']:,} plastic synapses, "
+                f"final mean {w['mean']:.4g} (min {w['min']:.4g}, max {w['max']:.4g})"
+            )
     lines.append(
         f"time:      JAX start-up {s['startup_s']:.2f} s | build {s['build_s']:.2f} s | "
         f"state init {s['init_s']:.2f} s"

@@ -12,6 +12,7 @@ import pytest
 import brainsim as bs
 from brainsim import connect, networks
 from brainsim._config import (
+    NEURON_WRAPPERS,
     ConfigError,
     Experiment,
     build_config,
@@ -273,15 +274,22 @@ def test_duration_override_and_rich_values(tmp_path):
 
 
 def test_every_exported_model_is_in_the_registry():
-    # A model added to the package must be reachable from configs.
+    # A model or plasticity class added to the package must be reachable from configs. Chain is
+    # written as an array of rules (`plasticity = [...]`), not by name.
     groups = {"neuron": bs.AbstractNeuron, "source": bs.AbstractSpikeSource,
               "kinetics": bs.AbstractKinetics, "output": bs.AbstractOutput,
-              "current": bs.AbstractCurrent}
+              "current": bs.AbstractCurrent, "plasticity": bs.plasticity.AbstractPlasticity,
+              "weight_dependence": bs.plasticity.AbstractWeightDependence}
+    not_by_name = {bs.plasticity.Chain}
     for kind, base in groups.items():
-        exported = {name for name, obj in vars(bs).items()
+        exported = {name for module in (bs, bs.plasticity) for name, obj in vars(module).items()
                     if inspect.isclass(obj) and issubclass(obj, base) and obj is not base
-                    and not inspect.isabstract(obj)}
+                    and not inspect.isabstract(obj) and obj not in not_by_name}
         assert exported <= set(registry()[kind]), (kind, exported - set(registry()[kind]))
+    assert {"PairSTDP", "TripletSTDP", "SymmetricSTDP", "RewardModulatedSTDP", "PowerLawSTDP",
+            "SynapticScaling", "Normalization"} <= set(registry()["plasticity"])
+    assert {"Additive", "Multiplicative", "Gutig"} <= set(registry()["weight_dependence"])
+    assert registry()["neuron"]["AdaptiveThreshold"] is bs.plasticity.AdaptiveThreshold
 
 
 def test_registry_accepts_user_models(monkeypatch):
@@ -306,6 +314,8 @@ size = 3
 model = "{model}"
 initial = {{ v = -60.0 }}
 """
+    if model in NEURON_WRAPPERS:  # wraps another model, which has no default
+        text += 'params = { model = "LIF" }\n'
     exp = parse_config(text)
     assert type(exp.network.population("X").model).__name__ == model
 
@@ -332,7 +342,7 @@ ERRORS = [
     ("tau_m = 20.0", 'tau_m = "slow"', "populations.E.params.tau_m",
      ["expected `tau_m` (a number)", "got a string"]),
     ("tau_m = 20.0", "tau_m = true", "populations.E.params.tau_m", ["got a boolean"]),
-    ("tau_m = 20.0", "tau_m = -20.0", "populations.E.params", ["`tau_m` must be positive"]),
+    ("tau_m = 20.0", "tau_m = -20.0", "populations.E.params.tau_m", ["`tau_m` must be positive"]),
     ("tau_m = 20.0", "tau_m = [20.0, 30.0]", "populations.E", ["tau_m", "shape (40,)"]),
     ("tau_m = 20.0", "tau_m = [20.0, [30.0]]", "populations.E.params.tau_m", ["rectangular"]),
     ("I_e = 250.0\n", 'I_e = 250.0\nintegrator = "RK5"\n', "populations.E.params.integrator",
@@ -356,7 +366,8 @@ ERRORS = [
      ["Did you mean 'output'?"]),
     ('output = "CurrentBased"', "output = 3", "populations.I.receptors.exc.output",
      ["a name", "got an integer"]),
-    ("tau = 5.0", "tau = 0.0", "populations.E.receptors.exc.kinetics", ["`tau` must be positive"]),
+    ("tau = 5.0", "tau = 0.0", "populations.E.receptors.exc.kinetics.tau",
+     ["`tau` must be positive"]),
     ("params = { rate = 50.0 }", "params = { rate = 50.0 }\ncurrents = []",
      "populations.noise.currents", ["spike source", "takes no currents"]),
     ("params = { rate = 50.0 }", "params = {}", "populations.noise.params",
@@ -369,7 +380,7 @@ ERRORS = [
     ('type = "fixed_probability"', 'type = "fixed_prob"', "projections[0].connect.type",
      ["unknown connectivity builder", "Did you mean 'fixed_probability'?"]),
     ("p = 0.2, ", "", "projections[0].connect", ["missing argument 'p' of fixed_probability"]),
-    ("p = 0.2", "p = 1.5", "projections[0].connect", ["`p` must lie in [0, 1]"]),
+    ("p = 0.2", "p = 1.5", "projections[0].connect.p", ["`p` must lie in [0, 1]"]),
     ("weight = { normal", "weights = { normal", "projections[0].connect.weights",
      ["Did you mean 'weight'?"]),
     ("normal = [2.0, 0.5]", "normall = [2.0, 0.5]", "projections[0].connect.weight.normall",
@@ -384,7 +395,7 @@ ERRORS = [
     ("chunk_size = 4", "chunk_size = 0", "projections[1].layout", ["`chunk_size` must be >= 1"]),
     ("chunk_size = 4", "chunk_size = 4.5", "projections[1].layout.chunk_size",
      ["an integer", "got a float"]),
-    ("U = 0.4", "U = 2.0", "projections[1].stp", ["`U` must lie in (0, 1]"]),
+    ("U = 0.4", "U = 2.0", "projections[1].stp.U", ["`U` must lie in (0, 1]"]),
     ("tau_rec = 300.0", "tau_recovery = 300.0", "projections[1].stp.tau_recovery",
      ["Did you mean 'tau_rec'?"]),
     ('layout = { type = "dense" }', 'layout = "dense"\nround_delay = true',

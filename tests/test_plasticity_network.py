@@ -176,3 +176,21 @@ def test_synaptic_scaling_reaches_target_rate(w_init):
     late = counts[-4000:].sum() / (20 * 2.0)
     assert abs(early - target) > 5.0
     assert abs(late - target) < 0.1 * target
+
+
+def test_plasticity_refuses_what_it_cannot_know():
+    # A built Dense matrix cannot tell a zero-weight synapse from a missing one.
+    net = network(bs.Dense(), None)
+    ff = net.projection("ff")
+    assert ff.connectivity.n_synapses < 60 * 20
+    with pytest.raises(ValueError, match="which pairs exist is unknown.*edge list"):
+        bs.Network(
+            net.populations,
+            [bs.Projection("in", "out", ff.connectivity, receptor="e", plasticity=RULE)],
+            dt=net.dt,
+        )
+    # Weight bounds must leave room.
+    for make in (lambda: pl.Additive(w_max=-0.5), lambda: pl.Gutig(0.5, w_max=0.0),
+                 lambda: pl.Multiplicative(w_max=1.0, w_min=2.0)):  # fmt: skip
+        with pytest.raises(ValueError, match="`w_max` must exceed w_min.*Raise w_max"):
+            make()

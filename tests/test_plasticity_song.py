@@ -9,9 +9,13 @@ neurons run side by side in one network (same initial weights): additive STDP at
 30 Hz input, and multiplicative (soft-bounded) STDP on the same 15 Hz inputs. Inputs are
 pre-drawn Poisson trains (a ``SpikeGenerator``; drawing 1000 Poisson counts per step with
 ``PoissonSource`` costs ~100x more per step on CPU). 100 s of biological time (1e6 steps) is
-what Brian2's parameters need: the additive distribution becomes bimodal slowly (45 % of the
-weights within 10 % of a bound after 100 s, 51 % after 300 s); larger amplitudes converge
-faster in time but to a noisier, less bimodal distribution.
+what Brian2's parameters need: the additive distribution becomes bimodal slowly. Brian2 itself
+(2.9.0, C++ standalone, ``benchmarks/peers/brian2_song.py``, run here on 2026-11-22) ends with
+43.2 % and 41.3 % of the weights within 10 % of a bound after 100 s (seeds 1, 2) and 52.4 %
+after 300 s;
+brainsim gives 45 % after 100 s and 51 % after 300 s. So "most weights at the bounds" holds
+from a few hundred seconds on, in both simulators; the test runs 100 s and checks the shape and
+Brian2's fraction.
 """
 
 from __future__ import annotations
@@ -90,10 +94,9 @@ def test_song_miller_abbott():
     w, rate, initial = run_song(DURATION_MS)
     hist = np.histogram(w["add15"], bins=10, range=(0, 1))[0]
     # Bimodal: the two outer bins are the two largest and hold far more than the 20 % of the
-    # initial uniform distribution (45 % after 100 s, 51 % after 300 s: Brian2's parameters
-    # approach the bounds slowly; larger amplitudes are faster but noisier, less bimodal).
+    # initial uniform distribution: Brian2 gives 41.3-43.2 % after 100 s (module docstring).
     assert set(np.argsort(hist)[-2:]) == {0, 9}, hist
-    assert hist[0] + hist[9] > 0.35 * N, hist
+    assert 0.35 * N < hist[0] + hist[9] < 0.55 * N, hist
     assert min(hist[0], hist[9]) > 2 * hist[1:9].mean(), hist
     hist = np.histogram(w["mult15"], bins=10, range=(0, 1))[0]
     # Unimodal, away from the bounds: one interior peak holding most weights.

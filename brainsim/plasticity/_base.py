@@ -26,9 +26,10 @@ import abc
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .._errors import as_parameter
+from .._errors import as_parameter, is_concrete
 from ._synapses import AbstractSynapses
 
 
@@ -126,6 +127,17 @@ class AbstractWeightDependence(eqx.Module):
     def _normalised(self, w):
         return jnp.clip((w - self.w_min) / (self.w_max - self.w_min), 0, 1)
 
+    def _set_bounds(self, w_max, w_min):
+        if is_concrete(w_max) and is_concrete(w_min):
+            hi, lo = np.asarray(w_max), np.asarray(w_min)
+            if not np.all(hi > lo):
+                raise ValueError(
+                    f"{type(self).__name__}: `w_max` must exceed w_min (the weight bounds); "
+                    f"got w_max = {w_max}, w_min = {w_min}. Raise w_max or lower w_min."
+                )
+        self.w_max = as_parameter(w_max)
+        self.w_min = as_parameter(w_min)
+
 
 class Additive(AbstractWeightDependence):
     """Additive STDP with hard bounds: :math:`f_\\pm = 1`, weights clipped to
@@ -133,8 +145,7 @@ class Additive(AbstractWeightDependence):
     Unbounded rules (Pfister & Gerstner) use ``w_min=-inf, w_max=inf``."""
 
     def __init__(self, w_max: ArrayLike = 1.0, w_min: ArrayLike = 0.0):
-        self.w_max = as_parameter(w_max)
-        self.w_min = as_parameter(w_min)
+        self._set_bounds(w_max, w_min)
 
     def potentiation(self, w):
         return jnp.ones_like(w)
@@ -148,8 +159,7 @@ class Multiplicative(AbstractWeightDependence):
     :math:`\hat w = (w - w_{min})/(w_{max} - w_{min})` (van Rossum et al. 2000; unimodal)."""
 
     def __init__(self, w_max: ArrayLike = 1.0, w_min: ArrayLike = 0.0):
-        self.w_max = as_parameter(w_max)
-        self.w_min = as_parameter(w_min)
+        self._set_bounds(w_max, w_min)
 
     def potentiation(self, w):
         return 1 - self._normalised(w)
@@ -176,8 +186,7 @@ class Gutig(AbstractWeightDependence):
     ):
         self.mu_plus = as_parameter(mu_plus)
         self.mu_minus = as_parameter(mu_plus if mu_minus is None else mu_minus)
-        self.w_max = as_parameter(w_max)
-        self.w_min = as_parameter(w_min)
+        self._set_bounds(w_max, w_min)
 
     def potentiation(self, w):
         return (1 - self._normalised(w)) ** self.mu_plus

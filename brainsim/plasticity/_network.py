@@ -34,6 +34,16 @@ def synapses_for(connectivity, edges=None, *, owner: str = "Projection", capacit
     """
     if isinstance(connectivity, DenseConnectivity):
         mask = None
+        n_pairs = connectivity.n_pre * connectivity.n_post
+        if edges is None and connectivity.n_synapses != n_pairs:
+            # The dense matrix alone cannot tell a zero-weight synapse from a missing one:
+            # guessing would make absent synapses plastic.
+            raise ValueError(
+                f"{owner}: plasticity on already built Dense connectivity with "
+                f"{connectivity.n_synapses} synapses out of {n_pairs} pairs: which pairs exist "
+                "is unknown. Pass the edge list (a brainsim.connect builder's result) instead "
+                "of the built connectivity."
+            )
         if edges is not None:
             m = np.zeros((connectivity.n_pre, connectivity.n_post), bool)
             m[np.asarray(edges.pre), np.asarray(edges.post)] = True
