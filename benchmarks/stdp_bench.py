@@ -8,7 +8,11 @@ postsynaptic neurons) and times both networks on the same run, interleaved, ``--
 times after a compile-and-warm-up run each. Prints min and median wall time per run and
 the ratio plastic / static (the target is <= 2).
 
-    python benchmarks/stdp_bench.py --n-neurons 40000 --duration 200 --repeats 3
+``--ablation`` adds three rules that split the cost: ``keep`` (per-synapse weights in the
+state, no change), ``depress`` (only the rows of spiking presynaptic neurons) and
+``potentiate`` (only the columns of spiking postsynaptic neurons).
+
+    python benchmarks/stdp_bench.py --n-neurons 40000 --duration 200 --repeats 3 [--ablation]
 """
 
 from __future__ import annotations
@@ -21,11 +25,49 @@ import time
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import brainsim as bs
 from brainsim import plasticity as pl
 from brainsim.networks import coba
+from brainsim.plasticity._base import AbstractPlasticity, gather
+
+
+class KeepWeights(AbstractPlasticity):
+    """Per-synapse weights carried in the state, never changed (the cost of plastic storage)."""
+
+    def init(self, synapses, weights):
+        return ()
+
+    def update(self, state, weights, pre_spikes, post_spikes, dt, *, synapses, modulator=None):
+        return weights, state
+
+
+class DepressOnly(AbstractPlasticity):
+    """Only the presynaptic half of pair STDP: rows of the spiking presynaptic neurons."""
+
+    def init(self, synapses, weights):
+        return jnp.zeros(synapses.n_post, weights.dtype)
+
+    def update(self, y, weights, pre_spikes, post_spikes, dt, *, synapses, modulator=None):
+        def depress(w, i, j, valid):
+            return jnp.clip(w - 0.0105 * gather(y, j), 0, 12)
+
+        return synapses.on_pre(weights, pre_spikes, depress), y * 0.995 + post_spikes
+
+
+class PotentiateOnly(AbstractPlasticity):
+    """Only the postsynaptic half of pair STDP: columns of the spiking postsynaptic neurons."""
+
+    def init(self, synapses, weights):
+        return jnp.zeros(synapses.n_pre, weights.dtype)
+
+    def update(self, x, weights, pre_spikes, post_spikes, dt, *, synapses, modulator=None):
+        def potentiate(w, i, j, valid):
+            return jnp.clip(w + 0.01 * gather(x, i), 0, 12)
+
+        return synapses.on_post(weights, post_spikes, potentiate), x * 0.995 + pre_spikes
 
 
 def plastic_copy(net: bs.Network, projection: str, rule) -> bs.Network:
@@ -44,8 +86,10 @@ def main(argv=None):
     ap.add_argument("--p", type=float, default=None, help="connection probability (80/N)")
     ap.add_argument("--duration", type=float, default=200.0, help="ms per run")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ablation", action="store_true",
+                    help="also time the keep / depress / potentiate rules (module docstring)")
     ap.add_argument("--capacity", type=int, default=None,
-                    help="active neurons per update iteration (default 16)")
+                    help="active neurons per update iteration (default ceil(n / 400), 16..128)")
     args = ap.parse_args(argv)
     p = args.p if args.p is not None else 80.0 / args.n_neurons
     t = time.perf_counter()
@@ -63,6 +107,10 @@ def main(argv=None):
           f"E->E fan-out {plastic.projection('E->E:exc').connectivity.fan_out}, "
           f"fan-in {plastic.projection('E->E:exc').synapses.post_slots.shape[1]}")  # fmt: skip
     nets = {"static": static, "stdp": plastic}
+    if args.ablation:
+        for name, part in (("keep", KeepWeights()), ("depress", DepressOnly()),
+                           ("potentiate", PotentiateOnly())):  # fmt: skip
+            nets[name] = plastic_copy(static, "E->E:exc", part)
     times = {k: [] for k in nets}
     rates = {}
     for k, net in nets.items():  # compile + warm up
@@ -79,7 +127,8 @@ def main(argv=None):
             rates[k] = r.rate("E")
     for k in nets:
         print(f"{k}: min {min(times[k]):.3f} s, median {statistics.median(times[k]):.3f} s "
-              f"per {args.duration:g} ms, rate E {rates[k]:.1f} Hz")  # fmt: skip
+              f"per {args.duration:g} ms, rate E {rates[k]:.1f} Hz, "
+              f"ratio of minima to static {min(times[k]) / min(times['static']):.2f}")  # fmt: skip
     ratio_min = min(times["stdp"]) / min(times["static"])
     ratio_med = statistics.median(times["stdp"]) / statistics.median(times["static"])
     print(f"ratio stdp/static: min {ratio_min:.2f}, median {ratio_med:.2f}  "

@@ -542,6 +542,20 @@ def _degree_args(owner, n_pre, n_post, k, allow_self, allow_multapses):
     return n_range
 
 
+def _fixed_degree(owner, n_pre, n_post, k, weight, delay, allow_self, allow_multapses, seed):
+    """``k`` partners for every neuron on one side: the postsynaptic side for
+    ``fixed_indegree`` (partners are presynaptic), the presynaptic one for
+    ``fixed_outdegree``; edges grouped by the neuron that owns the degree."""
+    n_range = _degree_args(owner, n_pre, n_post, k, allow_self, allow_multapses)
+    rng = _rng(seed)
+    dtype = _index_dtype(n_pre, n_post)
+    n_owners = n_post if owner == "fixed_indegree" else n_pre
+    partners = _sample_partners(rng, n_owners, n_range, k, not allow_self, allow_multapses, dtype)
+    owners = np.repeat(np.arange(n_owners, dtype=dtype), k)
+    pre, post = (partners, owners) if owner == "fixed_indegree" else (owners, partners)
+    return _edges(pre, post, weight, delay, rng, n_pre, n_post)
+
+
 def fixed_indegree(
     n_pre: int,
     n_post: int,
@@ -560,13 +574,8 @@ def fixed_indegree(
     ``k <= n_pre``, or ``n_pre - 1`` with ``allow_self=False``). ``allow_multapses=True``
     draws them independently with replacement. Edges come grouped by postsynaptic neuron.
     """
-    owner = "fixed_indegree"
-    n_range = _degree_args(owner, n_pre, n_post, k, allow_self, allow_multapses)
-    rng = _rng(seed)
-    dtype = _index_dtype(n_pre, n_post)
-    pre = _sample_partners(rng, n_post, n_range, k, not allow_self, allow_multapses, dtype)
-    post = np.repeat(np.arange(n_post, dtype=dtype), k)
-    return _edges(pre, post, weight, delay, rng, n_pre, n_post)
+    return _fixed_degree("fixed_indegree", n_pre, n_post, k, weight, delay, allow_self,
+                         allow_multapses, seed)  # fmt: skip
 
 
 def fixed_outdegree(
@@ -585,13 +594,8 @@ def fixed_outdegree(
     Multapses and ``allow_self`` as in :func:`fixed_indegree`, with the roles of the
     populations swapped. Edges come sorted by presynaptic neuron (as CSR stores them).
     """
-    owner = "fixed_outdegree"
-    n_range = _degree_args(owner, n_pre, n_post, k, allow_self, allow_multapses)
-    rng = _rng(seed)
-    dtype = _index_dtype(n_pre, n_post)
-    post = _sample_partners(rng, n_pre, n_range, k, not allow_self, allow_multapses, dtype)
-    pre = np.repeat(np.arange(n_pre, dtype=dtype), k)
-    return _edges(pre, post, weight, delay, rng, n_pre, n_post)
+    return _fixed_degree("fixed_outdegree", n_pre, n_post, k, weight, delay, allow_self,
+                         allow_multapses, seed)  # fmt: skip
 
 
 def fixed_total_number(

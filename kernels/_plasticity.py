@@ -36,12 +36,14 @@ from .._events import chunk_indices, n_chunks, spike_events
 
 DEFAULT_CAPACITY = 16
 """Smallest default number of active neurons per loop iteration."""
-CAPACITY_DIVISOR = 512
-"""Default capacity ``ceil(n / 512)`` (between 16 and 128): about the number of ``n`` neurons
-that spike in one step at 20 Hz with dt = 0.1 ms (40k COBA: ~60 E spikes per step; 4k: ~7), so
-most steps run one or two iterations over small blocks. Measured on the 40k COBA E->E
-projection (2 CPUs): capacity 64 ran ~1.9x the static network, 16 ~2.0-2.4x. Never a limit
-on how many neurons are updated."""
+CAPACITY_DIVISOR = 400
+"""Default capacity ``ceil(n / 400)`` (between 16 and 128): a little above the number of ``n``
+neurons that spike in one step at 20 Hz with dt = 0.1 ms (40k COBA: ~70 E spikes per step, 80;
+4k: ~7, 16), so most steps run one iteration. A padding row costs about as much as an active
+one, so the capacity should not be much larger either. Measured on the 40k COBA E->E
+projection alone (2 CPUs, both updates, interleaved runs): capacity 80 took 0.54-0.63 ms per
+step, 100 0.60 ms, 63 (two iterations) 0.77-1.0 ms, 125 0.88 ms. Never a limit on how many
+neurons are updated."""
 
 
 def _for_each_chunk(spikes, capacity, body, init):

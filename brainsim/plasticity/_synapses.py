@@ -114,7 +114,7 @@ class EllSynapses(AbstractSynapses):
     transposed index ``post_slots`` (:func:`brainsim.kernels.ell_post_slots`).
 
     ``capacity`` is the number of active neurons handled per loop iteration (default
-    ``ceil(n / 512)`` clipped to 16..128, about the neurons spiking per step at 20 Hz and
+    ``ceil(n / 400)`` clipped to 16..128, a little above the neurons spiking per step at 20 Hz and
     dt = 0.1 ms); it never limits how many are updated.
     """
 
