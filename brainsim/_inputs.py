@@ -14,6 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._errors import as_parameter, check_nonnegative, check_positive
@@ -178,6 +179,54 @@ class PoissonState(NamedTuple):
     """Spike counts emitted in the last step."""
 
 
+SMALL_MEAN = 10.0
+"""Largest Poisson mean sampled by inversion (:func:`poisson_counts`)."""
+
+
+def poisson_counts(key, lam: Array) -> Array:
+    r"""Poisson counts with means ``lam`` (one per element), as float32/float64 values.
+
+    Per step a spike source draws counts with tiny means (:math:`\lambda = r\,\Delta t`, e.g.
+    0.0015 for 15 Hz at 0.1 ms), where ``jax.random.poisson`` spends most of its time: it runs
+    both of its algorithms when the mean is traced and draws several random numbers per
+    element. Here, when every mean is at most :data:`SMALL_MEAN`, one uniform :math:`u` per
+    element is inverted through the cumulative distribution,
+    :math:`k = \min\{k : u < \sum_{m \le k} e^{-\lambda}\lambda^m/m!\}`, in one
+    vectorised loop whose trip count is the largest count drawn (1-2 for spike sources); the
+    loop also stops where the terms underflow, i.e. with the remaining probability below the
+    float resolution. Larger means use ``jax.random.poisson``. Measured on 1000 channels at 15
+    Hz (2 CPUs): ~0.01 ms per step instead of ~1 ms.
+    """
+    lam = jnp.asarray(lam)
+    dtype = lam.dtype if jnp.issubdtype(lam.dtype, jnp.floating) else jnp.result_type(float)
+    lam = lam.astype(dtype)
+
+    def invert(_):
+        u = jax.random.uniform(key, lam.shape, dtype)
+        term = jnp.exp(-lam)
+
+        def more(c):
+            k, term, cdf = c
+            return jnp.any((u >= cdf) & (term > 0))
+
+        def next_term(c):
+            k, term, cdf = c
+            go = (u >= cdf) & (term > 0)
+            k = k + go
+            term = jnp.where(go, term * lam / k.astype(dtype), term)
+            return k, term, jnp.where(go, cdf + term, cdf)
+
+        k, _, _ = lax.while_loop(more, next_term, (jnp.zeros(lam.shape, jnp.int32), term, term))
+        return k.astype(dtype)
+
+    def library(_):
+        return jax.random.poisson(key, lam, lam.shape).astype(dtype)
+
+    if lam.size == 0:
+        return lam
+    return lax.cond(jnp.max(lam) <= SMALL_MEAN, invert, library, None)
+
+
 class PoissonSource(AbstractSpikeSource):
     r"""Independent Poisson spike trains with rate ``rate`` (Hz; scalar, per channel, or a
     :class:`TimedArray` for rates that vary in time).
@@ -207,7 +256,7 @@ class PoissonSource(AbstractSpikeSource):
         rate = self.rate.at_step(step, dt) if isinstance(self.rate, TimedArray) else self.rate
         shape = state.counts.shape
         lam = jnp.broadcast_to(jnp.asarray(rate, state.counts.dtype) * (dt * 1e-3), shape)
-        counts = jax.random.poisson(key, lam, shape).astype(state.counts.dtype)
+        counts = poisson_counts(key, lam).astype(state.counts.dtype)
         return PoissonState(counts), counts
 
     def check_size(self, n):

@@ -137,6 +137,33 @@ def test_poisson_source_emits_poisson_counts_per_step():
         assert abs(freq - p) < 5 * np.sqrt(p * (1 - p) / counts.size), (c, freq, p)
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.0015, 0.7, 9.5, 40.0])
+def test_poisson_counts_distribution(lam):
+    """The sampler inverts the CDF for means up to SMALL_MEAN and hands larger ones to
+    jax.random.poisson: both give the Poisson pmf (chi-square over the bins with >= 20
+    expected counts, p > 1e-3) with mean and variance within 5 standard errors."""
+    from scipy import stats
+
+    from brainsim._inputs import SMALL_MEAN, poisson_counts
+
+    n = 200_000
+    x = np.asarray(poisson_counts(jax.random.key(7), jnp.full((n,), lam, jnp.float32)))
+    assert np.all(x == np.round(x)) and np.all(x >= 0)
+    if lam == 0:
+        assert not x.any()
+        return
+    assert abs(x.mean() - lam) < 5 * np.sqrt(lam / n)
+    assert abs(x.var() - lam) < 5 * lam * np.sqrt(2.0 / n) + 5 * np.sqrt(lam / n)
+    ks = np.arange(int(lam + 10 * np.sqrt(lam) + 10))
+    expected = stats.poisson.pmf(ks, lam) * n
+    observed = np.bincount(x.astype(int), minlength=ks.size)[: ks.size]
+    keep = expected >= 20
+    if keep.sum() >= 2:
+        e = expected[keep] * observed[keep].sum() / expected[keep].sum()
+        assert stats.chisquare(observed[keep], e).pvalue > 1e-3
+    assert (lam <= SMALL_MEAN) == (lam < 10)  # both branches are exercised above
+
+
 def test_poisson_source_time_varying_rate():
     rates = np.array([10.0, 100.0, 0.0, 40.0])  # Hz, 20 ms each, then 20 ms past the end
     counts, _ = _source_counts(bs.TimedArray(rates, dt=20.0))
