@@ -29,6 +29,17 @@ def x64():
         jax.config.update("jax_enable_x64", old)
 
 
+def same_tree(a, b) -> bool:
+    """Two pytrees with the same structure and bitwise-equal leaves (shape, dtype, values)."""
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    return tree_a == tree_b and all(
+        np.shape(x) == np.shape(y) and np.asarray(x).dtype == np.asarray(y).dtype
+        and np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(leaves_a, leaves_b, strict=True)
+    )
+
+
 def quiet_lif(**overrides):
     """A LIF that never spikes (threshold far away), for watching synaptic input."""
     params = dict(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=NO_SPIKE_V_TH, V_reset=-70.0, t_ref=0.0)

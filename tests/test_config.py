@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import same_tree
 
 import brainsim as bs
 from brainsim import connect, networks
@@ -95,16 +96,6 @@ def write(tmp_path, text, name="net.toml"):
 def edit(old, new, text=BASE):
     assert old in text, old
     return text.replace(old, new, 1)
-
-
-def same_tree(a, b) -> bool:
-    leaves_a, tree_a = jax.tree.flatten(a)
-    leaves_b, tree_b = jax.tree.flatten(b)
-    return tree_a == tree_b and all(
-        np.shape(x) == np.shape(y) and np.asarray(x).dtype == np.asarray(y).dtype
-        and np.array_equal(np.asarray(x), np.asarray(y))
-        for x, y in zip(leaves_a, leaves_b, strict=True)
-    )
 
 
 # ------------------------------------------------------------------ the shipped configs
