@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from . import _compact, _compat, _pallas_gpu, _pallas_tpu
+from . import _compact, _pallas_gpu, _pallas_tpu
 
 LANE_TILE = 32
 """Synapses per atomic tile (at most; a power of two)."""
@@ -167,17 +167,10 @@ def deliver_atomic(
             hetero=hetero,
             copies=copies,
         )
-        return _compat.pallas_call(
-            kernel,
-            out_shape=jax.ShapeDtypeStruct(ext.shape, ext.dtype),
-            grid=(batch, idx.shape[1]),
-            input_output_aliases={len(operands): 0},
-            interpret=interpret,
-            compiler_params=None
-            if interpret
-            else _compat.triton_params(num_warps=max(1, min(4, lanes // 32))),
+        return _pallas_gpu.launch_atomic(
+            kernel, operands, ext, idx.shape[1], lanes=lanes, interpret=interpret,
             name="brainsim_csr_deliver_atomic",
-        )(*operands, ext)
+        )
 
     ext = _compact.for_each_window(spikes, capacity, body, ext)
     return ext[:, :length]

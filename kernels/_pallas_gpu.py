@@ -189,6 +189,22 @@ def _atomic_kernel(
             lax.fori_loop(jnp.int32(0), jnp.int32(n_tiles), lambda i, c: (tile(i * step), c)[1], 0)
 
 
+def launch_atomic(kernel, operands, ext, n_windows: int, *, lanes: int, interpret, name: str):
+    """One atomic-scatter launch: grid ``(batch, n_windows)``, the extended ring ``ext``
+    updated in place (aliased to the last operand), one warp per 32 lanes up to four."""
+    return _compat.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(ext.shape, ext.dtype),
+        grid=(ext.shape[0], n_windows),
+        input_output_aliases={len(operands): 0},
+        interpret=interpret,
+        compiler_params=None
+        if interpret
+        else _compat.triton_params(num_warps=max(1, min(4, lanes // 32))),
+        name=name,
+    )(*operands, ext)
+
+
 def deliver_atomic(
     ring,
     cursor,
@@ -240,17 +256,10 @@ def deliver_atomic(
             hetero=hetero,
             copies=copies,
         )
-        return _compat.pallas_call(
-            kernel,
-            out_shape=jax.ShapeDtypeStruct(ext.shape, dtype),
-            grid=(batch, idx.shape[1]),
-            input_output_aliases={len(operands): 0},
-            interpret=interpret,
-            compiler_params=None
-            if interpret
-            else _compat.triton_params(num_warps=max(1, min(4, lanes // 32))),
+        return launch_atomic(
+            kernel, operands, ext, idx.shape[1], lanes=lanes, interpret=interpret,
             name="brainsim_ell_deliver_atomic",
-        )(*operands, ext)
+        )
 
     ext = _compact.for_each_window(spikes, capacity, body, ext)
     return ext[:, :length]
