@@ -24,9 +24,10 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
+
+from _common import machine  # the peers folder is on sys.path (each script puts it there)
 
 N_IN, N_HIDDEN, N_OUT = 700, 128, 20
 T_STEPS, BATCH = 100, 64
@@ -69,19 +70,6 @@ def data(seed: int, batch: int, density: float):
     x = (rng.random((batch, T_STEPS, N_IN)) < density).astype(np.float32)
     labels = rng.integers(0, N_OUT, batch).astype(np.int32)
     return x, labels
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} CPUs"
 
 
 def serve_or_repeat(args, info: dict, run_steps) -> int:
