@@ -162,18 +162,18 @@ def test_sharded_run_default_flags(runs):
 # ------------------------------------------------------------------- argument errors
 
 
-def _small_network(layout=None):
-    pops = [
-        bs.Population(
-            "E",
-            10,
-            bs.LIF(),
-            receptors={"exc": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased())},
-        )
-    ]
-    edges = bs.connect.fixed_probability(10, 10, 0.3, weight=1.0, seed=0)
+def _small_network(layout=None, edges=None):
+    """Ten LIF neurons onto themselves (``edges``: default p = 0.3)."""
+    pop = bs.Population(
+        "E",
+        10,
+        bs.LIF(),
+        receptors={"exc": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased())},
+    )
+    if edges is None:
+        edges = bs.connect.fixed_probability(10, 10, 0.3, weight=1.0, seed=0)
     return bs.Network(
-        [pops[0]], [bs.Projection("E", "E", edges, receptor="exc", layout=layout)], dt=0.1
+        [pop], [bs.Projection("E", "E", edges, receptor="exc", layout=layout)], dt=0.1
     )
 
 
@@ -205,16 +205,8 @@ def test_sharded_network_fixes_its_mesh():
 
 
 def test_unsupported_layout_is_named():
-    pops = [
-        bs.Population(
-            "E",
-            10,
-            bs.LIF(),
-            receptors={"exc": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased())},
-        )
-    ]
     rule = bs.connect.procedural_fixed_outdegree(10, 10, 3, weight=1.0, seed=0)
-    net = bs.Network(pops, [bs.Projection("E", "E", rule, receptor="exc")], dt=0.1)
+    net = _small_network(edges=rule)
     with pytest.raises(ValueError, match="E->E:exc.*Sparse"):
         bs.ShardedNetwork(net, _mesh())
 
