@@ -40,6 +40,21 @@ def same_tree(a, b) -> bool:
     )
 
 
+def pallas_grids(jaxpr):
+    """Grids of every pallas_call in a (closed) jaxpr, searched recursively."""
+    grids = []
+
+    def walk(jx):
+        for eqn in jx.eqns:
+            if eqn.primitive.name == "pallas_call":
+                grids.append(eqn.params["grid_mapping"].grid)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jaxpr.jaxpr)
+    return grids
+
+
 def quiet_lif(**overrides):
     """A LIF that never spikes (threshold far away), for watching synaptic input."""
     params = dict(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=NO_SPIKE_V_TH, V_reset=-70.0, t_ref=0.0)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brainsim.kernels import Implementation, _compact, _compat, _pallas_gpu, _pallas_tpu
+from conftest import pallas_grids as _pallas_grids
 
 from brainsim import kernels
 
@@ -264,21 +265,6 @@ def test_float64(x64):
 
 
 # ------------------------------------------------------------------------------- transforms
-
-
-def _pallas_grids(jaxpr):
-    """Grids of every pallas_call in a (closed) jaxpr, searched recursively."""
-    grids = []
-
-    def walk(jx):
-        for eqn in jx.eqns:
-            if eqn.primitive.name == "pallas_call":
-                grids.append(eqn.params["grid_mapping"].grid)
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                walk(sub)
-
-    walk(jaxpr.jaxpr)
-    return grids
 
 
 def _transforms(impl):

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from brainsim.kernels import Implementation, _compact, _compat
 from brainsim.kernels import _procedural as gen
+from conftest import pallas_grids as _pallas_grids
 
 from brainsim import kernels
 
@@ -163,20 +164,6 @@ def test_csr_per_synapse_matches_oracle(impl, corrupt_windows):
     for g, v in zip(np.asarray(got), variants, strict=True):
         _close(g, _csr_oracle(*v))
     np.testing.assert_array_equal(np.asarray(got)[0], variants[0][0])  # nothing spiked
-
-
-def _pallas_grids(jaxpr):
-    grids = []
-
-    def walk(jx):
-        for eqn in jx.eqns:
-            if eqn.primitive.name == "pallas_call":
-                grids.append(eqn.params["grid_mapping"].grid)
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                walk(sub)
-
-    walk(jaxpr.jaxpr)
-    return grids
 
 
 @pytest.mark.parametrize("impl", PALLAS, ids=lambda i: i.value)
