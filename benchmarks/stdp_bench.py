@@ -31,7 +31,7 @@ import numpy as np
 import brainsim as bs
 from brainsim import plasticity as pl
 from brainsim.networks import coba
-from brainsim.plasticity._base import AbstractPlasticity, gather
+from brainsim.plasticity._base import AbstractPlasticity
 
 
 class KeepWeights(AbstractPlasticity):
@@ -51,10 +51,9 @@ class DepressOnly(AbstractPlasticity):
         return jnp.zeros(synapses.n_post, weights.dtype)
 
     def update(self, y, weights, pre_spikes, post_spikes, dt, *, synapses, modulator=None):
-        def depress(w, i, j, valid):
-            return jnp.clip(w - 0.0105 * gather(y, j), 0, 12)
-
-        return synapses.on_pre(weights, pre_spikes, depress), y * 0.995 + post_spikes
+        wd = pl.Additive(w_max=12.0)
+        w = synapses.trace_update_pre(weights, pre_spikes, 0.0105, y, wd, potentiate=False)
+        return w, y * 0.995 + post_spikes
 
 
 class PotentiateOnly(AbstractPlasticity):
@@ -64,10 +63,9 @@ class PotentiateOnly(AbstractPlasticity):
         return jnp.zeros(synapses.n_pre, weights.dtype)
 
     def update(self, x, weights, pre_spikes, post_spikes, dt, *, synapses, modulator=None):
-        def potentiate(w, i, j, valid):
-            return jnp.clip(w + 0.01 * gather(x, i), 0, 12)
-
-        return synapses.on_post(weights, post_spikes, potentiate), x * 0.995 + pre_spikes
+        wd = pl.Additive(w_max=12.0)
+        w = synapses.trace_update_post(weights, post_spikes, 0.01, x, wd, potentiate=True)
+        return w, x * 0.995 + pre_spikes
 
 
 def plastic_copy(net: bs.Network, projection: str, rule) -> bs.Network:
@@ -131,10 +129,15 @@ def main(argv=None):
               f"ratio of minima to static {min(times[k]) / min(times['static']):.2f}")  # fmt: skip
     ratio_min = min(times["stdp"]) / min(times["static"])
     ratio_med = statistics.median(times["stdp"]) / statistics.median(times["static"])
+    # Each repeat runs the networks back to back: the ratio within a repeat cancels the slow
+    # drifts of a shared machine's speed, which the minima and medians of separate series do not.
+    paired = [p / s for p, s in zip(times["stdp"], times["static"], strict=True)]
+    print(f"paired ratios stdp/static per repeat: {' '.join(f'{r:.2f}' for r in paired)}; "
+          f"median {statistics.median(paired):.2f}")
     print(f"ratio stdp/static: min {ratio_min:.2f}, median {ratio_med:.2f}  "
           f"({datetime.date.today()}, {platform.processor() or platform.machine()}, "
           f"{jax.devices()[0].platform}, jax {jax.__version__}, N={args.n_neurons}, p={p:g})")
-    return np.asarray([ratio_min, ratio_med])
+    return np.asarray([ratio_min, ratio_med, statistics.median(paired)])
 
 
 if __name__ == "__main__":

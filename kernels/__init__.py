@@ -15,6 +15,9 @@ from ._plasticity import ell_post_slots as ell_post_slots
 from ._plasticity import ell_update_post as ell_update_post
 from ._plasticity import ell_update_pre as ell_update_pre
 from ._procedural import procedural_deliver as procedural_deliver
+from ._stdp import TraceDependence as TraceDependence
+from ._stdp import ell_trace_update_post as ell_trace_update_post
+from ._stdp import ell_trace_update_pre as ell_trace_update_pre
 
 __all__ = [
     "Implementation",
@@ -27,4 +30,7 @@ __all__ = [
     "ell_post_slots",
     "ell_update_pre",
     "ell_update_post",
+    "TraceDependence",
+    "ell_trace_update_pre",
+    "ell_trace_update_post",
 ]

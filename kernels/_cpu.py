@@ -24,11 +24,15 @@ from pathlib import Path
 import jax
 import jaxlib
 
-_SOURCES = ("ell_deliver.cc", "csr_deliver.cc", "procedural_deliver.cc")
+_SOURCES = ("ell_deliver.cc", "csr_deliver.cc", "procedural_deliver.cc", "active_indices.cc",
+            "stdp_update.cc")
+_HEADERS = ("spike_scan.h",)
 _TARGETS = {
     "brainsim_ell_deliver": "BrainsimEllDeliver",
     "brainsim_csr_deliver": "BrainsimCsrDeliver",
     "brainsim_procedural_deliver": "BrainsimProceduralDeliver",
+    "brainsim_active_indices": "BrainsimActiveIndices",
+    "brainsim_stdp_update": "BrainsimStdpUpdate",
 }
 
 
@@ -50,7 +54,7 @@ def _compiler() -> str | None:
 
 def _library_path(compiler: str) -> Path:
     digest = hashlib.sha256()
-    for src in _SOURCES:
+    for src in _SOURCES + _HEADERS:
         digest.update((_source_dir() / src).read_bytes())
     digest.update(jaxlib.__version__.encode())
     digest.update(compiler.encode())

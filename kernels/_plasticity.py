@@ -29,10 +29,9 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jaxtyping import Array, Float, Int
 
-from .._events import chunk_indices, n_chunks, spike_events
+from ._active import for_each_active
 
 DEFAULT_CAPACITY = 16
 """Smallest default number of active neurons per loop iteration."""
@@ -46,15 +45,6 @@ step, 100 0.60 ms, 63 (two iterations) 0.77-1.0 ms, 125 0.88 ms. Never a limit o
 neurons are updated."""
 
 
-def _for_each_chunk(spikes, capacity, body, init):
-    """Fold ``body(indices, carry)`` over chunks of ``capacity`` active neuron indices
-    (ascending, padded with ``n``): ``ceil(count / capacity)`` iterations, none dropped."""
-    events = spike_events(spikes)
-
-    def step(c, carry):
-        return body(chunk_indices(events, c * capacity, capacity), carry)
-
-    return lax.fori_loop(0, n_chunks(events, capacity), step, init)
 
 
 def _capacity(capacity, n):
@@ -109,13 +99,17 @@ def ell_update_pre(
     cap = _capacity(capacity, n_pre)
 
     def body(rows, vals):
-        tgt = targets.at[rows].get(mode="fill", fill_value=n_post)
-        block = vals.at[rows].get(mode="fill", fill_value=0)
-        valid = (rows[:, None] < n_pre) & (tgt < n_post)
+        # Gather from clamped rows (cheap in-bounds gathers); padding rows are masked and
+        # dropped on the write.
+        active = rows < n_pre
+        safe = jnp.where(active, rows, 0)
+        tgt = jnp.where(active[:, None], targets.at[safe].get(mode="promise_in_bounds"), n_post)
+        block = vals.at[safe].get(mode="promise_in_bounds")
+        valid = tgt < n_post
         new = jnp.where(valid, fn(block, rows[:, None], tgt, valid), block)
         return vals.at[rows].set(new.astype(vals.dtype), mode="drop")
 
-    return _for_each_chunk(spikes, cap, body, values)
+    return for_each_active(spikes, cap, body, values)
 
 
 def ell_update_post(
@@ -144,7 +138,7 @@ def ell_update_post(
         new = jnp.where(valid, fn(block, pre, cols[:, None], valid), block)
         return flat.at[jnp.where(valid, slots, n_slots)].set(new.astype(flat.dtype), mode="drop")
 
-    out = _for_each_chunk(spikes, cap, body, values.reshape(-1))
+    out = for_each_active(spikes, cap, body, values.reshape(-1))
     return out.reshape(values.shape)
 
 

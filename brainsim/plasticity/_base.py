@@ -30,6 +30,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._errors import as_parameter, is_concrete
+from ..kernels import TraceDependence
+from ..kernels._stdp import dependence_factor
 from ._synapses import AbstractSynapses
 
 
@@ -124,8 +126,11 @@ class AbstractWeightDependence(eqx.Module):
     def clip(self, w):
         return jnp.clip(w, self.w_min, self.w_max)
 
-    def _normalised(self, w):
-        return jnp.clip((w - self.w_min) / (self.w_max - self.w_min), 0, 1)
+    def trace_form(self, potentiate: bool) -> TraceDependence | None:
+        """This dependence as the STDP kernels evaluate it (``f_+`` if ``potentiate`` else
+        ``f_-``), or ``None`` if they cannot (then rules update through a generic block
+        function; subclasses defining new ``f`` return ``None``)."""
+        return None
 
     def _set_bounds(self, w_max, w_min):
         if is_concrete(w_max) and is_concrete(w_min):
@@ -147,11 +152,14 @@ class Additive(AbstractWeightDependence):
     def __init__(self, w_max: ArrayLike = 1.0, w_min: ArrayLike = 0.0):
         self._set_bounds(w_max, w_min)
 
+    def trace_form(self, potentiate):
+        return TraceDependence("additive", self.w_min, self.w_max, jnp.zeros(()))
+
     def potentiation(self, w):
-        return jnp.ones_like(w)
+        return dependence_factor(w, self.trace_form(True), True)
 
     def depression(self, w):
-        return jnp.ones_like(w)
+        return dependence_factor(w, self.trace_form(False), False)
 
 
 class Multiplicative(AbstractWeightDependence):
@@ -161,11 +169,14 @@ class Multiplicative(AbstractWeightDependence):
     def __init__(self, w_max: ArrayLike = 1.0, w_min: ArrayLike = 0.0):
         self._set_bounds(w_max, w_min)
 
+    def trace_form(self, potentiate):
+        return TraceDependence("multiplicative", self.w_min, self.w_max, jnp.ones(()))
+
     def potentiation(self, w):
-        return 1 - self._normalised(w)
+        return dependence_factor(w, self.trace_form(True), True)
 
     def depression(self, w):
-        return self._normalised(w)
+        return dependence_factor(w, self.trace_form(False), False)
 
 
 class Gutig(AbstractWeightDependence):
@@ -188,11 +199,15 @@ class Gutig(AbstractWeightDependence):
         self.mu_minus = as_parameter(mu_plus if mu_minus is None else mu_minus)
         self._set_bounds(w_max, w_min)
 
+    def trace_form(self, potentiate):
+        mu = self.mu_plus if potentiate else self.mu_minus
+        return TraceDependence("power", self.w_min, self.w_max, mu)
+
     def potentiation(self, w):
-        return (1 - self._normalised(w)) ** self.mu_plus
+        return dependence_factor(w, self.trace_form(True), True)
 
     def depression(self, w):
-        return self._normalised(w) ** self.mu_minus
+        return dependence_factor(w, self.trace_form(False), False)
 
 
 def gather(trace, index):

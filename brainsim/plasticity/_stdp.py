@@ -101,16 +101,13 @@ class PairSTDP(AbstractPlasticity):
         x = _decay(state.pre, dt, self.tau_plus)
         y = _decay(state.post, dt, self.tau_minus)
 
-        def depress(w, i, j, valid):
-            return wd.clip(w - self.A_minus * wd.depression(w) * gather(y, j))
-
-        weights = synapses.on_pre(weights, pre_spikes, depress)
+        weights = synapses.trace_update_pre(
+            weights, pre_spikes, self.A_minus, y, wd, potentiate=False
+        )
         x = bump(x, pre_spikes, self.nearest)
-
-        def potentiate(w, i, j, valid):
-            return wd.clip(w + self.A_plus * wd.potentiation(w) * gather(x, i))
-
-        weights = synapses.on_post(weights, post_spikes, potentiate)
+        weights = synapses.trace_update_post(
+            weights, post_spikes, self.A_plus, x, wd, potentiate=True
+        )
         y = bump(y, post_spikes, self.nearest)
         return weights, PairTraces(x, y)
 
@@ -159,10 +156,7 @@ class SymmetricSTDP(AbstractPlasticity):
         weights = synapses.on_pre(weights, pre_spikes, on_pre)
         x = bump(x, pre_spikes, self.nearest)
 
-        def on_post(w, i, j, valid):
-            return wd.clip(w + self.A * wd.potentiation(w) * gather(x, i))
-
-        weights = synapses.on_post(weights, post_spikes, on_post)
+        weights = synapses.trace_update_post(weights, post_spikes, self.A, x, wd, potentiate=True)
         y = bump(y, post_spikes, self.nearest)
         return weights, PairTraces(x, y)
 
@@ -274,18 +268,17 @@ class TripletSTDP(AbstractPlasticity):
         o1 = _decay(state.o1, dt, self.tau_minus)
         o2 = _decay(state.o2, dt, self.tau_y)
 
-        def depress(w, i, j, valid):
-            amount = gather(o1, j) * (self.A2_minus + self.A3_minus * gather(r2, i))
-            return wd.clip(w - wd.depression(w) * amount)
-
-        weights = synapses.on_pre(weights, pre_spikes, depress)
+        # pre spike i: w -= f_-(w) o1_j (A2- + A3- r2_i); post spike j: w += f_+(w) r1_i (A2+ +
+        # A3+ o2_j), r2 and o2 read before the spike's own bump.
+        depression = self.A2_minus + self.A3_minus * r2
+        weights = synapses.trace_update_pre(
+            weights, pre_spikes, depression, o1, wd, potentiate=False
+        )
         r1, r2 = bump(r1, pre_spikes, self.nearest), bump(r2, pre_spikes, self.nearest)
-
-        def potentiate(w, i, j, valid):
-            amount = gather(r1, i) * (self.A2_plus + self.A3_plus * gather(o2, j))
-            return wd.clip(w + wd.potentiation(w) * amount)
-
-        weights = synapses.on_post(weights, post_spikes, potentiate)
+        potentiation = self.A2_plus + self.A3_plus * o2
+        weights = synapses.trace_update_post(
+            weights, post_spikes, potentiation, r1, wd, potentiate=True
+        )
         o1, o2 = bump(o1, post_spikes, self.nearest), bump(o2, post_spikes, self.nearest)
         return weights, TripletTraces(r1, r2, o1, o2)
 

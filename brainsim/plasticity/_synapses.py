@@ -42,6 +42,22 @@ class AbstractSynapses(eqx.Module):
     def on_post(self, values, spikes, fn):
         """Apply ``fn`` to the synapses onto postsynaptic neurons with a non-zero spike."""
 
+    def trace_update_pre(self, values, spikes, amplitude, trace, dependence, *, potentiate):
+        r"""The trace-based STDP event on the synapses of presynaptic neurons that spiked:
+        :math:`w \leftarrow \mathrm{clip}(w \pm (a_i f_\pm(w))\,b_j)` with ``amplitude``
+        :math:`a` (scalar or ``(n_pre,)``), postsynaptic ``trace`` :math:`b` and the weight
+        ``dependence`` (an :class:`~brainsim.plasticity.AbstractWeightDependence`: ``f`` and
+        the clip). ``potentiate`` picks :math:`+ f_+` or :math:`- f_-`. The same as
+        :meth:`on_pre` with that function; storages may run it natively."""
+        return self.on_pre(values, spikes, _trace_event(amplitude, trace, dependence, potentiate,
+                                                        pre_side=True))  # fmt: skip
+
+    def trace_update_post(self, values, spikes, amplitude, trace, dependence, *, potentiate):
+        r"""As :meth:`trace_update_pre` for postsynaptic spikes: amplitude :math:`a_j` (scalar
+        or ``(n_post,)``), presynaptic ``trace`` :math:`b_i`."""
+        return self.on_post(values, spikes, _trace_event(amplitude, trace, dependence,
+                                                         potentiate, pre_side=False))  # fmt: skip
+
     @abc.abstractmethod
     def map(self, values, fn):
         """Apply ``fn`` to every synapse (padding / absent synapses are left unchanged)."""
@@ -62,6 +78,22 @@ class AbstractSynapses(eqx.Module):
     @abc.abstractmethod
     def zeros(self, dtype) -> Array:
         """A per-synapse array of zeros in this storage (e.g. for eligibility traces)."""
+
+
+def _trace_event(amplitude, trace, dependence, potentiate: bool, *, pre_side: bool):
+    """The block function of :meth:`AbstractSynapses.trace_update_pre` / ``_post``."""
+    amplitude, trace = jnp.asarray(amplitude), jnp.asarray(trace)
+
+    def at(values, index):
+        return values if values.ndim == 0 else values.at[index].get(mode="fill", fill_value=0)
+
+    def fn(w, i, j, valid):
+        event, partner = (i, j) if pre_side else (j, i)
+        f = dependence.potentiation(w) if potentiate else dependence.depression(w)
+        change = (at(amplitude, event) * f) * at(trace, partner)
+        return dependence.clip(w + change if potentiate else w - change)
+
+    return fn
 
 
 class DenseSynapses(AbstractSynapses):
@@ -141,6 +173,28 @@ class EllSynapses(AbstractSynapses):
 
     def on_post(self, values, spikes, fn):
         return kernels.ell_update_post(values, self.post_slots, spikes, fn, capacity=self.capacity)
+
+    def trace_update_pre(self, values, spikes, amplitude, trace, dependence, *, potentiate):
+        form = dependence.trace_form(potentiate)
+        if form is None:  # a dependence the kernels do not know: the generic block update
+            return super().trace_update_pre(
+                values, spikes, amplitude, trace, dependence, potentiate=potentiate
+            )
+        return kernels.ell_trace_update_pre(
+            values, self.targets, spikes, amplitude, trace, form, potentiate=potentiate,
+            n_post=self.n_post, capacity=self.capacity,
+        )  # fmt: skip
+
+    def trace_update_post(self, values, spikes, amplitude, trace, dependence, *, potentiate):
+        form = dependence.trace_form(potentiate)
+        if form is None:
+            return super().trace_update_post(
+                values, spikes, amplitude, trace, dependence, potentiate=potentiate
+            )
+        return kernels.ell_trace_update_post(
+            values, self.post_slots, spikes, amplitude, trace, form, potentiate=potentiate,
+            capacity=self.capacity,
+        )  # fmt: skip
 
     def map(self, values, fn):
         rows = jnp.arange(self.n_pre)[:, None]

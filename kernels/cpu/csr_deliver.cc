@@ -11,17 +11,12 @@
 #include <cstdint>
 #include <cstring>
 
+#include "spike_scan.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-template <typename T> struct CsrBits;
-template <> struct CsrBits<float> { typedef uint32_t __attribute__((__may_alias__)) type; };
-template <> struct CsrBits<double> { typedef uint64_t __attribute__((__may_alias__)) type; };
-
-constexpr int64_t kCsrBlock = 64;
 
 inline int64_t CsrCopies(int64_t total, int64_t base) { return base == 0 ? 1 : total / base; }
 
@@ -40,8 +35,6 @@ ffi::Error CsrDeliver(const CsrShape& sh, const T* spikes, int64_t spike_copies,
   const int64_t n_ring = sh.ring_len / sh.n_post;
   const bool shared_weight = sh.weight_base == 1;
   const bool shared_delay = sh.homogeneous_delay > 0;
-  typedef typename CsrBits<T>::type Bits;
-  const Bits magnitude = ~(Bits(1) << (8 * sizeof(Bits) - 1));
   for (int64_t b = 0; b < sh.batch; ++b) {
     const T* s = spikes + (spike_copies == 1 ? 0 : b * sh.n_pre);
     const int32_t* ptr = indptr + (indptr_copies == 1 ? 0 : b * (sh.n_pre + 1));
@@ -53,14 +46,7 @@ ffi::Error CsrDeliver(const CsrShape& sh, const T* spikes, int64_t spike_copies,
     const T* in = ring_in + (ring_copies == 1 ? 0 : b * sh.ring_len);
     if (out != in) std::memcpy(out, in, sh.ring_len * sizeof(T));
     T* row_out = out + ((c + sh.homogeneous_delay) % n_ring) * sh.n_post;
-    const Bits* bits = reinterpret_cast<const Bits*>(s);
-    for (int64_t i0 = 0; i0 < sh.n_pre; i0 += kCsrBlock) {
-      const int64_t i1 = i0 + kCsrBlock < sh.n_pre ? i0 + kCsrBlock : sh.n_pre;
-      Bits any = 0;
-      for (int64_t i = i0; i < i1; ++i) any |= bits[i] & magnitude;
-      if (any == 0) continue;
-      for (int64_t i = i0; i < i1; ++i) {
-        if ((bits[i] & magnitude) == 0) continue;
+    brainsim::ForEachSpike(s, sh.n_pre, [&](int64_t i) {
         const T si = s[i];
         int64_t k0 = ptr[i], k1 = ptr[i + 1];
         if (k0 < 0) k0 = 0;  // corrupt offsets: never read outside the synapse arrays
@@ -75,8 +61,7 @@ ffi::Error CsrDeliver(const CsrShape& sh, const T* spikes, int64_t spike_copies,
             out[((c + dl[k]) % n_ring) * sh.n_post + t] += value;
           }
         }
-      }
-    }
+    });
   }
   return ffi::Error::Success();
 }

@@ -14,20 +14,12 @@
 #include <cstring>
 #include <string>
 
+#include "spike_scan.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-// Bit patterns of float/double, read through a may_alias type (no strict-aliasing UB).
-template <typename T> struct BitsOf;
-template <> struct BitsOf<float> { typedef uint32_t __attribute__((__may_alias__)) type; };
-template <> struct BitsOf<double> { typedef uint64_t __attribute__((__may_alias__)) type; };
-
-// Spike vectors are mostly zero: scan blocks with a vectorisable OR of the magnitude bits
-// (so -0.0 counts as no spike, like `s == 0`) and only look inside blocks that have a spike.
-constexpr int64_t kBlock = 64;
 
 // Number of batch copies of an argument whose unbatched size is `base`.
 inline int64_t Copies(int64_t total, int64_t base) { return base == 0 ? 1 : total / base; }
@@ -55,16 +47,7 @@ ffi::Error Deliver(const T* spikes, int64_t spike_copies, const int32_t* targets
     const bool shared_weight = weight_base == 1;
     const bool shared_delay = homogeneous_delay > 0;
     T* row_out = out + ((c + homogeneous_delay) % n_ring) * n_post;
-    typedef typename BitsOf<T>::type Bits;
-    const Bits* bits = reinterpret_cast<const Bits*>(s);
-    const Bits magnitude = ~(Bits(1) << (8 * sizeof(Bits) - 1));
-    for (int64_t i0 = 0; i0 < n_pre; i0 += kBlock) {
-      const int64_t i1 = i0 + kBlock < n_pre ? i0 + kBlock : n_pre;
-      Bits any = 0;
-      for (int64_t i = i0; i < i1; ++i) any |= bits[i] & magnitude;
-      if (any == 0) continue;
-      for (int64_t i = i0; i < i1; ++i) {
-      if ((bits[i] & magnitude) == 0) continue;
+    brainsim::ForEachSpike(s, n_pre, [&](int64_t i) {
       const T si = s[i];
       const int32_t* ti = tg + i * fan_out;
       for (int64_t k = 0; k < fan_out; ++k) {
@@ -78,8 +61,7 @@ ffi::Error Deliver(const T* spikes, int64_t spike_copies, const int32_t* targets
           out[((c + d) % n_ring) * n_post + t] += value;
         }
       }
-      }
-    }
+    });
   }
   return ffi::Error::Success();
 }

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "spike_scan.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -31,12 +32,6 @@ constexpr uint32_t kParity = 0x1BD11BDAu;
 constexpr uint32_t kGolden = 0x9E3779B9u;
 constexpr int kFeistelRounds = 8;
 constexpr int kRotations[8] = {13, 15, 26, 6, 17, 29, 16, 24};
-constexpr int64_t kScanBlock = 64;
-
-template <typename T> struct ProcBits;
-template <> struct ProcBits<float> { typedef uint32_t __attribute__((__may_alias__)) type; };
-template <> struct ProcBits<double> { typedef uint64_t __attribute__((__may_alias__)) type; };
-
 inline uint32_t Rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
 
 inline void Threefry2x32(uint32_t k0, uint32_t k1, uint32_t c0, uint32_t c1, uint32_t* out0,
@@ -98,8 +93,6 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
   const int64_t n_ring = rule.ring_len / rule.n_post;
   const uint32_t seed = uint32_t(rule.seed);
   const uint32_t n_range = uint32_t(rule.n_range);
-  typedef typename ProcBits<T>::type Bits;
-  const Bits magnitude = ~(Bits(1) << (8 * sizeof(Bits) - 1));
   for (int64_t b = 0; b < rule.batch; ++b) {
     const T* s = spikes + (spike_copies == 1 ? 0 : b * rule.n_pre);
     const int32_t* cnt = counts + (count_copies == 1 ? 0 : b * rule.n_pre);
@@ -110,14 +103,7 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
     const T* in = ring_in + (ring_copies == 1 ? 0 : b * rule.ring_len);
     if (out != in) std::memcpy(out, in, rule.ring_len * sizeof(T));
     T* row_out = out + ((c + rule.delay) % n_ring) * rule.n_post;
-    const Bits* bits = reinterpret_cast<const Bits*>(s);
-    for (int64_t i0 = 0; i0 < rule.n_pre; i0 += kScanBlock) {
-      const int64_t i1 = i0 + kScanBlock < rule.n_pre ? i0 + kScanBlock : rule.n_pre;
-      Bits any = 0;
-      for (int64_t i = i0; i < i1; ++i) any |= bits[i] & magnitude;
-      if (any == 0) continue;
-      for (int64_t i = i0; i < i1; ++i) {
-        if ((bits[i] & magnitude) == 0) continue;
+    brainsim::ForEachSpike(s, rule.n_pre, [&](int64_t i) {
         const T si = s[i];
         const uint32_t row = uint32_t(i);
         int64_t count = rule.has_counts ? int64_t(cnt[i]) : rule.fan_out;
@@ -147,8 +133,7 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
           }
           row_out[x] += si * w;
         }
-      }
-    }
+    });
   }
   return ffi::Error::Success();
 }
