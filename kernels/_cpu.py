@@ -26,7 +26,7 @@ import jaxlib
 
 _SOURCES = ("ell_deliver.cc", "csr_deliver.cc", "procedural_deliver.cc", "active_indices.cc",
             "stdp_update.cc")
-_HEADERS = ("spike_scan.h",)
+_HEADERS = ("spike_scan.h", "parallel.h")
 _TARGETS = {
     "brainsim_ell_deliver": "BrainsimEllDeliver",
     "brainsim_csr_deliver": "BrainsimCsrDeliver",

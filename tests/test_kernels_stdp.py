@@ -249,3 +249,26 @@ def test_for_each_active_visits_every_spike_once():
 
     for impl in (REF, NATIVE):
         np.testing.assert_array_equal(np.asarray(visit(impl)), np.asarray(spikes != 0))
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_work_split_over_threads_equals_reference(columns):
+    """Enough spiking neurons that the kernel splits them over XLA's threads (chunks of
+    ~1024 synapses): every synapse is still updated exactly once."""
+    n_pre, n_post = 1500, 1200
+    targets, slots, w, rng = ell(n_pre, n_post, 40, seed=8)
+    spikes = jnp.asarray(rng.random(n_post if columns else n_pre) < 0.6, jnp.float32)
+    trace = jnp.asarray(rng.random(n_pre if columns else n_post), jnp.float32)
+    dep = dependence("power")
+
+    def run(impl):
+        if columns:
+            return kernels.ell_trace_update_post(w, slots, spikes, 0.1, trace, dep,
+                                                 potentiate=True, implementation=impl)
+        return kernels.ell_trace_update_pre(w, targets, spikes, 0.1, trace, dep,
+                                            potentiate=False, n_post=n_post,
+                                            implementation=impl)  # fmt: skip
+
+    ref, native = both(lambda impl: jax.jit(lambda: run(impl))())
+    assert (np.asarray(native) != np.asarray(w)).mean() > 0.4
+    np.testing.assert_allclose(np.asarray(native), np.asarray(ref), rtol=2e-7, atol=1e-7)
