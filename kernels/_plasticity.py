@@ -10,11 +10,15 @@ target ``targets[i, s]``, padding ``n_post``):
   ``i * fan_out + s`` of the ``r``-th synapse onto neuron ``j``, padded with
   ``n_pre * fan_out``.
 
-Both work on compacted lists of the active neurons of fixed ``capacity`` (bit-packed spike
-words searched as in :mod:`brainsim._events`, no sort): one chunk of ``capacity`` neurons per
-loop iteration, ``ceil(count / capacity)`` iterations, so a step with more spikes than
-``capacity`` costs more iterations and never drops a spike. Work per step is proportional to the synapses of the active
-neurons (plus one cumulative sum over each population for the compaction).
+Both work on windows of ``capacity`` active neurons (:func:`~brainsim.kernels._active.
+for_each_active`: a native scan on CPU, bit-packed words searched as in
+:mod:`brainsim._events` elsewhere): one window per loop iteration, ``ceil(count / capacity)``
+iterations, so a step with more spikes than ``capacity`` costs more iterations and never drops a
+spike. Work per step is proportional to the synapses of the active neurons plus one pass over
+each spike vector.
+
+Trace-based STDP, the common case, has a native in-place kernel instead
+(:mod:`brainsim.kernels._stdp`); these generic updates serve every other rule.
 
 The update itself is a function ``fn(values, pre, post, valid) -> new_values`` on a block of
 synapses: ``pre`` and ``post`` are the (broadcast) neuron indices of each synapse and ``valid``

@@ -7,6 +7,12 @@ A rule never indexes a weight array itself: it hands a block function
 * to the synapses onto postsynaptic neurons that spiked (:meth:`AbstractSynapses.on_post`),
 * or to every synapse (:meth:`AbstractSynapses.map`, for per-step homeostasis and decays).
 
+The trace-based STDP event :math:`w \leftarrow \mathrm{clip}(w \pm (a f(w))\,b)` has its own
+methods (:meth:`AbstractSynapses.trace_update_pre` / ``_post``) so that ELL storage can run it
+as one native in-place kernel call (:mod:`brainsim.kernels._stdp`) when the weight dependence
+is additive, multiplicative or Gütig; otherwise they fall back to :meth:`on_pre` /
+:meth:`on_post` with the same formula.
+
 ``pre`` and ``post`` are the neuron indices of each synapse (broadcastable to ``values``;
 padding entries hold ``n_pre``/``n_post``), so a rule gathers its per-neuron traces with
 ``trace.at[post].get(mode="fill", fill_value=0)``. :class:`DenseSynapses` works on an
