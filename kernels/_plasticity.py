@@ -109,7 +109,8 @@ def ell_update_pre(
         safe = jnp.where(active, rows, 0)
         tgt = jnp.where(active[:, None], targets.at[safe].get(mode="promise_in_bounds"), n_post)
         block = vals.at[safe].get(mode="promise_in_bounds")
-        valid = tgt < n_post
+        valid = (tgt >= 0) & (tgt < n_post)  # padding (n_post) and corrupt entries
+        tgt = jnp.where(valid, tgt, n_post)
         new = jnp.where(valid, fn(block, rows[:, None], tgt, valid), block)
         return vals.at[rows].set(new.astype(vals.dtype), mode="drop")
 
@@ -136,7 +137,8 @@ def ell_update_post(
 
     def body(cols, flat):
         slots = post_slots.at[cols].get(mode="fill", fill_value=n_slots)
-        valid = slots < n_slots
+        valid = (slots >= 0) & (slots < n_slots)  # padding (n_slots) and corrupt entries
+        slots = jnp.where(valid, slots, n_slots)
         block = flat.at[slots].get(mode="fill", fill_value=0)
         pre = jnp.where(valid, slots // fan_out, n_pre)
         new = jnp.where(valid, fn(block, pre, cols[:, None], valid), block)

@@ -16,8 +16,11 @@ trace of the partner neuron on the other side of the synapse and ``f`` the weigh
   (partner = presynaptic neuron).
 
 Implementations: the pure-jnp reference (:func:`~brainsim.kernels.ell_update_pre` /
-``_post`` with the formula above, the oracle and the path off CPU) and a native CPU kernel
-(``kernels/cpu/stdp_update.cc``) that updates the weights in place in one call per event side.
+``_post`` with the formula above, the oracle and the path on TPU), a native CPU kernel
+(``kernels/cpu/stdp_update.cc``) that updates the weights in place in one call per event side,
+and a GPU Pallas kernel (:mod:`brainsim.kernels._pallas_stdp`, an active-row design without
+atomics; ``PALLAS_TRITON`` and ``PALLAS_PORTABLE`` both name it). ``AUTO``: native on CPU (the
+reference if it did not compile), Pallas on CUDA, the reference elsewhere.
 On the development CPU the reference costs ~0.3 ms per step and side for the 40k COBA E->E
 projection (a data-dependent loop, gathers, a scatter, each a separate XLA CPU op); the kernel
 is limited by the scattered memory accesses of the column update (BENCHMARKS.md §7).
@@ -36,12 +39,18 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array
 
-from . import _cpu
+from . import _cpu, _pallas_stdp
 from ._ell import Implementation, _batched
 from ._plasticity import ell_update_post, ell_update_pre
 
 _KINDS = {"additive": 0, "multiplicative": 1, "power": 2}
-_SUPPORTED = (Implementation.AUTO, Implementation.REFERENCE, Implementation.NATIVE_CPU)
+_SUPPORTED = (
+    Implementation.AUTO,
+    Implementation.REFERENCE,
+    Implementation.NATIVE_CPU,
+    Implementation.PALLAS_TRITON,
+    Implementation.PALLAS_PORTABLE,
+)
 
 
 class TraceDependence(NamedTuple):
@@ -161,18 +170,30 @@ def _native(values, index, spikes, amplitude, partner, params, *, dep, cfg):
     return run(*args)
 
 
+def _kernel_step(w, a, b, params_ref, *, dep, potentiate):
+    """The formula inside the Pallas kernel (bounds and exponent read from ``params_ref``)."""
+    dependence = TraceDependence(dep, params_ref[0], params_ref[1], params_ref[2])
+    return trace_step(w, a, b, dependence, potentiate)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))
 def _update(values, index, spikes, amplitude, partner, params, dep, cfg, impl):
     args = (values, index, spikes, amplitude, partner, params)
     reference = functools.partial(_reference, dep=dep, cfg=cfg)
     native = functools.partial(_native, dep=dep, cfg=cfg)
-    if impl is Implementation.REFERENCE:
-        return reference(*args)
-    if impl is Implementation.NATIVE_CPU:
-        return native(*args)
-    return lax.platform_dependent(
-        *args, cpu=native if _cpu.available() else reference, default=reference
-    )
+
+    def pallas(which, interpret):
+        del which  # PALLAS_TRITON and PALLAS_PORTABLE: one kernel (PALLAS_TPU: see _check)
+        step = functools.partial(_kernel_step, dep=dep, potentiate=cfg.potentiate)
+        return functools.partial(_pallas_stdp.update, step=step, columns=cfg.columns,
+                                 n_post=cfg.n_post, capacity=cfg.capacity,
+                                 interpret=interpret)  # fmt: skip
+
+    # Imported here: _dispatch builds on _ell's Implementation enum, as this module does.
+    from ._dispatch import select
+
+    return select(impl, args, reference=reference, native=native, pallas=pallas,
+                  tpu_supported=False)  # fmt: skip
 
 
 @_update.defjvp
@@ -185,7 +206,9 @@ def _update_jvp(dep, cfg, impl, primals, tangents):
 def _check(fn, values, spikes, n_event, amplitude, partner, n_partner, dependence, impl):
     if impl not in _SUPPORTED:
         raise ValueError(
-            f"{fn}: `implementation` must be one of {[i.name for i in _SUPPORTED]}; got {impl}."
+            f"{fn}: `implementation` must be one of {[i.name for i in _SUPPORTED]}; got {impl}"
+            " (there is no TPU kernel: TPU has no general gather; AUTO uses the jnp reference "
+            "there)."
         )
     if impl is Implementation.NATIVE_CPU and not _cpu.available():
         raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")

@@ -37,8 +37,9 @@ def dependence(kind, dtype=jnp.float32):
                            jnp.asarray(KINDS[kind], dtype))  # fmt: skip
 
 
-def both(fn):
-    return fn(REF), fn(NATIVE)
+def both(fn, other=NATIVE):
+    """``fn(implementation)`` for the reference and ``other``."""
+    return fn(REF), fn(other)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -201,7 +202,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="`implementation` must be one of"):
         kernels.ell_trace_update_pre(w, targets, jnp.ones(10), 0.1, jnp.ones(8), dep,
                                      potentiate=True, n_post=8,
-                                     implementation=Implementation.PALLAS_TRITON)  # fmt: skip
+                                     implementation=Implementation.PALLAS_TPU)  # fmt: skip
 
 
 # ------------------------------------------------------------------------- active windows
@@ -272,3 +273,116 @@ def test_work_split_over_threads_equals_reference(columns):
     ref, native = both(lambda impl: jax.jit(lambda: run(impl))())
     assert (np.asarray(native) != np.asarray(w)).mean() > 0.4
     np.testing.assert_allclose(np.asarray(native), np.asarray(ref), rtol=2e-7, atol=1e-7)
+
+
+# ------------------------------------------------------------------ GPU Pallas kernel
+
+
+PALLAS = Implementation.PALLAS_TRITON
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("capacity", [None, 3])
+def test_pallas_kernel_equals_reference_in_interpret_mode(kind, capacity):
+    """On CPU the Pallas kernel runs in interpret mode; ``capacity=3`` makes several windows
+    (launches) per update, none dropped."""
+    n_pre, n_post = 45, 40
+    targets, slots, w, rng = ell(n_pre, n_post, 37, seed=9)  # 37: two tiles, a partial one
+    dep = dependence(kind)
+    pre = jnp.asarray(rng.random(n_pre) < 0.4, jnp.float32)
+    post = jnp.asarray(rng.random(n_post) < 0.4, jnp.float32)
+    x, y = (jnp.asarray(rng.random(n), jnp.float32) for n in (n_pre, n_post))
+    a_post = jnp.asarray(rng.random(n_post), jnp.float32)
+    for potentiate in (False, True):
+        rows = both(lambda impl, p=potentiate: kernels.ell_trace_update_pre(
+            w, targets, pre, 0.3, y, dep, potentiate=p, n_post=n_post, capacity=capacity,
+            implementation=impl), PALLAS)  # fmt: skip
+        cols = both(lambda impl, p=potentiate: kernels.ell_trace_update_post(
+            w, slots, post, a_post, x, dep, potentiate=p, capacity=capacity,
+            implementation=impl), PALLAS)  # fmt: skip
+        for ref, pal in (rows, cols):
+            assert not np.array_equal(np.asarray(ref), np.asarray(w))
+            np.testing.assert_allclose(np.asarray(pal), np.asarray(ref), rtol=2e-7, atol=1e-7)
+
+
+def test_pallas_kernel_never_writes_through_corrupt_indices():
+    """Out-of-range targets and slots (corrupt index data) are skipped: interpret mode would
+    clamp them, a GPU would write arbitrary memory, so the kernel guards them itself."""
+    n_pre, n_post = 20, 16
+    targets, slots, w, rng = ell(n_pre, n_post, 6, seed=10)
+    bad_targets = targets.copy()
+    bad_targets[3, 1], bad_targets[5, 0] = -4, n_post + 7
+    bad_slots = np.asarray(slots).copy()
+    bad_slots[2, 0], bad_slots[7, 1] = -1, n_pre * 6 + 50
+    spikes_pre, spikes_post = jnp.ones(n_pre), jnp.ones(n_post)
+    dep = dependence("additive")
+    results = []
+    for impl in (REF, PALLAS):
+        rows = kernels.ell_trace_update_pre(w, bad_targets, spikes_pre, 0.2, jnp.ones(n_post),
+                                            dep, potentiate=True, n_post=n_post,
+                                            implementation=impl)  # fmt: skip
+        cols = kernels.ell_trace_update_post(w, bad_slots, spikes_post, 0.2, jnp.ones(n_pre),
+                                             dep, potentiate=True, implementation=impl)  # fmt: skip
+        changed_rows = np.asarray(rows) != np.asarray(w)
+        assert not changed_rows[3, 1] and not changed_rows[5, 0]
+        assert not changed_rows[bad_targets == n_post].any()
+        touched = np.zeros(w.size, bool)
+        valid = (bad_slots >= 0) & (bad_slots < w.size)
+        touched[bad_slots[valid]] = True
+        changed_cols = np.asarray(cols).ravel() != np.asarray(w).ravel()
+        assert not (changed_cols & ~touched).any() and changed_cols[touched].mean() > 0.8
+        results.append((np.asarray(rows), np.asarray(cols)))
+    for ref, pal in zip(*results, strict=True):  # and no slot was updated twice
+        np.testing.assert_allclose(pal, ref, rtol=2e-7, atol=1e-7)
+
+
+def _export_stdp(platform, impl, dtype=np.float32):
+    targets, slots, w, rng = ell(30, 20, 9, seed=11, dtype=dtype)
+    dep = dependence("power", dtype)
+
+    def fn(w, pre, post, x, y):
+        w = kernels.ell_trace_update_pre(w, targets, pre, 0.1, y, dep, potentiate=False,
+                                         n_post=20, implementation=impl)
+        return kernels.ell_trace_update_post(w, slots, post, 0.1, x, dep, potentiate=True,
+                                             implementation=impl)  # fmt: skip
+
+    args = (w, jnp.ones(30, dtype), jnp.ones(20, dtype), jnp.ones(30, dtype), jnp.ones(20, dtype))
+    from brainsim.kernels import _compat
+
+    with _compat.gpu_lowering_target():
+        exported = jax.export.export(
+            jax.jit(fn), platforms=[platform],
+            disabled_checks=_compat.export_disabled_checks(platform),
+        )(*args)  # fmt: skip
+    return exported.mlir_module(), _compat
+
+
+@pytest.mark.parametrize("impl", [PALLAS, Implementation.AUTO])
+def test_pallas_kernel_lowers_for_cuda(impl):
+    module, compat = _export_stdp("cuda", impl)
+    assert module.count(compat.TRITON_CUSTOM_CALL) >= 2  # rows and columns
+
+
+def test_pallas_kernel_lowers_for_cuda_in_float64(x64):
+    module, compat = _export_stdp("cuda", PALLAS, np.float64)
+    assert compat.TRITON_CUSTOM_CALL in module
+
+
+def test_auto_on_tpu_is_the_reference():
+    module, compat = _export_stdp("tpu", Implementation.AUTO)
+    assert compat.TPU_CUSTOM_CALL not in module and compat.TRITON_CUSTOM_CALL not in module
+
+
+def test_pallas_kernel_under_vmap():
+    n_pre, n_post, batch = 25, 20, 3
+    targets, slots, w, rng = ell(n_pre, n_post, 7, seed=12)
+    spikes = jnp.asarray(rng.random((batch, n_post)) < 0.4, jnp.float32)
+    x = jnp.asarray(rng.random(n_pre), jnp.float32)
+    dep = dependence("multiplicative")
+
+    def run(impl):
+        return jax.vmap(lambda s: kernels.ell_trace_update_post(
+            w, slots, s, 0.2, x, dep, potentiate=True, implementation=impl))(spikes)  # fmt: skip
+
+    ref, pal = both(run, PALLAS)
+    np.testing.assert_allclose(np.asarray(pal), np.asarray(ref), rtol=2e-7, atol=1e-7)
