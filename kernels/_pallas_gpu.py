@@ -181,12 +181,18 @@ def _atomic_kernel(
                 r = lax.rem(cursor + homogeneous_delay, n_ring)
             scatter_lanes(out_ref, b, ok, r, t, spike * w, n_post=n_post, n_ring=n_ring)
 
-        n_tiles = pl.cdiv(fan_out, lanes)
-        if n_tiles == 1:
-            tile(0)
-        else:
-            step = jnp.int32(lanes)
-            lax.fori_loop(jnp.int32(0), jnp.int32(n_tiles), lambda i, c: (tile(i * step), c)[1], 0)
+        for_each_tile(fan_out, lanes, tile)
+
+
+def for_each_tile(width: int, lanes: int, tile):
+    """Call ``tile(k0)`` for ``k0 = 0, lanes, 2 lanes, ...`` below the static ``width``: a
+    plain call when one tile covers it, otherwise a ``fori_loop`` (int32 throughout)."""
+    n_tiles = pl.cdiv(width, lanes)
+    if n_tiles == 1:
+        tile(jnp.int32(0))
+        return
+    step = jnp.int32(lanes)
+    lax.fori_loop(jnp.int32(0), jnp.int32(n_tiles), lambda i, c: (tile(i * step), c)[1], 0)
 
 
 def launch_atomic(kernel, operands, ext, n_windows: int, *, lanes: int, interpret, name: str):

@@ -38,19 +38,10 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from . import _compact, _compat
-from ._pallas_gpu import _next_pow2
+from ._pallas_gpu import _next_pow2, for_each_tile
 
 LANE_TILE = 32
 """Synapses per tile (at most; fewer for a narrower row, always a power of two)."""
-
-
-def _tiles(width: int, lanes: int, tile):
-    n_tiles = pl.cdiv(width, lanes)
-    if n_tiles == 1:
-        tile(jnp.int32(0))
-        return
-    step = jnp.int32(lanes)
-    lax.fori_loop(jnp.int32(0), jnp.int32(n_tiles), lambda i, c: (tile(i * step), c)[1], 0)
 
 
 def _rows_kernel(idx_ref, amp_ref, tgt_ref, tr_ref, prm_ref, _w_in, w_ref, *, step, n_pre,
@@ -73,7 +64,7 @@ def _rows_kernel(idx_ref, amp_ref, tgt_ref, tr_ref, prm_ref, _w_in, w_ref, *, st
             new = step(w, a, tr_ref[jnp.clip(t, 0, n_post - 1)], prm_ref)
             w_ref[r, k] = jnp.where(ok, new, w)
 
-        _tiles(fan_out, lanes, tile)
+        for_each_tile(fan_out, lanes, tile)
 
 
 def _columns_kernel(idx_ref, amp_ref, slot_ref, tr_ref, prm_ref, _w_in, w_ref, *, step,
@@ -99,7 +90,7 @@ def _columns_kernel(idx_ref, amp_ref, slot_ref, tr_ref, prm_ref, _w_in, w_ref, *
                 pre = q_safe // jnp.int32(fan_out)
                 w_ref[q_safe] = step(w, a, tr_ref[pre], prm_ref)
 
-        _tiles(fan_in, lanes, tile)
+        for_each_tile(fan_in, lanes, tile)
 
 
 def update(values, index, spikes, amplitude, partner, params, *, step, columns: bool,
@@ -122,7 +113,7 @@ def update(values, index, spikes, amplitude, partner, params, *, step, columns: 
         kernel = functools.partial(_rows_kernel, n_pre=n_pre, fan_out=fan_out, n_post=n_post,
                                    **common)  # fmt: skip
         flat = values
-    operands = (index.astype(jnp.int32), partner.astype(dtype), params.astype(dtype))
+    index, partner, params = index.astype(jnp.int32), partner.astype(dtype), params.astype(dtype)
 
     def launch(idx, count, w):
         del count  # programs past the last spike see the sentinel and return
@@ -134,7 +125,7 @@ def update(values, index, spikes, amplitude, partner, params, *, step, columns: 
             interpret=interpret,
             compiler_params=None if interpret else _compat.triton_params(num_warps=1),
             name="brainsim_stdp_" + ("columns" if columns else "rows"),
-        )(idx[0], amplitude, operands[0], operands[1], operands[2], w)
+        )(idx[0], amplitude, index, partner, params, w)
 
     out = _compact.for_each_window(spikes.astype(dtype)[None], cap, launch, flat)
     return out.reshape(values.shape)

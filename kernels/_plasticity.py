@@ -49,8 +49,6 @@ step, 100 0.60 ms, 63 (two iterations) 0.77-1.0 ms, 125 0.88 ms. Never a limit o
 neurons are updated."""
 
 
-
-
 def _capacity(capacity, n):
     if capacity is None:
         return min(n, max(DEFAULT_CAPACITY, min(128, -(-n // CAPACITY_DIVISOR))))

@@ -78,11 +78,17 @@ def dependence_factor(w, dependence: TraceDependence, potentiate: bool):
     return base if dependence.kind == "multiplicative" else base**dependence.mu
 
 
+def _apply(w, amplitude, partner, factor, clip, potentiate: bool):
+    """``clip(w ± (amplitude * factor) * partner)``, in this order (the kernels' order)."""
+    change = (amplitude * factor) * partner
+    return clip(w + change if potentiate else w - change)
+
+
 def trace_step(w, amplitude, partner, dependence: TraceDependence, potentiate: bool):
     """One event on synapses ``w``: ``clip(w ± (amplitude * f(w)) * partner)`` (jnp)."""
-    change = (amplitude * dependence_factor(w, dependence, potentiate)) * partner
-    new = w + change if potentiate else w - change
-    return jnp.clip(new, dependence.w_min, dependence.w_max)
+    factor = dependence_factor(w, dependence, potentiate)
+    return _apply(w, amplitude, partner, factor,
+                  lambda v: jnp.clip(v, dependence.w_min, dependence.w_max), potentiate)  # fmt: skip
 
 
 def _gather(values, index):
@@ -92,14 +98,31 @@ def _gather(values, index):
     return values.at[index].get(mode="fill", fill_value=0)
 
 
-def _reference(values, index, spikes, amplitude, partner, params, *, dep, cfg):
-    dependence = TraceDependence(dep, params[0], params[1], params[2])
+def trace_event(amplitude, partner, factor, clip, *, potentiate: bool, pre_side: bool):
+    """The block function ``fn(w, i, j, valid)`` of one STDP event, for the generic updates
+    (:func:`ell_update_pre` / ``_post``, a synapse view's ``on_pre`` / ``on_post``):
+    ``clip(w ± (amplitude[e] * factor(w)) * partner[p])`` with ``e`` the neuron that spiked
+    (``i`` if ``pre_side``, else ``j``) and ``p`` the other one; ``amplitude`` may be a scalar.
+    ``factor`` and ``clip`` are the weight dependence's ``f`` and bounds."""
 
     def fn(w, i, j, valid):
-        event, other = (j, i) if cfg.columns else (i, j)
-        a = _gather(amplitude, event)
-        return trace_step(w, a, _gather(partner, other), dependence, cfg.potentiate)
+        event, other = (i, j) if pre_side else (j, i)
+        return _apply(w, _gather(amplitude, event), _gather(partner, other), factor(w), clip,
+                      potentiate)  # fmt: skip
 
+    return fn
+
+
+def _reference(values, index, spikes, amplitude, partner, params, *, dep, cfg):
+    dependence = TraceDependence(dep, params[0], params[1], params[2])
+    fn = trace_event(
+        amplitude,
+        partner,
+        lambda w: dependence_factor(w, dependence, cfg.potentiate),
+        lambda w: jnp.clip(w, dependence.w_min, dependence.w_max),
+        potentiate=cfg.potentiate,
+        pre_side=not cfg.columns,
+    )
     if cfg.columns:
         return ell_update_post(values, index, spikes, fn, capacity=cfg.capacity)
     return ell_update_pre(values, index, spikes, fn, n_post=cfg.n_post, capacity=cfg.capacity)
@@ -233,8 +256,17 @@ def _check(fn, values, spikes, n_event, amplitude, partner, n_partner, dependenc
         )
 
 
-def _params(dependence: TraceDependence, dtype):
-    return jnp.stack([jnp.asarray(p, dtype) for p in dependence[1:]])
+def _validated_update(fn, values, index, spikes, amplitude, trace, dependence, cfg, impl):
+    """Check the arguments of the public op ``fn`` and run it: rows (``cfg.columns`` false,
+    the spikes and amplitude are presynaptic, the trace postsynaptic) or columns."""
+    values, spikes = jnp.asarray(values), jnp.asarray(spikes)
+    amplitude, trace = jnp.asarray(amplitude), jnp.asarray(trace)
+    n_pre = values.shape[0] if values.ndim else 0
+    n_event, n_partner = (cfg.n_post, n_pre) if cfg.columns else (n_pre, cfg.n_post)
+    _check(fn, values, spikes, n_event, amplitude, trace, n_partner, dependence, impl)
+    params = jnp.stack([jnp.asarray(p, values.dtype) for p in dependence[1:]])
+    return _update(values, jnp.asarray(index), spikes, amplitude, trace, params,
+                   dependence.kind, cfg, impl)  # fmt: skip
 
 
 def ell_trace_update_pre(
@@ -261,18 +293,14 @@ def ell_trace_update_pre(
         dependence: the weight dependence and bounds.
         potentiate: ``True`` adds the change, ``False`` subtracts it.
         n_post: number of postsynaptic neurons.
-        capacity: active neurons per loop iteration of the reference (never a limit).
-        implementation: ``AUTO``, ``REFERENCE`` or ``NATIVE_CPU``.
+        capacity: active neurons per loop iteration of the reference and launch of the Pallas
+            kernel (never a limit).
+        implementation: ``AUTO``, ``REFERENCE``, ``NATIVE_CPU``, ``PALLAS_TRITON`` or
+            ``PALLAS_PORTABLE`` (the same GPU kernel).
     """
-    values, spikes = jnp.asarray(values), jnp.asarray(spikes)
-    amplitude, trace = jnp.asarray(amplitude), jnp.asarray(trace)
-    n_pre = values.shape[0] if values.ndim else 0
-    _check("ell_trace_update_pre", values, spikes, n_pre, amplitude, trace, n_post,
-           dependence, implementation)  # fmt: skip
     cfg = _Config(False, bool(potentiate), int(n_post), capacity)
-    params = _params(dependence, values.dtype)
-    return _update(values, jnp.asarray(targets), spikes, amplitude, trace, params,
-                   dependence.kind, cfg, implementation)  # fmt: skip
+    return _validated_update("ell_trace_update_pre", values, targets, spikes, amplitude, trace,
+                             dependence, cfg, implementation)  # fmt: skip
 
 
 def ell_trace_update_post(
@@ -297,14 +325,7 @@ def ell_trace_update_post(
         trace: ``(n_pre,)`` presynaptic trace :math:`b_i`.
         dependence, potentiate, capacity, implementation: as :func:`ell_trace_update_pre`.
     """
-    values, spikes = jnp.asarray(values), jnp.asarray(spikes)
-    amplitude, trace = jnp.asarray(amplitude), jnp.asarray(trace)
     post_slots = jnp.asarray(post_slots)
-    n_post = post_slots.shape[0]
-    n_pre = values.shape[0] if values.ndim else 0
-    _check("ell_trace_update_post", values, spikes, n_post, amplitude, trace, n_pre,
-           dependence, implementation)  # fmt: skip
-    cfg = _Config(True, bool(potentiate), int(n_post), capacity)
-    params = _params(dependence, values.dtype)
-    return _update(values, post_slots, spikes, amplitude, trace, params,
-                   dependence.kind, cfg, implementation)  # fmt: skip
+    cfg = _Config(True, bool(potentiate), int(post_slots.shape[0]), capacity)
+    return _validated_update("ell_trace_update_post", values, post_slots, spikes, amplitude,
+                             trace, dependence, cfg, implementation)  # fmt: skip

@@ -32,6 +32,7 @@ from jaxtyping import Array, Bool, Int
 
 from .. import kernels
 from ..kernels import _plasticity as kp
+from ..kernels._stdp import trace_event
 
 
 class AbstractSynapses(eqx.Module):
@@ -87,19 +88,11 @@ class AbstractSynapses(eqx.Module):
 
 
 def _trace_event(amplitude, trace, dependence, potentiate: bool, *, pre_side: bool):
-    """The block function of :meth:`AbstractSynapses.trace_update_pre` / ``_post``."""
-    amplitude, trace = jnp.asarray(amplitude), jnp.asarray(trace)
-
-    def at(values, index):
-        return values if values.ndim == 0 else values.at[index].get(mode="fill", fill_value=0)
-
-    def fn(w, i, j, valid):
-        event, partner = (i, j) if pre_side else (j, i)
-        f = dependence.potentiation(w) if potentiate else dependence.depression(w)
-        change = (at(amplitude, event) * f) * at(trace, partner)
-        return dependence.clip(w + change if potentiate else w - change)
-
-    return fn
+    """The block function of :meth:`AbstractSynapses.trace_update_pre` / ``_post`` for any
+    weight dependence (the formula of the STDP kernels)."""
+    factor = dependence.potentiation if potentiate else dependence.depression
+    return trace_event(amplitude, trace, factor, dependence.clip, potentiate=potentiate,
+                       pre_side=pre_side)  # fmt: skip
 
 
 class DenseSynapses(AbstractSynapses):

@@ -18,7 +18,7 @@
 //   1 multiplicative  f = 1 - w_hat (potentiation), w_hat (depression)
 //   2 power (Gutig)   f = (1 - w_hat)^mu (potentiation), w_hat^mu (depression)
 // The expression is evaluated in the order written, like the jnp reference
-// (brainsim.kernels._plasticity), so the two agree to rounding of pow.
+// (brainsim.kernels._stdp.trace_step), so the two agree to rounding of pow.
 //
 // Work is one scan of the spike vector (spike_scan.h) plus the synapses of the neurons that
 // spiked; weights are updated where they lie (the output aliases the input). Every synapse
