@@ -56,7 +56,9 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
 
 
-def measure(n: int, duration: float, layout_name: str, repeats: int, seed: int) -> dict:
+def measure(
+    n: int, duration: float, layout_name: str, repeats: int, seed: int, unroll: int = 1
+) -> dict:
     """Run one size in this process and return its measurements."""
     import jax
     import numpy as np
@@ -74,7 +76,7 @@ def measure(n: int, duration: float, layout_name: str, repeats: int, seed: int) 
     states = [net.init(jax.random.key(seed + r)) for r in range(repeats)]
 
     start = time.perf_counter()
-    compiled = _run_jit.lower(net, states[0], monitors, n_steps).compile()
+    compiled = _run_jit.lower(net, states[0], monitors, n_steps, None, unroll).compile()
     compile_s = time.perf_counter() - start
 
     # Mean fan-out of each population, to turn spike counts into synaptic events.
@@ -84,7 +86,7 @@ def measure(n: int, duration: float, layout_name: str, repeats: int, seed: int) 
     run_s, events, rates = [], [], []
     for state in states:
         start = time.perf_counter()
-        result = jax.block_until_ready(compiled(net, state, monitors, n_steps))
+        result = jax.block_until_ready(compiled(net, state, monitors, n_steps, None, unroll))
         run_s.append(time.perf_counter() - start)
         result.raise_if_failed()
         counts = {name: float(np.asarray(c).sum()) for name, c in result.recordings[0].items()}
@@ -95,6 +97,7 @@ def measure(n: int, duration: float, layout_name: str, repeats: int, seed: int) 
     return {
         "neurons": net.n_neurons, "synapses": net.n_synapses, "build_s": build_s,
         "compile_s": compile_s, "run_s": run_s, "run_per_bio_s": run / (duration * 1e-3),
+        "us_per_step": run / n_steps * 1e6,
         "rate_hz": statistics.mean(rates),
         "events_per_s": statistics.median(e / t for e, t in zip(events, run_s, strict=True)),
         "peak_rss_mb": peak_rss_mb(), "jax": jax.__version__,
@@ -134,15 +137,20 @@ def main(argv=None) -> int:
     parser.add_argument("--layout", choices=("sparse", "dense"), default="sparse")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unroll", type=int, default=1,
+                        help="time steps per iteration of the compiled loop (lax.scan unroll)")
     parser.add_argument("--output", type=Path, default=HERE / "results.md",
                         help="markdown table to update (default benchmarks/results.md)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.unroll < 1:
+        parser.error("--unroll must be at least 1")
 
     if args.one:
-        result = measure(args.sizes[0], args.duration, args.layout, args.repeats, args.seed)
+        result = measure(args.sizes[0], args.duration, args.layout, args.repeats, args.seed,
+                         args.unroll)
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -153,7 +161,7 @@ def main(argv=None) -> int:
     for n in args.sizes:
         cmd = [sys.executable, __file__, "--one", "--sizes", str(n), "--duration",
                str(args.duration), "--layout", args.layout, "--repeats", str(args.repeats),
-               "--seed", str(args.seed)]
+               "--seed", str(args.seed), "--unroll", str(args.unroll)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
@@ -164,7 +172,7 @@ def main(argv=None) -> int:
         r = json.loads(lines[-1][len("RESULT "):])
         print(f"N = {r['neurons']}: build {r['build_s']:.1f} s, compile {r['compile_s']:.2f} s, runs "
               + ", ".join(f"{t:.3f}" for t in r["run_s"])
-              + f" s, {r['rate_hz']:.1f} Hz, {r['events_per_s']:.3g} events/s, "
+              + f" s ({r['us_per_step']:.2f} us/step), {r['rate_hz']:.1f} Hz, {r['events_per_s']:.3g} events/s, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
         new_rows.append({
             "date": datetime.date.today().isoformat(), "machine": machine, "device": r["device"],

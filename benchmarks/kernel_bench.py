@@ -7,7 +7,9 @@ per step (exactly ``round(f n)`` per step, drawn from a pool of 32 random spike 
 compiled ``lax.scan`` of ``steps`` delivery steps runs with brainsim's compiler options
 (:data:`brainsim._compile.COMPILER_OPTIONS`), for
 
-* ``native`` — ``Implementation.NATIVE_CPU`` (the C++ XLA FFI kernel),
+* ``native`` — ``Implementation.NATIVE_CPU`` (the C++ XLA FFI kernel, CPU only),
+* ``triton`` / ``portable`` — ``Implementation.PALLAS_TRITON`` (atomic scatter) and
+  ``PALLAS_PORTABLE`` (owner blocks, no atomics), the Pallas GPU kernels (GPU only),
 * ``reference`` — ``Implementation.REFERENCE`` (event-driven jnp, chunks of 8 spikes),
 * ``dense`` — ``ring_row + spikes @ W`` with an ``n × n`` float32 matrix (what brainsim's
   ``Dense`` layout does; its cost depends on neither ``p`` nor ``f``, so it runs once per
@@ -20,10 +22,15 @@ and the effective memory bandwidth of the min: bytes of the table rows read (tar
 weight, 8 bytes per synapse of a spiking neuron) plus ring entries updated (read and written,
 8 bytes per event) plus the spike vector scanned (4 bytes per presynaptic neuron), per second.
 For ``dense`` the bytes are the whole matrix (4 n² per step) and the events are the same
-useful events as the sparse rows. Each call's ``steps`` is chosen so that it delivers about
+useful events as the sparse rows. ``% of copy`` divides that bandwidth by the device's own
+copy bandwidth, measured at the start of the run (a 1 GiB ``x + 1``, bytes read plus written).
+By default the CPU runs ``native`` and ``reference``, a GPU ``triton``, ``portable`` and
+``reference`` (``--implementations`` to choose). Each call's ``steps`` is chosen so that it delivers about
 ``--events`` synaptic events (between 10 and 2000 steps).
 
     python benchmarks/kernel_bench.py --sizes 4000 40000 --output /tmp/kernel.md
+    python benchmarks/kernel_bench.py --sizes 400000 --probabilities 0.0002 0.0025 \
+        --rates 0.001 0.01 0.1 --dense-max-n 0      # on a GPU
 """
 
 from __future__ import annotations
@@ -49,6 +56,32 @@ from brainsim._compile import COMPILER_OPTIONS
 
 POOL = 32  # distinct spike vectors cycled through the scan
 RING_ROWS = 2
+IMPLEMENTATIONS = {
+    "native": Implementation.NATIVE_CPU,
+    "triton": Implementation.PALLAS_TRITON,
+    "portable": Implementation.PALLAS_PORTABLE,
+    "reference": Implementation.REFERENCE,
+}
+
+
+def default_implementations() -> list[str]:
+    if jax.default_backend() == "gpu":
+        return ["triton", "portable", "reference"]
+    return (["native"] if native_cpu_available() else []) + ["reference"]
+
+
+def copy_bandwidth(n_bytes: int = 2**30, repeats: int = 10) -> float:
+    """The default device's copy bandwidth (bytes read + written per second) of ``x + 1`` over
+    ``n_bytes`` of float32: the ceiling a memory-bound kernel is measured against."""
+    x = jnp.zeros((n_bytes // 4,), jnp.float32) + 1.0
+    add = jax.jit(lambda x: x + 1.0)
+    jax.block_until_ready(add(x))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(add(x))
+        times.append(time.perf_counter() - start)
+    return 2.0 * n_bytes / statistics.median(times)
 
 
 def spike_pool(rng, n: int, n_spk: int) -> np.ndarray:
@@ -159,11 +192,24 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--dense-max-n", type=int, default=40000)
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument(
+        "--implementations", nargs="+", choices=sorted(IMPLEMENTATIONS),
+        help="sparse implementations to time (default: native and reference on a CPU; triton, "
+        "portable and reference on a GPU)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="write the markdown table here")
     args = parser.parse_args(argv)
-    if not native_cpu_available():
-        print("native CPU kernel unavailable: timing the reference only", file=sys.stderr)
+    names = args.implementations or default_implementations()
+    if args.no_reference:
+        names = [n for n in names if n != "reference"]
+    if "native" in names and not native_cpu_available():
+        print("native CPU kernel unavailable: not timed", file=sys.stderr)
+        names.remove("native")
+    device = jax.devices()[0]
+    copy_gbs = copy_bandwidth() / 1e9
+    print(f"device {device.platform}: {device.device_kind}; copy bandwidth {copy_gbs:.0f} GB/s",
+          flush=True)
 
     command = "python benchmarks/kernel_bench.py " + shlex.join(
         argv if argv is not None else sys.argv[1:]
@@ -203,11 +249,7 @@ def main(argv=None) -> int:
                 steps = steps_for(n_spk * k, args.events)
                 pool = jnp.asarray(spike_pool(rng, n, n_spk))
                 ring = jnp.zeros((RING_ROWS * n,), jnp.float32)
-                impls = {}
-                if native_cpu_available():
-                    impls["native"] = Implementation.NATIVE_CPU
-                if not args.no_reference:
-                    impls["reference"] = Implementation.REFERENCE
+                impls = {name: IMPLEMENTATIONS[name] for name in names}
                 programs = {}
                 for name, impl in impls.items():
                     compiled = (
@@ -231,6 +273,7 @@ def main(argv=None) -> int:
     u = platform.uname()
     header = (
         f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, {u.system} {u.release}; "
+        f"device {device.platform}: {device.device_kind}, copy bandwidth {copy_gbs:.0f} GB/s; "
         f"jax {jax.__version__}. Date: {datetime.date.today().isoformat()}. "
         f"Command: `{command}`."
     )
@@ -238,15 +281,15 @@ def main(argv=None) -> int:
         header,
         "",
         "| n | p | K | spiking / step | impl | steps | min µs / call | median µs / call | "
-        "syn. events/s | GB/s | speed-up vs dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "syn. events/s | GB/s | % of copy | speed-up vs dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["impl"] == "dense":
             lines.append(
                 f"| {r['n']} | – | – | – | dense | {r['steps']} | "
                 f"{r['per_call_us']:.0f} | {r['median_us']:.0f} | – | "
-                f"{r['gb_per_s']:.2f} | 1 |"
+                f"{r['gb_per_s']:.2f} | {100 * r['gb_per_s'] / copy_gbs:.1f} | 1 |"
             )
         else:
             vs = f"{r['vs_dense']:.0f}" if "vs_dense" in r else "–"
@@ -254,7 +297,8 @@ def main(argv=None) -> int:
                 f"| {r['n']} | {r['p']:g} | {r['K']} | {r['f'] * 100:g} % "
                 f"({round(r['f'] * r['n'])}) | {r['impl']} | {r['steps']} | "
                 f"{r['per_call_us']:.1f} | {r['median_us']:.1f} | "
-                f"{r['events_per_s']:.3g} | {r['gb_per_s']:.2f} | {vs} |"
+                f"{r['events_per_s']:.3g} | {r['gb_per_s']:.2f} | "
+                f"{100 * r['gb_per_s'] / copy_gbs:.1f} | {vs} |"
             )
     table = "\n".join(lines)
     print("\n" + table)

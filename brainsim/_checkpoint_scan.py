@@ -59,14 +59,17 @@ def _segment_length(length: int, levels: int) -> int:
     return max(1, min(seg, length))
 
 
-def checkpointed_scan(body, carry, length: int, checkpointing: Checkpointing | None):
+def checkpointed_scan(
+    body, carry, length: int, checkpointing: Checkpointing | None, unroll: int = 1
+):
     """``lax.scan(body, carry, None, length=length)`` with nested checkpointing.
 
     ``body(carry, None) -> (carry, y)``; returns ``(carry, ys)`` with ``ys`` stacked over all
-    ``length`` steps exactly as the plain scan would.
+    ``length`` steps exactly as the plain scan would. ``unroll``: steps per loop iteration of
+    the plain scan (``lax.scan``'s own argument).
     """
     if checkpointing is None:
-        return lax.scan(body, carry, None, length=length)
+        return lax.scan(body, carry, None, length=length, unroll=unroll)
     return _nested(body, carry, length, checkpointing.levels, checkpointing.policy)
 
 

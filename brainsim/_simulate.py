@@ -261,6 +261,7 @@ def _run(
     monitors: tuple,
     n_steps: int,
     checkpoint: Checkpointing | None = None,
+    unroll: int = 1,
 ):
     dtype = (
         jax.tree.leaves(state.populations)[0].dtype
@@ -289,7 +290,7 @@ def _run(
         return (new_state, buffers, first_bad), outputs
 
     (state, buffers, first_bad), outputs = checkpointed_scan(
-        body, (state, buffers, first_bad), n_steps, checkpoint
+        body, (state, buffers, first_bad), n_steps, checkpoint, unroll
     )
     return collect_result(
         state, buffers, outputs, first_bad, monitors, network.populations,

@@ -1,22 +1,27 @@
-r"""Compacted spike lists of fixed capacity, for kernels that work on active rows only.
+r"""Compacted spike lists, for kernels that work on active rows only.
 
 A kernel launch needs static shapes, so the indices of the neurons that spiked are packed into a
-list of fixed ``capacity``: window ``p`` holds the spiking neurons of rank
-``p * capacity ... (p + 1) * capacity - 1`` (ascending neuron index), padded with the sentinel
-``n`` (one past the last neuron). A step with more spikes than ``capacity`` is never truncated:
-:func:`for_each_window` runs one kernel launch per window, ``ceil(count / capacity)`` launches in
-all (a ``lax.while_loop`` whose trip count is data-dependent), so the capacity trades launch
-overhead against work on padding and never limits how many spikes are delivered.
+list of static length, padded with the sentinel ``n`` (one past the last neuron). Two ways to
+cover a step's spikes, neither of which ever drops one:
+
+* One list of all spikes (:func:`compact_all`) and one launch whose ``capacity`` programs stride
+  over it (:func:`brainsim.kernels._pallas_gpu.for_each_owned_spike`): the GPU atomic kernels
+  (ELL, CSR, procedural, STDP). The trip count is read on the device. A loop on the host would
+  be a ``lax.while_loop`` with a data-dependent trip count, whose predicate XLA evaluates on the
+  host, a device round trip per iteration: measured on an H100, such loops made COBA 4k cost
+  ~1 ms per step.
+* Windows of fixed ``capacity`` (:func:`for_each_window`): window ``p`` holds the spiking
+  neurons of rank ``p * capacity ... (p + 1) * capacity - 1`` (ascending neuron index);
+  ``ceil(count / capacity)`` launches in a ``lax.while_loop``: the owner-block and TPU kernels,
+  which gather ``capacity * fan_out`` synapses per window, so they need the capacity to bound
+  their streams.
 
 Default capacity: ``ceil(n / DEFAULT_CAPACITY_DIVISOR)`` (at least ``MIN_CAPACITY``, at most
 ``n``). One sixteenth of a population spiking in one step is far above the activity of the
 asynchronous regimes brainsim targets (COBA at ~10 Hz with ``dt = 0.1`` ms: 0.1% per step); a
-synchronous burst above it costs extra launches, not spikes. When ``capacity >= n`` one window
-holds every possible spike and the loop is dropped statically: on a GPU, where XLA evaluates a
-data-dependent loop's predicate on the host (a device round trip per step), ``capacity = n``
-can be the faster choice for the atomic kernel, whose programs past the last spike return at
-once; the owner-block and TPU kernels gather ``capacity * fan_out`` synapses per window, so
-they prefer a small capacity. Untuned: measure on the hardware.
+synchronous burst above it costs extra launches (windows) or longer programs (striding), not
+spikes. When ``capacity >= n`` one window holds every possible spike and the window loop is
+dropped statically.
 
 Compaction is a cumulative sum and a binary search (no sort, no scatter), so it runs on every
 backend and is deterministic.
@@ -79,12 +84,26 @@ def window(counts: SpikeCounts, start, capacity: int) -> Int[Array, "*batch capa
     rank = start + jnp.arange(capacity, dtype=jnp.int32)
 
     def one(inclusive, count):
-        idx = jnp.searchsorted(inclusive, rank, side="right").astype(jnp.int32)
+        # Unrolled: one fused pass on a GPU instead of log2(n) launches of a loop.
+        idx = jnp.searchsorted(inclusive, rank, side="right", method="scan_unrolled")
+        idx = idx.astype(jnp.int32)
         return jnp.where(rank < count, idx, n)
 
     batch = counts.count.shape
     flat = jax.vmap(one)(counts.inclusive.reshape(-1, n), counts.count.reshape(-1))
     return flat.reshape(batch + (capacity,))
+
+
+def compact_all(spikes: Float[Array, "*batch n"]):
+    """Every spiking neuron in one list: ``(indices, count)``, ``indices`` ``(*batch, n)``
+    ascending with the sentinel ``n`` after the last spike, ``count`` ``(*batch,)``.
+
+    For the GPU kernels that stride over the list inside one launch
+    (:func:`brainsim.kernels._pallas_gpu.for_each_owned_spike`): no loop over windows, so no
+    data-dependent trip count for XLA to evaluate on the host.
+    """
+    counts = spike_counts(spikes)
+    return window(counts, jnp.int32(0), spikes.shape[-1]), counts.count
 
 
 def n_windows(count, capacity: int):

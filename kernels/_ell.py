@@ -23,9 +23,12 @@ A forced Pallas implementation runs in Pallas interpret mode when the program is
 CPU (slow; for tests and debugging) and compiled on its own platform; lowering it for another
 platform is an error.
 
-The Pallas kernels read compacted spike lists of fixed ``capacity`` (default
-:func:`brainsim.kernels._compact.default_capacity`, about ``n_pre / 16``); a step with more spikes
-runs ``ceil(count / capacity)`` launches, so no spike is ever dropped.
+``capacity`` (default :func:`brainsim.kernels._compact.default_capacity`, about ``n_pre / 16``)
+sizes the Pallas launches; no spike is ever dropped, whatever the count. The GPU atomic kernel
+runs one launch of ``capacity`` programs that stride over the list of all spikes (nothing
+loops on the host, which on a GPU would cost a device round trip per iteration); the owner-block
+and TPU kernels gather ``capacity`` spikes per window and run ``ceil(count / capacity)``
+windows.
 
 Differentiation: a ``custom_jvp`` whose tangent is the same sum over *all* synapses in jnp,
 so gradients with respect to weights and to (surrogate) spikes equal those of the dense
@@ -80,8 +83,9 @@ def ell_deliver(
         delays: ``(n_pre, fan_out)`` int32 steps (>= 1), or ``None`` to use
             ``homogeneous_delay`` for every synapse.
         chunk_size: spikes per loop iteration of the jnp reference.
-        capacity: spikes per launch of the Pallas kernels (``None``: about ``n_pre / 16``,
-            see :mod:`brainsim.kernels._compact`); more spikes run more launches.
+        capacity: programs per launch of the GPU atomic kernel, spikes per window of the
+            owner-block and TPU kernels (``None``: about ``n_pre / 16``, see
+            :mod:`brainsim.kernels._compact`); any number of spikes is delivered.
     """
     if delays is None and homogeneous_delay < 1:
         raise ValueError(f"ell_deliver: `homogeneous_delay` must be >= 1; got {homogeneous_delay}.")

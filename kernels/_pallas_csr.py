@@ -6,10 +6,10 @@ leading batch axis of 1 (shared) or ``batch``: ``ring (b, D * n_post)``, ``curso
 ``spikes (b, n_pre)``, ``indptr (b, n_pre + 1)``, ``indices (b, S)``, ``weights (b, S)`` or
 ``(b,)``, ``delays (b, S)`` or ``None``.
 
-**Atomic scatter** (:func:`deliver_atomic`, ``Implementation.PALLAS_TRITON``). Compacted spike
-windows of fixed ``capacity`` (:mod:`brainsim.kernels._compact`: ``ceil(count / capacity)``
-launches, never a dropped spike); grid ``(batch, capacity)``, program ``(b, j)`` owns the
-``j``-th spiking neuron and walks its row ``indptr[i] .. indptr[i+1]`` in tiles of ``T = 32``
+**Atomic scatter** (:func:`deliver_atomic`, ``Implementation.PALLAS_TRITON``). One launch over
+the list of all spikes (:func:`brainsim.kernels._compact.compact_all`, never a dropped spike);
+grid ``(batch, capacity)``, program ``(b, j)`` owns list entries ``j, j + capacity, ...``
+(:func:`_pallas_gpu.for_each_owned_spike`) and walks each one's row ``indptr[i] .. indptr[i+1]`` in tiles of ``T = 32``
 lanes (a data-dependent trip count), each tile one vector ``atomic_add`` after merging equal
 slots (:func:`_pallas_gpu.scatter_lanes`). Guards: the compacted index, ``indptr`` (clamped
 into ``[0, S]`` and made non-decreasing per row), the synapse position and the target are all
@@ -70,6 +70,7 @@ def _prepare(ring, cursor, spikes, indptr, indices, weights, delays):
 
 def _atomic_kernel(
     idx_ref,
+    nspk_ref,
     cur_ref,
     spk_ref,
     ptr_ref,
@@ -92,15 +93,10 @@ def _atomic_kernel(
     else:
         _ring_in, out_ref = refs  # aliased with out_ref: updated in place
     b = pl.program_id(0)
-    j = pl.program_id(1)
     bi, bc, bs, bp, bx, bw, bd = (b if c else 0 for c in copies)
     n_ring = jnp.int32(n_ring)
-    row = idx_ref[bi, j]
-    live = (row >= 0) & (row < n_pre)
 
-    @pl.when(live)
-    def _():
-        row_c = jnp.clip(row, 0, n_pre - 1)
+    def scatter_row(row_c):
         start = jnp.clip(ptr_ref[bp, row_c], 0, n_syn)
         end = jnp.clip(ptr_ref[bp, row_c + 1], start, n_syn)
         spike = spk_ref[bs, row_c]
@@ -124,6 +120,10 @@ def _atomic_kernel(
 
         n_tiles = lax.div(end - start + (lanes - 1), jnp.int32(lanes))
         lax.fori_loop(jnp.int32(0), n_tiles, tile, jnp.int32(0))
+
+    _pallas_gpu.for_each_owned_spike(
+        lambda pos: idx_ref[bi, pos], nspk_ref[bi], n_pre, 1, scatter_row
+    )
 
 
 def deliver_atomic(
@@ -151,28 +151,26 @@ def deliver_atomic(
     hetero = delays is not None
     ext = jnp.pad(jnp.broadcast_to(ring, (batch, length)), ((0, 0), (0, lanes)))
 
-    def body(idx, count, ext):
-        del count  # programs past the last spike see the sentinel and return
-        operands = (idx, cursor, spikes, indptr, indices, weights) + ((delays,) if hetero else ())
-        copies = tuple(x.shape[0] > 1 for x in operands) + ((False,) if not hetero else ())
-        kernel = functools.partial(
-            _atomic_kernel,
-            n_pre=n_pre,
-            n_syn=n_syn,
-            n_post=n_post,
-            n_ring=length // n_post,
-            homogeneous_delay=homogeneous_delay,
-            lanes=lanes,
-            shared_weight=weights.ndim == 1,
-            hetero=hetero,
-            copies=copies,
-        )
-        return _pallas_gpu.launch_atomic(
-            kernel, operands, ext, idx.shape[1], lanes=lanes, interpret=interpret,
-            name="brainsim_csr_deliver_atomic",
-        )
-
-    ext = _compact.for_each_window(spikes, capacity, body, ext)
+    idx, count = _compact.compact_all(spikes)
+    operands = (idx, count, cursor, spikes, indptr, indices, weights)
+    operands += (delays,) if hetero else ()
+    copies = tuple(x.shape[0] > 1 for x in operands[1:]) + ((False,) if not hetero else ())
+    kernel = functools.partial(
+        _atomic_kernel,
+        n_pre=n_pre,
+        n_syn=n_syn,
+        n_post=n_post,
+        n_ring=length // n_post,
+        homogeneous_delay=homogeneous_delay,
+        lanes=lanes,
+        shared_weight=weights.ndim == 1,
+        hetero=hetero,
+        copies=copies,
+    )
+    ext = _pallas_gpu.launch_atomic(
+        kernel, operands, ext, capacity, lanes=lanes, interpret=interpret,
+        name="brainsim_csr_deliver_atomic",
+    )
     return ext[:, :length]
 
 

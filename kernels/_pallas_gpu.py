@@ -1,14 +1,15 @@
 r"""GPU Pallas kernels (Triton) for ELL delivery: atomic scatter, and a deterministic owner-block
 kernel.
 
-Both start from compacted spike lists of fixed capacity (:mod:`brainsim.kernels._compact`, one
-launch per window of ``capacity`` spikes, so no spike is ever dropped) and take every argument
+Both start from compacted spike lists (:mod:`brainsim.kernels._compact`; no spike is ever
+dropped) and take every argument
 with a leading batch axis of 1 (shared) or ``batch``: a ``vmap`` runs one launch whose grid has
 a batch axis.
 
-**Atomic scatter** (``Implementation.PALLAS_TRITON``, :func:`deliver_atomic`). Grid
-``(batch, capacity)``: program ``(b, j)`` owns the ``j``-th spiking neuron of its window
-(programs past the last spike see the sentinel and return at once). It walks the neuron's ELL row in tiles of ``T`` lanes
+**Atomic scatter** (``Implementation.PALLAS_TRITON``, :func:`deliver_atomic`). One launch,
+grid ``(batch, capacity)``, over the list of all spikes (:func:`_compact.compact_all`):
+program ``(b, j)`` owns list entries ``j, j + capacity, ...`` below the spike count
+(:func:`for_each_owned_spike`; programs with nothing to do return at once). For each, it walks the neuron's ELL row in tiles of ``T`` lanes
 (``T`` a power of two, every in-kernel array is power-of-two sized as Triton requires), gathers
 targets, weights and delays, and adds ``spike * weight`` to ring slot
 ``((cursor + delay) mod D) * n_post + target`` with one vector ``atomic_add`` per tile. Work is
@@ -54,7 +55,8 @@ synapse streams, whatever format produced them).
 
 Checked without a GPU: the Triton IR of both kernels (jax 0.10.2 and 0.11.2, float32 and
 float64) compiles to an sm_90 cubin with Triton 3.9's compiler and ptxas (the atomic kernel to
-``atom.global.gpu.acq_rel.add``, see ``tests/test_pallas.py``). Not yet run on a GPU.
+``atom.global.gpu.acq_rel.add``, see ``tests/test_pallas.py``). On a GPU: the same tests pass
+compiled on an H100 with jax 0.11.2 (``benchmarks/gpu_suite.sh tests``).
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ def scatter_lanes(out_ref, b, ok, row, target, value, *, n_post, n_ring, merge=T
 
 def _atomic_kernel(
     idx_ref,
+    cnt_ref,
     cur_ref,
     spk_ref,
     tgt_ref,
@@ -143,25 +146,21 @@ def _atomic_kernel(
     hetero,
     copies,
 ):
-    """Program ``(b, j)``: scatter the row of the ``j``-th spike of batch element ``b``.
+    """Program ``(b, j)``: scatter the rows of the spikes of batch element ``b`` that it owns
+    (:func:`for_each_owned_spike`).
 
-    ``copies`` says, per operand (idx, cursor, spikes, targets, weights, delays), whether it
-    has one copy per batch element (index ``b``) or is shared (index 0).
+    ``copies`` says, per operand (idx and count, cursor, spikes, targets, weights, delays),
+    whether it has one copy per batch element (index ``b``) or is shared (index 0).
     """
     if hetero:
         dl_ref, _ring_in, out_ref = refs
     else:
         _ring_in, out_ref = refs  # aliased with out_ref: updated in place
     b = pl.program_id(0)
-    j = pl.program_id(1)
     bi, bc, bs, bt, bw, bd = (b if c else 0 for c in copies)
     n_ring = jnp.int32(n_ring)  # lax ops do not promote: keep int32 under jax_enable_x64
-    row = idx_ref[bi, j]
-    live = (row >= 0) & (row < n_pre)
 
-    @pl.when(live)
-    def _():
-        row_c = jnp.clip(row, 0, n_pre - 1)
+    def scatter_row(row_c):
         spike = spk_ref[bs, row_c]
         cursor = lax.rem(cur_ref[bc], n_ring)
         cursor = jnp.where(cursor < 0, cursor + n_ring, cursor)
@@ -183,6 +182,35 @@ def _atomic_kernel(
 
         for_each_tile(fan_out, lanes, tile)
 
+    for_each_owned_spike(lambda pos: idx_ref[bi, pos], cnt_ref[bi], n_pre, 1, scatter_row)
+
+
+def for_each_owned_spike(read_index, count, n: int, axis: int, body):
+    """Call ``body(row)`` for every spike that this program owns in a compacted list.
+
+    With ``P`` programs along grid ``axis``, program ``j`` owns list entries ``j, j + P,
+    j + 2P, ...`` below ``count`` (a grid-stride loop, its trip count read on the device), so
+    one launch covers any number of spikes with no loop on the host. ``read_index(pos)`` reads
+    entry ``pos``; entries outside ``[0, n)`` (corrupt list data) are skipped, and ``row`` is
+    passed clamped into range.
+    """
+    # int32 throughout: lax ops do not promote, and jax_enable_x64 makes Python ints 64-bit.
+    j = jnp.asarray(pl.program_id(axis), jnp.int32)
+    programs = jnp.asarray(pl.num_programs(axis), jnp.int32)
+    count = jnp.clip(count, 0, n).astype(jnp.int32)
+    trips = lax.div(jnp.maximum(count - j + programs - 1, jnp.int32(0)), programs)
+
+    def one(i, carry):
+        row = read_index(j + i * programs)
+
+        @pl.when((row >= 0) & (row < n))
+        def _():
+            body(jnp.clip(row, 0, n - 1))
+
+        return carry
+
+    lax.fori_loop(jnp.int32(0), trips, one, jnp.int32(0))
+
 
 def for_each_tile(width: int, lanes: int, tile):
     """Call ``tile(k0)`` for ``k0 = 0, lanes, 2 lanes, ...`` below the static ``width``: a
@@ -195,13 +223,13 @@ def for_each_tile(width: int, lanes: int, tile):
     lax.fori_loop(jnp.int32(0), jnp.int32(n_tiles), lambda i, c: (tile(i * step), c)[1], 0)
 
 
-def launch_atomic(kernel, operands, ext, n_windows: int, *, lanes: int, interpret, name: str):
-    """One atomic-scatter launch: grid ``(batch, n_windows)``, the extended ring ``ext``
+def launch_atomic(kernel, operands, ext, programs: int, *, lanes: int, interpret, name: str):
+    """One atomic-scatter launch: grid ``(batch, programs)``, the extended ring ``ext``
     updated in place (aliased to the last operand), one warp per 32 lanes up to four."""
     return _compat.pallas_call(
         kernel,
         out_shape=jax.ShapeDtypeStruct(ext.shape, ext.dtype),
-        grid=(ext.shape[0], n_windows),
+        grid=(ext.shape[0], programs),
         input_output_aliases={len(operands): 0},
         interpret=interpret,
         compiler_params=None
@@ -246,28 +274,25 @@ def deliver_atomic(
     hetero = delays is not None
     ext = jnp.pad(jnp.broadcast_to(ring, (batch, length)), ((0, 0), (0, lanes)))
 
-    def body(idx, count, ext):
-        del count  # programs past the last spike see the sentinel and return
-        operands = (idx, cursor, spikes, targets, weights) + ((delays,) if hetero else ())
-        copies = tuple(x.shape[0] > 1 for x in operands) + ((False,) if not hetero else ())
-        kernel = functools.partial(
-            _atomic_kernel,
-            n_pre=n_pre,
-            fan_out=fan_out,
-            n_post=n_post,
-            n_ring=n_ring,
-            homogeneous_delay=homogeneous_delay,
-            lanes=lanes,
-            shared_weight=weights.ndim == 1,
-            hetero=hetero,
-            copies=copies,
-        )
-        return launch_atomic(
-            kernel, operands, ext, idx.shape[1], lanes=lanes, interpret=interpret,
-            name="brainsim_ell_deliver_atomic",
-        )
-
-    ext = _compact.for_each_window(spikes, capacity, body, ext)
+    idx, count = _compact.compact_all(spikes)
+    operands = (idx, count, cursor, spikes, targets, weights) + ((delays,) if hetero else ())
+    copies = tuple(x.shape[0] > 1 for x in operands[1:]) + ((False,) if not hetero else ())
+    kernel = functools.partial(
+        _atomic_kernel,
+        n_pre=n_pre,
+        fan_out=fan_out,
+        n_post=n_post,
+        n_ring=n_ring,
+        homogeneous_delay=homogeneous_delay,
+        lanes=lanes,
+        shared_weight=weights.ndim == 1,
+        hetero=hetero,
+        copies=copies,
+    )
+    ext = launch_atomic(
+        kernel, operands, ext, capacity, lanes=lanes, interpret=interpret,
+        name="brainsim_ell_deliver_atomic",
+    )
     return ext[:, :length]
 
 

@@ -6,12 +6,12 @@ weight variate) with the same uint32 operations as the jnp reference, so every i
 capacity and tile size regenerates bit-identical targets and variates. Every argument has a
 leading batch axis of 1 (shared) or ``batch``: ``ring (b, D * n_post)``, ``cursor (b,)``,
 ``spikes (b, n_pre)``, ``loc (b,)``, ``scale (b,)`` or ``None``, ``counts (b, n_pre)`` or
-``None``. Spikes are compacted into windows of fixed ``capacity``
-(:mod:`brainsim.kernels._compact`; ``ceil(count / capacity)`` launches, never a dropped spike).
+``None``. Spikes are compacted (:mod:`brainsim.kernels._compact`; never a dropped spike).
 
-**Atomic scatter** (:func:`deliver_atomic`, ``Implementation.PALLAS_TRITON``). Grid
-``(batch, capacity)``: program ``(b, j)`` regenerates the synapses of the ``j``-th spiking
-neuron *inside the kernel*, ``T = 32`` at a time (the synapse index ``k`` is the lane), and adds
+**Atomic scatter** (:func:`deliver_atomic`, ``Implementation.PALLAS_TRITON``). One launch, grid
+``(batch, capacity)``, over the list of all spikes: program ``(b, j)`` owns list entries ``j,
+j + capacity, ...`` (:func:`_pallas_gpu.for_each_owned_spike`) and regenerates the synapses of
+each of those neurons *inside the kernel*, ``T = 32`` at a time (the synapse index ``k`` is the lane), and adds
 them with one vector ``atomic_add`` per tile (:func:`_pallas_gpu.scatter_lanes`; equal slots
 are merged first when targets are drawn with replacement, the only case where a row can hit one
 neuron twice). Nothing but the spike vector is read: the memory traffic is the atomics. The
@@ -19,7 +19,8 @@ cycle walk is a ``while`` loop over the tile until every live lane is in range (
 ``4^h / n`` Feistel applications, at most ~4).
 
 **Owner block** (:func:`deliver_owner`, ``PALLAS_PORTABLE``) and **TPU** (:func:`deliver_tpu`):
-the synapses of one window are regenerated once in jnp (the reference's own function,
+spikes in windows of fixed ``capacity`` (``ceil(count / capacity)`` launches); the synapses of
+one window are regenerated once in jnp (the reference's own function,
 :func:`_reference._procedural_rows`) into synapse streams, then accumulated by the shared
 owner-block kernels (:func:`_pallas_gpu.owner_accumulate`, :func:`_pallas_tpu.accumulate`).
 Regenerating inside those kernels would repeat the hash once per output block.
@@ -76,6 +77,7 @@ def _kernel_walk(rule: _procedural.Rule):
 
 def _atomic_kernel(
     idx_ref,
+    nspk_ref,
     cur_ref,
     spk_ref,
     loc_ref,
@@ -94,15 +96,10 @@ def _atomic_kernel(
     cnt_ref = refs.pop(0) if has_counts else None
     _ring_in, out_ref = refs  # aliased with out_ref: updated in place
     b = pl.program_id(0)
-    j = pl.program_id(1)
     bi, bc, bs, bl, bsc, bn = (b if c else 0 for c in copies)
     n_ring = jnp.int32(n_ring)
-    row = idx_ref[bi, j]
-    live = (row >= 0) & (row < rule.n_pre)
 
-    @pl.when(live)
-    def _():
-        row_c = jnp.clip(row, 0, rule.n_pre - 1)
+    def scatter_row(row_c):
         spike = spk_ref[bs, row_c]
         cursor = lax.rem(cur_ref[bc], n_ring)
         cursor = jnp.where(cursor < 0, cursor + n_ring, cursor)
@@ -141,6 +138,10 @@ def _atomic_kernel(
             n_tiles = jnp.int32(-(-rule.fan_out // lanes))
         lax.fori_loop(jnp.int32(0), n_tiles, tile, jnp.int32(0))
 
+    _pallas_gpu.for_each_owned_spike(
+        lambda pos: idx_ref[bi, pos], nspk_ref[bi], rule.n_pre, 1, scatter_row
+    )
+
 
 def deliver_atomic(
     ring,
@@ -166,30 +167,27 @@ def deliver_atomic(
     ext = jnp.pad(jnp.broadcast_to(ring, (batch, length)), ((0, 0), (0, lanes)))
     optional = tuple(x for x in (scale, counts) if x is not None)
 
-    def body(idx, count, ext):
-        del count  # programs past the last spike see the sentinel and return
-        operands = (idx, cursor, spikes, loc) + optional
-        many = [x.shape[0] > 1 for x in operands[:4]]
-        many += [
-            scale is not None and scale.shape[0] > 1,
-            counts is not None and counts.shape[0] > 1,
-        ]
-        kernel = functools.partial(
-            _atomic_kernel,
-            rule=rule,
-            delay=delay,
-            n_ring=length // rule.n_post,
-            lanes=lanes,
-            random=scale is not None,
-            has_counts=counts is not None,
-            copies=tuple(many),
-        )
-        return _pallas_gpu.launch_atomic(
-            kernel, operands, ext, idx.shape[1], lanes=lanes, interpret=interpret,
-            name="brainsim_procedural_deliver_atomic",
-        )
-
-    ext = _compact.for_each_window(spikes, capacity, body, ext)
+    idx, count = _compact.compact_all(spikes)
+    operands = (idx, count, cursor, spikes, loc) + optional
+    many = [x.shape[0] > 1 for x in operands[1:5]]
+    many += [
+        scale is not None and scale.shape[0] > 1,
+        counts is not None and counts.shape[0] > 1,
+    ]
+    kernel = functools.partial(
+        _atomic_kernel,
+        rule=rule,
+        delay=delay,
+        n_ring=length // rule.n_post,
+        lanes=lanes,
+        random=scale is not None,
+        has_counts=counts is not None,
+        copies=tuple(many),
+    )
+    ext = _pallas_gpu.launch_atomic(
+        kernel, operands, ext, capacity, lanes=lanes, interpret=interpret,
+        name="brainsim_procedural_deliver_atomic",
+    )
     return ext[:, :length]
 
 

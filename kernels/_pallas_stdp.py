@@ -2,9 +2,10 @@ r"""GPU Pallas kernel (Triton) for the trace-based STDP update of ELL synapses.
 
 The same update as :mod:`brainsim.kernels._stdp` (``w <- clip(w ± (a f(w)) b)`` on the
 synapses of the neurons that spiked), as an active-row design: the spiking neurons are
-compacted into windows of fixed ``capacity`` outside the kernel (:mod:`brainsim.kernels.
-_compact`, one launch per window, none dropped) and program ``j`` of a launch owns the
-``j``-th spiking neuron of its window.
+compacted into one list outside the kernel (:func:`brainsim.kernels._compact.compact_all`) and
+one launch of ``capacity`` programs covers them all, program ``j`` owning list entries ``j,
+j + capacity, ...`` (:func:`brainsim.kernels._pallas_gpu.for_each_owned_spike`: the trip count
+is read on the device, so no spike is dropped and nothing loops on the host).
 
 * Rows (presynaptic spikes): the program walks the neuron's ELL row in tiles of ``T`` lanes
   (a power of two), gathers targets, weights and the partner traces, and stores the new
@@ -25,7 +26,8 @@ nothing. The weights are updated in place (aliased).
 
 Float32 and float64. TPU has no general gather, so there is no TPU kernel: ``AUTO`` uses the
 jnp reference there. Checked without a GPU: interpret mode against the reference and lowering
-to Triton IR for CUDA (``tests/test_kernels_stdp.py``); not yet run on a GPU.
+to Triton IR for CUDA (``tests/test_kernels_stdp.py``); the same tests pass compiled on an
+H100 (``benchmarks/gpu_suite.sh tests``).
 """
 
 from __future__ import annotations
@@ -38,19 +40,15 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from . import _compact, _compat
-from ._pallas_gpu import _next_pow2, for_each_tile
+from ._pallas_gpu import _next_pow2, for_each_owned_spike, for_each_tile
 
 LANE_TILE = 32
 """Synapses per tile (at most; fewer for a narrower row, always a power of two)."""
 
 
-def _rows_kernel(idx_ref, amp_ref, tgt_ref, tr_ref, prm_ref, _w_in, w_ref, *, step, n_pre,
-                 fan_out, n_post, lanes, shared_amplitude):  # fmt: skip
-    row = idx_ref[pl.program_id(0)]
-
-    @pl.when((row >= 0) & (row < n_pre))
-    def _():
-        r = jnp.clip(row, 0, n_pre - 1)
+def _rows_kernel(idx_ref, cnt_ref, amp_ref, tgt_ref, tr_ref, prm_ref, _w_in, w_ref, *, step,
+                 n_pre, fan_out, n_post, lanes, shared_amplitude):  # fmt: skip
+    def update_row(r):
         a = amp_ref[0] if shared_amplitude else amp_ref[r]
         lane = lax.broadcasted_iota(jnp.int32, (lanes,), 0)
 
@@ -66,14 +64,12 @@ def _rows_kernel(idx_ref, amp_ref, tgt_ref, tr_ref, prm_ref, _w_in, w_ref, *, st
 
         for_each_tile(fan_out, lanes, tile)
 
+    for_each_owned_spike(lambda pos: idx_ref[pos], cnt_ref[0], n_pre, 0, update_row)
 
-def _columns_kernel(idx_ref, amp_ref, slot_ref, tr_ref, prm_ref, _w_in, w_ref, *, step,
-                    n_post, fan_in, fan_out, n_syn, lanes, shared_amplitude):  # fmt: skip
-    col = idx_ref[pl.program_id(0)]
 
-    @pl.when((col >= 0) & (col < n_post))
-    def _():
-        c = jnp.clip(col, 0, n_post - 1)
+def _columns_kernel(idx_ref, cnt_ref, amp_ref, slot_ref, tr_ref, prm_ref, _w_in, w_ref, *,
+                    step, n_post, fan_in, fan_out, n_syn, lanes, shared_amplitude):  # fmt: skip
+    def update_column(c):
         a = amp_ref[0] if shared_amplitude else amp_ref[c]
         lane = lax.broadcasted_iota(jnp.int32, (lanes,), 0)
 
@@ -91,6 +87,8 @@ def _columns_kernel(idx_ref, amp_ref, slot_ref, tr_ref, prm_ref, _w_in, w_ref, *
                 w_ref[q_safe] = step(w, a, tr_ref[pre], prm_ref)
 
         for_each_tile(fan_in, lanes, tile)
+
+    for_each_owned_spike(lambda pos: idx_ref[pos], cnt_ref[0], n_post, 0, update_column)
 
 
 def update(values, index, spikes, amplitude, partner, params, *, step, columns: bool,
@@ -115,17 +113,14 @@ def update(values, index, spikes, amplitude, partner, params, *, step, columns: 
         flat = values
     index, partner, params = index.astype(jnp.int32), partner.astype(dtype), params.astype(dtype)
 
-    def launch(idx, count, w):
-        del count  # programs past the last spike see the sentinel and return
-        return _compat.pallas_call(
-            kernel,
-            out_shape=jax.ShapeDtypeStruct(w.shape, w.dtype),
-            grid=(cap,),
-            input_output_aliases={5: 0},
-            interpret=interpret,
-            compiler_params=None if interpret else _compat.triton_params(num_warps=1),
-            name="brainsim_stdp_" + ("columns" if columns else "rows"),
-        )(idx[0], amplitude, index, partner, params, w)
-
-    out = _compact.for_each_window(spikes.astype(dtype)[None], cap, launch, flat)
+    idx, count = _compact.compact_all(spikes.astype(dtype))
+    out = _compat.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(flat.shape, flat.dtype),
+        grid=(cap,),
+        input_output_aliases={6: 0},
+        interpret=interpret,
+        compiler_params=None if interpret else _compat.triton_params(num_warps=1),
+        name="brainsim_stdp_" + ("columns" if columns else "rows"),
+    )(idx, count[None], amplitude, index, partner, params, flat)
     return out.reshape(values.shape)

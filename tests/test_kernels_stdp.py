@@ -22,6 +22,17 @@ REF, NATIVE = Implementation.REFERENCE, Implementation.NATIVE_CPU
 KINDS = {"additive": 0.0, "multiplicative": 1.0, "power": 0.4}
 
 
+@pytest.fixture(autouse=True)
+def _native_tests_on_the_cpu(request):
+    """The native kernel exists on the CPU only: on a GPU machine every test but the Pallas ones
+    runs on the CPU device, and the Pallas ones run the compiled kernel on the GPU."""
+    if jax.default_backend() == "cpu" or "pallas" in request.node.name:
+        yield
+    else:
+        with jax.default_device(jax.devices("cpu")[0]):
+            yield
+
+
 def ell(n_pre, n_post, fan_out, seed, dtype=np.float32):
     """Random ELL storage with padding (target ``n_post``) and random weights, also on the
     padding slots (which no update may touch)."""
