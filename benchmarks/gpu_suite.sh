@@ -2,7 +2,7 @@
 # Everything the project checks and measures on a GPU machine, in one call (a lent GPU is held
 # for minutes, so one command does it all). Run from the repository root:
 #
-#     bash benchmarks/gpu_suite.sh [PART ...]   # env tests coba variants kernels unrolled hlo cpu stdp
+#     bash benchmarks/gpu_suite.sh [PART ...]   # env tests coba variants graphs kernels unrolled hlo cpu stdp
 #
 # Without PARTs every part runs. Logs go to $OUT (default /tmp/gpu_suite) as logs.tar.gz plus a
 # summary; each part has its own time limit so one slow part cannot starve the others.
@@ -13,6 +13,7 @@
 #   cpu       the same COBA on this machine's CPU (JAX_PLATFORMS=cpu) for the GPU/CPU ratio
 #   kernels   benchmarks/kernel_bench.py on the GPU (throughput, fraction of copy bandwidth)
 #   unrolled  COBA at 4k, 40k and 400k with --unroll 10
+#   graphs    COBA 4k with XLA command buffers (CUDA graphs) for the loop body and the loop
 #   hlo       the optimised HLO of COBA 4k (in logs.tar.gz), to count kernels per step
 #   stdp      benchmarks/stdp_bench.py on the GPU (STDP over static cost)
 set -u
@@ -79,6 +80,22 @@ jaxlib.__version__, jax.devices())'; c++ --version | head -1; nproc; free -g" ;;
     unrolled)
         part coba_unrolled 150 $PY benchmarks/coba_bench.py --sizes 4000 40000 400000 \
             --duration 1000 --repeats 3 --unroll 10 --output "$OUT/coba_gpu_unroll10.md" ;;
+    graphs)
+        # CUDA graphs (XLA command buffers) for the loop body, and for the whole loop (WHILE),
+        # with every sequence captured (min size 1); the thunk counts say what was captured.
+        for v in "fusion FUSION,CUSTOM_CALL" "while FUSION,CUSTOM_CALL,WHILE,CONDITIONAL" \
+                 "while_unroll10 FUSION,CUSTOM_CALL,WHILE,CONDITIONAL --unroll 10"; do
+            set -- $v
+            name=$1 types=$2
+            shift 2
+            dump=$LOGS/graphs_$name
+            part "graphs_$name" 60 env XLA_FLAGS="--xla_gpu_enable_command_buffer=$types \
+--xla_gpu_graph_min_graph_size=1 --xla_dump_to=$dump --xla_dump_hlo_module_re=.*_run.*" \
+                $PY benchmarks/coba_bench.py --sizes 4000 --duration 1000 --repeats 3 "$@" \
+                --output "$LOGS/coba_graphs_$name.md"
+            grep -hoE "[0-9]{3}: k[A-Za-z]+" "$dump"/*thunk_sequence.txt 2>/dev/null | awk "{print \$2}" | sort | uniq -c \
+                | tee -a "$SUMMARY"
+        done ;;
     hlo)
         # The optimised HLO of COBA 4k (what runs per step): kernels per loop iteration.
         part hlo 90 env XLA_FLAGS="--xla_dump_to=$LOGS/hlo --xla_dump_hlo_as_text" \

@@ -66,16 +66,16 @@ def checkpointed_scan(
 
     ``body(carry, None) -> (carry, y)``; returns ``(carry, ys)`` with ``ys`` stacked over all
     ``length`` steps exactly as the plain scan would. ``unroll``: steps per loop iteration of
-    the plain scan (``lax.scan``'s own argument).
+    the innermost scan (``lax.scan``'s own argument); values are unchanged.
     """
     if checkpointing is None:
         return lax.scan(body, carry, None, length=length, unroll=unroll)
-    return _nested(body, carry, length, checkpointing.levels, checkpointing.policy)
+    return _nested(body, carry, length, checkpointing.levels, checkpointing.policy, unroll)
 
 
-def _nested(body, carry, length, levels, policy):
+def _nested(body, carry, length, levels, policy, unroll=1):
     if levels <= 1 or length <= 1:
-        return lax.scan(body, carry, None, length=length)
+        return lax.scan(body, carry, None, length=length, unroll=min(unroll, max(length, 1)))
     seg = _segment_length(length, levels)
     n_outer, rem = divmod(length, seg)
 
@@ -83,7 +83,9 @@ def _nested(body, carry, length, levels, policy):
         # prevent_cse=False: inside a scan, CSE across iterations cannot happen anyway, and
         # the extra barriers only slow the compiled loop down (JAX's own advice).
         return jax.checkpoint(
-            lambda c: _nested(body, c, n, levels - 1, policy), policy=policy, prevent_cse=False
+            lambda c: _nested(body, c, n, levels - 1, policy, unroll),
+            policy=policy,
+            prevent_cse=False,
         )
 
     run_seg = segment(seg)

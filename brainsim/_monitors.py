@@ -25,7 +25,7 @@ import numpy as np
 from jax import lax
 
 from ._errors import unknown_name_error
-from ._events import chunk_indices, n_chunks, spike_events
+from ._events import for_each_chunk, spike_events
 
 
 def _population_names(network, populations, owner) -> tuple[str, ...]:
@@ -157,11 +157,9 @@ class SpikeList(AbstractMonitor):
         values = spikes[self.population]
         events = spike_events(values)
         n = values.shape[0]
-        size = self.chunk_size
 
-        def body(c, buf):
-            idx = chunk_indices(events, c * size, size)
-            pos = buf.total + c * size + jnp.arange(size)
+        def body(idx, start, buf):
+            pos = buf.total + start + jnp.arange(idx.shape[0])
             pos = jnp.where(idx < n, pos, self.capacity)  # padding → dropped
             cnt = values.at[idx].get(mode="fill", fill_value=0)
             return buf._replace(
@@ -171,7 +169,7 @@ class SpikeList(AbstractMonitor):
                 too_many=buf.too_many + jnp.sum(cnt > 255, dtype=jnp.int32),
             )
 
-        buffer = lax.fori_loop(0, n_chunks(events, size), body, buffer)
+        buffer = for_each_chunk(events, self.chunk_size, body, buffer)
         return buffer._replace(total=buffer.total + events.count)
 
     def overflow(self, buffer):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._events import SpikeEvents, chunk_indices, n_chunks, spike_events
+from .._events import SpikeEvents, for_each_chunk, spike_events
 
 
 def flat_slots(targets, delays, homogeneous_delay: int, cursor, n_ring: int, n_post: int):
@@ -32,13 +32,13 @@ def ell_deliver(
     """Event-driven ELL delivery in jnp: loop over chunks of the spiking neurons.
 
     Only the rows of neurons with a non-zero spike are read, ``chunk_size`` at a time, for
-    exactly ``ceil(count / chunk_size)`` iterations.
+    exactly ``ceil(count / chunk_size)`` iterations (on a CPU; elsewhere one chunk of every
+    neuron, see :func:`brainsim._events.for_each_chunk`).
     """
     events = spike_events(spikes) if events is None else events._replace(values=spikes)
     n_ring = ring.shape[0] // n_post
 
-    def body(c, ring):
-        idx = chunk_indices(events, c * chunk_size, chunk_size)
+    def body(idx, _start, ring):
         tgt = targets.at[idx].get(mode="fill", fill_value=n_post)
         dl = None if delays is None else delays.at[idx].get(mode="fill", fill_value=1)
         spk = spikes.at[idx].get(mode="fill", fill_value=0)
@@ -47,7 +47,7 @@ def ell_deliver(
         slots = flat_slots(tgt, dl, homogeneous_delay, cursor, n_ring, n_post)
         return ring.at[slots.ravel()].add(contrib.ravel(), mode="drop")
 
-    return lax.fori_loop(0, n_chunks(events, chunk_size), body, ring)
+    return for_each_chunk(events, chunk_size, body, ring)
 
 
 def ell_deliver_dense(
@@ -162,7 +162,8 @@ def procedural_deliver(
 ):
     """Event-driven procedural delivery in jnp: the synapses of ``chunk_size`` spiking neurons
     at a time are regenerated (see :mod:`brainsim.kernels._procedural`) and scattered, for
-    exactly ``ceil(count / chunk_size)`` iterations."""
+    exactly ``ceil(count / chunk_size)`` iterations (on a CPU; elsewhere one chunk of every
+    neuron, see :func:`brainsim._events.for_each_chunk`)."""
     if rule.fan_out == 0:
         return ring
     events = spike_events(spikes) if events is None else events._replace(values=spikes)
@@ -171,15 +172,14 @@ def procedural_deliver(
     base = ((cursor + delay) % n_ring) * n_post
     j = jnp.arange(rule.fan_out, dtype=jnp.int32)
 
-    def body(c, ring):
-        rows = chunk_indices(events, c * chunk_size, chunk_size)
+    def body(rows, _start, ring):
         targets, valid, contrib = _procedural_rows(
             rule, rows, j, rows < rule.n_pre, counts, [(spikes, loc, scale)], ring.dtype
         )
         slots = jnp.where(valid, base + targets, n_ring * n_post)
         return ring.at[slots.ravel()].add(contrib.ravel(), mode="drop")
 
-    return lax.fori_loop(0, n_chunks(events, chunk_size), body, ring)
+    return for_each_chunk(events, chunk_size, body, ring)
 
 
 def procedural_deliver_dense(ring, cursor, terms, counts, *, rule, delay: int):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from brainsim._events import chunk_indices, n_chunks, spike_events
+from brainsim._events import chunk_indices, for_each_chunk, n_chunks, spike_events
 
 SIZES = [1, 31, 32, 33, 1000, 4000, 40_000]  # 40,000 neurons = 1250 words: the "scan" search
 DENSITIES = [0.0, 0.01, 0.5, 1.0]
@@ -84,3 +84,53 @@ def test_chunks_under_vmap():
         assert int(count[b]) == expected.size
         np.testing.assert_array_equal(np.asarray(idx[b])[: expected.size], expected)
         assert np.all(np.asarray(idx[b])[expected.size:] == 300)
+
+
+@pytest.mark.parametrize("single", [False, True])
+@pytest.mark.parametrize("n, density", [(1000, 0.01), (1000, 1.0), (40_000, 0.3), (33, 0.0)])
+def test_for_each_chunk_visits_every_spike_once_in_order(single, n, density):
+    """The CPU loop (chunks of 64) and the single call of the other platforms give the same
+    ranks and indices: each spiking neuron once, at its rank."""
+    values = jnp.asarray(_random_values(n, density, seed=7))
+    expected = np.flatnonzero(np.asarray(values))
+
+    @jax.jit
+    def ranks(values):
+        def body(idx, start, out):
+            pos = start + jnp.arange(idx.shape[0])
+            return out.at[jnp.where(idx < n, pos, n)].set(idx, mode="drop")
+
+        return for_each_chunk(spike_events(values), 64, body, jnp.full(n, -1, jnp.int32),
+                              single=single)  # fmt: skip
+
+    got = np.asarray(ranks(values))
+    np.testing.assert_array_equal(got[: expected.size], expected)
+    assert np.all(got[expected.size:] == -1)
+
+
+def test_gpu_form_of_the_reference_and_spike_list_equals_the_cpu_loop(monkeypatch):
+    """The single-call form (what a GPU or TPU lowers) of the jnp reference deliveries and of
+    the SpikeList monitor records and delivers exactly what the CPU loop does."""
+    import brainsim as bs
+    from brainsim import _monitors, networks
+    from brainsim.kernels import Implementation
+
+    # Chunks of one or two spikes: most steps need several chunks in the CPU loop.
+    layout = bs.Sparse(chunk_size=1, implementation=Implementation.REFERENCE)
+    net = networks.coba(n_neurons=400, p=0.1, seed=0, layout=layout)
+    record = (bs.SpikeList("E", capacity=20_000, chunk_size=2), bs.StateTrace("I", "v"))
+
+    def run():
+        return bs.simulate(net, n_steps=1000, key=jax.random.key(1), record=record)
+
+    loop = run()
+    single = functools.partial(for_each_chunk, single=True)
+    monkeypatch.setattr(_monitors, "for_each_chunk", single)
+    monkeypatch.setattr(bs.kernels._reference, "for_each_chunk", single)
+    jax.clear_caches()
+    whole = run()
+    assert loop.spikes("E")[1].size > 300  # enough spikes to need several chunks
+    np.testing.assert_array_equal(loop.spikes("E")[1], whole.spikes("E")[1])
+    np.testing.assert_array_equal(loop.spikes("E")[0], whole.spikes("E")[0])
+    np.testing.assert_allclose(np.asarray(loop.recordings[1]), np.asarray(whole.recordings[1]),
+                               rtol=1e-6, atol=1e-4)  # fmt: skip

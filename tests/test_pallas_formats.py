@@ -478,3 +478,66 @@ def test_empty_projections_and_capacity_errors():
             n_post=3,
             capacity=0,
         )
+
+
+# ------------------------------------------------------------------ no loops on the host
+
+
+def _host_loops(closed_jaxpr):
+    """``while`` loops outside Pallas kernels (inside a kernel a loop runs on the device)."""
+    found = []
+
+    def walk(jx):
+        for eqn in jx.eqns:
+            if eqn.primitive.name == "while":
+                found.append(eqn)
+            if eqn.primitive.name != "pallas_call":
+                for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                    walk(sub)
+
+    walk(closed_jaxpr.jaxpr)
+    return found
+
+
+def test_gpu_atomic_kernels_need_no_loop_on_the_host():
+    """On a GPU, XLA evaluates the predicate of a data-dependent ``while`` on the host: a device
+    round trip per iteration (per-step windows of spikes made COBA 4k cost ~1 ms per step on an
+    H100). The Triton kernels of every format and of the STDP update cover all spikes in one
+    launch, whatever the count: a capacity far below the spike count must not add a loop."""
+    triton = Implementation.PALLAS_TRITON
+    rng = np.random.default_rng(0)
+    spikes = jnp.ones(N_PRE, jnp.float32)  # every neuron spikes; capacity 2
+    indptr, indices, delays = _csr_structure()
+    targets = jnp.asarray(rng.integers(0, N_POST, (N_PRE, 5)), jnp.int32)
+    weights = jnp.asarray(rng.normal(size=(N_PRE, 5)), jnp.float32)
+    ring = jnp.zeros(N_RING * N_POST, jnp.float32)
+    dep = kernels.TraceDependence("additive", jnp.float32(0.0), jnp.float32(1.0),
+                                  jnp.float32(0.0))  # fmt: skip
+    slots = kernels.ell_post_slots(np.asarray(targets), N_POST)
+    ops = {
+        "ell": lambda: kernels.ell_deliver(ring, 3, spikes, targets, weights, n_post=N_POST,
+                                           homogeneous_delay=1, capacity=2,
+                                           implementation=triton),  # fmt: skip
+        "csr": lambda: _csr(triton, 2, ring, 3, spikes, indptr, indices,
+                            jnp.ones(indices.size, jnp.float32), delays),  # fmt: skip
+        "procedural": lambda: kernels.procedural_deliver(
+            jnp.zeros(P_RING * P_PRE, jnp.float32), P_CURSOR, jnp.ones(P_PRE, jnp.float32),
+            1.0, None, None, delay=P_DELAY, capacity=2, implementation=triton,
+            **RULES["counts_no_self"]),  # fmt: skip
+        "stdp_rows": lambda: kernels.ell_trace_update_pre(
+            weights, targets, spikes, 0.1, jnp.ones(N_POST), dep, potentiate=True,
+            n_post=N_POST, capacity=2, implementation=triton),  # fmt: skip
+        "stdp_columns": lambda: kernels.ell_trace_update_post(
+            weights, slots, jnp.ones(N_POST), 0.1, jnp.ones(N_PRE), dep, potentiate=False,
+            capacity=2, implementation=triton),  # fmt: skip
+    }
+    for name, op in ops.items():
+        jaxpr = jax.make_jaxpr(op)()
+        assert _pallas_grids(jaxpr), name  # the kernel is there
+        assert not _host_loops(jaxpr), name
+    # The owner-block kernel does loop over windows (it needs the capacity to bound its
+    # synapse streams): the check can fail.
+    owner = jax.make_jaxpr(lambda: kernels.ell_deliver(
+        ring, 3, spikes, targets, weights, n_post=N_POST, homogeneous_delay=1, capacity=2,
+        implementation=Implementation.PALLAS_PORTABLE))()  # fmt: skip
+    assert _host_loops(owner)

@@ -263,3 +263,30 @@ def test_bs_jit_functions_compose_with_grad_and_jit():
     f = bs.jit(lambda x: jnp.sin(x) * 2.0)
     np.testing.assert_allclose(jax.grad(f)(jnp.float32(0.3)), 2.0 * np.cos(0.3), rtol=1e-6)
     np.testing.assert_allclose(jax.jit(f)(jnp.float32(0.3)), 2.0 * np.sin(0.3), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- unrolling
+
+
+def test_unrolled_loop_gives_the_same_run():
+    """``unroll`` changes the compiled loop only: spikes and traces are those of the plain loop,
+    also when the unroll factor does not divide the step count and under checkpointing."""
+    net = _active_network()
+    key = jax.random.key(3)
+    record = (bs.SpikeRaster(), bs.StateTrace("N", "v"))
+    plain = bs.simulate(net, n_steps=203, key=key, record=record)
+    assert np.asarray(plain.recordings[0]["N"]).sum() > 20  # the network is active
+    for kwargs in ({"unroll": 4}, {"unroll": 3, "checkpoint": bs.Checkpointing(levels=2)}):
+        run = bs.simulate(net, n_steps=203, key=key, record=record, **kwargs)
+        np.testing.assert_array_equal(
+            np.asarray(run.recordings[0]["N"]), np.asarray(plain.recordings[0]["N"])
+        )
+        np.testing.assert_allclose(
+            np.asarray(run.recordings[1]), np.asarray(plain.recordings[1]), rtol=1e-6, atol=1e-4
+        )
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True])
+def test_unroll_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="`unroll` must be a positive integer.*got"):
+        bs.simulate(_active_network(), n_steps=5, key=jax.random.key(0), unroll=bad)
