@@ -57,7 +57,8 @@ def peak_rss_mb() -> float:
 
 
 def measure(
-    n: int, duration: float, layout_name: str, repeats: int, seed: int, unroll: int = 1
+    n: int, duration: float, layout_name: str, repeats: int, seed: int, unroll: int = 1,
+    spike_lists: bool = False,
 ) -> dict:
     """Run one size in this process and return its measurements."""
     import jax
@@ -72,6 +73,11 @@ def measure(
     net = coba(n_neurons=n, p=min(1.0, 80.0 / n), seed=seed, layout=layout)
     build_s = time.perf_counter() - start
     monitors = (bs.PopulationRate(),)
+    if spike_lists:  # every spike as (step, neuron) too; room for 4x the expected ~21 Hz
+        monitors += tuple(
+            bs.SpikeList(p.name, capacity=int(4 * 21.0 * p.size * duration * 1e-3) + 1000)
+            for p in net.populations
+        )
     n_steps = round(duration / net.dt)
     states = [net.init(jax.random.key(seed + r)) for r in range(repeats)]
 
@@ -139,6 +145,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--unroll", type=int, default=1,
                         help="time steps per iteration of the compiled loop (lax.scan unroll)")
+    parser.add_argument("--spike-lists", action="store_true",
+                        help="also record every spike with a SpikeList per population")
     parser.add_argument("--output", type=Path, default=HERE / "results.md",
                         help="markdown table to update (default benchmarks/results.md)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process
@@ -150,7 +158,7 @@ def main(argv=None) -> int:
 
     if args.one:
         result = measure(args.sizes[0], args.duration, args.layout, args.repeats, args.seed,
-                         args.unroll)
+                         args.unroll, args.spike_lists)
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -162,6 +170,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--one", "--sizes", str(n), "--duration",
                str(args.duration), "--layout", args.layout, "--repeats", str(args.repeats),
                "--seed", str(args.seed), "--unroll", str(args.unroll)]
+        cmd += ["--spike-lists"] if args.spike_lists else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:

@@ -2,7 +2,8 @@
 # Everything the project checks and measures on a GPU machine, in one call (a lent GPU is held
 # for minutes, so one command does it all). Run from the repository root:
 #
-#     bash benchmarks/gpu_suite.sh [PART ...]   # env tests coba variants graphs kernels unrolled hlo cpu stdp
+#     bash benchmarks/gpu_suite.sh [PART ...]   # env tests coba variants graphs kernels unrolled
+#                                              # monitors microcircuit hlo cpu stdp
 #
 # Without PARTs every part runs. Logs go to $OUT (default /tmp/gpu_suite) as logs.tar.gz plus a
 # summary; each part has its own time limit so one slow part cannot starve the others.
@@ -14,6 +15,8 @@
 #   kernels   benchmarks/kernel_bench.py on the GPU (throughput, fraction of copy bandwidth)
 #   unrolled  COBA at 4k, 40k and 400k with --unroll 10
 #   graphs    COBA 4k with XLA command buffers (CUDA graphs) for the loop body and the loop
+#   monitors  COBA with a SpikeList per population (every spike recorded)
+#   microcircuit  the Potjans-Diesmann microcircuit at full scale
 #   hlo       the optimised HLO of COBA 4k (in logs.tar.gz), to count kernels per step
 #   stdp      benchmarks/stdp_bench.py on the GPU (STDP over static cost)
 set -u
@@ -48,7 +51,7 @@ jaxlib.__version__, jax.devices())'; c++ --version | head -1; nproc; free -g" ;;
     tests)
         TAIL=40 part tests 150 env XLA_PYTHON_CLIENT_PREALLOCATE=false $PY -m pytest -q \
             -p no:cacheprovider -n 4 -k "not native" tests/test_pallas.py \
-            tests/test_pallas_formats.py tests/test_kernels_stdp.py ;;
+            tests/test_pallas_formats.py tests/test_kernels_stdp.py tests/test_events.py ;;
     coba)
         part coba 150 $PY benchmarks/coba_bench.py --sizes 4000 40000 400000 --duration 1000 \
             --repeats 3 --output "$OUT/coba_gpu.md" ;;
@@ -96,6 +99,14 @@ jaxlib.__version__, jax.devices())'; c++ --version | head -1; nproc; free -g" ;;
             grep -hoE "[0-9]{3}: k[A-Za-z]+" "$dump"/*thunk_sequence.txt 2>/dev/null | awk "{print \$2}" | sort | uniq -c \
                 | tee -a "$SUMMARY"
         done ;;
+    monitors)
+        # Recording every spike (SpikeList): one chunk per step on a GPU, no host loop.
+        part coba_spike_lists 120 $PY benchmarks/coba_bench.py --sizes 4000 400000 \
+            --duration 1000 --repeats 3 --spike-lists --output "$OUT/coba_gpu_spike_lists.md" ;;
+    microcircuit)
+        # Potjans-Diesmann at full scale (77k neurons, ~300 M synapses).
+        part microcircuit 270 $PY benchmarks/microcircuit_bench.py --scales 1.0 \
+            --k-scales 1.0 --duration 1000 --repeats 1 --json "$OUT/microcircuit_gpu.json" ;;
     hlo)
         # The optimised HLO of COBA 4k (what runs per step): kernels per loop iteration.
         part hlo 90 env XLA_FLAGS="--xla_dump_to=$LOGS/hlo --xla_dump_hlo_as_text" \
