@@ -164,6 +164,24 @@ def test_poisson_counts_distribution(lam):
     assert (lam <= SMALL_MEAN) == (lam < 10)  # both branches are exercised above
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_poisson_inversion_off_the_cpu_draws_the_same_counts(dtype, request):
+    """The fixed-length inversion (what a GPU or TPU runs: no loop whose trip count needs the
+    host) draws exactly the counts of the CPU's stopping loop, for means up to SMALL_MEAN:
+    past the saturation of the cumulative sum both leave the count unchanged."""
+    from brainsim._inputs import SMALL_MEAN, poisson_counts
+
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    lam = jnp.asarray(np.geomspace(1e-4, SMALL_MEAN, 50_000), dtype)
+    key = jax.random.key(11)
+    stopping = poisson_counts(key, lam, fixed_terms=False)
+    fixed = poisson_counts(key, lam, fixed_terms=True)
+    assert stopping.dtype == fixed.dtype == jnp.dtype(dtype)
+    assert float(stopping.max()) >= 20  # large counts are drawn at the top means
+    np.testing.assert_array_equal(np.asarray(fixed), np.asarray(stopping))
+
+
 def test_poisson_source_time_varying_rate():
     rates = np.array([10.0, 100.0, 0.0, 40.0])  # Hz, 20 ms each, then 20 ms past the end
     counts, _ = _source_counts(bs.TimedArray(rates, dt=20.0))
