@@ -24,7 +24,7 @@ OUT=${OUT:-/tmp/gpu_suite}
 LOGS=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-PARTS=${*:-env tests coba variants kernels unrolled hlo cpu stdp}
+PARTS=${*:-env tests coba variants graphs kernels unrolled monitors microcircuit hlo cpu stdp}
 SUMMARY=$OUT/summary.txt
 mkdir -p "$OUT"
 : > "$SUMMARY"

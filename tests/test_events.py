@@ -111,9 +111,10 @@ def test_for_each_chunk_visits_every_spike_once_in_order(single, n, density):
 def test_gpu_form_of_the_reference_and_spike_list_equals_the_cpu_loop(monkeypatch):
     """The single-call form (what a GPU or TPU lowers) of the jnp reference deliveries and of
     the SpikeList monitor records and delivers exactly what the CPU loop does."""
+    from brainsim.kernels import Implementation
+
     import brainsim as bs
     from brainsim import _monitors, networks
-    from brainsim.kernels import Implementation
 
     # Chunks of one or two spikes: most steps need several chunks in the CPU loop.
     layout = bs.Sparse(chunk_size=1, implementation=Implementation.REFERENCE)
