@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Int
 
-from .._events import chunk_indices, spike_events
+from .._events import all_indices, chunk_indices, spike_events
 from . import _cpu
 from ._ell import Implementation
 
@@ -105,16 +105,31 @@ def active_window(
     )
 
 
-def for_each_active(spikes, size: int, body, init, *, implementation=Implementation.AUTO):
+def for_each_active(
+    spikes, size: int, body, init, *, implementation=Implementation.AUTO, single=None
+):
     """Fold ``body(indices, carry) -> carry`` over windows of ``size`` spiking neurons.
 
     ``indices`` are ascending, padded with ``n``; ``ceil(count / size)`` iterations (none when
-    nothing spiked), so every spike is visited once whatever the count.
+    nothing spiked), so every spike is visited once whatever the count. ``single=True``: one
+    call with a window of all ``n`` neurons instead (no loop); ``None`` (default): the loop on a
+    CPU, the single call on any other platform, where XLA would evaluate the loop's
+    data-dependent predicate on the host, a device round trip per iteration (see
+    :mod:`brainsim._events`). Same visits either way.
     """
-    _, count = active_window(spikes, 0, size, implementation=implementation)
 
-    def step(c, carry):
-        idx, _ = active_window(spikes, c * size, size, implementation=implementation)
-        return body(idx, carry)
+    def loop(carry):
+        _, count = active_window(spikes, 0, size, implementation=implementation)
 
-    return lax.fori_loop(0, (count + size - 1) // size, step, init)
+        def step(c, carry):
+            idx, _ = active_window(spikes, c * size, size, implementation=implementation)
+            return body(idx, carry)
+
+        return lax.fori_loop(0, (count + size - 1) // size, step, carry)
+
+    def whole(carry):
+        return body(all_indices(spike_events(lax.stop_gradient(jnp.asarray(spikes)))), carry)
+
+    if single is None:
+        return lax.platform_dependent(init, cpu=loop, default=whole)
+    return whole(init) if single else loop(init)

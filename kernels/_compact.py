@@ -84,7 +84,7 @@ def window(counts: SpikeCounts, start, capacity: int) -> Int[Array, "*batch capa
     rank = start + jnp.arange(capacity, dtype=jnp.int32)
 
     def one(inclusive, count):
-        # Unrolled: one fused pass on a GPU instead of log2(n) launches of a loop.
+        # Unrolled: the default method is a loop of log2(n) iterations, each a launch on a GPU.
         idx = jnp.searchsorted(inclusive, rank, side="right", method="scan_unrolled")
         idx = idx.astype(jnp.int32)
         return jnp.where(rank < count, idx, n)

@@ -2,18 +2,18 @@ r"""GPU Pallas kernels (Triton) for ELL delivery: atomic scatter, and a determin
 kernel.
 
 Both start from compacted spike lists (:mod:`brainsim.kernels._compact`; no spike is ever
-dropped) and take every argument
-with a leading batch axis of 1 (shared) or ``batch``: a ``vmap`` runs one launch whose grid has
-a batch axis.
+dropped) and take every argument with a leading batch axis of 1 (shared) or ``batch``: a
+``vmap`` runs one launch whose grid has a batch axis.
 
 **Atomic scatter** (``Implementation.PALLAS_TRITON``, :func:`deliver_atomic`). One launch,
 grid ``(batch, capacity)``, over the list of all spikes (:func:`_compact.compact_all`):
 program ``(b, j)`` owns list entries ``j, j + capacity, ...`` below the spike count
-(:func:`for_each_owned_spike`; programs with nothing to do return at once). For each, it walks the neuron's ELL row in tiles of ``T`` lanes
-(``T`` a power of two, every in-kernel array is power-of-two sized as Triton requires), gathers
-targets, weights and delays, and adds ``spike * weight`` to ring slot
-``((cursor + delay) mod D) * n_post + target`` with one vector ``atomic_add`` per tile. Work is
-proportional to the synapses of the neurons that spiked. Design points:
+(:func:`for_each_owned_spike`; programs with nothing to do return at once). For each, it walks
+the neuron's ELL row in tiles of ``T`` lanes (``T`` a power of two, every in-kernel array is
+power-of-two sized as Triton requires), gathers targets, weights and delays, and adds
+``spike * weight`` to ring slot ``((cursor + delay) mod D) * n_post + target`` with one vector
+``atomic_add`` per tile. Work is proportional to the synapses of the neurons that spiked.
+Design points:
 
 * Guards: the compacted index, the lane and the target are checked explicitly before use
   (indices are clamped into range *and* the result masked), because an out-of-range gather on a
@@ -130,7 +130,7 @@ def scatter_lanes(out_ref, b, ok, row, target, value, *, n_post, n_ring, merge=T
 
 def _atomic_kernel(
     idx_ref,
-    cnt_ref,
+    nspk_ref,
     cur_ref,
     spk_ref,
     tgt_ref,
@@ -182,7 +182,7 @@ def _atomic_kernel(
 
         for_each_tile(fan_out, lanes, tile)
 
-    for_each_owned_spike(lambda pos: idx_ref[bi, pos], cnt_ref[bi], n_pre, 1, scatter_row)
+    for_each_owned_spike(lambda pos: idx_ref[bi, pos], nspk_ref[bi], n_pre, 1, scatter_row)
 
 
 def for_each_owned_spike(read_index, count, n: int, axis: int, body):

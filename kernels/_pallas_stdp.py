@@ -46,7 +46,7 @@ LANE_TILE = 32
 """Synapses per tile (at most; fewer for a narrower row, always a power of two)."""
 
 
-def _rows_kernel(idx_ref, cnt_ref, amp_ref, tgt_ref, tr_ref, prm_ref, _w_in, w_ref, *, step,
+def _rows_kernel(idx_ref, nspk_ref, amp_ref, tgt_ref, tr_ref, prm_ref, _w_in, w_ref, *, step,
                  n_pre, fan_out, n_post, lanes, shared_amplitude):  # fmt: skip
     def update_row(r):
         a = amp_ref[0] if shared_amplitude else amp_ref[r]
@@ -64,10 +64,10 @@ def _rows_kernel(idx_ref, cnt_ref, amp_ref, tgt_ref, tr_ref, prm_ref, _w_in, w_r
 
         for_each_tile(fan_out, lanes, tile)
 
-    for_each_owned_spike(lambda pos: idx_ref[pos], cnt_ref[0], n_pre, 0, update_row)
+    for_each_owned_spike(lambda pos: idx_ref[pos], nspk_ref[0], n_pre, 0, update_row)
 
 
-def _columns_kernel(idx_ref, cnt_ref, amp_ref, slot_ref, tr_ref, prm_ref, _w_in, w_ref, *,
+def _columns_kernel(idx_ref, nspk_ref, amp_ref, slot_ref, tr_ref, prm_ref, _w_in, w_ref, *,
                     step, n_post, fan_in, fan_out, n_syn, lanes, shared_amplitude):  # fmt: skip
     def update_column(c):
         a = amp_ref[0] if shared_amplitude else amp_ref[c]
@@ -88,7 +88,7 @@ def _columns_kernel(idx_ref, cnt_ref, amp_ref, slot_ref, tr_ref, prm_ref, _w_in,
 
         for_each_tile(fan_in, lanes, tile)
 
-    for_each_owned_spike(lambda pos: idx_ref[pos], cnt_ref[0], n_post, 0, update_column)
+    for_each_owned_spike(lambda pos: idx_ref[pos], nspk_ref[0], n_post, 0, update_column)
 
 
 def update(values, index, spikes, amplitude, partner, params, *, step, columns: bool,

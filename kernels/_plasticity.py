@@ -11,11 +11,11 @@ target ``targets[i, s]``, padding ``n_post``):
   ``n_pre * fan_out``.
 
 Both work on windows of ``capacity`` active neurons (:func:`~brainsim.kernels._active.
-for_each_active`: a native scan on CPU, bit-packed words searched as in
-:mod:`brainsim._events` elsewhere): one window per loop iteration, ``ceil(count / capacity)``
-iterations, so a step with more spikes than ``capacity`` costs more iterations and never drops a
-spike. Work per step is proportional to the synapses of the active neurons plus one pass over
-each spike vector.
+for_each_active`: a native scan on CPU): one window per loop iteration, ``ceil(count /
+capacity)`` iterations, so a step with more spikes than ``capacity`` costs more iterations and
+never drops a spike. Work per step is proportional to the synapses of the active neurons plus
+one pass over each spike vector. Off the CPU (GPU, TPU) one window holds every neuron, so there
+is no loop whose trip count the host must read, at the cost of a pass over every synapse.
 
 Trace-based STDP, the common case, has a native in-place kernel instead
 (:mod:`brainsim.kernels._stdp`); these generic updates serve every other rule.

@@ -93,7 +93,9 @@ def csr_deliver(
     ``block_size`` positions, each locating its neuron with a binary search over the running
     sum of the spiking rows' lengths. The loop runs ``ceil(total / block_size)`` times, so the
     work is proportional to the delivered synapses (plus an O(n_pre) scan for the spikes), and
-    a neuron with a huge fan-out costs no more than many neurons with small ones.
+    a neuron with a huge fan-out costs no more than many neurons with small ones. That loop runs
+    on a CPU; elsewhere one block covers every stored synapse (no loop whose trip count the host
+    must read, see :mod:`brainsim._events`).
     """
     n_pre = spikes.shape[0]
     if indices.shape[0] == 0:
@@ -103,10 +105,9 @@ def csr_deliver(
     ends = jnp.cumsum(lengths)
     begins = ends - lengths
     total = ends[-1]
-    positions = jnp.arange(block_size, dtype=ends.dtype)
 
-    def body(b, ring):
-        p = b * block_size + positions
+    def block(start, size, ring):
+        p = start + jnp.arange(size, dtype=ends.dtype)
         row = jnp.minimum(jnp.searchsorted(ends, p, side="right"), n_pre - 1)
         valid = p < total
         syn = indptr[row] + (p - begins[row])
@@ -115,7 +116,16 @@ def csr_deliver(
         slots = flat_slots(tgt, dl, homogeneous_delay, cursor, n_ring, n_post)
         return ring.at[slots].add(contrib, mode="drop")
 
-    return lax.fori_loop(0, (total + block_size - 1) // block_size, body, ring)
+    def loop(ring):
+        def body(b, ring):
+            return block(b * block_size, block_size, ring)
+
+        return lax.fori_loop(0, (total + block_size - 1) // block_size, body, ring)
+
+    def whole(ring):
+        return block(0, indices.shape[0], ring)
+
+    return lax.platform_dependent(ring, cpu=loop, default=whole)
 
 
 def csr_deliver_dense(

@@ -261,6 +261,44 @@ def test_for_each_active_visits_every_spike_once():
 
     for impl in (REF, NATIVE):
         np.testing.assert_array_equal(np.asarray(visit(impl)), np.asarray(spikes != 0))
+    # The single window of every neuron (the form a GPU lowers): the same visits.
+    once = for_each_active(spikes, 16, lambda idx, acc: acc.at[idx].add(1, mode="drop"),
+                           jnp.zeros(500, jnp.int32), single=True)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(once), np.asarray(spikes != 0))
+
+
+def test_generic_updates_in_one_window_equal_the_window_loop(monkeypatch):
+    """The generic row and column updates with one window of every neuron (what a GPU
+    lowers) write exactly what the CPU's loop over windows of 4 writes."""
+    import functools
+
+    from brainsim.kernels import _plasticity
+
+    n_pre, n_post = 60, 50
+    targets, slots, w, rng = ell(n_pre, n_post, 9, seed=4)
+    targets, slots = jnp.asarray(targets), jnp.asarray(slots)
+    pre = jnp.asarray(rng.random(n_pre) < 0.4, jnp.float32)
+    post = jnp.asarray(rng.random(n_post) < 0.4, jnp.float32)
+
+    def fn(values, i, j, valid):
+        return values + 0.01 * (i + 1) + 0.001 * (j + 1)  # never zero, depends on both
+
+    def run():
+        rows = kernels.ell_update_pre(w, targets, pre, fn, n_post=n_post, capacity=4)
+        return rows, kernels.ell_update_post(rows, slots, post, fn, capacity=4)
+
+    looped = run()
+    monkeypatch.setattr(_plasticity, "for_each_active",
+                        functools.partial(_plasticity.for_each_active, single=True))
+    once = run()
+    inputs = (np.asarray(w), np.asarray(w)), (np.asarray(looped[0]), np.asarray(once[0]))
+    for (a, b), (a_in, b_in) in zip(zip(looped, once, strict=True), inputs, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        # The same synapses change, each once (a second visit would add its increment
+        # again); values agree to float rounding (XLA fuses the two programs differently).
+        assert (a != a_in).any()
+        np.testing.assert_array_equal(a != a_in, b != b_in)
+        np.testing.assert_allclose(a, b, rtol=3e-7, atol=0)
 
 
 @pytest.mark.parametrize("columns", [False, True])

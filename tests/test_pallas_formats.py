@@ -541,3 +541,24 @@ def test_gpu_atomic_kernels_need_no_loop_on_the_host():
         ring, 3, spikes, targets, weights, n_post=N_POST, homogeneous_delay=1, capacity=2,
         implementation=Implementation.PALLAS_PORTABLE))()  # fmt: skip
     assert _host_loops(owner)
+
+
+def test_csr_reference_off_the_cpu_delivers_what_the_loop_delivers(monkeypatch):
+    """Off the CPU the jnp CSR reference reads every stored synapse in one block instead of
+    looping over blocks of the spiking rows' synapses: the same ring, for every variant
+    (empty, sparse, all spiking, corrupt targets and delays)."""
+    from brainsim.kernels import _reference
+
+    def run(v):
+        ring, cursor, spikes, indptr, indices, weights, delays = map(jnp.asarray, v)
+        return np.asarray(_reference.csr_deliver(
+            ring, cursor, spikes, indptr, indices, weights, delays, n_post=N_POST,
+            homogeneous_delay=1, block_size=4))  # fmt: skip
+
+    variants = _csr_variants()
+    looped = [run(v) for v in variants]
+    monkeypatch.setattr(jax.lax, "platform_dependent",
+                        lambda *args, default, **branches: default(*args))  # fmt: skip
+    for v, expected in zip(variants, looped, strict=True):
+        np.testing.assert_allclose(run(v), expected, rtol=1e-6, atol=1e-6)
+        _close(run(v), _csr_oracle(*v))
