@@ -71,9 +71,9 @@ jaxlib.__version__, jax.devices())'; c++ --version | head -1; nproc; free -g" ;;
         part cpu 150 env JAX_PLATFORMS=cpu $PY benchmarks/coba_bench.py \
             --sizes 4000 40000 400000 --duration 200 --repeats 2 --output "$OUT/coba_cpu.md" ;;
     kernels)
-        # The jnp reference is left out: its loops over spike chunks have data-dependent trip
-        # counts, a host round trip each on a GPU (milliseconds per step). The owner-block
-        # kernel costs O(live synapses x n_post): 40k only.
+        # The jnp reference is left out: off the CPU it reads every synapse in every step (one
+        # chunk, no host loop), a dense cost. The owner-block kernel costs O(live synapses x
+        # n_post): 40k only.
         part kernels_40k 150 $PY benchmarks/kernel_bench.py --sizes 40000 \
             --probabilities 0.0002 0.0025 --rates 0.001 0.01 0.1 --repeats 3 \
             --implementations triton portable --output "$OUT/kernels_gpu_40k.md"
@@ -105,7 +105,7 @@ jaxlib.__version__, jax.devices())'; c++ --version | head -1; nproc; free -g" ;;
             --duration 1000 --repeats 3 --spike-lists --output "$OUT/coba_gpu_spike_lists.md" ;;
     microcircuit)
         # Potjans-Diesmann at full scale (77k neurons, ~300 M synapses).
-        part microcircuit 270 $PY benchmarks/microcircuit_bench.py --scales 1.0 \
+        part microcircuit 420 $PY benchmarks/microcircuit_bench.py --scales 1.0 \
             --k-scales 1.0 --duration 1000 --repeats 1 --json "$OUT/microcircuit_gpu.json" ;;
     hlo)
         # The optimised HLO of COBA 4k (what runs per step): kernels per loop iteration.

@@ -67,8 +67,8 @@ IMPLEMENTATIONS = {
 
 def default_implementations() -> list[str]:
     if jax.default_backend() == "gpu":
-        # Not the reference: its loops over spike chunks have data-dependent trip counts, a
-        # host round trip per iteration on a GPU (10 ms per step at 40k neurons, 1 % firing).
+        # Not the reference: off the CPU it reads every synapse in every step (one chunk of
+        # all neurons, so that no loop needs the host), a dense cost, not an event-driven one.
         return ["triton", "portable"]
     return (["native"] if native_cpu_available() else []) + ["reference"]
 
