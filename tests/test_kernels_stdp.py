@@ -15,18 +15,21 @@ from brainsim.kernels._active import active_window, for_each_active
 
 from brainsim import kernels
 
-pytestmark = pytest.mark.skipif(
-    not kernels.native_cpu_available(), reason=f"no native kernels: {kernels.native_cpu_status()}"
-)
 REF, NATIVE = Implementation.REFERENCE, Implementation.NATIVE_CPU
 KINDS = {"additive": 0.0, "multiplicative": 1.0, "power": 0.4}
+WITHOUT_NATIVE = ("pallas", "one_window")
+"""Tests (by name) that do not need the native kernels: the Pallas ones and the jnp windows."""
 
 
 @pytest.fixture(autouse=True)
 def _native_tests_on_the_cpu(request):
     """The native kernel exists on the CPU only: on a GPU machine every test but the Pallas ones
-    runs on the CPU device, and the Pallas ones run the compiled kernel on the GPU."""
-    if jax.default_backend() == "cpu" or "pallas" in request.node.name:
+    runs on the CPU device, and the Pallas ones run the compiled kernel on the GPU. Without a
+    C++ compiler only the tests of ``WITHOUT_NATIVE`` run."""
+    name = request.node.name
+    if not kernels.native_cpu_available() and not any(w in name for w in WITHOUT_NATIVE):
+        pytest.skip(f"no native kernels: {kernels.native_cpu_status()}")
+    if jax.default_backend() == "cpu" or "pallas" in name:
         yield
     else:
         with jax.default_device(jax.devices("cpu")[0]):
