@@ -71,6 +71,16 @@ def n_chunks(events: SpikeEvents, size: int):
     return (events.count + size - 1) // size
 
 
+def cpu_loop_or_single(operand, loop, single, *, force_single: bool | None = None):
+    """``loop(operand)`` when the program is lowered for a CPU, ``single(operand)`` on every
+    other platform, where XLA evaluates a data-dependent loop's predicate on the host (module
+    docstring). The two must compute the same thing. ``force_single``: ``True`` / ``False``
+    picks one form whatever the platform (tests); ``None`` chooses at lowering."""
+    if force_single is None:
+        return lax.platform_dependent(operand, cpu=loop, default=single)
+    return single(operand) if force_single else loop(operand)
+
+
 def all_indices(events: SpikeEvents) -> Int[Array, " n"]:
     """Indices of every spiking neuron (ascending), padded with ``n``: one chunk of size ``n``,
     from ``jnp.nonzero`` with a static size (no search, no loop)."""
@@ -99,8 +109,6 @@ def for_each_chunk(events: SpikeEvents, size: int, body, init, *, single: bool |
     def whole(carry):
         return body(all_indices(events), jnp.int32(0), carry)
 
-    if single is None:
-        return whole(init) if size >= n else lax.platform_dependent(
-            init, cpu=loop, default=whole
-        )
-    return whole(init) if single else loop(init)
+    if single is None and size >= n:
+        return whole(init)  # one chunk holds every neuron anyway
+    return cpu_loop_or_single(init, loop, whole, force_single=single)

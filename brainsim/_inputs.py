@@ -18,6 +18,7 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._errors import as_parameter, check_nonnegative, check_positive
+from ._events import cpu_loop_or_single
 from ._neurons._base import AbstractSpikeSource, default_dtype
 
 
@@ -229,10 +230,7 @@ def poisson_counts(key, lam: Array, *, fixed_terms: bool | None = None) -> Array
 
         term = jnp.exp(-lam)
         start = (jnp.zeros(lam.shape, jnp.int32), term, term)
-        if fixed_terms is None:
-            k, _, _ = lax.platform_dependent(start, cpu=stopping, default=fixed)
-        else:
-            k, _, _ = (fixed if fixed_terms else stopping)(start)
+        k, _, _ = cpu_loop_or_single(start, stopping, fixed, force_single=fixed_terms)
         return k.astype(dtype)
 
     def library(_):

@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Int
 
-from .._events import all_indices, chunk_indices, spike_events
+from .._events import all_indices, chunk_indices, cpu_loop_or_single, spike_events
 from . import _cpu
 from ._ell import Implementation
 
@@ -130,6 +130,4 @@ def for_each_active(
     def whole(carry):
         return body(all_indices(spike_events(lax.stop_gradient(jnp.asarray(spikes)))), carry)
 
-    if single is None:
-        return lax.platform_dependent(init, cpu=loop, default=whole)
-    return whole(init) if single else loop(init)
+    return cpu_loop_or_single(init, loop, whole, force_single=single)

@@ -53,10 +53,10 @@ def csr_deliver(
         weights: ``(n_synapses,)`` per synapse, or a scalar shared by all.
         delays: ``(n_synapses,)`` int32 steps (>= 1), or ``None`` for ``homogeneous_delay``.
         block_size: synapses per iteration of the jnp reference (never limits delivery).
-        capacity: spiking rows per launch of the Pallas kernels (``None``: about ``n_pre / 16``,
-            :mod:`brainsim.kernels._compact`); the owner-block and TPU kernels take windows of
-            ``capacity`` mean-length rows of synapses. More spikes run more launches, never
-            fewer synapses.
+        capacity: programs of the Triton atomic kernel's one launch (``None``: about
+            ``n_pre / 16``, :mod:`brainsim.kernels._compact`); the owner-block and TPU kernels
+            take windows of ``capacity`` mean-length rows of synapses. More spikes run longer
+            programs or more windows, never fewer synapses.
         implementation: :class:`~brainsim.kernels.Implementation`.
     """
     if delays is None and homogeneous_delay < 1:

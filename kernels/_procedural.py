@@ -267,8 +267,9 @@ def procedural_deliver(
         allow_self: ``False`` excludes ``i → i`` (``n_pre == n_post``).
         delay: homogeneous delay in steps (>= 1).
         chunk_size: spikes per iteration of the jnp reference (never limits delivery).
-        capacity: spikes per launch of the Pallas kernels (``None``: about ``n_pre / 16``,
-            :mod:`brainsim.kernels._compact`); more spikes run more launches.
+        capacity: programs of the Triton atomic kernel's one launch, spikes per window of the
+            owner-block and TPU kernels (``None``: about ``n_pre / 16``,
+            :mod:`brainsim.kernels._compact`); any number of spikes is delivered.
         implementation: :class:`Implementation`: the reference, the native CPU kernel, or the
             Pallas kernels of :mod:`brainsim.kernels._pallas_procedural` (Triton atomic scatter
             regenerating synapses in the kernel, owner block, TPU); ``AUTO`` picks per platform

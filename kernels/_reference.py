@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._events import SpikeEvents, for_each_chunk, spike_events
+from .._events import SpikeEvents, cpu_loop_or_single, for_each_chunk, spike_events
 
 
 def flat_slots(targets, delays, homogeneous_delay: int, cursor, n_ring: int, n_post: int):
@@ -125,7 +125,7 @@ def csr_deliver(
     def whole(ring):
         return block(0, indices.shape[0], ring)
 
-    return lax.platform_dependent(ring, cpu=loop, default=whole)
+    return cpu_loop_or_single(ring, loop, whole)
 
 
 def csr_deliver_dense(

@@ -293,8 +293,8 @@ def ell_trace_update_pre(
         dependence: the weight dependence and bounds.
         potentiate: ``True`` adds the change, ``False`` subtracts it.
         n_post: number of postsynaptic neurons.
-        capacity: active neurons per loop iteration of the reference and launch of the Pallas
-            kernel (never a limit).
+        capacity: active neurons per loop iteration of the reference, programs of the Pallas
+            kernel's one launch (never a limit).
         implementation: ``AUTO``, ``REFERENCE``, ``NATIVE_CPU``, ``PALLAS_TRITON`` or
             ``PALLAS_PORTABLE`` (the same GPU kernel).
     """
