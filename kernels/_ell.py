@@ -122,8 +122,13 @@ def _deliver(n_post, hd, chunk, capacity, impl, ring, spikes, weights, cursor, t
         # Nested vmaps are folded into one batch axis first (_batched): the native kernel's
         # "expand_dims" batching handles a single level only (shared or one copy per element).
         def call(*args):
+            args = _split_delays(args)
+            batch = max(a.shape[0] for a in args if a is not None)
+            # The kernel adds into the ring in place (its output aliases the ring), so the
+            # ring needs one copy per batch element even when it is shared.
+            ring = jnp.broadcast_to(args[0], (batch,) + args[0].shape[1:])
             return _unbatched_map(
-                partial(_native, n_post=n_post, homogeneous_delay=hd), _split_delays(args)
+                partial(_native, n_post=n_post, homogeneous_delay=hd), (ring,) + args[1:]
             )
 
         return _call_batched(call, ring, cursor, spikes, targets, weights, delays)
@@ -168,9 +173,10 @@ def _native(ring, cursor, spikes, targets, weights, delays, *, n_post, homogeneo
         "brainsim_ell_deliver",
         jax.ShapeDtypeStruct(ring.shape, ring.dtype),
         # Batched calls pass shared arguments with a leading axis of 1; the kernel broadcasts
-        # them, so one call serves the whole batch. The ring is not aliased to the output
-        # because under vmap the two can differ in batch size (the copy is O(ring), small).
+        # them, so one call serves the whole batch. The ring (always batched like the output,
+        # see `native` in _deliver) is aliased to the output: the kernel adds in place.
         vmap_method="expand_dims",
+        input_output_aliases={5: 0},
     )
     return call(
         spikes.astype(ring.dtype),

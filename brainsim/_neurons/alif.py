@@ -121,11 +121,12 @@ class ALIF(AbstractNeuron):
     def step(self, state: ALIFState, drive: Drive, t, dt):
         dtype = state.v.dtype
         g_L = self.C_m / self.tau_m
+        inv_C = 1.0 / self.C_m  # one reciprocal, not two divisions per neuron (see LIF)
 
         def linear_parts(y):
             v, a = y
-            a_v = -(g_L + drive.conductance) / self.C_m
-            b_v = (g_L * self.E_L + self.I_e + drive.current) / self.C_m
+            a_v = -(g_L + drive.conductance) * inv_C
+            b_v = (g_L * self.E_L + self.I_e + drive.current) * inv_C
             a_a = -1.0 / self.tau_a
             return (
                 (jnp.broadcast_to(a_v, v.shape), jnp.broadcast_to(a_a, a.shape)),
