@@ -7,7 +7,8 @@ Python callback). If no C++ compiler is available the pure-jnp reference is used
 :func:`available` reports why.
 
 Environment: ``CXX`` chooses the compiler; ``BRAINSIM_CACHE_DIR`` the cache directory
-(default ``~/.cache/brainsim``); ``BRAINSIM_DISABLE_NATIVE=1`` turns native kernels off.
+(default ``~/.cache/brainsim``; the four newest builds are kept there); ``BRAINSIM_DISABLE_NATIVE=1``
+turns native kernels off.
 """
 
 from __future__ import annotations
@@ -81,10 +82,36 @@ def _build(compiler: str, target: Path) -> None:
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
         os.replace(tmp, target)
+        _prune(target.parent, keep=target)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         Path(tmp).unlink(missing_ok=True)
         detail = getattr(e, "stderr", "") or str(e)
         raise RuntimeError(f"compiling brainsim's CPU kernels failed: {detail[-2000:]}") from e
+
+
+_KEEP_BUILDS = 4
+
+
+def _prune(directory: Path, keep: Path) -> None:
+    """Delete all but the ``_KEEP_BUILDS`` newest kernel libraries in ``directory``.
+
+    Each change of the sources, of jaxlib or of the compiler builds a new library; without
+    pruning they would pile up. A few are kept so that environments sharing the cache (two
+    jaxlib versions, two checkouts) do not rebuild each other's; deleting a library another
+    process has loaded is harmless on POSIX systems (its mapping stays valid).
+    """
+    builds = []
+    for path in directory.glob("libbrainsim_cpu_*.so"):
+        try:
+            builds.append((path.stat().st_mtime, path))
+        except OSError:  # removed meanwhile by another process
+            continue
+    for _, old in sorted(builds)[:-_KEEP_BUILDS]:
+        if old != keep:
+            try:
+                old.unlink()
+            except OSError:  # gone already, or in use where that forbids deletion
+                pass
 
 
 @functools.cache

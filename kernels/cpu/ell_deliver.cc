@@ -47,9 +47,21 @@ ffi::Error Deliver(const T* spikes, int64_t spike_copies, const int32_t* targets
     const bool shared_weight = weight_base == 1;
     const bool shared_delay = homogeneous_delay > 0;
     T* row_out = out + ((c + homogeneous_delay) % n_ring) * n_post;
+    const uint32_t n_post_u = static_cast<uint32_t>(n_post);
     brainsim::ForEachSpike(s, n_pre, [&](int64_t i) {
       const T si = s[i];
       const int32_t* ti = tg + i * fan_out;
+      if (shared_weight && shared_delay) {
+        // The common case (one weight, one delay) as a tight loop: the value is computed once
+        // per row (the compiler cannot hoist w[0] itself, the ring stores might alias it), and
+        // one unsigned comparison skips both padding (== n_post) and negative indices.
+        const T value = si * w[0];
+        for (int64_t k = 0; k < fan_out; ++k) {
+          const uint32_t t = static_cast<uint32_t>(ti[k]);
+          if (t < n_post_u) row_out[t] += value;
+        }
+        return;
+      }
       for (int64_t k = 0; k < fan_out; ++k) {
         const int32_t t = ti[k];
         if (t < 0 || t >= n_post) continue;  // padding (== n_post); never write out of range
