@@ -7,13 +7,12 @@ machine, a 3,200-neuron LIF step took 16 µs with the pass and 4 µs without, an
 neurons 67 µs vs 37 µs. brainsim therefore compiles its loops with that pass disabled. The
 option names a CPU pass only, so it has no effect on GPU or TPU.
 
-The second option switches XLA's CPU copy insertion to its region analysis. A simulation step
-reads each state array (a conductance, a ring buffer) in one fused loop and writes its new
-value in place in another; with the default analysis XLA cannot order the two and copies every
-such array at the start of each loop iteration (12 copies per step of the COBA network, 8–13 %
-of the time at 4,000–40,000 neurons). With region analysis it orders the reads before the
-write and the loop body has no copies (``tests/test_simulate.py`` checks this). The option
-exists in jaxlib 0.10 and 0.11 and, like the first, affects the CPU backend only.
+XLA's CPU copy insertion has a "region analysis" mode
+(``xla_cpu_copy_insertion_use_region_analysis``) that removes the per-step copies of the state
+arrays a simulation loop reads in one fused loop and rewrites in place in another (12 copies
+per COBA step, 8–13 % of the time). It is deliberately not used: with it, jaxlib 0.10.2
+computed a different voltage trace for a single Hodgkin–Huxley neuron (a miscompile), which
+``tests/test_simulate.py::test_brainsim_compiler_options_do_not_change_results`` would catch.
 """
 
 from __future__ import annotations
@@ -23,10 +22,7 @@ import functools
 import equinox as eqx
 import jax
 
-COMPILER_OPTIONS = {
-    "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
-    "xla_cpu_copy_insertion_use_region_analysis": True,
-}
+COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cpu-parallel-task-assigner"}
 
 
 def jit(fn=None, **jit_kwargs):

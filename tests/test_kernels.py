@@ -143,6 +143,29 @@ def test_gradients_are_the_same_for_every_implementation():
     assert np.any(np.asarray(grads[0][0])[silent] != 0)
 
 
+def test_native_kernel_adds_into_the_ring_in_place():
+    """The native kernel's output is aliased to its ring argument (the kernel adds in place
+    instead of first copying the ring, O(ring) per call), with and without vmap, and the
+    caller's ring is left as it was."""
+    ring, spikes, targets, weights, delays = _problem(8, 0.5, True, True)
+
+    def one(r, s):
+        return _deliver(Implementation.NATIVE_CPU, r, 1, s, targets, weights, delays)
+
+    batch = np.stack([spikes, spikes[::-1]])
+    for fn, args in ((jax.jit(one), (ring, spikes)),
+                     (jax.jit(jax.vmap(one, in_axes=(None, 0))), (ring, batch))):
+        hlo = fn.lower(*args).compile().as_text()
+        call = next(line for line in hlo.split("\n") if "brainsim_ell_deliver" in line)
+        assert "output_to_operand_aliasing" in call, call
+    ring_before = ring.copy()
+    got = np.asarray(jax.jit(one)(jnp.asarray(ring), jnp.asarray(spikes)))
+    np.testing.assert_array_equal(ring, ring_before)
+    np.testing.assert_allclose(
+        got, _oracle(ring, 1, spikes, targets, weights, delays), rtol=1e-5, atol=1e-5
+    )
+
+
 def test_kernel_cache_keeps_only_the_newest_builds(tmp_path):
     """Each source/jaxlib/compiler change builds a new library; older ones are deleted so the
     cache does not grow without bound, and the library just built is never among them."""
