@@ -63,23 +63,6 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def limit_cores(threads: int) -> list[int]:
-    """Restrict this worker (and the processes it starts) to ``threads`` CPU cores; return them.
-
-    "N threads" then means at most N cores for every simulator alike: Brian2 runs N threads,
-    BrainPy and brainsim run on JAX, whose CPU runtime keeps a pool of one thread per core and
-    hands the fused loops of a step from thread to thread. For a step of a few microseconds,
-    those hand-offs between cores cost more than they save: measured on the 2-core development
-    machine, COBA at 4,000 neurons took 42–52 µs per step unpinned and 38–43 µs on one core.
-    """
-    if not hasattr(os, "sched_setaffinity"):  # not Linux: leave the process as it is
-        return []
-    # The last cores: the first one usually also serves the kernel's interrupts.
-    cores = sorted(os.sched_getaffinity(0))[-max(1, threads) :]
-    os.sched_setaffinity(0, cores)
-    return cores
-
-
 def rates(count_e: float, count_i: float, n: int, duration_ms: float) -> dict:
     ne = n_exc(n)
     sec = duration_ms * 1e-3

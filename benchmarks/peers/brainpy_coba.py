@@ -15,8 +15,8 @@ Timing: the whole run is one ``bm.jit`` function around ``bm.for_loop``; it is c
 compile (``setup_s`` includes building the network and that first call), then each timed run
 resets the state (new random initial ``V``) and calls it again; ``run_s`` is the wall time of
 that call until the result is ready (``cpu_s``: process CPU time, all threads).
-``--threads`` > 1 turns on brainevent's parallel Numba kernels with that many threads; the
-worker runs on that many cores (``_common.limit_cores``).
+``--threads`` > 1 turns on brainevent's parallel Numba kernels with that many threads (XLA's
+own thread pool is left as it is).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import _common as c  # noqa: E402
 
 def main(argv=None) -> int:
     args = c.parser(__doc__.split("\n\n")[0]).parse_args(argv)
-    c.limit_cores(args.threads)  # before the simulator starts its threads
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     import brainevent

@@ -10,9 +10,9 @@ benchmark (the synaptic traces stay exact in both). The simulation is compiled a
 (``setup_s`` = network build + lowering + XLA compilation, as ``coba_bench.py``), recording a
 ``PopulationRate``; each timed run starts from a new initial state (same connectivity) and
 ``run_s`` is its wall time until the result is ready; ``cpu_s`` is the process CPU time over
-the same interval (all threads). brainsim has no thread setting of its own (it compiles with
-XLA's CPU parallel-task assigner disabled, so no fused loop is split across threads);
-``--threads N`` restricts the worker to N cores, as for every peer (``_common.limit_cores``).
+the same interval (all threads). brainsim has no thread setting: XLA runs the loop on one
+thread (brainsim compiles with the CPU parallel-task assigner disabled); ``--threads`` is
+accepted for symmetry and recorded only.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ def main(argv=None) -> int:
     p.add_argument("--integrator", choices=("exact", "euler"), default="exact")
     p.add_argument("--layout", choices=("sparse", "dense"), default="sparse")
     args = p.parse_args(argv)
-    c.limit_cores(args.threads)  # before the simulator starts its threads
 
     import jax
     import numpy as np

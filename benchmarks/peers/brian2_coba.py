@@ -39,7 +39,6 @@ def main(argv=None) -> int:
         help="C++ project folder (default: a temporary folder, removed at exit)",
     )
     args = p.parse_args(argv)
-    c.limit_cores(args.threads)  # before the simulator starts its threads
 
     import brian2 as b2
     from brian2 import ms, mV
