@@ -122,13 +122,12 @@ def _deliver(n_post, hd, chunk, capacity, impl, ring, spikes, weights, cursor, t
         # Nested vmaps are folded into one batch axis first (_batched): the native kernel's
         # "expand_dims" batching handles a single level only (shared or one copy per element).
         def call(*args):
-            args = _split_delays(args)
-            batch = max(a.shape[0] for a in args if a is not None)
             # The kernel adds into the ring in place (its output aliases the ring), so the
             # ring needs one copy per batch element even when it is shared.
-            ring = jnp.broadcast_to(args[0], (batch,) + args[0].shape[1:])
             return _unbatched_map(
-                partial(_native, n_post=n_post, homogeneous_delay=hd), (ring,) + args[1:]
+                partial(_native, n_post=n_post, homogeneous_delay=hd),
+                _split_delays(args),
+                own_copy=(0,),
             )
 
         return _call_batched(call, ring, cursor, spikes, targets, weights, delays)
@@ -238,10 +237,14 @@ def _call_batched(call, ring, cursor, spikes, targets, weights, delays):
     return _batched(call)(*(jnp.asarray(a)[None] for a in args))[0]
 
 
-def _unbatched_map(fn, args):
-    """Map ``fn`` over the leading batch axis (1 = shared) with a single ``vmap``."""
+def _unbatched_map(fn, args, *, own_copy=()):
+    """Map ``fn`` over the leading batch axis (1 = shared) with a single ``vmap``. The
+    arguments at the positions ``own_copy`` get one copy per batch element even when shared
+    (``fn`` writes them in place)."""
     args = [a for a in args]
     batch = max(a.shape[0] for a in args if a is not None)
+    for i in own_copy:
+        args[i] = jnp.broadcast_to(args[i], (batch,) + args[i].shape[1:])
     in_axes = [None if a is None or a.shape[0] == 1 else 0 for a in args]
     args = [a if a is None or ax == 0 else a[0] for a, ax in zip(args, in_axes, strict=True)]
     return jax.vmap(fn, in_axes=in_axes, axis_size=batch)(*args)

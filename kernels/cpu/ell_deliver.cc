@@ -63,8 +63,8 @@ ffi::Error Deliver(const T* spikes, int64_t spike_copies, const int32_t* targets
         return;
       }
       for (int64_t k = 0; k < fan_out; ++k) {
-        const int32_t t = ti[k];
-        if (t < 0 || t >= n_post) continue;  // padding (== n_post); never write out of range
+        const uint32_t t = static_cast<uint32_t>(ti[k]);
+        if (t >= n_post_u) continue;  // padding (== n_post) or negative: never written
         const T value = si * (shared_weight ? w[0] : w[i * fan_out + k]);
         if (shared_delay) {
           row_out[t] += value;
