@@ -9,10 +9,13 @@ option names a CPU pass only, so it has no effect on GPU or TPU.
 
 XLA's CPU copy insertion has a "region analysis" mode
 (``xla_cpu_copy_insertion_use_region_analysis``) that removes the per-step copies of the state
-arrays a simulation loop reads in one fused loop and rewrites in place in another (12 copies
-per COBA step, 8–13 % of the time). It is deliberately not used: with it, jaxlib 0.10.2
-computed a different voltage trace for a single Hodgkin–Huxley neuron (a miscompile), which
+arrays a simulation loop reads in one fused loop and rewrites in place in another. It is
+deliberately not used: with it, jaxlib 0.10.2 computed a different voltage trace for a single
+Hodgkin–Huxley neuron (a miscompile), which
 ``tests/test_simulate.py::test_brainsim_compiler_options_do_not_change_results`` would catch.
+The network step avoids those copies instead by ordering its updates with data dependencies
+(``Network._update_population`` and :mod:`brainsim.kernels._ring`), which XLA's default copy
+insertion understands; ``tests/test_ring_clear.py`` checks that the loop holds no such copy.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ One step ``k`` (time :math:`t_k = k\,\Delta t`) is, in this order:
    membrane input through its output (current, conductance, NMDA) at :math:`V(t_k)`; injected
    currents are evaluated at :math:`t_k`.
 3. **Neurons** integrate to :math:`t_{k+1}`, spike (stamped :math:`t_k`, as in Brian2) and reset;
-   spike sources emit.
+   spike sources emit. Each receptor's trace then decays to :math:`t_{k+1}` and the ring row
+   it read is cleared (ordered after the neuron update so that XLA updates both in place).
 4. **Plasticity** — each projection with a ``plasticity`` rule updates its weights (kept in
    ``state.plasticity``) from this step's pre- and postsynaptic spikes.
 5. **Propagation** — spikes pass through short-term plasticity and are delivered into the
@@ -37,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import kernels
 from ._compile import jit
 from ._errors import check_positive, unknown_name_error
 from ._inputs import AbstractCurrent
@@ -429,8 +431,9 @@ class Network(eqx.Module):
                 pops[p.name], spikes[p.name] = p.model.step(pstate, k, dt, pkey)
                 receptors[p.name] = {}
                 continue
-            drive, receptors[p.name] = self._drive(p, pstate, state.receptors[p.name], k, t, pkey)
-            pops[p.name], spikes[p.name] = p.model.step(pstate, drive, t, dt)
+            pops[p.name], spikes[p.name], receptors[p.name] = self._update_population(
+                p, pstate, state.receptors[p.name], k, t, pkey
+            )
         plastic = self._plasticity(state, spikes, k, step_key)
         stp, receptors = self._propagate(state, spikes, receptors, k, plastic)
         new_state = NetworkState(k + 1, state.key, pops, receptors, stp, plastic)
@@ -495,28 +498,53 @@ class Network(eqx.Module):
             receptors[proj.post][proj.receptor] = rs._replace(ring=ring)
         return stp, receptors
 
+    def _update_population(self, p: Population, pstate, rstates, k, t, key):
+        """Steps 1–3 for one neuron population: ``(state, spikes, receptor states)``.
+
+        The receptors' traces are decayed and their ring rows cleared *after* the neuron
+        update and depending on its result: XLA then knows that every read of the old trace
+        and ring row comes before their in-place rewrite, and does not copy the loop-carried
+        traces and rings every step (for a delayed projection the copy is the whole ring,
+        ``D × n`` values, which cost more than the rest of the step).
+        """
+        drive, arrived = self._drive(p, pstate, rstates, k, t, key)
+        new_pstate, spikes = p.model.step(pstate, drive, t, self.dt)
+        v_new = p.model.voltage(new_pstate)
+        dtype = v_new.dtype
+        new = {}
+        for name, rec in p.receptors.items():
+            ring = rstates[name].ring
+            decayed = jax.tree.map(
+                lambda x: kernels.after(x.astype(dtype), v_new),
+                rec.kinetics.decay(arrived[name], self.dt),
+            )
+            n_ring = ring.shape[0] // p.size
+            ring = kernels.clear_ring_row(
+                ring, k % n_ring, n_post=p.size, after=jax.tree.leaves(decayed)
+            )
+            new[name] = ReceptorState(decayed, ring)
+        return new_pstate, spikes, new
+
     def _drive(self, p: Population, pstate, rstates, k, t, key):
+        """The membrane input of step ``k`` and each receptor's trace after this step's
+        arrivals (step 1–2 of the module docstring)."""
         dt = self.dt
         v = p.model.voltage(pstate)
         dtype = v.dtype
         current = jnp.zeros((p.size,), dtype)
         conductance = jnp.zeros((p.size,), dtype)
-        new = {}
+        arrived = {}
         for name, rec in p.receptors.items():
             rs = rstates[name]
             n_ring = rs.ring.shape[0] // p.size
-            row = k % n_ring
-            arriving = ring_row(rs.ring, row, p.size)
-            ring = jax.lax.dynamic_update_slice(rs.ring, jnp.zeros_like(arriving), (row * p.size,))
-            kin = rec.kinetics.arrive(rs.kinetics, arriving)
+            kin = rec.kinetics.arrive(rs.kinetics, ring_row(rs.ring, k % n_ring, p.size))
             contribution = rec.output.drive(rec.kinetics.mean(kin, dt), v)
             current = current + contribution.current
             conductance = conductance + contribution.conductance
-            decayed = jax.tree.map(lambda x: x.astype(dtype), rec.kinetics.decay(kin, dt))
-            new[name] = ReceptorState(decayed, ring)
+            arrived[name] = kin
         for j, c in enumerate(p.currents):
             current = current + c.current(k, dt, jax.random.fold_in(key, 1000 + j))
-        return Drive(current.astype(dtype), conductance.astype(dtype)), new
+        return Drive(current.astype(dtype), conductance.astype(dtype)), arrived
 
 
 @jit

@@ -647,8 +647,9 @@ def _local_step(plan: _Plan, net: Network, state: NetworkState):
             pops[p.name], spikes[p.name] = p.model.step(pstate, k, dt, pkey)
             receptors[p.name] = {}
             continue
-        drive, receptors[p.name] = net._drive(p, pstate, state.receptors[p.name], k, t, pkey)
-        pops[p.name], local[p.name] = p.model.step(pstate, drive, t, dt)
+        pops[p.name], local[p.name], receptors[p.name] = net._update_population(
+            p, pstate, state.receptors[p.name], k, t, pkey
+        )
     local = {n: jnp.where(_valid(plan, n), s, 0) for n, s in local.items()}
     if local:
         exchange = _gather_vector if plan.capacity is None else _gather_compact

@@ -15,6 +15,8 @@ from ._plasticity import ell_post_slots as ell_post_slots
 from ._plasticity import ell_update_post as ell_update_post
 from ._plasticity import ell_update_pre as ell_update_pre
 from ._procedural import procedural_deliver as procedural_deliver
+from ._ring import after as after
+from ._ring import clear_ring_row as clear_ring_row
 from ._stdp import TraceDependence as TraceDependence
 from ._stdp import ell_trace_update_post as ell_trace_update_post
 from ._stdp import ell_trace_update_pre as ell_trace_update_pre
@@ -26,6 +28,8 @@ __all__ = [
     "native_cpu_status",
     "csr_deliver",
     "procedural_deliver",
+    "clear_ring_row",
+    "after",
     "default_capacity",
     "ell_post_slots",
     "ell_update_pre",

@@ -27,7 +27,7 @@ from jax import lax
 from jaxtyping import Array, Int
 
 from .._events import all_indices, chunk_indices, cpu_loop_or_single, spike_events
-from . import _cpu
+from . import _dispatch
 from ._ell import Implementation
 
 _SUPPORTED = (Implementation.AUTO, Implementation.REFERENCE, Implementation.NATIVE_CPU)
@@ -90,18 +90,11 @@ def active_window(
         )
     start = jnp.asarray(start, jnp.int32)
     size = int(size)
-    if implementation is Implementation.REFERENCE:
-        return _reference(spikes, start, size)
-    if implementation is Implementation.NATIVE_CPU:
-        if not _cpu.available():
-            raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
-        return _native(spikes, start, size)
-    native = _native if _cpu.available() else _reference
-    return lax.platform_dependent(
-        spikes,
-        start,
-        cpu=functools.partial(native, size=size),
-        default=functools.partial(_reference, size=size),
+    return _dispatch.native_or_reference(
+        implementation,
+        (spikes, start),
+        reference=functools.partial(_reference, size=size),
+        native=functools.partial(_native, size=size),
     )
 
 

@@ -26,7 +26,7 @@ import jax
 import jaxlib
 
 _SOURCES = ("ell_deliver.cc", "csr_deliver.cc", "procedural_deliver.cc", "active_indices.cc",
-            "stdp_update.cc")
+            "stdp_update.cc", "ring_clear.cc")
 _HEADERS = ("spike_scan.h", "parallel.h")
 _TARGETS = {
     "brainsim_ell_deliver": "BrainsimEllDeliver",
@@ -34,6 +34,7 @@ _TARGETS = {
     "brainsim_procedural_deliver": "BrainsimProceduralDeliver",
     "brainsim_active_indices": "BrainsimActiveIndices",
     "brainsim_stdp_update": "BrainsimStdpUpdate",
+    "brainsim_ring_clear": "BrainsimRingClear",
 }
 
 

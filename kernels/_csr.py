@@ -105,7 +105,7 @@ def _deliver(
         return _reference.csr_deliver(*args, n_post=n_post, homogeneous_delay=hd, block_size=block)
 
     def native(*args):
-        return _native(*args, n_post=n_post, homogeneous_delay=hd)
+        return _dispatch.run_in_place(partial(_native, n_post=n_post, homogeneous_delay=hd), *args)
 
     def pallas(which, interpret):
         def run(*args):
@@ -148,6 +148,8 @@ def _native(ring, cursor, spikes, indptr, indices, weights, delays, *, n_post, h
         "brainsim_csr_deliver",
         jax.ShapeDtypeStruct(ring.shape, ring.dtype),
         vmap_method="expand_dims",
+        # The kernel adds into the ring in place (batched like the output, see `native`).
+        input_output_aliases={6: 0},
     )
     return call(
         spikes.astype(ring.dtype),

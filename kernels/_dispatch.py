@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _cpu
-from ._ell import Implementation, _batched
+from ._ell import Implementation, _batched, _unbatched_map
 
 PALLAS_PLATFORM = {
     Implementation.PALLAS_TRITON: "cuda",
@@ -37,12 +37,8 @@ def select(impl: Implementation, args, *, reference, native, pallas, tpu_support
     interpret)`` returns the function running Pallas kernel ``which``; ``tpu_supported``: whether
     AUTO may use the TPU kernel for these arguments.
     """
-    if impl is Implementation.REFERENCE:
-        return reference(*args)
-    if impl is Implementation.NATIVE_CPU:
-        if not _cpu.available():
-            raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
-        return native(*args)
+    if impl in (Implementation.REFERENCE, Implementation.NATIVE_CPU):
+        return native_or_reference(impl, args, reference=reference, native=native)
     if impl in PALLAS_PLATFORM:
         return lax.platform_dependent(
             *args, cpu=pallas(impl, True), **{PALLAS_PLATFORM[impl]: pallas(impl, False)}
@@ -57,6 +53,25 @@ def select(impl: Implementation, args, *, reference, native, pallas, tpu_support
     )
 
 
+def native_or_reference(impl: Implementation, args, *, reference, native):
+    """Dispatch of an op with only a jnp reference and a native CPU kernel: ``REFERENCE``,
+    ``NATIVE_CPU`` (an error when the kernels did not compile), or ``AUTO`` (the native kernel
+    on CPU when it compiled, the reference on every other platform)."""
+    if impl is Implementation.REFERENCE:
+        return reference(*args)
+    if impl is Implementation.NATIVE_CPU:
+        if not _cpu.available():
+            raise RuntimeError(f"native CPU kernels unavailable: {_cpu.status()}")
+        return native(*args)
+    if impl is not Implementation.AUTO:
+        raise ValueError(
+            f"no {impl.name} implementation of this op; use AUTO, REFERENCE or NATIVE_CPU."
+        )
+    return lax.platform_dependent(
+        *args, cpu=native if _cpu.available() else reference, default=reference
+    )
+
+
 def run_batched(kernel, *args):
     """``kernel`` (every non-``None`` argument with a leading batch axis of 1 or ``B``) on
     unbatched arguments, with a ``vmap`` rule that folds mapped axes into the leading one."""
@@ -68,3 +83,14 @@ def run_batched(kernel, *args):
 
     batched = tuple(jnp.asarray(a)[None] for a in args if a is not None)
     return _batched(call)(*batched)[0]
+
+
+def run_in_place(kernel, ring, *args):
+    """Like :func:`run_batched` for a native ``kernel(ring, *args)`` whose output aliases
+    ``ring`` (it adds in place): under ``vmap`` a shared ring gets one copy per batch element
+    first, so the output and the aliased ring always have the same shape."""
+
+    def call(*xs):
+        return _unbatched_map(kernel, xs, own_copy=(0,))
+
+    return run_batched(call, ring, *args)

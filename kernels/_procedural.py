@@ -330,7 +330,8 @@ def _deliver(static, ring, spikes, loc, scale, cursor, counts):
         )
 
     def native(*args):
-        return _native(*args, rule=static.rule, delay=static.delay)
+        kernel = partial(_native, rule=static.rule, delay=static.delay)
+        return _dispatch.run_in_place(kernel, *args)
 
     def pallas(which, interpret):
         def run(*args):
@@ -377,6 +378,8 @@ def _native(ring, cursor, spikes, loc, scale, counts, *, rule: Rule, delay: int)
         "brainsim_procedural_deliver",
         jax.ShapeDtypeStruct(ring.shape, dtype),
         vmap_method="expand_dims",
+        # The kernel adds into the ring in place (batched like the output, see `native`).
+        input_output_aliases={5: 0},
     )
     return call(
         spikes.astype(dtype),

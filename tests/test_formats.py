@@ -577,3 +577,39 @@ def test_format_errors_name_the_argument():
         connect.procedural_fixed_probability(10, 12, 1.1)
     with pytest.raises(ValueError, match="shorter than one step"):
         _build(bs.Procedural(), connect.procedural_fixed_outdegree(10, 10, 3, delay=0.0))
+
+
+@native
+@pytest.mark.parametrize("fmt", ["csr", "procedural"])
+def test_native_kernels_add_into_the_ring_in_place(fmt):
+    """The CSR and procedural native kernels write their output in place of the ring (no
+    copy of the whole ring per call, which a simulation loop pays every step), with and
+    without vmap, and leave a caller's ring as it was."""
+    if fmt == "csr":
+        edges = _edges("per_edge", "per_edge", pair_delays=False)
+        conn = _build(bs.CSR(implementation=Implementation.NATIVE_CPU), edges)
+        n_ring, target = conn.max_delay, "brainsim_csr_deliver"
+    else:
+        edges = connect.procedural_fixed_probability(
+            N_PRE, N_POST, 0.3, seed=20, weight=connect.Uniform(-0.5, 3.5)
+        )
+        conn = _build(bs.Procedural(implementation=Implementation.NATIVE_CPU), edges)
+        edges, n_ring, target = edges.edges(), 1, "brainsim_procedural_deliver"
+    rng = np.random.default_rng(3)
+    ring = jnp.asarray(rng.normal(size=n_ring * N_POST), jnp.float32)
+    values = jnp.asarray(_values(N_PRE, 0.4, 5))
+    one = jax.jit(lambda r, v: conn.deliver(r, 2, v))
+    batched = jax.jit(jax.vmap(lambda r, v: conn.deliver(r, 2, v), in_axes=(None, 0)))
+    for fn, args in ((one, (ring, values)), (batched, (ring, jnp.stack([values, values[::-1]])))):
+        hlo = fn.lower(*args).compile().as_text()
+        call = next(line for line in hlo.split("\n") if target in line and "custom-call(" in line)
+        assert "output_to_operand_aliasing" in call, call
+    before = np.asarray(ring).copy()
+    got = one(ring, values)
+    np.testing.assert_array_equal(np.asarray(ring), before)
+    np.testing.assert_allclose(got, _oracle(before, 2, np.asarray(values), edges, n_ring), **TOL)
+    got = batched(ring, jnp.stack([values, values[::-1]]))
+    np.testing.assert_array_equal(np.asarray(ring), before)
+    np.testing.assert_allclose(
+        got[1], _oracle(before, 2, np.asarray(values[::-1]), edges, n_ring), **TOL
+    )
