@@ -120,6 +120,8 @@ class Worker:
             str(args.threads),
             "--seed",
             str(args.seed),
+            "--delay",
+            str(args.delay),
             "--serve",
             *extra,
         ]
@@ -220,7 +222,9 @@ def fmt(x, digits=3):
 
 def markdown(results: dict, args, command: str, machine: str, skipped: dict) -> str:
     out = [
-        f"Machine: {machine}. Date: {datetime.date.today().isoformat()}. Command: `{command}`.",
+        f"Machine: {machine}. Date: {datetime.date.today().isoformat()}. Command: `{command}`. "
+        f"Synaptic delay: {args.delay:g} ms to the first effect"
+        + (" (one step, the COBA benchmark)." if abs(args.delay - 0.1) < 1e-9 else "."),
         "",
         "Wall time per biological second (s) over the interleaved runs; `cpu/bio s` is the "
         "median process CPU time per biological second (for Brian2, the run time Brian2 itself "
@@ -290,6 +294,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.1,
+        help="synaptic delay (ms) to the first effect; default one step, as the COBA benchmark; "
+        "BrainPy's script supports only that",
+    )
+    parser.add_argument(
         "--simulators", nargs="+", choices=list(SIMULATORS), default=list(SIMULATORS)
     )
     parser.add_argument(
@@ -313,6 +324,8 @@ def main(argv=None) -> int:
     for key in args.simulators:
         python = args.peer_python if SIMULATORS[key][3] else sys.executable
         why = availability(key, python)
+        if key == "brainpy" and abs(args.delay - 0.1) > 1e-9:
+            why = "brainpy_coba.py models one-step delays only"
         if why:
             skipped[key] = why
             print(f"skipping {SIMULATORS[key][0]}: {why}", flush=True)

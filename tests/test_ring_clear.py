@@ -176,7 +176,16 @@ def _loop_body_copies(net):
     text = hlo.compiled.as_text() if hasattr(hlo, "compiled") else hlo.as_text()
     computations = re.findall(r"\n(%\S+ \(.*?\n\})", text, re.S)
     body = max(computations, key=lambda c: c.count("\n") if "arg_tuple" in c.split("\n")[0] else 0)
-    copying = {c.split(" ")[0] for c in computations if re.search(r"ROOT %\S+ = \S+ copy\(", c)}
+    # A fused loop ending in a copy of an operand, or of an operand updated in one row
+    # (dynamic-update-slice), writes the whole array to a new buffer: a copy as costly as a
+    # separate one. A fused element-wise result under a copy is not one.
+    copying = set()
+    for c in computations:
+        root = re.search(r"ROOT %\S+ = \S+ copy\((%\S+)\)", c)
+        if root and re.search(
+            re.escape(root.group(1)) + r" = \S+ (parameter|dynamic-update-slice)\(", c
+        ):
+            copying.add(c.split(" ")[0])
     smallest = min(p.size for p in net.populations)
     copies = []
     for line in body.split("\n"):

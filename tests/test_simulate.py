@@ -155,14 +155,23 @@ def test_spike_raster_source_counts_are_exact():
     assert res.spikes("G")[0].size == 302
 
 
-def _nan_network():
-    # Population B receives +inf at step 37 (a TimedArray row): its state must turn non-finite
-    # in that step; population A stays finite.
-    values = np.zeros((60, 2))
-    values[37, 1] = np.inf
+def _nan_network(bad=np.inf, size=2):
+    # One neuron of population B receives `bad` at step 37 (a TimedArray row): its state
+    # must turn non-finite in that step; population A stays finite.
+    values = np.zeros((60, size))
+    values[37, 1] = bad
     pops = [bs.Population("A", 3, bs.LIF(I_e=100.0)),
-            bs.Population("B", 2, bs.LIF(), currents=[bs.TimedArray(values, dt=DT)])]
+            bs.Population("B", size, bs.LIF(), currents=[bs.TimedArray(values, dt=DT)])]
     return bs.Network(pops, dt=DT)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_one_nonfinite_neuron_among_thousands_is_found_at_its_step(bad):
+    """The check sums each state array; NaN and ±inf must show in the sum whatever the
+    population size and sign (a +inf and a -inf give NaN, also found)."""
+    net = _nan_network(bad, size=5000)
+    res = bs.simulate(net, 5.0, key=jax.random.key(0), check=False)
+    np.testing.assert_array_equal(res.faults.first_nonfinite_step, [-1, 37])
 
 
 def test_nonfinite_state_raises_naming_population_and_first_step():
@@ -180,7 +189,7 @@ def test_nonfinite_state_raises_under_vmap():
         n = eqx.tree_at(lambda n: n.populations[0].model.I_e, net, i_e)
         return bs.simulate(n, 5.0, key=jax.random.key(0)).state.step
 
-    with pytest.raises(RuntimeError, match=r"Non-finite state \(NaN or inf\) in population 'B'"):
+    with pytest.raises(RuntimeError, match=r"Non-finite state \(NaN, inf or .*\) in population 'B'"):
         jax.block_until_ready(bs.jit(jax.vmap(run))(jnp.array([100.0, 200.0])))
 
 

@@ -56,6 +56,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="connectivity and initial-state seed")
     p.add_argument("--repeats", type=int, default=3, help="timed runs (without --serve)")
     p.add_argument(
+        "--delay",
+        type=float,
+        default=DT,
+        help="synaptic delay in ms, from the spike to its first effect on the membrane; the "
+        "default, one step, is Brian2's zero delay (spikes act in the next step)",
+    )
+    p.add_argument(
         "--serve",
         action="store_true",
         help="answer `run` lines on stdin with one timed run each (compare.py)",
@@ -129,3 +136,11 @@ def serve_or_repeat(args, info: dict, run_once) -> int:
         )
     )
     return 0
+
+
+def delay_steps(delay_ms: float) -> int:
+    """The delay as a whole number of steps (>= 1); an error for anything else."""
+    steps = round(delay_ms / DT)
+    if steps < 1 or abs(steps * DT - delay_ms) > 1e-9:
+        raise SystemExit(f"--delay must be a whole number (>= 1) of {DT} ms steps; got {delay_ms}")
+    return steps

@@ -28,9 +28,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as c  # noqa: E402
 
+ONE_STEP_ONLY = (
+    "brainpy_coba.py models the one-step delay of the COBA benchmark only (its projections "
+    "read the previous step's spikes); --delay is not supported"
+)
+
 
 def main(argv=None) -> int:
     args = c.parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    if c.delay_steps(args.delay) != 1:
+        raise SystemExit(ONE_STEP_ONLY)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     import brainevent

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as c  # noqa: E402
 
 
-def build(n: int, seed: int, integrator: str, layout: str = "sparse"):
+def build(n: int, seed: int, integrator: str, layout: str = "sparse", delay: float = c.DT):
     import equinox as eqx
 
     import brainsim as bs
@@ -35,6 +35,7 @@ def build(n: int, seed: int, integrator: str, layout: str = "sparse"):
         n_neurons=n,
         p=c.probability(n),
         seed=seed,
+        delay=c.delay_steps(delay) * c.DT,
         layout={"sparse": bs.Sparse(), "dense": bs.Dense()}[layout],
     )
     if integrator == "euler":
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     from brainsim._simulate import _run_jit
 
     start = time.perf_counter()
-    net = build(args.neurons, args.seed, args.integrator, args.layout)
+    net = build(args.neurons, args.seed, args.integrator, args.layout, args.delay)
     n_steps = int(round(args.duration / net.dt))
     monitors = (bs.PopulationRate(),)
     state0 = net.init(jax.random.key(args.seed))
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
         "jax": jax.__version__,
         "mode": f"{args.layout}, {jax.devices()[0].platform}",
         "integrator": args.integrator,
+        "delay_ms": c.delay_steps(args.delay) * c.DT,
         "setup_s": setup_s,
     }
     return c.serve_or_repeat(args, info, run_once)

@@ -87,9 +87,13 @@ def _bench(args, b2, mV, ms, build_dir) -> int:
         method="euler",
         namespace=namespace,
     )
-    exc = b2.Synapses(group[:ne], group, on_pre="ge += we", namespace=namespace)
+    # Brian2's delay counts from the step after the spike (zero = acts in the next step);
+    # --delay counts the whole way to the first effect, as brainsim's delays do.
+    steps = c.delay_steps(args.delay)
+    delay = {"delay": (steps - 1) * c.DT * ms} if steps > 1 else {}
+    exc = b2.Synapses(group[:ne], group, on_pre="ge += we", namespace=namespace, **delay)
     exc.connect(p=c.probability(n))
-    inh = b2.Synapses(group[ne:], group, on_pre="gi += wi", namespace=namespace)
+    inh = b2.Synapses(group[ne:], group, on_pre="gi += wi", namespace=namespace, **delay)
     inh.connect(p=c.probability(n))
     group.v = "V_reset + rand() * (V_th - V_reset)"
     group.ge = 0
@@ -135,6 +139,7 @@ def _bench(args, b2, mV, ms, build_dir) -> int:
         "version": b2.__version__,
         "mode": "cpp_standalone",
         "integrator": "euler",
+        "delay_ms": c.delay_steps(args.delay) * c.DT,
         "setup_s": setup_s,
     }
     return c.serve_or_repeat(args, info, run_once)
