@@ -17,9 +17,8 @@ first. The readers of the row here are the neuron update and the trace decay; th
   differs from zero only where an ``after`` value is already NaN.
 
 ``AUTO`` uses the native kernel on CPU when it compiled and the ring has more than one row,
-the reference otherwise. The op is
-linear in ``ring`` and differentiable (the tangent's row is cleared too); ``vmap`` runs one call
-for the whole batch.
+the reference otherwise. The op is linear in ``ring`` and differentiable (the tangent's row is
+cleared too); ``vmap`` runs one call for the whole batch.
 """
 
 from __future__ import annotations
