@@ -54,6 +54,7 @@ SIMULATORS = {
     "brainpy": ("BrainPy CPU", "brainpy_coba.py", [], True, "brainpy"),
 }
 BRAINSIM = ("brainsim-exact", "brainsim-euler")
+ONE_STEP_MS = 0.1  # the workers' dt (peers/_common.py) and the COBA benchmark's delay
 
 
 def cpu_name() -> str:
@@ -224,7 +225,7 @@ def markdown(results: dict, args, command: str, machine: str, skipped: dict) -> 
     out = [
         f"Machine: {machine}. Date: {datetime.date.today().isoformat()}. Command: `{command}`. "
         f"Synaptic delay: {args.delay:g} ms to the first effect"
-        + (" (one step, the COBA benchmark)." if abs(args.delay - 0.1) < 1e-9 else "."),
+        + (" (one step, the COBA benchmark)." if abs(args.delay - ONE_STEP_MS) < 1e-9 else "."),
         "",
         "Wall time per biological second (s) over the interleaved runs; `cpu/bio s` is the "
         "median process CPU time per biological second (for Brian2, the run time Brian2 itself "
@@ -296,7 +297,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--delay",
         type=float,
-        default=0.1,
+        default=ONE_STEP_MS,
         help="synaptic delay (ms) to the first effect; default one step, as the COBA benchmark; "
         "BrainPy's script supports only that",
     )
@@ -324,7 +325,7 @@ def main(argv=None) -> int:
     for key in args.simulators:
         python = args.peer_python if SIMULATORS[key][3] else sys.executable
         why = availability(key, python)
-        if key == "brainpy" and abs(args.delay - 0.1) > 1e-9:
+        if key == "brainpy" and abs(args.delay - ONE_STEP_MS) > 1e-9:
             why = "brainpy_coba.py models one-step delays only"
         if why:
             skipped[key] = why

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _compact, _dispatch, _pallas_csr, _reference
+from . import _batching, _compact, _dispatch, _pallas_csr, _reference
 from ._ell import Implementation
 
 
@@ -105,7 +105,7 @@ def _deliver(
         return _reference.csr_deliver(*args, n_post=n_post, homogeneous_delay=hd, block_size=block)
 
     def native(*args):
-        return _dispatch.run_in_place(partial(_native, n_post=n_post, homogeneous_delay=hd), *args)
+        return _batching.run_in_place(partial(_native, n_post=n_post, homogeneous_delay=hd), *args)
 
     def pallas(which, interpret):
         def run(*args):
@@ -185,7 +185,7 @@ def _pallas(impl, interpret, *args, n_post, hd, capacity):
         capacity=capacity,
         interpret=interpret,
     )
-    return _dispatch.run_batched(kernel, *args)
+    return _batching.run_batched(kernel, *args)
 
 
 # AUTO traces every platform's branch: a jitted entry point reuses the traced kernels.

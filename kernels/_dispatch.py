@@ -1,4 +1,4 @@
-"""Which implementation of a delivery op runs where: the one place that decides (CSR, procedural).
+"""Which implementation of an op runs where: the one place that decides.
 
 :func:`select` applies the rules of :class:`~brainsim.kernels.Implementation` (documented in
 :mod:`brainsim.kernels._ell`, whose own dispatch follows the same table):
@@ -11,17 +11,16 @@
   platform → the reference.
 
 The choice is made by ``lax.platform_dependent`` at lowering time, so one traced program serves
-every backend. :func:`run_batched` wraps a batched kernel (leading batch axis of 1 = shared, or
-``B``) so that ``vmap``, nested or not, becomes one launch with a batch grid axis.
+every backend. :func:`native_or_reference` is the same table for ops with only a reference and
+a native CPU kernel. Batching is :mod:`brainsim.kernels._batching`.
 """
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 from jax import lax
 
 from . import _cpu
-from ._ell import Implementation, _batched, _unbatched_map
+from ._ell import Implementation
 
 PALLAS_PLATFORM = {
     Implementation.PALLAS_TRITON: "cuda",
@@ -71,26 +70,3 @@ def native_or_reference(impl: Implementation, args, *, reference, native):
         *args, cpu=native if _cpu.available() else reference, default=reference
     )
 
-
-def run_batched(kernel, *args):
-    """``kernel`` (every non-``None`` argument with a leading batch axis of 1 or ``B``) on
-    unbatched arguments, with a ``vmap`` rule that folds mapped axes into the leading one."""
-    present = tuple(a is not None for a in args)
-
-    def call(*xs):
-        it = iter(xs)
-        return kernel(*(next(it) if p else None for p in present))
-
-    batched = tuple(jnp.asarray(a)[None] for a in args if a is not None)
-    return _batched(call)(*batched)[0]
-
-
-def run_in_place(kernel, ring, *args):
-    """Like :func:`run_batched` for a native ``kernel(ring, *args)`` whose output aliases
-    ``ring`` (it adds in place): under ``vmap`` a shared ring gets one copy per batch element
-    first, so the output and the aliased ring always have the same shape."""
-
-    def call(*xs):
-        return _unbatched_map(kernel, xs, own_copy=(0,))
-
-    return run_batched(call, ring, *args)

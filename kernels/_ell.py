@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _compact, _pallas_gpu, _pallas_tpu, _reference
+from ._batching import run_batched, run_in_place
 
 
 class Implementation(enum.Enum):
@@ -118,19 +119,9 @@ def _deliver(n_post, hd, chunk, capacity, impl, ring, spikes, weights, cursor, t
     def reference(*args):
         return _reference.ell_deliver(*args, n_post=n_post, homogeneous_delay=hd, chunk_size=chunk)
 
-    def native(ring, cursor, spikes, targets, weights, delays):
-        # Nested vmaps are folded into one batch axis first (_batched): the native kernel's
-        # "expand_dims" batching handles a single level only (shared or one copy per element).
-        def call(*args):
-            # The kernel adds into the ring in place (its output aliases the ring), so the
-            # ring needs one copy per batch element even when it is shared.
-            return _unbatched_map(
-                partial(_native, n_post=n_post, homogeneous_delay=hd),
-                _split_delays(args),
-                own_copy=(0,),
-            )
-
-        return _call_batched(call, ring, cursor, spikes, targets, weights, delays)
+    def native(*args):
+        # The kernel adds into the ring in place (its output aliases the ring).
+        return run_in_place(partial(_native, n_post=n_post, homogeneous_delay=hd), *args)
 
     def pallas(which, interpret):
         def run(*args):
@@ -214,63 +205,9 @@ def _pallas(
         capacity=capacity,
         interpret=interpret,
     )
-
-    def call(*args):
-        return kernel(*_split_delays(args))
-
-    return _call_batched(call, ring, cursor, spikes, targets, weights, delays)
+    return run_batched(kernel, ring, cursor, spikes, targets, weights, delays)
 
 
 # AUTO traces every platform's branch (``lax.platform_dependent`` lowers only one): a jitted
 # entry point lets JAX reuse the traced kernels for the same shapes and settings.
 _pallas_jit = jax.jit(_pallas, static_argnums=(0, 1), static_argnames=("n_post", "hd", "capacity"))
-
-
-def _split_delays(args):
-    """``(ring, cursor, spikes, targets, weights[, delays])`` -> six arguments, delays or None."""
-    return tuple(args[:5]) + (args[5] if len(args) > 5 else None,)
-
-
-def _call_batched(call, ring, cursor, spikes, targets, weights, delays):
-    """Run ``call`` (leading batch axis of 1 or B on every argument) on unbatched arguments."""
-    args = (ring, cursor, spikes, targets, weights) + (() if delays is None else (delays,))
-    return _batched(call)(*(jnp.asarray(a)[None] for a in args))[0]
-
-
-def _unbatched_map(fn, args, *, own_copy=()):
-    """Map ``fn`` over the leading batch axis (1 = shared) with a single ``vmap``. The
-    arguments at the positions ``own_copy`` get one copy per batch element even when shared
-    (``fn`` writes them in place)."""
-    args = [a for a in args]
-    batch = max(a.shape[0] for a in args if a is not None)
-    for i in own_copy:
-        args[i] = jnp.broadcast_to(args[i], (batch,) + args[i].shape[1:])
-    in_axes = [None if a is None or a.shape[0] == 1 else 0 for a in args]
-    args = [a if a is None or ax == 0 else a[0] for a, ax in zip(args, in_axes, strict=True)]
-    return jax.vmap(fn, in_axes=in_axes, axis_size=batch)(*args)
-
-
-def _batched(call):
-    """``call`` (arguments with a leading batch axis of 1 or B) with a ``vmap`` rule that folds
-    the mapped axis into the leading one, so any nesting of ``vmap`` runs one launch."""
-
-    @jax.custom_batching.custom_vmap
-    def run(*args):
-        return call(*args)
-
-    @run.def_vmap
-    def _rule(axis_size, in_batched, *args):
-        inner = max(a.shape[1] if b else a.shape[0] for a, b in zip(args, in_batched, strict=True))
-        merged = []
-        for a, b in zip(args, in_batched, strict=True):
-            if b:
-                a = jnp.broadcast_to(a, (axis_size, inner) + a.shape[2:])
-                merged.append(a.reshape((axis_size * inner,) + a.shape[2:]))
-            elif a.shape[0] == 1:
-                merged.append(a)  # shared by every batch element: stays one copy
-            else:
-                merged.append(jnp.tile(a, (axis_size,) + (1,) * (a.ndim - 1)))
-        out = run(*merged)
-        return out.reshape((axis_size, inner) + out.shape[1:]), True
-
-    return run

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _compact, _dispatch, _reference
+from . import _batching, _compact, _dispatch, _reference
 from ._ell import Implementation
 
 ROW_STREAM = 0x524F5753  # "ROWS"
@@ -331,7 +331,7 @@ def _deliver(static, ring, spikes, loc, scale, cursor, counts):
 
     def native(*args):
         kernel = partial(_native, rule=static.rule, delay=static.delay)
-        return _dispatch.run_in_place(kernel, *args)
+        return _batching.run_in_place(kernel, *args)
 
     def pallas(which, interpret):
         def run(*args):
@@ -423,7 +423,7 @@ def _pallas(impl, interpret, *args, rule: Rule, delay: int, capacity: int):
         Implementation.PALLAS_TPU: _pallas_procedural.deliver_tpu,
     }[impl]
     call = partial(kernel, rule=rule, delay=delay, capacity=capacity, interpret=interpret)
-    return _dispatch.run_batched(call, *args)
+    return _batching.run_batched(call, *args)
 
 
 # AUTO traces every platform's branch: a jitted entry point reuses the traced kernels.

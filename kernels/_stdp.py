@@ -40,7 +40,8 @@ from jax import lax
 from jaxtyping import Array
 
 from . import _cpu, _pallas_stdp
-from ._ell import Implementation, _batched
+from ._batching import batched
+from ._ell import Implementation
 from ._plasticity import ell_update_post, ell_update_pre
 
 _KINDS = {"additive": 0, "multiplicative": 1, "power": 2}
@@ -163,7 +164,7 @@ def _call(index, spikes, amplitude, partner, params, values, *, dep, cfg, amplit
 
 
 def _call_batched(*args, **kw):
-    """:func:`_call` on arguments with a leading batch axis of 1 or B (``_batched``)."""
+    """:func:`_call` on arguments with a leading batch axis of 1 or B (:func:`._batching.batched`)."""
     values = args[-1]
     batch = max(a.shape[0] for a in args)
     # Every batch element updates its own weights: shared initial weights are copied once.
@@ -188,7 +189,7 @@ def _native(values, index, spikes, amplitude, partner, params, *, dep, cfg):
     @run.def_vmap
     def _rule(axis_size, in_batched, *xs):
         lead = [x if b else x[None] for x, b in zip(xs, in_batched, strict=True)]
-        return _batched(functools.partial(_call_batched, **kw))(*lead), True
+        return batched(functools.partial(_call_batched, **kw))(*lead), True
 
     return run(*args)
 
