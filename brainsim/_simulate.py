@@ -80,8 +80,7 @@ class SimulationResult(eqx.Module):
             step, msg = min(msgs)
             raise SimulationError(
                 f"Non-finite state (NaN, inf or overflowing values) first appeared in {msg}. "
-                "Reduce dt, check "
-                "parameters and inputs, or use a more stable integrator."
+                "Reduce dt, check parameters and inputs, or use a more stable integrator."
             )
         over = np.asarray(self.faults.recording_overflow)
         if np.any(over > 0):
