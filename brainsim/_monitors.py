@@ -26,6 +26,7 @@ from jax import lax
 
 from ._errors import unknown_name_error
 from ._events import for_each_chunk, spike_events
+from .kernels import fast_sum
 
 
 def _population_names(network, populations, owner) -> tuple[str, ...]:
@@ -85,7 +86,7 @@ class SpikeRaster(AbstractMonitor):
         if buffer is None:
             return None
         for name in self._sources(network):
-            buffer = buffer + jnp.sum(jnp.maximum(spikes[name] - 255, 0), dtype=jnp.int32)
+            buffer = buffer + fast_sum(jnp.maximum(spikes[name] - 255, 0), dtype=jnp.int32)
         return buffer
 
     def overflow(self, buffer):
@@ -267,7 +268,7 @@ class PopulationRate(AbstractMonitor):
         return _population_names(network, self.populations, "PopulationRate")
 
     def per_step(self, network, state_before, spikes, k):
-        return {name: jnp.sum(spikes[name], dtype=jnp.float32) for name in self.names(network)}
+        return {name: fast_sum(spikes[name], dtype=jnp.float32) for name in self.names(network)}
 
     def nbytes(self, network, n_steps):
         return 4 * n_steps * len(self.names(network))

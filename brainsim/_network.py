@@ -448,7 +448,7 @@ class Network(eqx.Module):
             ps = state.plasticity[proj.name]
             mod = proj.modulator
             if proj.modulator_population is not None:
-                mod = jnp.sum(spikes[proj.modulator_population])
+                mod = kernels.fast_sum(spikes[proj.modulator_population])
             elif mod is not None:
                 mod = mod.current(k, self.dt, jax.random.fold_in(key, 2000 + n))
             w, rs = proj.plasticity.update(

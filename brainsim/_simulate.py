@@ -26,6 +26,7 @@ from ._monitors import (
     WeightTrace,
 )
 from ._network import Network, NetworkState
+from .kernels import fast_sum
 
 
 class Faults(eqx.Module):
@@ -220,15 +221,16 @@ def _nonfinite(pstate) -> jax.Array:
 
     Tested on the sum of each array, which NaN and inf propagate to: one reduction per array
     and step. ``all(isfinite(x))`` needs an element-wise pass before its reduction; in a
-    COBA 4k step that check cost 24 % of the step, this one 7 % (in-process A/B on the
-    development machine). The sum also overflows, and flags the population, when values
-    come within a factor ``n`` of the largest float (about 3e38 / n in float32), a state as
-    broken as an infinite one.
+    COBA 4k step that check cost 24 % of the step, the sum 7 % (in-process A/B on the
+    development machine), and :func:`~brainsim.kernels.fast_sum`, which avoids XLA's scalar
+    windowed reductions on CPU, less again. The sum also overflows, and flags the population,
+    when values come within a factor ``n`` of the largest float (about 3e38 / n in float32),
+    a state as broken as an infinite one.
     """
     leaves = [x for x in jax.tree.leaves(pstate) if jnp.issubdtype(x.dtype, jnp.inexact)]
     if not leaves:
         return jnp.zeros((), bool)
-    return jnp.logical_not(jnp.all(jnp.stack([jnp.isfinite(jnp.sum(x)) for x in leaves])))
+    return jnp.logical_not(jnp.all(jnp.stack([jnp.isfinite(fast_sum(x)) for x in leaves])))
 
 
 def collect_result(

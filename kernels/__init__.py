@@ -3,6 +3,10 @@
 Each op has the same signature in every implementation; the reference in
 :mod:`brainsim.kernels._reference` is the oracle and the portable path. Implementations are
 selected per platform at lowering time and can be forced with ``implementation=``.
+
+Besides propagation and plasticity, the ops a simulation loop runs every step and that XLA's
+CPU code handles poorly at population size: :func:`clear_ring_row` (in-place ring clearing),
+:func:`after` (ordering) and :func:`fast_sum` (sums of spike vectors and state arrays).
 """
 
 from ._compact import default_capacity as default_capacity
@@ -20,6 +24,7 @@ from ._ring import clear_ring_row as clear_ring_row
 from ._stdp import TraceDependence as TraceDependence
 from ._stdp import ell_trace_update_post as ell_trace_update_post
 from ._stdp import ell_trace_update_pre as ell_trace_update_pre
+from ._sum import fast_sum as fast_sum
 
 __all__ = [
     "Implementation",
@@ -30,6 +35,7 @@ __all__ = [
     "procedural_deliver",
     "clear_ring_row",
     "after",
+    "fast_sum",
     "default_capacity",
     "ell_post_slots",
     "ell_update_pre",

@@ -26,7 +26,7 @@ import jax
 import jaxlib
 
 _SOURCES = ("ell_deliver.cc", "csr_deliver.cc", "procedural_deliver.cc", "active_indices.cc",
-            "stdp_update.cc", "ring_clear.cc")
+            "stdp_update.cc", "ring_clear.cc", "sum.cc")
 _HEADERS = ("spike_scan.h", "parallel.h")
 _TARGETS = {
     "brainsim_ell_deliver": "BrainsimEllDeliver",
@@ -35,6 +35,7 @@ _TARGETS = {
     "brainsim_active_indices": "BrainsimActiveIndices",
     "brainsim_stdp_update": "BrainsimStdpUpdate",
     "brainsim_ring_clear": "BrainsimRingClear",
+    "brainsim_sum": "BrainsimSum",
 }
 
 

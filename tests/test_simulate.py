@@ -156,20 +156,22 @@ def test_spike_raster_source_counts_are_exact():
 
 
 def _nan_network(bad=np.inf, size=2):
-    # One neuron of population B receives `bad` at step 37 (a TimedArray row): its state
-    # must turn non-finite in that step; population A stays finite.
+    # The last neuron of population B receives `bad` at step 37 (a TimedArray row): its state
+    # must turn non-finite in that step; population A stays finite. (The last one: with an
+    # odd size it is the value the folded sum pairs with padding.)
     values = np.zeros((60, size))
-    values[37, 1] = bad
+    values[37, size - 1] = bad
     pops = [bs.Population("A", 3, bs.LIF(I_e=100.0)),
             bs.Population("B", size, bs.LIF(), currents=[bs.TimedArray(values, dt=DT)])]
     return bs.Network(pops, dt=DT)
 
 
+@pytest.mark.parametrize("size", [3001, 5000])  # folded sum on CPU / XLA's reduction
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-def test_one_nonfinite_neuron_among_thousands_is_found_at_its_step(bad):
+def test_one_nonfinite_neuron_among_thousands_is_found_at_its_step(bad, size):
     """The check sums each state array; NaN and ±inf must show in the sum whatever the
     population size and sign (a +inf and a -inf give NaN, also found)."""
-    net = _nan_network(bad, size=5000)
+    net = _nan_network(bad, size=size)
     res = bs.simulate(net, 5.0, key=jax.random.key(0), check=False)
     np.testing.assert_array_equal(res.faults.first_nonfinite_step, [-1, 37])
 
