@@ -30,8 +30,6 @@ from .._events import all_indices, chunk_indices, cpu_loop_or_single, spike_even
 from . import _dispatch
 from ._ell import Implementation
 
-_SUPPORTED = (Implementation.AUTO, Implementation.REFERENCE, Implementation.NATIVE_CPU)
-
 
 def _reference(spikes, start, size):
     events = spike_events(spikes)
@@ -75,11 +73,7 @@ def active_window(
         number of spiking neurons. Not differentiable (integer results): the spikes enter
         through ``stop_gradient``.
     """
-    if implementation not in _SUPPORTED:
-        raise ValueError(
-            f"active_window: `implementation` must be one of "
-            f"{[i.name for i in _SUPPORTED]}; got {implementation}."
-        )
+    implementation = _dispatch.native_or_reference_implementation("active_window", implementation)
     if int(size) < 1:
         raise ValueError(f"active_window: `size` must be >= 1; got {size}.")
     spikes = lax.stop_gradient(jnp.asarray(spikes))

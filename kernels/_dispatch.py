@@ -52,6 +52,20 @@ def select(impl: Implementation, args, *, reference, native, pallas, tpu_support
     )
 
 
+NATIVE_OR_REFERENCE = (Implementation.AUTO, Implementation.REFERENCE, Implementation.NATIVE_CPU)
+"""The implementations of an op that has only a jnp reference and a native CPU kernel."""
+
+
+def native_or_reference_implementation(op: str, implementation) -> Implementation:
+    """``implementation`` as an :class:`Implementation` of such an op, or a ``ValueError``
+    naming the op ``op`` and the implementations it has."""
+    impl = Implementation(implementation)
+    if impl not in NATIVE_OR_REFERENCE:
+        names = ", ".join(i.name for i in NATIVE_OR_REFERENCE)
+        raise ValueError(f"{op}: `implementation` must be one of {names}; got {impl.name}.")
+    return impl
+
+
 def native_or_reference(impl: Implementation, args, *, reference, native):
     """Dispatch of an op with only a jnp reference and a native CPU kernel: ``REFERENCE``,
     ``NATIVE_CPU`` (an error when the kernels did not compile), or ``AUTO`` (the native kernel
@@ -69,4 +83,3 @@ def native_or_reference(impl: Implementation, args, *, reference, native):
     return lax.platform_dependent(
         *args, cpu=native if _cpu.available() else reference, default=reference
     )
-

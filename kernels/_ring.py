@@ -33,8 +33,6 @@ from jax import lax
 from . import _dispatch
 from ._ell import Implementation
 
-_SUPPORTED = (Implementation.AUTO, Implementation.REFERENCE, Implementation.NATIVE_CPU)
-
 
 def after(x, *values):
     """``x`` with a data dependency on every array in ``values`` (each shaped like ``x``).
@@ -60,12 +58,7 @@ def clear_ring_row(ring, row, *, n_post: int, after=(), implementation=Implement
         after: ``(n_post,)`` arrays that read the row (module docstring); may be empty.
         implementation: ``AUTO``, ``REFERENCE`` or ``NATIVE_CPU``.
     """
-    impl = Implementation(implementation)
-    if impl not in _SUPPORTED:
-        names = ", ".join(i.name for i in _SUPPORTED)
-        raise ValueError(
-            f"clear_ring_row: `implementation` must be one of {names}; got {impl.name}."
-        )
+    impl = _dispatch.native_or_reference_implementation("clear_ring_row", implementation)
     ring = jnp.asarray(ring)
     if ring.ndim != 1 or n_post < 1 or ring.shape[0] % n_post:
         raise ValueError(

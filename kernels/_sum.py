@@ -26,7 +26,6 @@ import numpy as np
 from . import _dispatch
 from ._ell import Implementation
 
-_SUPPORTED = (Implementation.AUTO, Implementation.REFERENCE, Implementation.NATIVE_CPU)
 _NATIVE_DTYPES = (jnp.float32, jnp.float64)
 
 
@@ -40,10 +39,7 @@ def fast_sum(x, *, dtype=None, implementation=Implementation.AUTO):
     ``implementation``: ``AUTO`` (the native kernel on CPU for float32/float64, else
     ``jnp.sum``), ``REFERENCE`` (``jnp.sum``) or ``NATIVE_CPU``.
     """
-    impl = Implementation(implementation)
-    if impl not in _SUPPORTED:
-        names = ", ".join(i.name for i in _SUPPORTED)
-        raise ValueError(f"fast_sum: `implementation` must be one of {names}; got {impl.name}.")
+    impl = _dispatch.native_or_reference_implementation("fast_sum", implementation)
     x = jnp.ravel(jnp.asarray(x))
     x = x.astype(jax.eval_shape(partial(jnp.sum, dtype=dtype), x).dtype)
     if x.dtype not in _NATIVE_DTYPES:

@@ -36,7 +36,7 @@ def test_equals_the_exact_sum(impl, n, dtype, request):
     got = _sum(impl)(x)
     assert got.dtype == x.dtype and got.shape == ()
     # Sums of the same values in different orders: within the rounding of n additions of
-    # values of magnitude ~1 of the exact (float64 NumPy, float128-free) sum.
+    # values of magnitude ~1 of the sum NumPy computes in float64.
     eps = float(jnp.finfo(dtype).eps)
     np.testing.assert_allclose(got, np.sum(np.asarray(x, np.float64)), rtol=0, atol=4 * n * eps)
 

@@ -157,8 +157,8 @@ def test_spike_raster_source_counts_are_exact():
 
 def _nan_network(bad=np.inf, size=2):
     # The last neuron of population B receives `bad` at step 37 (a TimedArray row): its state
-    # must turn non-finite in that step; population A stays finite. (The last one: with an
-    # odd size it is the value the folded sum pairs with padding.)
+    # must turn non-finite in that step; population A stays finite. (The last one: for sizes
+    # that are not a multiple of 16 it is in the tail the native sum adds after its blocks.)
     values = np.zeros((60, size))
     values[37, size - 1] = bad
     pops = [bs.Population("A", 3, bs.LIF(I_e=100.0)),
@@ -166,7 +166,7 @@ def _nan_network(bad=np.inf, size=2):
     return bs.Network(pops, dt=DT)
 
 
-@pytest.mark.parametrize("size", [3001, 5000])  # folded sum on CPU / XLA's reduction
+@pytest.mark.parametrize("size", [3001, 5000])  # 187 and 312 blocks of 16, then a tail
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 def test_one_nonfinite_neuron_among_thousands_is_found_at_its_step(bad, size):
     """The check sums each state array; NaN and ±inf must show in the sum whatever the
