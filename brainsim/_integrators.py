@@ -10,7 +10,7 @@ input is held constant over one step). This one description serves every integra
 * :class:`Euler` — :math:`y + \Delta t\, f(y)`, order 1.
 * :class:`Heun` (RK2) and :class:`RK4` — explicit Runge–Kutta on :math:`f(y) = a y + b`, order 2 and 4.
 * :class:`ExponentialEuler` — :math:`y + \Delta t\, \varphi_1(a \Delta t)\, f(y)` with
-  :math:`\varphi_1(z) = (e^z - 1)/z`, i.e. :math:`y_{n+1} = e^{a\Delta t} y + (e^{a\Delta t}-1)\, b/a`.
+  :math:`\varphi_1(z) = (e^z - 1)/z` (:mod:`brainsim._phi1`), i.e. :math:`y_{n+1} = e^{a\Delta t} y + (e^{a\Delta t}-1)\, b/a`.
   It is *exact* whenever ``a`` and ``b`` are constant over the step (LIF and exponential
   synapses with frozen input), and unconditionally stable for the stiff linear part of
   Hodgkin–Huxley gates (Brian2's ``exponential_euler``).
@@ -24,31 +24,10 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
+
+from ._phi1 import phi1
 
 LinearParts = Callable[[object], tuple[object, object]]
-
-
-_PHI1_SERIES_RADIUS = 0.1
-
-
-def phi1(z):
-    r""":math:`\varphi_1(z) = (e^z - 1) / z`, with the limit 1 at ``z = 0``.
-
-    For :math:`|z| < 0.1` (the usual regime: ``dt`` much shorter than the time constants) the
-    Taylor series to :math:`z^7` is used (truncation below :math:`10^{-12}` relative); beyond
-    it :math:`(e^z - 1)/z`, whose rounding error is at most ``eps / 0.1`` relative. ``exp``
-    is used rather than ``expm1`` because XLA's CPU ``expm1`` costs twice as much per element
-    and this function runs for every neuron in every step.
-    """
-    small = jnp.abs(z) < _PHI1_SERIES_RADIUS
-    z_safe = jnp.where(small, jnp.ones_like(z), z)
-    # Horner form of sum_{n=0}^{7} z^n / (n+1)!
-    series = 1.0 + z * (
-        1 / 2
-        + z * (1 / 6 + z * (1 / 24 + z * (1 / 120 + z * (1 / 720 + z * (1 / 5040 + z / 40320)))))
-    )
-    return jnp.where(small, series, (jnp.exp(z_safe) - 1.0) / z_safe)
 
 
 def _vector_field(linear_parts: LinearParts):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._errors import as_parameter, check_positive, is_concrete
-from .._integrators import phi1
+from .._phi1 import phi1
 
 
 def _like(x, ref):
