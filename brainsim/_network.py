@@ -14,7 +14,9 @@ One step ``k`` (time :math:`t_k = k\,\Delta t`) is, in this order:
    currents are evaluated at :math:`t_k`.
 3. **Neurons** integrate to :math:`t_{k+1}`, spike (stamped :math:`t_k`, as in Brian2) and reset;
    spike sources emit. Each receptor's trace then decays to :math:`t_{k+1}` and the ring row
-   it read is cleared (ordered after the neuron update so that XLA updates both in place).
+   it read is cleared (ordered after the neuron update so that XLA updates both in place; for
+   a receptor with incoming projections the clear is done by the first delivery into it in
+   step 5, one kernel call instead of two).
 4. **Plasticity** — each projection with a ``plasticity`` rule updates its weights (kept in
    ``state.plasticity``) from this step's pre- and postsynaptic spikes.
 5. **Propagation** — spikes pass through short-term plasticity and are delivered into the
@@ -423,7 +425,7 @@ class Network(eqx.Module):
         k = state.step
         t = k.astype(jnp.result_type(float)) * dt
         step_key = jax.random.fold_in(state.key, k)
-        pops, receptors, spikes = {}, {}, {}
+        pops, receptors, spikes, pending_clears = {}, {}, {}, {}
         for i, p in enumerate(self.populations):
             pkey = jax.random.fold_in(step_key, i)
             pstate = state.populations[p.name]
@@ -431,11 +433,12 @@ class Network(eqx.Module):
                 pops[p.name], spikes[p.name] = p.model.step(pstate, k, dt, pkey)
                 receptors[p.name] = {}
                 continue
-            pops[p.name], spikes[p.name], receptors[p.name] = self._update_population(
-                p, pstate, state.receptors[p.name], k, t, pkey
+            pops[p.name], spikes[p.name], receptors[p.name], clears = self._update_population(
+                p, pstate, state.receptors[p.name], k, t, pkey, defer_clears=True
             )
+            pending_clears.update(clears)
         plastic = self._plasticity(state, spikes, k, step_key)
-        stp, receptors = self._propagate(state, spikes, receptors, k, plastic)
+        stp, receptors = self._propagate(state, spikes, receptors, k, plastic, pending_clears)
         new_state = NetworkState(k + 1, state.key, pops, receptors, stp, plastic)
         return new_state, spikes
 
@@ -481,9 +484,14 @@ class Network(eqx.Module):
             return proj.connectivity.to_dense()
         return proj.synapses.to_dense(state.plasticity[projection].weights)
 
-    def _propagate(self, state, spikes, receptors, k, plastic=None):
-        """Short-term plasticity, then delivery into the postsynaptic ring buffers."""
+    def _propagate(self, state, spikes, receptors, k, plastic=None, pending_clears=None):
+        """Short-term plasticity, then delivery into the postsynaptic ring buffers.
+
+        ``pending_clears`` maps ``(population, receptor)`` to the arrays a deferred ring-row
+        clear waits for (:meth:`_update_population`); the first projection into that receptor
+        clears the row as part of its delivery."""
         stp = {}
+        pending_clears = dict(pending_clears or {})
         plastic = state.plasticity if plastic is None else plastic
         for proj in self.projections:
             values = spikes[proj.pre]
@@ -494,36 +502,50 @@ class Network(eqx.Module):
             if proj.plasticity is not None:
                 w = plastic[proj.name].weights
                 conn = eqx.tree_at(lambda c: c.weights, conn, w.astype(conn.weights.dtype))
-            ring = conn.deliver(rs.ring, k, values)
+            after = pending_clears.pop((proj.post, proj.receptor), None)
+            if after is None:
+                ring = conn.deliver(rs.ring, k, values)
+            else:
+                ring = conn.clear_and_deliver(rs.ring, k, values, after=after)
             receptors[proj.post][proj.receptor] = rs._replace(ring=ring)
+        if pending_clears:
+            raise AssertionError(f"ring clears deferred to no projection: {list(pending_clears)}")
         return stp, receptors
 
-    def _update_population(self, p: Population, pstate, rstates, k, t, key):
-        """Steps 1–3 for one neuron population: ``(state, spikes, receptor states)``.
+    def _update_population(self, p: Population, pstate, rstates, k, t, key, defer_clears=False):
+        """Steps 1–3 for one neuron population: ``(state, spikes, receptor states, clears)``.
 
         The receptors' traces are decayed and their ring rows cleared *after* the neuron
         update and depending on its result: XLA then knows that every read of the old trace
         and ring row comes before their in-place rewrite, and does not copy the loop-carried
         traces and rings every step (for a delayed projection the copy is the whole ring,
         ``D × n`` values, which cost more than the rest of the step).
+
+        With ``defer_clears`` the row of a receptor that some projection delivers into is not
+        cleared here: ``clears`` maps ``(population, receptor)`` to the arrays the clear
+        must wait for, and :meth:`_propagate` has the first delivery do it.
         """
         drive, arrived = self._drive(p, pstate, rstates, k, t, key)
         new_pstate, spikes = p.model.step(pstate, drive, t, self.dt)
         v_new = p.model.voltage(new_pstate)
         dtype = v_new.dtype
-        new = {}
+        new, clears = {}, {}
+        fed = {proj.receptor for proj in self.projections if proj.post == p.name}
         for name, rec in p.receptors.items():
             ring = rstates[name].ring
             decayed = jax.tree.map(
                 lambda x: kernels.after(x.astype(dtype), v_new),
                 rec.kinetics.decay(arrived[name], self.dt),
             )
-            n_ring = ring.shape[0] // p.size
-            ring = kernels.clear_ring_row(
-                ring, k % n_ring, n_post=p.size, after=jax.tree.leaves(decayed)
-            )
+            if defer_clears and name in fed:
+                clears[(p.name, name)] = tuple(jax.tree.leaves(decayed))
+            else:
+                n_ring = ring.shape[0] // p.size
+                ring = kernels.clear_ring_row(
+                    ring, k % n_ring, n_post=p.size, after=jax.tree.leaves(decayed)
+                )
             new[name] = ReceptorState(decayed, ring)
-        return new_pstate, spikes, new
+        return new_pstate, spikes, new, clears
 
     def _drive(self, p: Population, pstate, rstates, k, t, key):
         """The membrane input of step ``k`` and each receptor's trace after this step's

@@ -120,6 +120,14 @@ class AbstractConnectivity(eqx.Module):
         """Add the weights of this step's spikes (``(n_pre,)`` values, 0 = none) to the ring
         rows they arrive in; ``cursor`` is the current step."""
 
+    def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
+        """Zero the ring row ``cursor mod D`` (the row the receptor read this step) once every
+        array in ``after`` is computed (:func:`brainsim.kernels.clear_ring_row`), then
+        :meth:`deliver`. Formats whose kernel clears the row itself override this: one kernel
+        call per step instead of two."""
+        ring = kernels.clear_ring_row(ring, cursor, n_post=self.n_post, after=after)
+        return self.deliver(ring, cursor, spikes)
+
     @abc.abstractmethod
     def to_dense(self) -> Float[Array, "n_pre n_post"]:
         """Summed weight matrix (duplicates added; for inspection and tests)."""
@@ -294,7 +302,7 @@ class EllConnectivity(AbstractConnectivity):
     def fan_out(self) -> int:
         return self.targets.shape[1]
 
-    def deliver(self, ring, cursor, spikes):
+    def deliver(self, ring, cursor, spikes, *, clear_row=False, after=()):
         return kernels.ell_deliver(
             ring,
             cursor,
@@ -306,7 +314,12 @@ class EllConnectivity(AbstractConnectivity):
             homogeneous_delay=self.homogeneous_delay or 1,
             chunk_size=self.chunk_size,
             implementation=self.implementation,
+            clear_row=clear_row,
+            after=after,
         )
+
+    def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
+        return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
 
     def to_dense(self):
         w = jnp.broadcast_to(self.weights, self.targets.shape)
@@ -431,9 +444,7 @@ class CsrConnectivity(AbstractConnectivity):
 
     def to_dense(self):
         n_syn = self.indices.shape[0]
-        rows = jnp.repeat(
-            jnp.arange(self.n_pre), jnp.diff(self.indptr), total_repeat_length=n_syn
-        )
+        rows = jnp.repeat(jnp.arange(self.n_pre), jnp.diff(self.indptr), total_repeat_length=n_syn)
         w = jnp.broadcast_to(self.weights, (n_syn,))
         dense = jnp.zeros((self.n_pre, self.n_post), w.dtype)
         return dense.at[rows, self.indices].add(w, mode="drop")
@@ -534,16 +545,16 @@ class ProceduralConnectivity(AbstractConnectivity):
         """Summed weight matrix, regenerated in jnp (differentiable in the weight leaves)."""
         eye_rows = jnp.arange(self.n_pre, dtype=jnp.int32)
         j = jnp.arange(self.rule.fan_out, dtype=jnp.int32)
-        count = (
-            self.rule.fan_out
-            if self.counts is None
-            else jnp.reshape(self.counts, (-1, 1))
-        )
+        count = self.rule.fan_out if self.counts is None else jnp.reshape(self.counts, (-1, 1))
         valid = jnp.broadcast_to(j[None, :] < count, (self.n_pre, self.rule.fan_out))
         targets, g = kernels._procedural.jnp_synapses(
             self.rule, eye_rows[:, None], j[None, :], valid, need_g=self.weight_scale is not None
         )
-        w = self.weight_loc if self.weight_scale is None else self.weight_loc + self.weight_scale * g
+        w = (
+            self.weight_loc
+            if self.weight_scale is None
+            else self.weight_loc + self.weight_scale * g
+        )
         w = jnp.where(valid, w, 0)
         rows = jnp.broadcast_to(eye_rows[:, None], valid.shape)
         dense = jnp.zeros((self.n_pre, self.n_post), w.dtype)

@@ -647,7 +647,7 @@ def _local_step(plan: _Plan, net: Network, state: NetworkState):
             pops[p.name], spikes[p.name] = p.model.step(pstate, k, dt, pkey)
             receptors[p.name] = {}
             continue
-        pops[p.name], local[p.name], receptors[p.name] = net._update_population(
+        pops[p.name], local[p.name], receptors[p.name], _ = net._update_population(
             p, pstate, state.receptors[p.name], k, t, pkey
         )
     local = {n: jnp.where(_valid(plan, n), s, 0) for n, s in local.items()}
@@ -743,8 +743,15 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     # Back to the single-device layout, replicated (the reshapes need whole arrays).
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
     return collect_result(
-        final, buffers, outputs, first_bad, monitors, plan.blocks,
-        dt=skeleton.dt, n_steps=n_steps, t_start=t_start,
+        final,
+        buffers,
+        outputs,
+        first_bad,
+        monitors,
+        plan.blocks,
+        dt=skeleton.dt,
+        n_steps=n_steps,
+        t_start=t_start,
     )
 
 

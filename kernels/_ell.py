@@ -3,7 +3,11 @@ r"""Event-driven propagation through a fixed-fan-out (ELL) projection into a rin
 ``ell_deliver(ring, cursor, spikes, targets, weights, delays)`` adds, for every presynaptic
 neuron ``i`` with ``spikes[i] != 0`` and every synapse ``k`` of its row,
 ``spikes[i] * weights[i, k]`` to ``ring[(cursor + delay[i, k]) mod D, targets[i, k]]`` (the ring
-is ``D`` rows of ``n_post`` values, flattened; targets ``>= n_post`` are padding).
+is ``D`` rows of ``n_post`` values, flattened; targets ``>= n_post`` are padding). With
+``clear_row=True`` the row ``cursor mod D`` is zeroed first, once every array in ``after`` is
+computed: the receptor's read-and-clear of :func:`brainsim.kernels.clear_ring_row` fused into
+the delivery, which on the CPU saves one kernel per receptor and step (the native kernel
+clears the row itself; every other implementation runs ``clear_ring_row`` first).
 
 Implementations (a static choice, part of the compiled program):
 
@@ -72,6 +76,8 @@ def ell_deliver(
     chunk_size: int = 8,
     capacity: int | None = None,
     implementation: Implementation = Implementation.AUTO,
+    clear_row: bool = False,
+    after=(),
 ):
     """Deliver ``spikes`` through an ELL projection; see the module docstring.
 
@@ -87,6 +93,10 @@ def ell_deliver(
         capacity: programs per launch of the GPU atomic kernel, spikes per window of the
             owner-block and TPU kernels (``None``: about ``n_pre / 16``, see
             :mod:`brainsim.kernels._compact`); any number of spikes is delivered.
+        clear_row: zero row ``cursor mod D`` before delivering (the row the receptor read
+            this step; a delay of ``D`` steps lands in it again).
+        after: ``(n_post,)`` arrays the clearing waits for (the row's readers), as in
+            :func:`brainsim.kernels.clear_ring_row`; only with ``clear_row``.
     """
     if delays is None and homogeneous_delay < 1:
         raise ValueError(f"ell_deliver: `homogeneous_delay` must be >= 1; got {homogeneous_delay}.")
@@ -94,6 +104,9 @@ def ell_deliver(
         raise ValueError(
             f"ell_deliver: ring length {ring.shape[0]} is not a multiple of n_post = {n_post}."
         )
+    after = tuple(jnp.asarray(a) for a in after)
+    if after and not clear_row:
+        raise ValueError("ell_deliver: `after` orders the clearing of a row; pass clear_row=True.")
     hd = 0 if delays is not None else int(homogeneous_delay)
     ring, spikes, targets, weights = map(jnp.asarray, (ring, spikes, targets, weights))
     delays = None if delays is None else jnp.asarray(delays)
@@ -103,29 +116,49 @@ def ell_deliver(
         chunk_size,
         _compact.check_capacity(capacity, targets.shape[0]),
         Implementation(implementation),
+        bool(clear_row),
         ring,
         spikes,
         weights,
         jnp.asarray(cursor, jnp.int32),
         targets,
         delays,
+        after,
     )
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4))
-def _deliver(n_post, hd, chunk, capacity, impl, ring, spikes, weights, cursor, targets, delays):
-    args = (ring, cursor, spikes, targets, weights, delays)
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4, 5))
+def _deliver(
+    n_post, hd, chunk, capacity, impl, clear, ring, spikes, weights, cursor, targets, delays, after
+):
+    args = (ring, cursor, spikes, targets, weights, delays, *after)
+    # Imported here: _ring builds on this module's Implementation enum.
+    from ._ring import clear_ring_row
+
+    def without_after(args):
+        """The delivery's own arguments, with the row cleared first when ``clear`` (the
+        implementations other than the native kernel)."""
+        ring, cursor, spikes, targets, weights, delays, *after = args
+        if clear:
+            ring = clear_ring_row(ring, cursor, n_post=n_post, after=after)
+        return ring, cursor, spikes, targets, weights, delays
 
     def reference(*args):
-        return _reference.ell_deliver(*args, n_post=n_post, homogeneous_delay=hd, chunk_size=chunk)
+        return _reference.ell_deliver(
+            *without_after(args), n_post=n_post, homogeneous_delay=hd, chunk_size=chunk
+        )
 
     def native(*args):
-        # The kernel adds into the ring in place (its output aliases the ring).
-        return run_in_place(partial(_native, n_post=n_post, homogeneous_delay=hd), *args)
+        # The kernel clears the row (with `clear`) and adds into the ring in place: its output
+        # aliases the ring.
+        kernel = partial(_native, n_post=n_post, homogeneous_delay=hd, clear=clear)
+        return run_in_place(kernel, *args)
 
     def pallas(which, interpret):
         def run(*args):
-            return _pallas_jit(which, interpret, *args, n_post=n_post, hd=hd, capacity=capacity)
+            return _pallas_jit(
+                which, interpret, *without_after(args), n_post=n_post, hd=hd, capacity=capacity
+            )
 
         return run
 
@@ -135,17 +168,27 @@ def _deliver(n_post, hd, chunk, capacity, impl, ring, spikes, weights, cursor, t
     # Pallas' generic interpreter serves CPU lowering: ``pltpu.InterpretParams`` (TPU-faithful)
     # carries IO effects, which ``vmap`` of ``platform_dependent`` rejects; tests run the TPU
     # kernel under it directly.
-    return select(impl, args, reference=reference, native=native, pallas=pallas,
-                  tpu_supported=ring.dtype == jnp.float32)
+    return select(
+        impl,
+        args,
+        reference=reference,
+        native=native,
+        pallas=pallas,
+        tpu_supported=ring.dtype == jnp.float32,
+    )
 
 
 @_deliver.defjvp
-def _deliver_jvp(n_post, hd, chunk, capacity, impl, primals, tangents):
-    ring, spikes, weights, cursor, targets, delays = primals
+def _deliver_jvp(n_post, hd, chunk, capacity, impl, clear, primals, tangents):
+    ring, spikes, weights, cursor, targets, delays, after = primals
     ring_dot, spikes_dot, weights_dot, *_ = tangents
-    out = _deliver(n_post, hd, chunk, capacity, impl, *primals)
+    out = _deliver(n_post, hd, chunk, capacity, impl, clear, *primals)
     dense = partial(_reference.ell_deliver_dense, n_post=n_post, homogeneous_delay=hd)
     zero = jnp.zeros_like(ring)
+    if clear:  # the cleared row carries no tangent either
+        from ._ring import clear_tangent
+
+        ring_dot = clear_tangent(ring_dot, cursor, n_post)
     out_dot = (
         ring_dot
         + dense(zero, cursor, spikes_dot, targets, weights, delays)
@@ -154,7 +197,9 @@ def _deliver_jvp(n_post, hd, chunk, capacity, impl, primals, tangents):
     return out, out_dot
 
 
-def _native(ring, cursor, spikes, targets, weights, delays, *, n_post, homogeneous_delay):
+def _native(
+    ring, cursor, spikes, targets, weights, delays, *after, n_post, homogeneous_delay, clear
+):
     n_pre, fan_out = targets.shape
     shared_weight = weights.ndim == 0
     w = jnp.reshape(weights, (1,)) if shared_weight else weights
@@ -175,6 +220,7 @@ def _native(ring, cursor, spikes, targets, weights, delays, *, n_post, homogeneo
         d,
         jnp.reshape(cursor, (1,)).astype(jnp.int32),
         ring,
+        *after,
         n_pre=np.int64(n_pre),
         fan_out=np.int64(fan_out),
         n_post=np.int64(n_post),
@@ -182,6 +228,7 @@ def _native(ring, cursor, spikes, targets, weights, delays, *, n_post, homogeneo
         weight_base=np.int64(1 if shared_weight else n_pre * fan_out),
         delay_base=np.int64(1 if delays is None else n_pre * fan_out),
         ring_len=np.int64(ring.shape[0]),
+        clear_row=np.int64(clear),
     )
 
 

@@ -93,10 +93,15 @@ def _clear(n_post, impl, ring, row, after_values):
 @_clear.defjvp
 def _clear_jvp(n_post, impl, primals, tangents):
     ring, row, after_values = primals
-    zero_row = jnp.zeros((n_post,), ring.dtype)
-    start = (row % (ring.shape[0] // n_post)) * n_post
-    ring_dot = lax.dynamic_update_slice(tangents[0], zero_row, (start,))
-    return _clear(n_post, impl, ring, row, after_values), ring_dot
+    return _clear(n_post, impl, ring, row, after_values), clear_tangent(tangents[0], row, n_post)
+
+
+def clear_tangent(ring_dot, row, n_post: int):
+    """The tangent of a ring whose row ``row mod D`` was cleared: that row zeroed, in jnp (a
+    linear op JAX can transpose, unlike the native kernel)."""
+    zero_row = jnp.zeros((n_post,), ring_dot.dtype)
+    start = (row % (ring_dot.shape[0] // n_post)) * n_post
+    return lax.dynamic_update_slice(ring_dot, zero_row, (start,))
 
 
 def _reference(ring, row, after_values, *, n_post):

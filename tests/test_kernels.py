@@ -153,8 +153,10 @@ def test_native_kernel_adds_into_the_ring_in_place():
         return _deliver(Implementation.NATIVE_CPU, r, 1, s, targets, weights, delays)
 
     batch = np.stack([spikes, spikes[::-1]])
-    for fn, args in ((jax.jit(one), (ring, spikes)),
-                     (jax.jit(jax.vmap(one, in_axes=(None, 0))), (ring, batch))):
+    for fn, args in (
+        (jax.jit(one), (ring, spikes)),
+        (jax.jit(jax.vmap(one, in_axes=(None, 0))), (ring, batch)),
+    ):
         hlo = fn.lower(*args).compile().as_text()
         call = next(line for line in hlo.split("\n") if "brainsim_ell_deliver" in line)
         assert "output_to_operand_aliasing" in call, call
@@ -164,6 +166,114 @@ def test_native_kernel_adds_into_the_ring_in_place():
     np.testing.assert_allclose(
         got, _oracle(ring, 1, spikes, targets, weights, delays), rtol=1e-5, atol=1e-5
     )
+
+
+ALL_IMPLEMENTATIONS = IMPLEMENTATIONS + [
+    Implementation.PALLAS_TRITON,
+    Implementation.PALLAS_PORTABLE,
+    Implementation.PALLAS_TPU,
+]
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLEMENTATIONS, ids=lambda i: i.value)
+@pytest.mark.parametrize("n_ring", [1, N_RING])
+@pytest.mark.parametrize("cursor", [0, 6])
+def test_clear_row_zeroes_the_current_row_before_delivering(impl, n_ring, cursor):
+    """``clear_row=True`` is ``clear_ring_row`` then delivery: row ``cursor mod D`` is zeroed
+    and then receives what arrives in it (delay D with D rows, or any delay with one row);
+    every other row keeps its contents. Pallas kernels run in interpret mode on the CPU."""
+    _, spikes, targets, weights, delays = _problem(9, 0.5, False, n_ring == 1)
+    ring = np.random.default_rng(10).normal(size=n_ring * N_POST).astype(np.float32)
+    if delays is not None:
+        delays = np.minimum(delays, n_ring)
+    homogeneous = 1 if n_ring == 1 else 2
+    after = (jnp.ones(N_POST, jnp.float32),)
+
+    def run(ring, spikes, weights):
+        return kernels.ell_deliver(
+            ring,
+            cursor,
+            spikes,
+            targets,
+            weights,
+            None if delays is None else delays,
+            n_post=N_POST,
+            homogeneous_delay=homogeneous,
+            implementation=impl,
+            clear_row=True,
+            after=after,
+        )
+
+    got = np.asarray(jax.jit(run)(ring, spikes, weights))
+    cleared = ring.astype(np.float64).copy()
+    row = cursor % n_ring
+    cleared[row * N_POST : (row + 1) * N_POST] = 0.0
+    expected = np.zeros_like(cleared)
+    w = np.broadcast_to(weights, targets.shape)
+    for i in np.flatnonzero(spikes):
+        for k in range(FAN_OUT):
+            if 0 <= targets[i, k] < N_POST:
+                d = homogeneous if delays is None else delays[i, k]
+                expected[((cursor + d) % n_ring) * N_POST + targets[i, k]] += spikes[i] * w[i, k]
+    np.testing.assert_allclose(got, cleared + expected, rtol=1e-5, atol=1e-5)
+    if impl is Implementation.NATIVE_CPU:
+        hlo = jax.jit(run).lower(ring, spikes, weights).compile().as_text()
+        assert "brainsim_ring_clear" not in hlo, "the native kernel clears the row itself"
+        assert hlo.count('custom_call_target="brainsim_ell_deliver"') == 1
+
+
+def test_clear_row_under_vmap_and_grad_equals_the_reference():
+    """Batched rings (one native call), and gradients with respect to the ring, the spikes and
+    the weights: the cleared row passes no gradient back to the old ring."""
+    ring, spikes, targets, weights, delays = _problem(11, 0.4, False, False)
+    rng = np.random.default_rng(12)
+    rings = rng.normal(size=(3, ring.size)).astype(np.float32)
+    cot = rng.normal(size=ring.size).astype(np.float32)
+    after = (jnp.zeros(N_POST, jnp.float32),)
+
+    def deliver(impl, r, s, w):
+        return kernels.ell_deliver(
+            r,
+            6,
+            s,
+            targets,
+            w,
+            delays,
+            n_post=N_POST,
+            implementation=impl,
+            clear_row=True,
+            after=after,
+        )
+
+    results = {}
+    for impl in (Implementation.REFERENCE, Implementation.NATIVE_CPU):
+        batched = jax.jit(jax.vmap(lambda r, i=impl: deliver(i, r, spikes, weights)))
+        grads = jax.grad(
+            lambda r, s, w, i=impl: jnp.sum(cot * deliver(i, r, s, w)), argnums=(0, 1, 2)
+        )(jnp.asarray(ring), jnp.asarray(spikes), jnp.asarray(weights))
+        results[impl] = (np.asarray(batched(rings)), grads)
+        if impl is Implementation.NATIVE_CPU:
+            hlo = batched.lower(rings).compile().as_text()
+            assert hlo.count('custom_call_target="brainsim_ell_deliver"') == 1
+    (out_ref, g_ref), (out_nat, g_nat) = results.values()
+    np.testing.assert_allclose(out_nat, out_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_ref, g_nat, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+    row = 6 % N_RING
+    ring_grad = np.asarray(g_ref[0])
+    assert np.all(ring_grad[row * N_POST : (row + 1) * N_POST] == 0)
+    np.testing.assert_array_equal(
+        np.delete(ring_grad, np.s_[row * N_POST : (row + 1) * N_POST]),
+        np.delete(cot, np.s_[row * N_POST : (row + 1) * N_POST]),
+    )
+
+
+def test_after_without_clear_row_is_an_error():
+    ring, spikes, targets, weights, delays = _problem(13, 0.3, True, True)
+    with pytest.raises(ValueError, match="clear_row=True"):
+        kernels.ell_deliver(
+            ring, 0, spikes, targets, weights, n_post=N_POST, after=(jnp.zeros(N_POST),)
+        )
 
 
 def test_kernel_cache_keeps_only_the_newest_builds(tmp_path):
@@ -182,5 +292,5 @@ def test_kernel_cache_keeps_only_the_newest_builds(tmp_path):
     just_built = libs[0]  # oldest by time stamp, but the one in use: kept
     _cpu._prune(tmp_path, keep=just_built)
     kept = sorted(p.name for p in tmp_path.iterdir())
-    expected = sorted([just_built.name, other.name] + [p.name for p in libs[-_cpu._KEEP_BUILDS:]])
+    expected = sorted([just_built.name, other.name] + [p.name for p in libs[-_cpu._KEEP_BUILDS :]])
     assert kept == expected

@@ -6,10 +6,16 @@
 // values, flattened. Work is proportional to n_pre (the scan for non-zero spikes) plus the
 // synapses of the neurons that spiked; nothing is allocated.
 //
+// With clear_row = 1 the row (cursor mod D) is zeroed first: the receptor has read it this step,
+// and a delay of D steps lands in it again. The arguments after `ring` are not read: they are
+// results the clearing must wait for (the row's readers), as in ring_clear.cc. Fusing the clear
+// into the delivery saves the separate clearing kernel (a thunk per receptor and step).
+//
 // Batching (vmap with "expand_dims"): every argument may carry leading batch dimensions whose
 // product is either 1 (shared) or B (one per batch element); the output ring has B copies.
 // Weights and delays have either one value per synapse or a single shared value.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -30,8 +36,8 @@ ffi::Error Deliver(const T* spikes, int64_t spike_copies, const int32_t* targets
                    int64_t weight_copies, const int32_t* delays, int64_t delay_base,
                    int64_t delay_copies, const int32_t* cursor, int64_t cursor_copies,
                    const T* ring_in, int64_t ring_copies, T* ring_out, int64_t ring_len,
-                   int64_t batch,
-                   int64_t n_pre, int64_t fan_out, int64_t n_post, int64_t homogeneous_delay) {
+                   int64_t batch, int64_t n_pre, int64_t fan_out, int64_t n_post,
+                   int64_t homogeneous_delay, bool clear_row) {
   if (ring_len % n_post != 0) return ffi::Error::InvalidArgument("ring length is not a multiple of n_post");
   const int64_t n_ring = ring_len / n_post;
   const int64_t n_syn = n_pre * fan_out;
@@ -44,6 +50,10 @@ ffi::Error Deliver(const T* spikes, int64_t spike_copies, const int32_t* targets
     T* out = ring_out + b * ring_len;
     const T* in = ring_in + (ring_copies == 1 ? 0 : b * ring_len);
     if (out != in) std::memcpy(out, in, ring_len * sizeof(T));
+    if (clear_row) {
+      T* row = out + (((c % n_ring) + n_ring) % n_ring) * n_post;
+      std::fill(row, row + n_post, T(0));
+    }
     const bool shared_weight = weight_base == 1;
     const bool shared_delay = homogeneous_delay > 0;
     T* row_out = out + ((c + homogeneous_delay) % n_ring) * n_post;
@@ -80,10 +90,10 @@ ffi::Error Deliver(const T* spikes, int64_t spike_copies, const int32_t* targets
 
 ffi::Error EllDeliverImpl(ffi::AnyBuffer spikes, ffi::Buffer<ffi::S32> targets,
                           ffi::AnyBuffer weights, ffi::Buffer<ffi::S32> delays,
-                          ffi::Buffer<ffi::S32> cursor, ffi::AnyBuffer ring,
+                          ffi::Buffer<ffi::S32> cursor, ffi::AnyBuffer ring, ffi::RemainingArgs,
                           ffi::Result<ffi::AnyBuffer> ring_out, int64_t n_pre, int64_t fan_out,
                           int64_t n_post, int64_t homogeneous_delay, int64_t weight_base,
-                          int64_t delay_base, int64_t ring_len) {
+                          int64_t delay_base, int64_t ring_len, int64_t clear_row) {
   const auto dtype = spikes.element_type();
   if (weights.element_type() != dtype || ring.element_type() != dtype)
     return ffi::Error::InvalidArgument("spikes, weights and ring must share one dtype");
@@ -104,7 +114,7 @@ ffi::Error EllDeliverImpl(ffi::AnyBuffer spikes, ffi::Buffer<ffi::S32> targets,
                           delays.typed_data(), delay_base, delay_copies, cursor.typed_data(),
                           cursor_copies, ring.typed_data<float>(), ring_copies,
                           ring_out->typed_data<float>(), ring_len, batch, n_pre, fan_out, n_post,
-                          homogeneous_delay);
+                          homogeneous_delay, clear_row != 0);
   }
   if (dtype == ffi::DataType::F64) {
     return Deliver<double>(spikes.typed_data<double>(), spike_copies, targets.typed_data(),
@@ -112,7 +122,7 @@ ffi::Error EllDeliverImpl(ffi::AnyBuffer spikes, ffi::Buffer<ffi::S32> targets,
                            weight_copies, delays.typed_data(), delay_base, delay_copies,
                            cursor.typed_data(), cursor_copies, ring.typed_data<double>(), ring_copies,
                            ring_out->typed_data<double>(), ring_len, batch, n_pre, fan_out,
-                           n_post, homogeneous_delay);
+                           n_post, homogeneous_delay, clear_row != 0);
   }
   return ffi::Error::InvalidArgument("ell_deliver supports float32 and float64");
 }
@@ -127,6 +137,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BrainsimEllDeliver, EllDeliverImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()      // delays
                                   .Arg<ffi::Buffer<ffi::S32>>()      // cursor
                                   .Arg<ffi::AnyBuffer>()             // ring
+                                  .RemainingArgs()                   // results to wait for
                                   .Ret<ffi::AnyBuffer>()             // ring (aliased)
                                   .Attr<int64_t>("n_pre")
                                   .Attr<int64_t>("fan_out")
@@ -134,4 +145,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BrainsimEllDeliver, EllDeliverImpl,
                                   .Attr<int64_t>("homogeneous_delay")
                                   .Attr<int64_t>("weight_base")
                                   .Attr<int64_t>("delay_base")
-                                  .Attr<int64_t>("ring_len"));
+                                  .Attr<int64_t>("ring_len")
+                                  .Attr<int64_t>("clear_row"));
