@@ -427,7 +427,7 @@ class CsrConnectivity(AbstractConnectivity):
         self.max_delay = max_delay
         self.n_synapses = n_synapses
 
-    def deliver(self, ring, cursor, spikes):
+    def deliver(self, ring, cursor, spikes, *, clear_row=False, after=()):
         return kernels.csr_deliver(
             ring,
             cursor,
@@ -440,7 +440,12 @@ class CsrConnectivity(AbstractConnectivity):
             homogeneous_delay=self.homogeneous_delay or 1,
             block_size=self.block_size,
             implementation=self.implementation,
+            clear_row=clear_row,
+            after=after,
         )
+
+    def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
+        return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
 
     def to_dense(self):
         n_syn = self.indices.shape[0]
@@ -523,7 +528,7 @@ class ProceduralConnectivity(AbstractConnectivity):
         self.max_delay = delay
         self.n_synapses = n_syn
 
-    def deliver(self, ring, cursor, spikes):
+    def deliver(self, ring, cursor, spikes, *, clear_row=False, after=()):
         return kernels.procedural_deliver(
             ring,
             cursor,
@@ -539,7 +544,12 @@ class ProceduralConnectivity(AbstractConnectivity):
             delay=self.delay,
             chunk_size=self.chunk_size,
             implementation=self.implementation,
+            clear_row=clear_row,
+            after=after,
         )
+
+    def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
+        return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
 
     def to_dense(self):
         """Summed weight matrix, regenerated in jnp (differentiable in the weight leaves)."""

@@ -27,7 +27,7 @@ import jaxlib
 
 _SOURCES = ("ell_deliver.cc", "csr_deliver.cc", "procedural_deliver.cc", "active_indices.cc",
             "stdp_update.cc", "ring_clear.cc", "sum.cc")
-_HEADERS = ("spike_scan.h", "parallel.h")
+_HEADERS = ("spike_scan.h", "parallel.h", "ring_row.h")
 _TARGETS = {
     "brainsim_ell_deliver": "BrainsimEllDeliver",
     "brainsim_csr_deliver": "BrainsimCsrDeliver",

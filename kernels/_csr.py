@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _batching, _compact, _dispatch, _pallas_csr, _reference
 from ._ell import Implementation
+from ._ring import checked_after, clear_first, clear_ring_row, clear_tangent
 
 
 def csr_deliver(
@@ -41,6 +42,8 @@ def csr_deliver(
     block_size: int = 256,
     capacity: int | None = None,
     implementation: Implementation = Implementation.AUTO,
+    clear_row: bool = False,
+    after=(),
 ):
     """Deliver ``spikes`` through a CSR projection; see the module docstring.
 
@@ -58,6 +61,8 @@ def csr_deliver(
             take windows of ``capacity`` mean-length rows of synapses. More spikes run longer
             programs or more windows, never fewer synapses.
         implementation: :class:`~brainsim.kernels.Implementation`.
+        clear_row, after: zero row ``cursor mod D`` first, once ``after`` is computed, as in
+            :func:`~brainsim.kernels.ell_deliver` (the native kernel clears it itself).
     """
     if delays is None and homogeneous_delay < 1:
         raise ValueError(f"csr_deliver: `homogeneous_delay` must be >= 1; got {homogeneous_delay}.")
@@ -72,8 +77,9 @@ def csr_deliver(
             f"csr_deliver: `indptr` has {indptr.shape[-1]} entries; expected n_pre + 1 = "
             f"{spikes.shape[-1] + 1}."
         )
-    if indices.shape[-1] == 0:
-        return ring  # no synapse: nothing to deliver, and nothing to differentiate
+    after = checked_after("csr_deliver", clear_row, after)
+    if indices.shape[-1] == 0:  # no synapse: nothing to deliver, and nothing to differentiate
+        return clear_ring_row(ring, cursor, n_post=n_post, after=after) if clear_row else ring
     hd = 0 if delays is not None else int(homogeneous_delay)
     ring, spikes, indptr, indices, weights = map(
         jnp.asarray, (ring, spikes, indptr, indices, weights)
@@ -85,6 +91,7 @@ def csr_deliver(
         int(block_size),
         _compact.check_capacity(capacity, spikes.shape[-1], owner="csr_deliver"),
         Implementation(implementation),
+        bool(clear_row),
         ring,
         spikes,
         weights,
@@ -92,24 +99,46 @@ def csr_deliver(
         indptr,
         indices,
         delays,
+        after,
     )
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4))
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4, 5))
 def _deliver(
-    n_post, hd, block, capacity, impl, ring, spikes, weights, cursor, indptr, indices, delays
+    n_post,
+    hd,
+    block,
+    capacity,
+    impl,
+    clear,
+    ring,
+    spikes,
+    weights,
+    cursor,
+    indptr,
+    indices,
+    delays,
+    after,
 ):
-    args = (ring, cursor, spikes, indptr, indices, weights, delays)
+    args = (ring, cursor, spikes, indptr, indices, weights, delays, *after)
+
+    def without_after(args):
+        return clear_first(args, 7, clear=clear, n_post=n_post)
 
     def reference(*args):
-        return _reference.csr_deliver(*args, n_post=n_post, homogeneous_delay=hd, block_size=block)
+        return _reference.csr_deliver(
+            *without_after(args), n_post=n_post, homogeneous_delay=hd, block_size=block
+        )
 
     def native(*args):
-        return _batching.run_in_place(partial(_native, n_post=n_post, homogeneous_delay=hd), *args)
+        kernel = partial(_native, n_post=n_post, homogeneous_delay=hd, clear=clear)
+        return _batching.run_in_place(kernel, *args)
 
     def pallas(which, interpret):
         def run(*args):
-            return _pallas_jit(which, interpret, *args, n_post=n_post, hd=hd, capacity=capacity)
+            return _pallas_jit(
+                which, interpret, *without_after(args), n_post=n_post, hd=hd, capacity=capacity
+            )
 
         return run
 
@@ -124,12 +153,14 @@ def _deliver(
 
 
 @_deliver.defjvp
-def _deliver_jvp(n_post, hd, block, capacity, impl, primals, tangents):
-    ring, spikes, weights, cursor, indptr, indices, delays = primals
+def _deliver_jvp(n_post, hd, block, capacity, impl, clear, primals, tangents):
+    ring, spikes, weights, cursor, indptr, indices, delays, after = primals
     ring_dot, spikes_dot, weights_dot, *_ = tangents
-    out = _deliver(n_post, hd, block, capacity, impl, *primals)
+    out = _deliver(n_post, hd, block, capacity, impl, clear, *primals)
     dense = partial(_reference.csr_deliver_dense, n_post=n_post, homogeneous_delay=hd)
     zero = jnp.zeros_like(ring)
+    if clear:  # the cleared row carries no tangent either
+        ring_dot = clear_tangent(ring_dot, cursor, n_post)
     out_dot = (
         ring_dot
         + dense(zero, cursor, spikes_dot, indptr, indices, weights, delays)
@@ -138,7 +169,9 @@ def _deliver_jvp(n_post, hd, block, capacity, impl, primals, tangents):
     return out, out_dot
 
 
-def _native(ring, cursor, spikes, indptr, indices, weights, delays, *, n_post, homogeneous_delay):
+def _native(
+    ring, cursor, spikes, indptr, indices, weights, delays, *after, n_post, homogeneous_delay, clear
+):
     n_pre = spikes.shape[-1]
     n_syn = indices.shape[-1]
     shared_weight = weights.ndim == 0
@@ -159,6 +192,7 @@ def _native(ring, cursor, spikes, indptr, indices, weights, delays, *, n_post, h
         d,
         jnp.reshape(cursor, (1,)).astype(jnp.int32),
         ring,
+        *after,
         n_pre=np.int64(n_pre),
         n_synapses=np.int64(n_syn),
         n_post=np.int64(n_post),
@@ -166,6 +200,7 @@ def _native(ring, cursor, spikes, indptr, indices, weights, delays, *, n_post, h
         weight_base=np.int64(1 if shared_weight else n_syn),
         delay_base=np.int64(1 if delays is None else n_syn),
         ring_len=np.int64(ring.shape[0]),
+        clear_row=np.int64(clear),
     )
 
 

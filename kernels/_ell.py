@@ -104,9 +104,10 @@ def ell_deliver(
         raise ValueError(
             f"ell_deliver: ring length {ring.shape[0]} is not a multiple of n_post = {n_post}."
         )
-    after = tuple(jnp.asarray(a) for a in after)
-    if after and not clear_row:
-        raise ValueError("ell_deliver: `after` orders the clearing of a row; pass clear_row=True.")
+    # Imported here: _ring builds on this module's Implementation enum.
+    from ._ring import checked_after
+
+    after = checked_after("ell_deliver", clear_row, after)
     hd = 0 if delays is not None else int(homogeneous_delay)
     ring, spikes, targets, weights = map(jnp.asarray, (ring, spikes, targets, weights))
     delays = None if delays is None else jnp.asarray(delays)
@@ -133,15 +134,10 @@ def _deliver(
 ):
     args = (ring, cursor, spikes, targets, weights, delays, *after)
     # Imported here: _ring builds on this module's Implementation enum.
-    from ._ring import clear_ring_row
+    from ._ring import clear_first
 
     def without_after(args):
-        """The delivery's own arguments, with the row cleared first when ``clear`` (the
-        implementations other than the native kernel)."""
-        ring, cursor, spikes, targets, weights, delays, *after = args
-        if clear:
-            ring = clear_ring_row(ring, cursor, n_post=n_post, after=after)
-        return ring, cursor, spikes, targets, weights, delays
+        return clear_first(args, 6, clear=clear, n_post=n_post)
 
     def reference(*args):
         return _reference.ell_deliver(

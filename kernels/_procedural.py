@@ -51,6 +51,7 @@ from jax import lax
 
 from . import _batching, _compact, _dispatch, _reference
 from ._ell import Implementation
+from ._ring import checked_after, clear_first, clear_tangent
 
 ROW_STREAM = 0x524F5753  # "ROWS"
 SYNAPSE_STREAM = 0x53594E53  # "SYNS"
@@ -245,6 +246,8 @@ def procedural_deliver(
     chunk_size: int = 8,
     capacity: int | None = None,
     implementation: Implementation = Implementation.AUTO,
+    clear_row: bool = False,
+    after=(),
 ):
     r"""Deliver ``spikes`` through a procedural projection into a ring buffer.
 
@@ -274,7 +277,10 @@ def procedural_deliver(
             Pallas kernels of :mod:`brainsim.kernels._pallas_procedural` (Triton atomic scatter
             regenerating synapses in the kernel, owner block, TPU); ``AUTO`` picks per platform
             (:mod:`brainsim.kernels._dispatch`).
+        clear_row, after: zero row ``cursor mod D`` first, once ``after`` is computed, as in
+            :func:`~brainsim.kernels.ell_deliver` (the native kernel clears it itself).
     """
+    after = checked_after("procedural_deliver", clear_row, after)
     n_pre = spikes.shape[-1]
     rule = Rule(int(n_pre), int(n_post), int(fan_out), int(seed), bool(replace), bool(allow_self))
     _check_rule(rule, delay, chunk_size)
@@ -284,11 +290,13 @@ def procedural_deliver(
             f"n_post = {n_post}."
         )
     capacity = _compact.check_capacity(capacity, max(int(n_pre), 1), owner="procedural_deliver")
-    static = _Static(rule, int(delay), int(chunk_size), Implementation(implementation), capacity)
+    static = _Static(
+        rule, int(delay), int(chunk_size), Implementation(implementation), capacity, bool(clear_row)
+    )
     loc = jnp.asarray(weight_loc)
     scale = None if weight_scale is None else jnp.asarray(weight_scale)
     counts = None if counts is None else jnp.asarray(counts, jnp.int32)
-    return _deliver(static, ring, spikes, loc, scale, jnp.asarray(cursor, jnp.int32), counts)
+    return _deliver(static, ring, spikes, loc, scale, jnp.asarray(cursor, jnp.int32), counts, after)
 
 
 def _check_rule(rule: Rule, delay: int, chunk_size: int) -> None:
@@ -318,19 +326,23 @@ class _Static(NamedTuple):
     chunk: int
     impl: Implementation
     capacity: int
+    clear: bool
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _deliver(static, ring, spikes, loc, scale, cursor, counts):
-    args = (ring, cursor, spikes, loc, scale, counts)
+def _deliver(static, ring, spikes, loc, scale, cursor, counts, after):
+    args = (ring, cursor, spikes, loc, scale, counts, *after)
+
+    def without_after(args):
+        return clear_first(args, 6, clear=static.clear, n_post=static.rule.n_post)
 
     def reference(*args):
         return _reference.procedural_deliver(
-            *args, rule=static.rule, delay=static.delay, chunk_size=static.chunk
+            *without_after(args), rule=static.rule, delay=static.delay, chunk_size=static.chunk
         )
 
     def native(*args):
-        kernel = partial(_native, rule=static.rule, delay=static.delay)
+        kernel = partial(_native, rule=static.rule, delay=static.delay, clear=static.clear)
         return _batching.run_in_place(kernel, *args)
 
     def pallas(which, interpret):
@@ -338,7 +350,7 @@ def _deliver(static, ring, spikes, loc, scale, cursor, counts):
             return _pallas_jit(
                 which,
                 interpret,
-                *args,
+                *without_after(args),
                 rule=static.rule,
                 delay=static.delay,
                 capacity=static.capacity,
@@ -358,9 +370,11 @@ def _deliver(static, ring, spikes, loc, scale, cursor, counts):
 
 @_deliver.defjvp
 def _deliver_jvp(static, primals, tangents):
-    ring, spikes, loc, scale, cursor, counts = primals
+    ring, spikes, loc, scale, cursor, counts, after = primals
     ring_dot, spikes_dot, loc_dot, scale_dot, *_ = tangents
     out = _deliver(static, *primals)
+    if static.clear:  # the cleared row carries no tangent either
+        ring_dot = clear_tangent(ring_dot, cursor, static.rule.n_post)
     # Regenerate every synapse (not only those of neurons that spiked): silent neurons still
     # pass their surrogate gradient. The expression is linear in the tangents, so JAX
     # transposes it for reverse mode.
@@ -372,7 +386,7 @@ def _deliver_jvp(static, primals, tangents):
     return out, out_dot
 
 
-def _native(ring, cursor, spikes, loc, scale, counts, *, rule: Rule, delay: int):
+def _native(ring, cursor, spikes, loc, scale, counts, *after, rule: Rule, delay: int, clear: bool):
     dtype = ring.dtype
     call = jax.ffi.ffi_call(
         "brainsim_procedural_deliver",
@@ -388,6 +402,7 @@ def _native(ring, cursor, spikes, loc, scale, counts, *, rule: Rule, delay: int)
         jnp.zeros((1,), dtype) if scale is None else jnp.reshape(scale, (1,)).astype(dtype),
         jnp.reshape(cursor, (1,)).astype(jnp.int32),
         ring,
+        *after,
         n_pre=np.int64(rule.n_pre),
         n_post=np.int64(rule.n_post),
         fan_out=np.int64(rule.fan_out),
@@ -400,6 +415,7 @@ def _native(ring, cursor, spikes, loc, scale, counts, *, rule: Rule, delay: int)
         has_counts=np.int64(counts is not None),
         delay=np.int64(delay),
         ring_len=np.int64(ring.shape[0]),
+        clear_row=np.int64(clear),
     )
 
 

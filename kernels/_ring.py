@@ -96,6 +96,25 @@ def _clear_jvp(n_post, impl, primals, tangents):
     return _clear(n_post, impl, ring, row, after_values), clear_tangent(tangents[0], row, n_post)
 
 
+def checked_after(op: str, clear_row: bool, after) -> tuple:
+    """The ``after`` arrays of a delivery op as a tuple; they are an error without
+    ``clear_row`` (they order the clearing, nothing else)."""
+    after = tuple(jnp.asarray(a) for a in after)
+    if after and not clear_row:
+        raise ValueError(f"{op}: `after` orders the clearing of a row; pass clear_row=True.")
+    return after
+
+
+def clear_first(args, n_own: int, *, clear: bool, n_post: int) -> tuple:
+    """A delivery's own arguments ``args[:n_own]`` (ring and cursor first), the ring's row
+    ``cursor mod D`` cleared first when ``clear``, once ``args[n_own:]`` (its ``after`` arrays)
+    are computed: ``clear_row=True`` on every implementation but a native kernel's."""
+    ring, cursor, *rest = args[:n_own]
+    if clear:
+        ring = clear_ring_row(ring, cursor, n_post=n_post, after=args[n_own:])
+    return (ring, cursor, *rest)
+
+
 def clear_tangent(ring_dot, row, n_post: int):
     """The tangent of a ring whose row ``row mod D`` was cleared: that row zeroed, in jnp (a
     linear op JAX can transpose, unlike the native kernel)."""

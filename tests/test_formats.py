@@ -70,8 +70,12 @@ def _deliver(conn, ring, cursor, values):
     return conn.deliver(ring, cursor, values)
 
 
-CONFIGS = [("scalar", "none"), ("scalar", "per_edge"), ("per_edge", "scalar"),
-           ("per_edge", "per_edge")]
+CONFIGS = [
+    ("scalar", "none"),
+    ("scalar", "per_edge"),
+    ("per_edge", "scalar"),
+    ("per_edge", "per_edge"),
+]
 
 
 # ------------------------------------------------------------------------------------ CSR
@@ -95,8 +99,11 @@ def test_csr_deliver_equals_dense_ell_and_oracle(weight_kind, delay_kind, impl):
             expected = _oracle(ring, cursor, values, edges, n_ring)
             got = _deliver(csr, ring, jnp.int32(cursor), jnp.asarray(values))
             np.testing.assert_allclose(got, expected, **TOL)
-    np.testing.assert_allclose(_deliver(ell, ring, 0, jnp.asarray(values)),
-                               _deliver(csr, ring, 0, jnp.asarray(values)), **TOL)
+    np.testing.assert_allclose(
+        _deliver(ell, ring, 0, jnp.asarray(values)),
+        _deliver(csr, ring, 0, jnp.asarray(values)),
+        **TOL,
+    )
 
 
 @native
@@ -223,10 +230,12 @@ def test_csr_vmap_is_one_native_call_and_equals_the_loop():
     edges = _edges("per_edge", "per_edge", pair_delays=False)
     csr = _build(bs.CSR(implementation=Implementation.NATIVE_CPU), edges)
     ring = jnp.zeros(csr.max_delay * N_POST, jnp.float32)
-    batch = jnp.asarray(np.stack([_values(N_PRE, d, i) for i, d in enumerate([0, .1, .5, 1])]))
+    batch = jnp.asarray(np.stack([_values(N_PRE, d, i) for i, d in enumerate([0, 0.1, 0.5, 1])]))
     fn = jax.jit(jax.vmap(lambda v: csr.deliver(ring, 3, v)))
     got = fn(batch)
-    assert fn.lower(batch).compile().as_text().count('custom_call_target="brainsim_csr_deliver"') == 1
+    assert (
+        fn.lower(batch).compile().as_text().count('custom_call_target="brainsim_csr_deliver"') == 1
+    )
     for b in range(batch.shape[0]):
         expected = _oracle(ring, 3, np.asarray(batch[b]), edges, csr.max_delay)
         np.testing.assert_allclose(got[b], expected, **TOL)
@@ -270,8 +279,9 @@ def test_hash_is_threefry_and_numpy_equals_jnp():
     with np.errstate(over="ignore"):
         a, b = gen.threefry2x32(key[0], key[1], count[:32], count[32:])
     np.testing.assert_array_equal(np.concatenate([a, b]), ref)
-    a_j, b_j = jax.jit(gen.threefry2x32)(*(jnp.asarray(x) for x in (key[0], key[1], count[:32],
-                                                                     count[32:])))
+    a_j, b_j = jax.jit(gen.threefry2x32)(
+        *(jnp.asarray(x) for x in (key[0], key[1], count[:32], count[32:]))
+    )
     np.testing.assert_array_equal(np.concatenate([a_j, b_j]), ref)
     # mulhi from 16-bit halves equals the exact 64-bit product.
     x = np.random.default_rng(0).integers(0, 2**32, 1000, dtype=np.uint64)
@@ -288,7 +298,8 @@ def test_hash_is_threefry_and_numpy_equals_jnp():
         valid = np.broadcast_to(j < count_, (N_PRE, spec.fan_out))
         t_np, g_np = gen.numpy_synapses(spec.rule, rows, j, valid)
         t_j, g_j = jax.jit(lambda r, j_, v, rule=spec.rule: gen.jnp_synapses(rule, r, j_, v))(
-            rows, j, valid)
+            rows, j, valid
+        )
         np.testing.assert_array_equal(np.where(valid, t_np, -1), np.where(valid, t_j, -1), name)
         np.testing.assert_array_equal(g_np, g_j, name)
 
@@ -340,8 +351,11 @@ def test_procedural_statistics():
     hits = np.bincount(spec.edges().post, minlength=400)
     assert np.all(np.abs(hits - n * p) < 5 * np.sqrt(n * p * (1 - p)))
     # Uniform weights: the variates are uniform on [0, 1): mean and SD.
-    w = connect.procedural_fixed_outdegree(2000, 100, 25, seed=4,
-                                           weight=connect.Uniform(0.0, 1.0)).edges().weight
+    w = (
+        connect.procedural_fixed_outdegree(2000, 100, 25, seed=4, weight=connect.Uniform(0.0, 1.0))
+        .edges()
+        .weight
+    )
     assert abs(w.mean() - 0.5) < 5 * np.sqrt(1 / 12 / w.size)
     assert abs(w.std() - np.sqrt(1 / 12)) < 0.005
     # Different seeds differ.
@@ -379,8 +393,9 @@ def test_procedural_deliver_equals_oracle_bitwise_across_implementations(name, w
         expected = _oracle(ring, 7, values, edges, n_ring)
         outs = []
         for conn in conns:
-            np.testing.assert_allclose(_deliver(conn, ring, 7, jnp.asarray(values)), expected,
-                                       **TOL)
+            np.testing.assert_allclose(
+                _deliver(conn, ring, 7, jnp.asarray(values)), expected, **TOL
+            )
             outs.append(np.asarray(_deliver(conn, ring, 7, jnp.asarray(binary))))
         # Binary spikes make every product exact: any difference between implementations or
         # chunk sizes would be in the regenerated synapses or the summation order. None.
@@ -437,8 +452,9 @@ def test_procedural_gradients_and_jvp_equal_dense(name, impl):
     np.add.at(a, (e.pre, e.post), 1.0)
     np.add.at(gsum, (e.pre, e.post), (e.weights_per_edge() + 0.5) / 2.0)
     a, gsum = jnp.asarray(a, jnp.float32), jnp.asarray(gsum, jnp.float32)
-    gd = _dense_grads(dense, ring, cursor, cot, values, lambda w: w[0] * a + w[1] * gsum,
-                      leaves(conn))
+    gd = _dense_grads(
+        dense, ring, cursor, cot, values, lambda w: w[0] * a + w[1] * gsum, leaves(conn)
+    )
     silent = np.asarray(values) == 0
     assert np.any(np.asarray(gd[0])[silent] != 0)
     np.testing.assert_allclose(g[0], gd[0], **TOL)
@@ -452,7 +468,8 @@ def test_procedural_gradients_and_jvp_equal_dense(name, impl):
 
     def fd(v, w):
         return eqx.tree_at(lambda d: d.weights, dense, w[0] * a + w[1] * gsum).deliver(
-            ring, cursor, v)
+            ring, cursor, v
+        )
 
     out_p, tan_p = jax.jit(lambda: jax.jvp(fp, (values, leaves(conn)), (dv, dw)))()
     out_d, tan_d = jax.jit(lambda: jax.jvp(fd, (values, leaves(conn)), (dv, dw)))()
@@ -465,7 +482,7 @@ def test_procedural_vmap_is_one_native_call_and_equals_the_loop():
     spec = RULES["probability"](weight=WEIGHTS["uniform"])
     conn = _build(bs.Procedural(implementation=Implementation.NATIVE_CPU), spec)
     ring = jnp.zeros(spec.n_post, jnp.float32)
-    batch = jnp.asarray(np.stack([_values(N_PRE, d, i) for i, d in enumerate([0, .1, .5, 1])]))
+    batch = jnp.asarray(np.stack([_values(N_PRE, d, i) for i, d in enumerate([0, 0.1, 0.5, 1])]))
     scales = jnp.asarray([0.5, 1.0, 2.0, 4.0], jnp.float32)
 
     def one(v, scale):
@@ -478,8 +495,9 @@ def test_procedural_vmap_is_one_native_call_and_equals_the_loop():
     single = jax.jit(one)
     for b in range(batch.shape[0]):
         np.testing.assert_allclose(got[b], single(batch[b], scales[b]), **TOL)
-    e = connect.procedural_fixed_probability(N_PRE, N_POST, 0.3, seed=20,
-                                             weight=connect.Uniform(-0.5, 3.5)).edges()
+    e = connect.procedural_fixed_probability(
+        N_PRE, N_POST, 0.3, seed=20, weight=connect.Uniform(-0.5, 3.5)
+    ).edges()
     np.testing.assert_allclose(got[3], _oracle(ring, 0, np.asarray(batch[3]), e, 1), **TOL)
     cot = jnp.asarray(np.random.default_rng(0).normal(size=ring.size), jnp.float32)
 
@@ -499,35 +517,50 @@ def test_procedural_vmap_is_one_native_call_and_equals_the_loop():
 
 
 def _network(connectivity, layout, n_exc=160, n_inh=40, dt=DT):
-    lif = bs.LIF(C_m=250.0, tau_m=20.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, t_ref=2.0,
-                 I_e=260.0)
+    lif = bs.LIF(C_m=250.0, tau_m=20.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, t_ref=2.0, I_e=260.0)
     n = n_exc + n_inh
-    pops = [bs.Population("net", n, lif, receptors={
-        "e": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased()),
-        "i": bs.Receptor(bs.ExponentialSynapse(10.0), bs.CurrentBased())},
-        initial={"v": bs.init.Uniform(-60.0, -50.0)})]
-    projs = [bs.Projection("net", "net", c, receptor=r, layout=layout, name=r)
-             for r, c in connectivity.items()]
+    pops = [
+        bs.Population(
+            "net",
+            n,
+            lif,
+            receptors={
+                "e": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased()),
+                "i": bs.Receptor(bs.ExponentialSynapse(10.0), bs.CurrentBased()),
+            },
+            initial={"v": bs.init.Uniform(-60.0, -50.0)},
+        )
+    ]
+    projs = [
+        bs.Projection("net", "net", c, receptor=r, layout=layout, name=r)
+        for r, c in connectivity.items()
+    ]
     return bs.Network(pops, projs, dt=dt)
 
 
 def _spikes(net, steps=600):
-    res = bs.simulate(net, steps * net.dt, key=jax.random.key(0),
-                      record=(bs.SpikeRaster(),))
+    res = bs.simulate(net, steps * net.dt, key=jax.random.key(0), record=(bs.SpikeRaster(),))
     return np.asarray(res.recordings[0]["net"])
 
 
 def test_network_spikes_identical_with_sparse_and_csr():
     rng = np.random.default_rng(0)
     n = 200
-    exc = connect.fixed_indegree(160, n, 20, weight=connect.Uniform(20.0, 60.0),
-                                 delay=connect.Uniform(0.1, 1.5), seed=1)
-    exc = connect.from_arrays(exc.pre, exc.post, n_pre=n, n_post=n, weight=exc.weight,
-                              delay=np.round(exc.delay, 1))
+    exc = connect.fixed_indegree(
+        160, n, 20, weight=connect.Uniform(20.0, 60.0), delay=connect.Uniform(0.1, 1.5), seed=1
+    )
+    exc = connect.from_arrays(
+        exc.pre, exc.post, n_pre=n, n_post=n, weight=exc.weight, delay=np.round(exc.delay, 1)
+    )
     inh_out = connect.fixed_outdegree(40, n, 30, weight=-150.0, delay=0.8, seed=2)
-    inh = connect.from_arrays(inh_out.pre + 160, inh_out.post, n_pre=n, n_post=n,
-                              weight=-150.0 * rng.uniform(0.5, 1.5, inh_out.n_synapses),
-                              delay=0.8)
+    inh = connect.from_arrays(
+        inh_out.pre + 160,
+        inh_out.post,
+        n_pre=n,
+        n_post=n,
+        weight=-150.0 * rng.uniform(0.5, 1.5, inh_out.n_synapses),
+        delay=0.8,
+    )
     conns = {"e": exc, "i": inh}
     sparse = _spikes(_network(conns, bs.Sparse()))
     csr = _spikes(_network(conns, bs.CSR()))
@@ -539,8 +572,9 @@ def test_network_procedural_equals_its_materialisation():
     # Constant weights and binary spikes: every delivered value is exact, so the procedural
     # network and a Sparse network of the same (materialised) synapses spike identically.
     n = 200
-    exc = connect.procedural_fixed_outdegree(n, n, 20, weight=45.0, delay=0.5,
-                                             allow_self=False, seed=5)
+    exc = connect.procedural_fixed_outdegree(
+        n, n, 20, weight=45.0, delay=0.5, allow_self=False, seed=5
+    )
     inh = connect.procedural_fixed_probability(n, n, 0.1, weight=-60.0, delay=0.3, seed=6)
     conns = {"e": exc, "i": inh}
     net = _network(conns, None)
@@ -613,3 +647,83 @@ def test_native_kernels_add_into_the_ring_in_place(fmt):
     np.testing.assert_allclose(
         got[1], _oracle(before, 2, np.asarray(values[::-1]), edges, n_ring), **TOL
     )
+
+
+ALL_IMPLS = IMPLS + [
+    Implementation.PALLAS_TRITON,
+    Implementation.PALLAS_PORTABLE,
+    Implementation.PALLAS_TPU,
+]
+
+
+def _fused_clear_case(fmt, impl):
+    """A connectivity of format ``fmt`` with implementation ``impl``, and its edges."""
+    if fmt == "procedural":
+        spec = connect.procedural_fixed_probability(
+            N_PRE, N_POST, 0.3, seed=21, weight=connect.Uniform(-0.5, 3.5), delay=0.2
+        )
+        return _build(bs.Procedural(implementation=impl), spec), spec.edges()
+    edges = _edges("per_edge", "per_edge", seed=4, pair_delays=False)
+    layout = {"csr": bs.CSR, "ell": bs.Sparse}[fmt](implementation=impl)
+    return _build(layout, edges), edges
+
+
+@native
+@pytest.mark.parametrize("fmt", ["ell", "csr", "procedural"])
+@pytest.mark.parametrize("impl", ALL_IMPLS, ids=lambda i: i.value)
+def test_clear_and_deliver_clears_the_row_then_delivers(fmt, impl):
+    """``clear_and_deliver`` (the receptor's ring-row clear fused into the first delivery of a
+    step) equals clearing row ``cursor mod D`` and then delivering, for every format and
+    implementation (Pallas in interpret mode); the native kernels clear the row themselves,
+    with no separate clearing kernel. Cursors 0 and 9 hit different rows, and row 9 mod D is
+    also a target row of the longest delay."""
+    conn, edges = _fused_clear_case(fmt, impl)
+    n_ring = conn.max_delay
+    rng = np.random.default_rng(6)
+    ring = jnp.asarray(rng.normal(size=n_ring * N_POST), jnp.float32)
+    values = jnp.asarray(_values(N_PRE, 0.4, 7))
+    after = (jnp.zeros(N_POST, jnp.float32),)
+    fused = jax.jit(lambda r, v, c: conn.clear_and_deliver(r, c, v, after=after), static_argnums=2)
+    for cursor in (0, 9):
+        cleared = np.asarray(ring, np.float64).copy()
+        row = cursor % n_ring
+        cleared[row * N_POST : (row + 1) * N_POST] = 0.0
+        expected = _oracle(cleared, cursor, np.asarray(values), edges, n_ring)
+        np.testing.assert_allclose(fused(ring, values, cursor), expected, **TOL)
+    if impl is Implementation.NATIVE_CPU:
+        hlo = fused.lower(ring, values, 9).compile().as_text()
+        assert "brainsim_ring_clear" not in hlo
+        assert hlo.count("custom-call(") == 1, "one native call: delivery and clear"
+
+
+@native
+@pytest.mark.parametrize("fmt", ["csr", "procedural"])
+def test_clear_and_deliver_gradient_and_vmap_equal_the_reference(fmt):
+    """Gradients with respect to the ring, the spikes and the weights, and a vmapped batch of
+    rings (one native call), equal the reference; the cleared row passes no gradient back."""
+    results = []
+    for impl in (Implementation.REFERENCE, Implementation.NATIVE_CPU):
+        conn, _ = _fused_clear_case(fmt, impl)
+        n_ring = conn.max_delay
+        rng = np.random.default_rng(8)
+        ring = jnp.asarray(rng.normal(size=n_ring * N_POST), jnp.float32)
+        rings = jnp.asarray(rng.normal(size=(3, n_ring * N_POST)), jnp.float32)
+        cot = jnp.asarray(rng.normal(size=n_ring * N_POST), jnp.float32)
+        values = jnp.asarray(_values(N_PRE, 0.4, 9))
+
+        def loss(c, r, v):
+            return jnp.sum(cot * c.clear_and_deliver(r, 4, v))
+
+        grads = eqx.filter_grad(lambda args: loss(*args))((conn, ring, values))
+        batched = jax.jit(jax.vmap(lambda r, c=conn, v=values: c.clear_and_deliver(r, 4, v)))
+        results.append((grads, np.asarray(batched(rings))))
+        if impl is Implementation.NATIVE_CPU:
+            assert batched.lower(rings).compile().as_text().count("custom-call(") == 1
+    (g_ref, out_ref), (g_nat, out_nat) = results
+    np.testing.assert_allclose(out_nat, out_ref, **TOL)
+    for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_nat), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), **TOL)
+    row = 4 % n_ring
+    ring_grad = np.asarray(g_ref[1])
+    assert np.all(ring_grad[row * N_POST : (row + 1) * N_POST] == 0)
+    assert np.any(ring_grad != 0)

@@ -5,12 +5,16 @@
 // add s_i * w[k] to ring[(cursor + delay[k]) mod D, t]. Work is proportional to n_pre (the scan
 // for non-zero spikes) plus the synapses of the neurons that spiked; nothing is allocated.
 //
+// With clear_row = 1 the row (cursor mod D) is zeroed first, as in ell_deliver.cc; the arguments
+// after `ring` are results the clearing waits for, not read.
+//
 // Batching (vmap with "expand_dims"): every argument may carry leading batch dimensions whose
 // product is either 1 (shared) or B (one per batch element); the output ring has B copies.
 
 #include <cstdint>
 #include <cstring>
 
+#include "ring_row.h"
 #include "spike_scan.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -22,6 +26,7 @@ inline int64_t CsrCopies(int64_t total, int64_t base) { return base == 0 ? 1 : t
 
 struct CsrShape {
   int64_t n_pre, n_syn, n_post, homogeneous_delay, weight_base, delay_base, ring_len, batch;
+  bool clear_row;
 };
 
 template <typename T>
@@ -45,6 +50,7 @@ ffi::Error CsrDeliver(const CsrShape& sh, const T* spikes, int64_t spike_copies,
     T* out = ring_out + b * sh.ring_len;
     const T* in = ring_in + (ring_copies == 1 ? 0 : b * sh.ring_len);
     if (out != in) std::memcpy(out, in, sh.ring_len * sizeof(T));
+    if (sh.clear_row) brainsim::ClearRingRow(out, c, n_ring, sh.n_post);
     T* row_out = out + ((c + sh.homogeneous_delay) % n_ring) * sh.n_post;
     brainsim::ForEachSpike(s, sh.n_pre, [&](int64_t i) {
         const T si = s[i];
@@ -69,17 +75,18 @@ ffi::Error CsrDeliver(const CsrShape& sh, const T* spikes, int64_t spike_copies,
 ffi::Error CsrDeliverImpl(ffi::AnyBuffer spikes, ffi::Buffer<ffi::S32> indptr,
                           ffi::Buffer<ffi::S32> indices, ffi::AnyBuffer weights,
                           ffi::Buffer<ffi::S32> delays, ffi::Buffer<ffi::S32> cursor,
-                          ffi::AnyBuffer ring, ffi::Result<ffi::AnyBuffer> ring_out,
-                          int64_t n_pre, int64_t n_synapses, int64_t n_post,
-                          int64_t homogeneous_delay, int64_t weight_base, int64_t delay_base,
-                          int64_t ring_len) {
+                          ffi::AnyBuffer ring, ffi::RemainingArgs,
+                          ffi::Result<ffi::AnyBuffer> ring_out, int64_t n_pre,
+                          int64_t n_synapses, int64_t n_post, int64_t homogeneous_delay,
+                          int64_t weight_base, int64_t delay_base, int64_t ring_len,
+                          int64_t clear_row) {
   const auto dtype = spikes.element_type();
   if (weights.element_type() != dtype || ring.element_type() != dtype)
     return ffi::Error::InvalidArgument("spikes, weights and ring must share one dtype");
   if (n_pre < 1 || n_synapses < 1 || n_post < 1)
     return ffi::Error::InvalidArgument("csr_deliver needs at least one neuron and synapse");
-  CsrShape sh{n_pre, n_synapses, n_post, homogeneous_delay, weight_base, delay_base, ring_len,
-              CsrCopies(ring_out->element_count(), ring_len)};
+  CsrShape sh{n_pre,    n_synapses, n_post, homogeneous_delay, weight_base, delay_base,
+              ring_len, CsrCopies(ring_out->element_count(), ring_len), clear_row != 0};
   const int64_t ring_copies = CsrCopies(ring.element_count(), ring_len);
   const int64_t spike_copies = CsrCopies(spikes.element_count(), n_pre);
   const int64_t indptr_copies = CsrCopies(indptr.element_count(), n_pre + 1);
@@ -121,6 +128,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BrainsimCsrDeliver, CsrDeliverImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()  // delays
                                   .Arg<ffi::Buffer<ffi::S32>>()  // cursor
                                   .Arg<ffi::AnyBuffer>()         // ring
+                                  .RemainingArgs()               // results to wait for
                                   .Ret<ffi::AnyBuffer>()         // ring
                                   .Attr<int64_t>("n_pre")
                                   .Attr<int64_t>("n_synapses")
@@ -128,4 +136,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BrainsimCsrDeliver, CsrDeliverImpl,
                                   .Attr<int64_t>("homogeneous_delay")
                                   .Attr<int64_t>("weight_base")
                                   .Attr<int64_t>("delay_base")
-                                  .Attr<int64_t>("ring_len"));
+                                  .Attr<int64_t>("ring_len")
+                                  .Attr<int64_t>("clear_row"));

@@ -15,11 +15,11 @@
 // product is either 1 (shared) or B (one per batch element); the output ring has B copies.
 // Weights and delays have either one value per synapse or a single shared value.
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
 
+#include "ring_row.h"
 #include "spike_scan.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -50,10 +50,7 @@ ffi::Error Deliver(const T* spikes, int64_t spike_copies, const int32_t* targets
     T* out = ring_out + b * ring_len;
     const T* in = ring_in + (ring_copies == 1 ? 0 : b * ring_len);
     if (out != in) std::memcpy(out, in, ring_len * sizeof(T));
-    if (clear_row) {
-      T* row = out + (((c % n_ring) + n_ring) % n_ring) * n_post;
-      std::fill(row, row + n_post, T(0));
-    }
+    if (clear_row) brainsim::ClearRingRow(out, c, n_ring, n_post);
     const bool shared_weight = weight_base == 1;
     const bool shared_delay = homogeneous_delay > 0;
     T* row_out = out + ((c + homogeneous_delay) % n_ring) * n_post;

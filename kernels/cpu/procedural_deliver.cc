@@ -13,12 +13,16 @@
 // For each spiking neuron (ascending) and each j (ascending), ring[(cursor + delay) mod D, t]
 // += s_i * w: the summation order of the jnp reference.
 //
+// With clear_row = 1 the row (cursor mod D) is zeroed first, as in ell_deliver.cc; the arguments
+// after `ring` are results the clearing waits for, not read.
+//
 // Batching (vmap with "expand_dims"): spikes, counts, loc, scale, cursor and ring may carry
 // leading batch dimensions whose product is 1 (shared) or B; the output ring has B copies.
 
 #include <cstdint>
 #include <cstring>
 
+#include "ring_row.h"
 #include "spike_scan.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -78,7 +82,7 @@ inline uint32_t MulHi32(uint32_t a, uint32_t b) {
 
 struct Rule {
   int64_t n_pre, n_post, fan_out, n_range, half_bits, seed, delay, ring_len, batch;
-  bool replace, allow_self, random_weight, has_counts;
+  bool replace, allow_self, random_weight, has_counts, clear_row;
 };
 
 inline int64_t ProcCopies(int64_t total, int64_t base) { return base == 0 ? 1 : total / base; }
@@ -102,6 +106,7 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
     T* out = ring_out + b * rule.ring_len;
     const T* in = ring_in + (ring_copies == 1 ? 0 : b * rule.ring_len);
     if (out != in) std::memcpy(out, in, rule.ring_len * sizeof(T));
+    if (rule.clear_row) brainsim::ClearRingRow(out, c, n_ring, rule.n_post);
     T* row_out = out + ((c + rule.delay) % n_ring) * rule.n_post;
     brainsim::ForEachSpike(s, rule.n_pre, [&](int64_t i) {
         const T si = s[i];
@@ -141,11 +146,12 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
 ffi::Error ProceduralDeliverImpl(ffi::AnyBuffer spikes, ffi::Buffer<ffi::S32> counts,
                                  ffi::AnyBuffer loc, ffi::AnyBuffer scale,
                                  ffi::Buffer<ffi::S32> cursor, ffi::AnyBuffer ring,
-                                 ffi::Result<ffi::AnyBuffer> ring_out, int64_t n_pre,
+                                 ffi::RemainingArgs, ffi::Result<ffi::AnyBuffer> ring_out,
+                                 int64_t n_pre,
                                  int64_t n_post, int64_t fan_out, int64_t n_range,
                                  int64_t half_bits, int64_t seed, int64_t replace,
                                  int64_t allow_self, int64_t random_weight, int64_t has_counts,
-                                 int64_t delay, int64_t ring_len) {
+                                 int64_t delay, int64_t ring_len, int64_t clear_row) {
   const auto dtype = spikes.element_type();
   if (loc.element_type() != dtype || scale.element_type() != dtype ||
       ring.element_type() != dtype)
@@ -156,7 +162,8 @@ ffi::Error ProceduralDeliverImpl(ffi::AnyBuffer spikes, ffi::Buffer<ffi::S32> co
   Rule rule{n_pre,         n_post,        fan_out,          n_range,
             half_bits,     seed,          delay,            ring_len,
             ProcCopies(ring_out->element_count(), ring_len),
-            replace != 0,  allow_self != 0, random_weight != 0, has_counts != 0};
+            replace != 0,  allow_self != 0, random_weight != 0, has_counts != 0,
+            clear_row != 0};
   const int64_t spike_copies = ProcCopies(spikes.element_count(), n_pre);
   const int64_t count_copies = ProcCopies(counts.element_count(), has_counts ? n_pre : 1);
   const int64_t loc_copies = ProcCopies(loc.element_count(), 1);
@@ -194,6 +201,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BrainsimProceduralDeliver, ProceduralDeliverImpl,
                                   .Arg<ffi::AnyBuffer>()         // weight scale
                                   .Arg<ffi::Buffer<ffi::S32>>()  // cursor
                                   .Arg<ffi::AnyBuffer>()         // ring
+                                  .RemainingArgs()               // results to wait for
                                   .Ret<ffi::AnyBuffer>()         // ring
                                   .Attr<int64_t>("n_pre")
                                   .Attr<int64_t>("n_post")
@@ -206,4 +214,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BrainsimProceduralDeliver, ProceduralDeliverImpl,
                                   .Attr<int64_t>("random_weight")
                                   .Attr<int64_t>("has_counts")
                                   .Attr<int64_t>("delay")
-                                  .Attr<int64_t>("ring_len"));
+                                  .Attr<int64_t>("ring_len")
+                                  .Attr<int64_t>("clear_row"));

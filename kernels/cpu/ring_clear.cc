@@ -8,10 +8,10 @@
 // Batching (vmap with "broadcast_all"): the ring, the output and `row` carry the same leading
 // batch dimensions; batch b clears row row[b] of its own ring.
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
+#include "ring_row.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -23,11 +23,10 @@ ffi::Error Clear(const T* ring, T* out, const int32_t* row, int64_t rows_given, 
                  int64_t ring_len, int64_t n_post) {
   const int64_t n_ring = ring_len / n_post;
   for (int64_t b = 0; b < batch; ++b) {
-    const int64_t r = ((row[rows_given == 1 ? 0 : b] % n_ring) + n_ring) % n_ring;
     T* o = out + b * ring_len;
     const T* in = ring + b * ring_len;
     if (o != in) std::memcpy(o, in, ring_len * sizeof(T));
-    std::fill(o + r * n_post, o + (r + 1) * n_post, T(0));
+    brainsim::ClearRingRow(o, row[rows_given == 1 ? 0 : b], n_ring, n_post);
   }
   return ffi::Error::Success();
 }
