@@ -711,7 +711,7 @@ def test_clear_and_deliver_gradient_and_vmap_equal_the_reference(fmt):
         cot = jnp.asarray(rng.normal(size=n_ring * N_POST), jnp.float32)
         values = jnp.asarray(_values(N_PRE, 0.4, 9))
 
-        def loss(c, r, v):
+        def loss(c, r, v, cot=cot):
             return jnp.sum(cot * c.clear_and_deliver(r, 4, v))
 
         grads = eqx.filter_grad(lambda args: loss(*args))((conn, ring, values))
