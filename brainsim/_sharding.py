@@ -92,7 +92,7 @@ from ._inputs import AbstractCurrent
 from ._monitors import AbstractMonitor, StateTrace
 from ._network import Network, NetworkState, Population, Projection, ReceptorState
 from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
-from ._simulate import SimulationResult, check_result, collect_result, prepare
+from ._simulate import SimulationResult, _nonfinite, check_result, collect_result, prepare
 
 # ------------------------------------------------------------------------ jax versions
 
@@ -682,14 +682,20 @@ def _global_view(plan: _Plan, state: NetworkState, monitors) -> NetworkState:
 
 
 def _nonfinite_local(plan: _Plan, name: str, pstate):
-    leaves = [x for x in jax.tree.leaves(pstate) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    if not leaves:
-        return jnp.zeros((), jnp.int32)
-    if plan.block(name).is_source:
-        return jnp.any(jnp.stack([jnp.any(~jnp.isfinite(x)) for x in leaves])).astype(jnp.int32)
-    valid = _valid(plan, name)
-    bad = [jnp.any(~jnp.isfinite(x) & valid.reshape((-1,) + (1,) * (x.ndim - 1))) for x in leaves]
-    return jnp.any(jnp.stack(bad)).astype(jnp.int32)
+    """1 if a floating-point state value of this device's real neurons of population ``name``
+    is NaN or ±inf (padding slots are not neurons), else 0: the sum test of
+    :func:`brainsim._simulate._nonfinite`, on the device's block."""
+    if not plan.block(name).is_source:
+        valid = _valid(plan, name)
+        pstate = jax.tree.map(
+            lambda x: (
+                jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0)
+                if jnp.issubdtype(x.dtype, jnp.inexact)
+                else x
+            ),
+            pstate,
+        )
+    return _nonfinite(pstate).astype(jnp.int32)
 
 
 @jit
