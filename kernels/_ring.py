@@ -19,6 +19,12 @@ first. The readers of the row here are the neuron update and the trace decay; th
 ``AUTO`` uses the native kernel on CPU when it compiled and the ring has more than one row,
 the reference otherwise. The op is linear in ``ring`` and differentiable (the tangent's row is
 cleared too); ``vmap`` runs one call for the whole batch.
+
+A network clears the row of a receptor that projections feed inside the first of their
+deliveries instead (``clear_row=True`` of ``ell_deliver``, ``csr_deliver`` and
+``procedural_deliver``: the native kernels zero the row before scattering, one kernel call
+instead of two; the other implementations call this op first, through :func:`clear_first`).
+This op remains for receptors no projection feeds and for the sharded step.
 """
 
 from __future__ import annotations
