@@ -7,6 +7,14 @@ machine, a 3,200-neuron LIF step took 16 µs with the pass and 4 µs without, an
 neurons 67 µs vs 37 µs. brainsim therefore compiles its loops with that pass disabled. The
 option names a CPU pass only, so it has no effect on GPU or TPU.
 
+XLA's CPU code generator also prefers 256-bit vectors by default, even on CPUs with AVX-512
+(older ones lowered their clock for 512-bit instructions). brainsim asks for 512: the
+element-wise neuron updates then run on twice as many values per instruction. Measured on
+the development machine (a 2-vCPU Xeon with AVX-512, one core, interleaved runs): the COBA
+step with the exact LIF 5 % faster at 4,000 neurons and 12 % at 40,000, with `Euler()`
+unchanged, spike counts identical. On CPUs without AVX-512 the preference has no effect; it is
+a CPU option, ignored by GPU and TPU compilers.
+
 XLA's CPU copy insertion has a "region analysis" mode
 (``xla_cpu_copy_insertion_use_region_analysis``) that removes the per-step copies of the state
 arrays a simulation loop reads in one fused loop and rewrites in place in another. It is
@@ -25,7 +33,10 @@ import functools
 import equinox as eqx
 import jax
 
-COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cpu-parallel-task-assigner"}
+COMPILER_OPTIONS = {
+    "xla_disable_hlo_passes": "cpu-parallel-task-assigner",
+    "xla_cpu_prefer_vector_width": 512,
+}
 
 
 def jit(fn=None, **jit_kwargs):

@@ -195,8 +195,13 @@ def test_checkpointed_gradients_equal_plain_bptt(x64):
     plain, plain_rec = grad(tr.init(), None)
     for levels in (2, 3):
         g, rec = grad(tr.init(), bs.Checkpointing(levels=levels))
+        # The forward pass is the same computation: the same spikes, and membrane traces equal
+        # to rounding. Not always bit for bit: XLA contracts a * b + c into one FMA inside a
+        # fused kernel, and the checkpointed program fuses its (re)computed steps differently
+        # (measured: 1 ulp in 87 of 5244 float64 values, none with FMA disabled).
+        np.testing.assert_array_equal(rec[0], plain_rec[0])
         for a, b in zip(jax.tree.leaves(rec), jax.tree.leaves(plain_rec), strict=True):
-            np.testing.assert_array_equal(a, b)  # the forward pass is the same computation
+            np.testing.assert_allclose(a, b, rtol=1e-14, atol=0)
         for a, b in zip(g, plain, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13 * float(jnp.abs(b).max()))
     assert float(jnp.abs(plain[0]).max()) > 0 and float(jnp.abs(plain[1])) > 0
