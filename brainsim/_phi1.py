@@ -1,8 +1,8 @@
 r""":math:`\varphi_1(z) = (e^z - 1)/z`, the function behind exponential integration.
 
 Every exponential-Euler step (the LIF membrane, the exponential synapses, the gates of
-Hodgkin–Huxley) evaluates :math:`\varphi_1` once per neuron per step: with conductance input
-:math:`z` changes every step, so it cannot be precomputed. This module evaluates it with one
+Hodgkin–Huxley) evaluates :math:`\varphi_1` once per neuron per step (with conductance input
+:math:`z` changes every step, so it cannot be precomputed). This module evaluates it with one
 polynomial and one division and no ``exp`` call, accurate over the whole range, where the
 naive :math:`(e^z - 1)/z` loses all digits as :math:`z \to 0`. (The previous form, a Taylor
 series for :math:`|z| < 0.1` selected against ``(exp(z) - 1)/z``, computed both branches for
