@@ -449,7 +449,9 @@ class CsrConnectivity(AbstractConnectivity):
 
     def to_dense(self):
         n_syn = self.indices.shape[0]
-        rows = jnp.repeat(jnp.arange(self.n_pre), jnp.diff(self.indptr), total_repeat_length=n_syn)
+        rows = jnp.repeat(
+            jnp.arange(self.n_pre), jnp.diff(self.indptr), total_repeat_length=n_syn
+        )
         w = jnp.broadcast_to(self.weights, (n_syn,))
         dense = jnp.zeros((self.n_pre, self.n_post), w.dtype)
         return dense.at[rows, self.indices].add(w, mode="drop")
@@ -555,16 +557,16 @@ class ProceduralConnectivity(AbstractConnectivity):
         """Summed weight matrix, regenerated in jnp (differentiable in the weight leaves)."""
         eye_rows = jnp.arange(self.n_pre, dtype=jnp.int32)
         j = jnp.arange(self.rule.fan_out, dtype=jnp.int32)
-        count = self.rule.fan_out if self.counts is None else jnp.reshape(self.counts, (-1, 1))
+        count = (
+            self.rule.fan_out
+            if self.counts is None
+            else jnp.reshape(self.counts, (-1, 1))
+        )
         valid = jnp.broadcast_to(j[None, :] < count, (self.n_pre, self.rule.fan_out))
         targets, g = kernels._procedural.jnp_synapses(
             self.rule, eye_rows[:, None], j[None, :], valid, need_g=self.weight_scale is not None
         )
-        w = (
-            self.weight_loc
-            if self.weight_scale is None
-            else self.weight_loc + self.weight_scale * g
-        )
+        w = self.weight_loc if self.weight_scale is None else self.weight_loc + self.weight_scale * g
         w = jnp.where(valid, w, 0)
         rows = jnp.broadcast_to(eye_rows[:, None], valid.shape)
         dense = jnp.zeros((self.n_pre, self.n_post), w.dtype)

@@ -749,15 +749,8 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     # Back to the single-device layout, replicated (the reshapes need whole arrays).
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
     return collect_result(
-        final,
-        buffers,
-        outputs,
-        first_bad,
-        monitors,
-        plan.blocks,
-        dt=skeleton.dt,
-        n_steps=n_steps,
-        t_start=t_start,
+        final, buffers, outputs, first_bad, monitors, plan.blocks,
+        dt=skeleton.dt, n_steps=n_steps, t_start=t_start,
     )
 
 

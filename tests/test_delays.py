@@ -31,16 +31,8 @@ def _expected_trace(spike_steps, spike_ids, edges, delay_steps, n_steps):
 
 
 def _check(edges, delay_steps, spike_steps, spike_ids, layout, n_steps):
-    net = generator_network(
-        np.asarray(spike_steps) * DT,
-        spike_ids,
-        edges.n_pre,
-        edges.n_post,
-        edges,
-        kinetics=bs.ExponentialSynapse(TAU),
-        layout=layout,
-        dt=DT,
-    )
+    net = generator_network(np.asarray(spike_steps) * DT, spike_ids, edges.n_pre, edges.n_post,
+                            edges, kinetics=bs.ExponentialSynapse(TAU), layout=layout, dt=DT)
     got, _ = receptor_history(net, n_steps)
     expected = _expected_trace(spike_steps, spike_ids, edges, delay_steps, n_steps)
     # float32 trace (peak sums of a few weights of order 1): 1e-5 absolute is ~100 ulps, while a
@@ -69,14 +61,8 @@ def test_per_synapse_delays_arrive_at_t_plus_d(layout):
     pairs = rng.choice(n_pre * n_post, size=18, replace=False)
     pre, post = np.divmod(pairs, n_post)
     steps = rng.integers(1, 26, size=pre.size)
-    edges = connect.from_arrays(
-        pre,
-        post,
-        n_pre=n_pre,
-        n_post=n_post,
-        weight=rng.uniform(0.5, 2.0, pre.size),
-        delay=steps * DT,
-    )
+    edges = connect.from_arrays(pre, post, n_pre=n_pre, n_post=n_post,
+                                weight=rng.uniform(0.5, 2.0, pre.size), delay=steps * DT)
     # Spikes spread over 120 steps: the 25-row ring buffer wraps around several times.
     # All six neurons also fire together in step 50.
     spike_steps = np.concatenate([rng.integers(0, 120, size=40), np.full(n_pre, 50)])
@@ -88,9 +74,8 @@ def test_single_spike_per_synapse_jump_step():
     # One presynaptic neuron, three targets with delays 1, 7 and 20 steps: each target's trace
     # is zero until step t + d and jumps there.
     t = 4
-    edges = connect.from_arrays(
-        [0, 0, 0], [0, 1, 2], n_pre=1, n_post=3, weight=1.0, delay=np.array([0.1, 0.7, 2.0])
-    )
+    edges = connect.from_arrays([0, 0, 0], [0, 1, 2], n_pre=1, n_post=3, weight=1.0,
+                                delay=np.array([0.1, 0.7, 2.0]))
     for layout in (bs.Dense(), bs.Sparse()):
         net = generator_network([t * DT], [0], 1, 3, edges, layout=layout, dt=DT)
         g, _ = receptor_history(net, 40)
@@ -99,14 +84,9 @@ def test_single_spike_per_synapse_jump_step():
 
 def test_sparse_duplicate_pairs_with_different_delays():
     # The same pair connected twice with different delays (allowed in Sparse only).
-    edges = connect.from_arrays(
-        [0, 0, 1, 1],
-        [1, 1, 0, 1],
-        n_pre=2,
-        n_post=2,
-        weight=np.array([1.0, 2.0, 0.5, 1.5]),
-        delay=np.array([0.3, 1.2, 0.1, 0.3]),
-    )
+    edges = connect.from_arrays([0, 0, 1, 1], [1, 1, 0, 1], n_pre=2, n_post=2,
+                                weight=np.array([1.0, 2.0, 0.5, 1.5]),
+                                delay=np.array([0.3, 1.2, 0.1, 0.3]))
     steps = np.array([3, 12, 1, 3])
     _check(edges, steps, [0, 2, 9], [0, 1, 0], bs.Sparse(), 40)
     with pytest.raises(ValueError, match="Sparse"):
@@ -151,9 +131,8 @@ def test_round_delays(layout):
     edges = connect.one_to_one(2, weight=1.0, delay=0.17)
     with pytest.raises(ValueError, match=r"delay 0\.17 ms.*dt = 0\.1 ms"):
         generator_network([0.0], [0], 2, 2, edges, layout=layout, dt=DT)
-    net = generator_network(
-        [0.5, 0.5], [0, 1], 2, 2, edges, layout=layout, dt=DT, round_delays=True
-    )
+    net = generator_network([0.5, 0.5], [0, 1], 2, 2, edges, layout=layout, dt=DT,
+                            round_delays=True)
     g, _ = receptor_history(net, 20)
     np.testing.assert_array_equal(first_nonzero_row(g), [7, 7])
 
@@ -179,4 +158,5 @@ def test_off_grid_per_synapse_delay_is_named(layout):
 def test_delay_shorter_than_one_step_raises(layout, delay, round_delays, message):
     edges = connect.one_to_one(2, delay=delay)
     with pytest.raises(ValueError, match=message):
-        generator_network([0.0], [0], 2, 2, edges, layout=layout, dt=DT, round_delays=round_delays)
+        generator_network([0.0], [0], 2, 2, edges, layout=layout, dt=DT,
+                          round_delays=round_delays)

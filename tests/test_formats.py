@@ -70,12 +70,8 @@ def _deliver(conn, ring, cursor, values):
     return conn.deliver(ring, cursor, values)
 
 
-CONFIGS = [
-    ("scalar", "none"),
-    ("scalar", "per_edge"),
-    ("per_edge", "scalar"),
-    ("per_edge", "per_edge"),
-]
+CONFIGS = [("scalar", "none"), ("scalar", "per_edge"), ("per_edge", "scalar"),
+           ("per_edge", "per_edge")]
 
 
 # ------------------------------------------------------------------------------------ CSR
@@ -99,11 +95,8 @@ def test_csr_deliver_equals_dense_ell_and_oracle(weight_kind, delay_kind, impl):
             expected = _oracle(ring, cursor, values, edges, n_ring)
             got = _deliver(csr, ring, jnp.int32(cursor), jnp.asarray(values))
             np.testing.assert_allclose(got, expected, **TOL)
-    np.testing.assert_allclose(
-        _deliver(ell, ring, 0, jnp.asarray(values)),
-        _deliver(csr, ring, 0, jnp.asarray(values)),
-        **TOL,
-    )
+    np.testing.assert_allclose(_deliver(ell, ring, 0, jnp.asarray(values)),
+                               _deliver(csr, ring, 0, jnp.asarray(values)), **TOL)
 
 
 @native
@@ -230,12 +223,10 @@ def test_csr_vmap_is_one_native_call_and_equals_the_loop():
     edges = _edges("per_edge", "per_edge", pair_delays=False)
     csr = _build(bs.CSR(implementation=Implementation.NATIVE_CPU), edges)
     ring = jnp.zeros(csr.max_delay * N_POST, jnp.float32)
-    batch = jnp.asarray(np.stack([_values(N_PRE, d, i) for i, d in enumerate([0, 0.1, 0.5, 1])]))
+    batch = jnp.asarray(np.stack([_values(N_PRE, d, i) for i, d in enumerate([0, .1, .5, 1])]))
     fn = jax.jit(jax.vmap(lambda v: csr.deliver(ring, 3, v)))
     got = fn(batch)
-    assert (
-        fn.lower(batch).compile().as_text().count('custom_call_target="brainsim_csr_deliver"') == 1
-    )
+    assert fn.lower(batch).compile().as_text().count('custom_call_target="brainsim_csr_deliver"') == 1
     for b in range(batch.shape[0]):
         expected = _oracle(ring, 3, np.asarray(batch[b]), edges, csr.max_delay)
         np.testing.assert_allclose(got[b], expected, **TOL)
@@ -279,9 +270,8 @@ def test_hash_is_threefry_and_numpy_equals_jnp():
     with np.errstate(over="ignore"):
         a, b = gen.threefry2x32(key[0], key[1], count[:32], count[32:])
     np.testing.assert_array_equal(np.concatenate([a, b]), ref)
-    a_j, b_j = jax.jit(gen.threefry2x32)(
-        *(jnp.asarray(x) for x in (key[0], key[1], count[:32], count[32:]))
-    )
+    a_j, b_j = jax.jit(gen.threefry2x32)(*(jnp.asarray(x) for x in (key[0], key[1], count[:32],
+                                                                     count[32:])))
     np.testing.assert_array_equal(np.concatenate([a_j, b_j]), ref)
     # mulhi from 16-bit halves equals the exact 64-bit product.
     x = np.random.default_rng(0).integers(0, 2**32, 1000, dtype=np.uint64)
@@ -298,8 +288,7 @@ def test_hash_is_threefry_and_numpy_equals_jnp():
         valid = np.broadcast_to(j < count_, (N_PRE, spec.fan_out))
         t_np, g_np = gen.numpy_synapses(spec.rule, rows, j, valid)
         t_j, g_j = jax.jit(lambda r, j_, v, rule=spec.rule: gen.jnp_synapses(rule, r, j_, v))(
-            rows, j, valid
-        )
+            rows, j, valid)
         np.testing.assert_array_equal(np.where(valid, t_np, -1), np.where(valid, t_j, -1), name)
         np.testing.assert_array_equal(g_np, g_j, name)
 
@@ -351,11 +340,8 @@ def test_procedural_statistics():
     hits = np.bincount(spec.edges().post, minlength=400)
     assert np.all(np.abs(hits - n * p) < 5 * np.sqrt(n * p * (1 - p)))
     # Uniform weights: the variates are uniform on [0, 1): mean and SD.
-    w = (
-        connect.procedural_fixed_outdegree(2000, 100, 25, seed=4, weight=connect.Uniform(0.0, 1.0))
-        .edges()
-        .weight
-    )
+    w = connect.procedural_fixed_outdegree(2000, 100, 25, seed=4,
+                                           weight=connect.Uniform(0.0, 1.0)).edges().weight
     assert abs(w.mean() - 0.5) < 5 * np.sqrt(1 / 12 / w.size)
     assert abs(w.std() - np.sqrt(1 / 12)) < 0.005
     # Different seeds differ.
@@ -393,9 +379,8 @@ def test_procedural_deliver_equals_oracle_bitwise_across_implementations(name, w
         expected = _oracle(ring, 7, values, edges, n_ring)
         outs = []
         for conn in conns:
-            np.testing.assert_allclose(
-                _deliver(conn, ring, 7, jnp.asarray(values)), expected, **TOL
-            )
+            np.testing.assert_allclose(_deliver(conn, ring, 7, jnp.asarray(values)), expected,
+                                       **TOL)
             outs.append(np.asarray(_deliver(conn, ring, 7, jnp.asarray(binary))))
         # Binary spikes make every product exact: any difference between implementations or
         # chunk sizes would be in the regenerated synapses or the summation order. None.
@@ -452,9 +437,8 @@ def test_procedural_gradients_and_jvp_equal_dense(name, impl):
     np.add.at(a, (e.pre, e.post), 1.0)
     np.add.at(gsum, (e.pre, e.post), (e.weights_per_edge() + 0.5) / 2.0)
     a, gsum = jnp.asarray(a, jnp.float32), jnp.asarray(gsum, jnp.float32)
-    gd = _dense_grads(
-        dense, ring, cursor, cot, values, lambda w: w[0] * a + w[1] * gsum, leaves(conn)
-    )
+    gd = _dense_grads(dense, ring, cursor, cot, values, lambda w: w[0] * a + w[1] * gsum,
+                      leaves(conn))
     silent = np.asarray(values) == 0
     assert np.any(np.asarray(gd[0])[silent] != 0)
     np.testing.assert_allclose(g[0], gd[0], **TOL)
@@ -468,8 +452,7 @@ def test_procedural_gradients_and_jvp_equal_dense(name, impl):
 
     def fd(v, w):
         return eqx.tree_at(lambda d: d.weights, dense, w[0] * a + w[1] * gsum).deliver(
-            ring, cursor, v
-        )
+            ring, cursor, v)
 
     out_p, tan_p = jax.jit(lambda: jax.jvp(fp, (values, leaves(conn)), (dv, dw)))()
     out_d, tan_d = jax.jit(lambda: jax.jvp(fd, (values, leaves(conn)), (dv, dw)))()
@@ -482,7 +465,7 @@ def test_procedural_vmap_is_one_native_call_and_equals_the_loop():
     spec = RULES["probability"](weight=WEIGHTS["uniform"])
     conn = _build(bs.Procedural(implementation=Implementation.NATIVE_CPU), spec)
     ring = jnp.zeros(spec.n_post, jnp.float32)
-    batch = jnp.asarray(np.stack([_values(N_PRE, d, i) for i, d in enumerate([0, 0.1, 0.5, 1])]))
+    batch = jnp.asarray(np.stack([_values(N_PRE, d, i) for i, d in enumerate([0, .1, .5, 1])]))
     scales = jnp.asarray([0.5, 1.0, 2.0, 4.0], jnp.float32)
 
     def one(v, scale):
@@ -495,9 +478,8 @@ def test_procedural_vmap_is_one_native_call_and_equals_the_loop():
     single = jax.jit(one)
     for b in range(batch.shape[0]):
         np.testing.assert_allclose(got[b], single(batch[b], scales[b]), **TOL)
-    e = connect.procedural_fixed_probability(
-        N_PRE, N_POST, 0.3, seed=20, weight=connect.Uniform(-0.5, 3.5)
-    ).edges()
+    e = connect.procedural_fixed_probability(N_PRE, N_POST, 0.3, seed=20,
+                                             weight=connect.Uniform(-0.5, 3.5)).edges()
     np.testing.assert_allclose(got[3], _oracle(ring, 0, np.asarray(batch[3]), e, 1), **TOL)
     cot = jnp.asarray(np.random.default_rng(0).normal(size=ring.size), jnp.float32)
 
@@ -517,50 +499,35 @@ def test_procedural_vmap_is_one_native_call_and_equals_the_loop():
 
 
 def _network(connectivity, layout, n_exc=160, n_inh=40, dt=DT):
-    lif = bs.LIF(C_m=250.0, tau_m=20.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, t_ref=2.0, I_e=260.0)
+    lif = bs.LIF(C_m=250.0, tau_m=20.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, t_ref=2.0,
+                 I_e=260.0)
     n = n_exc + n_inh
-    pops = [
-        bs.Population(
-            "net",
-            n,
-            lif,
-            receptors={
-                "e": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased()),
-                "i": bs.Receptor(bs.ExponentialSynapse(10.0), bs.CurrentBased()),
-            },
-            initial={"v": bs.init.Uniform(-60.0, -50.0)},
-        )
-    ]
-    projs = [
-        bs.Projection("net", "net", c, receptor=r, layout=layout, name=r)
-        for r, c in connectivity.items()
-    ]
+    pops = [bs.Population("net", n, lif, receptors={
+        "e": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased()),
+        "i": bs.Receptor(bs.ExponentialSynapse(10.0), bs.CurrentBased())},
+        initial={"v": bs.init.Uniform(-60.0, -50.0)})]
+    projs = [bs.Projection("net", "net", c, receptor=r, layout=layout, name=r)
+             for r, c in connectivity.items()]
     return bs.Network(pops, projs, dt=dt)
 
 
 def _spikes(net, steps=600):
-    res = bs.simulate(net, steps * net.dt, key=jax.random.key(0), record=(bs.SpikeRaster(),))
+    res = bs.simulate(net, steps * net.dt, key=jax.random.key(0),
+                      record=(bs.SpikeRaster(),))
     return np.asarray(res.recordings[0]["net"])
 
 
 def test_network_spikes_identical_with_sparse_and_csr():
     rng = np.random.default_rng(0)
     n = 200
-    exc = connect.fixed_indegree(
-        160, n, 20, weight=connect.Uniform(20.0, 60.0), delay=connect.Uniform(0.1, 1.5), seed=1
-    )
-    exc = connect.from_arrays(
-        exc.pre, exc.post, n_pre=n, n_post=n, weight=exc.weight, delay=np.round(exc.delay, 1)
-    )
+    exc = connect.fixed_indegree(160, n, 20, weight=connect.Uniform(20.0, 60.0),
+                                 delay=connect.Uniform(0.1, 1.5), seed=1)
+    exc = connect.from_arrays(exc.pre, exc.post, n_pre=n, n_post=n, weight=exc.weight,
+                              delay=np.round(exc.delay, 1))
     inh_out = connect.fixed_outdegree(40, n, 30, weight=-150.0, delay=0.8, seed=2)
-    inh = connect.from_arrays(
-        inh_out.pre + 160,
-        inh_out.post,
-        n_pre=n,
-        n_post=n,
-        weight=-150.0 * rng.uniform(0.5, 1.5, inh_out.n_synapses),
-        delay=0.8,
-    )
+    inh = connect.from_arrays(inh_out.pre + 160, inh_out.post, n_pre=n, n_post=n,
+                              weight=-150.0 * rng.uniform(0.5, 1.5, inh_out.n_synapses),
+                              delay=0.8)
     conns = {"e": exc, "i": inh}
     sparse = _spikes(_network(conns, bs.Sparse()))
     csr = _spikes(_network(conns, bs.CSR()))
@@ -572,9 +539,8 @@ def test_network_procedural_equals_its_materialisation():
     # Constant weights and binary spikes: every delivered value is exact, so the procedural
     # network and a Sparse network of the same (materialised) synapses spike identically.
     n = 200
-    exc = connect.procedural_fixed_outdegree(
-        n, n, 20, weight=45.0, delay=0.5, allow_self=False, seed=5
-    )
+    exc = connect.procedural_fixed_outdegree(n, n, 20, weight=45.0, delay=0.5,
+                                             allow_self=False, seed=5)
     inh = connect.procedural_fixed_probability(n, n, 0.1, weight=-60.0, delay=0.3, seed=6)
     conns = {"e": exc, "i": inh}
     net = _network(conns, None)

@@ -36,7 +36,7 @@ def _problem(seed, density, shared_weight, shared_delay, dtype=np.float32):
     return (ring.astype(dtype), spikes.astype(dtype), targets, np.asarray(weights, dtype), delays)
 
 
-def _oracle(ring, cursor, spikes, targets, weights, delays, homogeneous_delay=2):
+def _oracle(ring, cursor, spikes, targets, weights, delays, homogeneous_delay=2, n_ring=N_RING):
     out = np.array(ring, dtype=np.float64)
     w = np.broadcast_to(weights, targets.shape)
     for i in np.flatnonzero(spikes):
@@ -44,11 +44,13 @@ def _oracle(ring, cursor, spikes, targets, weights, delays, homogeneous_delay=2)
             t = targets[i, k]
             if 0 <= t < N_POST:
                 d = homogeneous_delay if delays is None else delays[i, k]
-                out[((cursor + d) % N_RING) * N_POST + t] += spikes[i] * w[i, k]
+                out[((cursor + d) % n_ring) * N_POST + t] += spikes[i] * w[i, k]
     return out
 
 
-def _deliver(impl, ring, cursor, spikes, targets, weights, delays):
+def _deliver(impl, ring, cursor, spikes, targets, weights, delays, **options):
+    """``ell_deliver`` with this module's sizes; ``options`` override ``homogeneous_delay=2``
+    or add keywords (``clear_row``, ``after``)."""
     return kernels.ell_deliver(
         jnp.asarray(ring),
         cursor,
@@ -57,8 +59,8 @@ def _deliver(impl, ring, cursor, spikes, targets, weights, delays):
         jnp.asarray(weights),
         None if delays is None else jnp.asarray(delays),
         n_post=N_POST,
-        homogeneous_delay=2,
         implementation=impl,
+        **{"homogeneous_delay": 2, **options},
     )
 
 
@@ -153,10 +155,8 @@ def test_native_kernel_adds_into_the_ring_in_place():
         return _deliver(Implementation.NATIVE_CPU, r, 1, s, targets, weights, delays)
 
     batch = np.stack([spikes, spikes[::-1]])
-    for fn, args in (
-        (jax.jit(one), (ring, spikes)),
-        (jax.jit(jax.vmap(one, in_axes=(None, 0))), (ring, batch)),
-    ):
+    for fn, args in ((jax.jit(one), (ring, spikes)),
+                     (jax.jit(jax.vmap(one, in_axes=(None, 0))), (ring, batch))):
         hlo = fn.lower(*args).compile().as_text()
         call = next(line for line in hlo.split("\n") if "brainsim_ell_deliver" in line)
         assert "output_to_operand_aliasing" in call, call
@@ -190,32 +190,15 @@ def test_clear_row_zeroes_the_current_row_before_delivering(impl, n_ring, cursor
     after = (jnp.ones(N_POST, jnp.float32),)
 
     def run(ring, spikes, weights):
-        return kernels.ell_deliver(
-            ring,
-            cursor,
-            spikes,
-            targets,
-            weights,
-            None if delays is None else delays,
-            n_post=N_POST,
-            homogeneous_delay=homogeneous,
-            implementation=impl,
-            clear_row=True,
-            after=after,
-        )
+        return _deliver(impl, ring, cursor, spikes, targets, weights, delays,
+                        homogeneous_delay=homogeneous, clear_row=True, after=after)
 
     got = np.asarray(jax.jit(run)(ring, spikes, weights))
-    cleared = ring.astype(np.float64).copy()
+    cleared = ring.copy()
     row = cursor % n_ring
     cleared[row * N_POST : (row + 1) * N_POST] = 0.0
-    expected = np.zeros_like(cleared)
-    w = np.broadcast_to(weights, targets.shape)
-    for i in np.flatnonzero(spikes):
-        for k in range(FAN_OUT):
-            if 0 <= targets[i, k] < N_POST:
-                d = homogeneous if delays is None else delays[i, k]
-                expected[((cursor + d) % n_ring) * N_POST + targets[i, k]] += spikes[i] * w[i, k]
-    np.testing.assert_allclose(got, cleared + expected, rtol=1e-5, atol=1e-5)
+    expected = _oracle(cleared, cursor, spikes, targets, weights, delays, homogeneous, n_ring)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     if impl is Implementation.NATIVE_CPU:
         hlo = jax.jit(run).lower(ring, spikes, weights).compile().as_text()
         assert "brainsim_ring_clear" not in hlo, "the native kernel clears the row itself"
@@ -232,18 +215,7 @@ def test_clear_row_under_vmap_and_grad_equals_the_reference():
     after = (jnp.zeros(N_POST, jnp.float32),)
 
     def deliver(impl, r, s, w):
-        return kernels.ell_deliver(
-            r,
-            6,
-            s,
-            targets,
-            w,
-            delays,
-            n_post=N_POST,
-            implementation=impl,
-            clear_row=True,
-            after=after,
-        )
+        return _deliver(impl, r, 6, s, targets, w, delays, clear_row=True, after=after)
 
     results = {}
     for impl in (Implementation.REFERENCE, Implementation.NATIVE_CPU):
@@ -292,5 +264,5 @@ def test_kernel_cache_keeps_only_the_newest_builds(tmp_path):
     just_built = libs[0]  # oldest by time stamp, but the one in use: kept
     _cpu._prune(tmp_path, keep=just_built)
     kept = sorted(p.name for p in tmp_path.iterdir())
-    expected = sorted([just_built.name, other.name] + [p.name for p in libs[-_cpu._KEEP_BUILDS :]])
+    expected = sorted([just_built.name, other.name] + [p.name for p in libs[-_cpu._KEEP_BUILDS:]])
     assert kept == expected
