@@ -164,14 +164,8 @@ def _deliver(
     # Pallas' generic interpreter serves CPU lowering: ``pltpu.InterpretParams`` (TPU-faithful)
     # carries IO effects, which ``vmap`` of ``platform_dependent`` rejects; tests run the TPU
     # kernel under it directly.
-    return select(
-        impl,
-        args,
-        reference=reference,
-        native=native,
-        pallas=pallas,
-        tpu_supported=ring.dtype == jnp.float32,
-    )
+    return select(impl, args, reference=reference, native=native, pallas=pallas,
+                  tpu_supported=ring.dtype == jnp.float32)
 
 
 @_deliver.defjvp
