@@ -97,4 +97,5 @@ from ._synapses.outputs import AbstractOutput as AbstractOutput
 from ._synapses.outputs import ConductanceBased as ConductanceBased
 from ._synapses.outputs import CurrentBased as CurrentBased
 from ._synapses.stp import TsodyksMarkram as TsodyksMarkram
+from ._timing import Timing as Timing
 from ._version import __version__ as __version__

@@ -1,8 +1,14 @@
 r"""External inputs: injected currents and spike sources.
 
-Currents are evaluated at the start of each step, :math:`t_k = k\,\Delta t`, and held for the
-step. Spike sources are populations without membrane dynamics; their spikes in step ``k`` are
-stamped :math:`t_k` like every other spike in brainsim.
+Currents are evaluated for each step and held over it. With Brian2's conventions (the
+default) a current switching at :math:`T` acts from the first step starting at or after
+:math:`T` (:math:`t \ge T`, as a Brian2 ``TimedArray``); with NEST's
+(:meth:`~brainsim.Timing.nest`) one step later (:math:`t > T`, NEST's
+``step_current_generator`` connected with the shortest delay). Spike sources are populations
+without membrane dynamics; their spikes are recorded like every other spike (:math:`t_k` for
+step ``k`` in Brian2's conventions, :math:`t_{k+1}` in NEST's), so a :class:`SpikeGenerator`
+spike at :math:`\tau` is emitted by step :math:`\tau/\Delta t` (Brian2) or
+:math:`\tau/\Delta t - 1` (NEST) and recorded at :math:`\tau` either way.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from ._errors import as_parameter, check_nonnegative, check_positive
 from ._events import cpu_loop_or_single
 from ._neurons._base import AbstractSpikeSource, default_dtype
+from ._timing import BRIAN2, Timing, follow_timing, with_static_field
 
 
 def _whole_steps(value_ms: float, dt: float, *, owner: str, name: str) -> int:
@@ -49,6 +56,12 @@ class AbstractCurrent(eqx.Module):
         """Precompute what depends on the step (called once when a network is built)."""
         return self
 
+    def with_timing(self, timing: Timing) -> AbstractCurrent:
+        """This current following the conventions ``timing`` (a :class:`~brainsim.Timing`; a
+        :class:`~brainsim.Network` passes its own to its populations' currents). Currents with
+        a schedule keep them in a static ``timing`` field; others are unchanged."""
+        return follow_timing(self, timing)
+
     def check_size(self, n: int, owner: str) -> None:
         return None
 
@@ -71,17 +84,20 @@ class ConstantCurrent(AbstractCurrent):
 
 
 class StepCurrent(AbstractCurrent):
-    """Piecewise-constant current (NEST ``step_current_generator``).
+    r"""Piecewise-constant current (NEST ``step_current_generator``).
 
     ``amplitudes[i]`` (pA) flows from ``times[i]`` (ms) until ``times[i+1]``; zero before
     ``times[0]``. ``amplitudes`` has shape ``(m,)`` or ``(m, n)`` for per-neuron values. A
-    switch applies from the first step starting at or after its time.
+    switch applies from the first step starting at or after its time (Brian2's conventions,
+    :math:`t \ge T`), or one step later in a network with NEST's (:math:`t > T`; NEST delivers
+    a device's current with its connection delay, at least one step).
     """
 
     times: np.ndarray
     """Switch times (ms), kept in float64 on the host so they map to exact steps."""
     amplitudes: Float[Array, "m *n"]
     switch_steps: Int[Array, " m"] | None
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(self, times: ArrayLike, amplitudes: ArrayLike, *, _switch_steps=None):
         t = np.asarray(times, dtype=float)
@@ -100,14 +116,19 @@ class StepCurrent(AbstractCurrent):
         self.amplitudes = as_parameter(a)
         self.switch_steps = _switch_steps
 
+    def _switch_steps(self, dt):
+        """The first step each amplitude acts in."""
+        steps = np.ceil(self.times / dt - 1e-6) + self.timing.stamp_steps
+        return jnp.asarray(steps.astype(np.int32))
+
     def discretize(self, dt):
-        steps = np.ceil(self.times / dt - 1e-6).astype(np.int32)
-        return StepCurrent(self.times, self.amplitudes, _switch_steps=jnp.asarray(steps))
+        built = StepCurrent(self.times, self.amplitudes, _switch_steps=self._switch_steps(dt))
+        return with_static_field(built, "timing", self.timing)
 
     def current(self, step, dt, key):
         switch = self.switch_steps
         if switch is None:  # used on its own, outside a network
-            switch = jnp.asarray(np.ceil(self.times / dt - 1e-6).astype(np.int32))
+            switch = self._switch_steps(dt)
         i = jnp.searchsorted(switch, step, side="right") - 1
         value = self.amplitudes[jnp.maximum(i, 0)]
         return jnp.where(i >= 0, value, jnp.zeros_like(value))
@@ -127,12 +148,15 @@ class TimedArray(AbstractCurrent):
     ``[t_start, t_start + T dt)`` the value is zero. Used as an injected current (pA) or as a
     time-varying rate of a :class:`PoissonSource` (Hz). In a network, ``dt`` and ``t_start``
     must be whole multiples of the simulation step so rows are selected by exact integer
-    arithmetic on the step index.
+    arithmetic on the step index. As an injected current in a network with NEST's conventions
+    every row acts one step later (like :class:`StepCurrent`); as a rate it is the rate of the
+    step that emits the spikes under both conventions.
     """
 
     values: Float[Array, "T *n"]
     dt: float = eqx.field(static=True)
     t_start: float = eqx.field(static=True)
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(self, values: ArrayLike, dt: float, t_start: float = 0.0):
         check_positive("dt", dt, owner="TimedArray", unit="ms")
@@ -166,7 +190,7 @@ class TimedArray(AbstractCurrent):
         return self._row(jnp.where(shifted >= 0, shifted // ratio, -1))
 
     def current(self, step, dt, key):
-        return self.at_step(step, dt)
+        return self.at_step(step - self.timing.stamp_steps, dt)
 
     def check_size(self, n, owner):
         if self.values.ndim == 2 and self.values.shape[1] != n:
@@ -291,9 +315,11 @@ class SpikeGeneratorState(NamedTuple):
 class SpikeGenerator(AbstractSpikeSource):
     """Emits spikes at explicit times: channel ``indices[j]`` fires at ``times[j]`` (ms).
 
-    A spike at time ``τ`` is emitted in step ``round(τ / dt)`` (times must lie on the step grid
-    unless ``round_times=True``). Repeated (time, index) pairs emit a spike of value 2, 3, …
-    so nothing is merged away.
+    A spike at time ``τ`` is emitted by step ``round(τ / dt)`` (Brian2's conventions) or
+    ``round(τ / dt) - 1`` (NEST's, which record a spike at the end of the step that emits it),
+    and recorded at ``τ`` either way; times must lie on the step grid unless
+    ``round_times=True``. Under NEST's conventions the earliest spike time is ``dt``, as in
+    NEST. Repeated (time, index) pairs emit a spike of value 2, 3, … so nothing is merged away.
     """
 
     times: np.ndarray
@@ -302,6 +328,7 @@ class SpikeGenerator(AbstractSpikeSource):
     steps: Int[Array, " m"] | None
     channels: Int[Array, " m"] | None
     per_step: int = eqx.field(static=True)
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
         self, times: ArrayLike, indices: ArrayLike, *, round_times: bool = False, _built=None
@@ -340,6 +367,14 @@ class SpikeGenerator(AbstractSpikeSource):
                     f"SpikeGenerator: spike time {self.times[off][0]} ms is not on the step grid "
                     f"(dt = {dt} ms). Use multiples of dt or round_times=True."
                 )
+        steps = steps - self.timing.stamp_steps
+        if np.any(steps < 0):
+            raise ValueError(
+                f"SpikeGenerator: spike time {self.times[steps < 0][0]} ms cannot be emitted "
+                "with NEST's conventions, which record a spike at the end of the step that "
+                f"emits it: the earliest spike time is dt = {dt} ms. Use times >= dt (as NEST "
+                "requires) or Timing.brian2()."
+            )
         order = np.lexsort((self.indices, steps))
         steps = steps[order].astype(np.int64)
         per_step = int(np.bincount(steps).max()) if steps.size else 1
@@ -348,7 +383,8 @@ class SpikeGenerator(AbstractSpikeSource):
             jnp.asarray(self.indices[order], jnp.int32),
             per_step,
         )
-        return SpikeGenerator(self.times, self.indices, round_times=self.round_times, _built=built)
+        new = SpikeGenerator(self.times, self.indices, round_times=self.round_times, _built=built)
+        return with_static_field(new, "timing", self.timing)
 
     def init(self, n, *, dtype=None):
         return SpikeGeneratorState(jnp.zeros((), jnp.int32), jnp.zeros((n,), default_dtype(dtype)))

@@ -1,11 +1,13 @@
 r"""Learnable synaptic delays: real-valued delays, differentiable through linear interpolation.
 
-A synapse ``s`` with real delay :math:`d_s` (in steps of ``dt``, :math:`1 \le d_s \le D`) spreads
-its weight over the two neighbouring integer lags (a two-tap kernel, the linear variant of
-DCLS, Hammouamri et al. 2024):
+A synapse ``s`` with real delay :math:`d_s` (in steps of ``dt``, :math:`0 \le d_s \le D - 1`)
+has the real lag :math:`d_s + 1` (a whole-step delay acts as in every other layout: a spike of
+step ``k`` is first integrated in step :math:`k + d_s + 1`, :mod:`brainsim._timing`) and
+spreads its weight over the two neighbouring integer lags (a two-tap kernel, the linear
+variant of DCLS, Hammouamri et al. 2024):
 
 .. math::
-    \ell_s = \min(\lfloor d_s \rfloor, D - 1), \qquad f_s = d_s - \ell_s \in [0, 1], \\
+    \ell_s = \min(\lfloor d_s + 1 \rfloor, D - 1), \qquad f_s = d_s + 1 - \ell_s \in [0, 1], \\
     \text{a spike of step } k \text{ adds } (1 - f_s)\, w_s \text{ to row } k + \ell_s
     \text{ and } f_s\, w_s \text{ to row } k + \ell_s + 1 \text{ of the receptor's ring.}
 
@@ -25,8 +27,8 @@ slope informative.
 
 Delays are stored in ms as a float array leaf ``delays`` (one per synapse), next to the
 per-synapse ``weights``; train them with :class:`brainsim.fit.Trainable`, e.g. with
-``fit.Interval(dt, max_delay)`` so they stay in range without a clip (outside
-``[dt, max_delay]`` they are clipped, and the gradient there is zero).
+``fit.Interval(0.0, max_delay)`` so they stay in range without a clip (outside
+``[0, max_delay]`` they are clipped, and the gradient there is zero).
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ class LearnableDelays(AbstractLayout):
 
     Arguments:
         max_delay: the longest delay (ms) a synapse may reach during training; the receptor's
-            ring buffer gets ``max_delay / dt`` rows. At least two steps.
+            ring buffer gets ``max_delay / dt + 1`` rows. At least one step.
 
     Each synapse keeps its own weight and delay (initial values from the edge list: delays in
-    ms, ``None`` = one step; they need not be multiples of ``dt``). Delivery is a dense jnp
+    ms, ``None`` = 0; they need not be multiples of ``dt``). Delivery is a dense jnp
     scatter over all synapses every step (not event-driven): use it to train, then turn the
     projection into an event-driven one with :func:`round_learned_delays`.
 
@@ -66,7 +68,7 @@ class LearnableDelays(AbstractLayout):
         ...                    receptor="e", layout=bs.LearnableDelays(max_delay=10.0))],
         ...     dt=1.0)
         >>> tr = bs.fit.Trainable(net, lambda n: n.projections[0].connectivity.delays,
-        ...                       bs.fit.Interval(1.0, 10.0))   # delays in ms, kept in range
+        ...                       bs.fit.Interval(0.0, 10.0))   # delays in ms, kept in range
         >>> # ... fit ..., then for event-driven inference:
         >>> fast = bs.round_learned_delays(tr.build(tr.init()))
     """
@@ -83,38 +85,39 @@ class LearnableDelays(AbstractLayout):
     def build(self, edges, dt, *, owner, round_delays, dtype):
         edges = materialise(edges, owner)
         max_steps = int(np.floor(self.max_delay / dt + 1e-9))
-        if max_steps < 2:
+        if max_steps < 1:
             raise ValueError(
-                f"{owner}: LearnableDelays(max_delay={self.max_delay}) spans fewer than two steps "
+                f"{owner}: LearnableDelays(max_delay={self.max_delay}) is shorter than one step "
                 f"of dt = {dt} ms; interpolation needs at least two lags. Raise `max_delay`."
             )
         n = edges.n_synapses
-        delay = dt if edges.delay is None else edges.delay
+        delay = 0.0 if edges.delay is None else edges.delay
         delays = np.broadcast_to(np.asarray(delay, dtype=float), (n,))
-        low, high = dt * (1 - 1e-9), max_steps * dt * (1 + 1e-9)
-        bad = (delays < low) | (delays > high)
+        high = max_steps * dt * (1 + 1e-9)
+        bad = ~((delays >= 0) & (delays <= high))
         if np.any(bad):
             raise ValueError(
-                f"{owner}: initial delay {delays[bad][0]} ms is outside [dt, max_delay] = "
-                f"[{dt}, {max_steps * dt}] ms of LearnableDelays; raise `max_delay` or shorten "
+                f"{owner}: initial delay {delays[bad][0]} ms is outside [0, max_delay] = "
+                f"[0, {max_steps * dt}] ms of LearnableDelays; raise `max_delay` or shorten "
                 "the delays."
             )
         return LearnableDelayConnectivity(
             jnp.asarray(edges.pre, jnp.int32),
             jnp.asarray(edges.post, jnp.int32),
             jnp.asarray(edges.weights_per_edge(), dtype),
-            jnp.asarray(np.clip(delays, dt, max_steps * dt), dtype),
+            jnp.asarray(np.clip(delays, 0.0, max_steps * dt), dtype),
             float(dt),
             edges.n_pre,
             edges.n_post,
-            max_steps,
+            max_steps + 1,
             n,
         )
 
 
 class LearnableDelayConnectivity(AbstractConnectivity):
     """Synapses as a list (``pre``, ``post``) with per-synapse ``weights`` and real ``delays``
-    (ms, array leaves: both trainable); ``max_delay`` is the ring length in steps."""
+    (ms, array leaves: both trainable); ``max_delay`` is the ring length in steps (the longest
+    lag, the longest delay plus one step)."""
 
     pre: Int[Array, " n_synapses"]
     post: Int[Array, " n_synapses"]
@@ -135,9 +138,9 @@ class LearnableDelayConnectivity(AbstractConnectivity):
 
     def taps(self):
         """Lower lag (steps, int) and the fraction ``f`` of the weight sent one step later."""
-        d = jnp.clip(self.delays / self.dt, 1.0, float(self.max_delay))
-        lower = jnp.minimum(jnp.floor(d), self.max_delay - 1)
-        return lower.astype(jnp.int32), d - lower
+        lag = jnp.clip(self.delays / self.dt, 0.0, float(self.max_delay - 1)) + 1.0
+        lower = jnp.minimum(jnp.floor(lag), self.max_delay - 1)
+        return lower.astype(jnp.int32), lag - lower
 
     def deliver(self, ring, cursor, spikes):
         n_ring = ring.shape[0] // self.n_post
@@ -156,7 +159,7 @@ class LearnableDelayConnectivity(AbstractConnectivity):
     def rounded_edges(self) -> EdgeList:
         """The synapses as an :class:`~brainsim.connect.EdgeList` with the current weights and
         each delay rounded to the nearest whole step (ms)."""
-        steps = np.clip(np.rint(np.asarray(self.delays, float) / self.dt), 1, self.max_delay)
+        steps = np.clip(np.rint(np.asarray(self.delays, float) / self.dt), 0, self.max_delay - 1)
         return EdgeList(
             np.asarray(self.pre),
             np.asarray(self.post),

@@ -318,6 +318,8 @@ def _run_meta(network, monitors, chunk_steps, plan, start_step) -> dict:
         "format_version": RUN_FORMAT_VERSION,
         "brainsim_version": __version__,
         "dt": network.dt,
+        # A spike of step k is recorded at (k + spike_stamp_steps) dt (brainsim.Timing).
+        "spike_stamp_steps": network.timing.stamp_steps,
         "population_names": [p.name for p in network.populations],
         "population_sizes": [p.size for p in network.populations],
         "chunk_steps": chunk_steps,
@@ -332,7 +334,10 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _compatible(out: Path, old: dict, new: dict) -> None:
-    for field in ("format", "format_version", "dt", "population_names", "population_sizes"):
+    for field in (
+        "format", "format_version", "dt", "spike_stamp_steps", "population_names",
+        "population_sizes",
+    ):  # fmt: skip
         if old.get(field) != new.get(field):
             raise ValueError(
                 f"run_long: {str(out)!r} holds a run with {field} = {old.get(field)!r}, but this "
@@ -581,6 +586,8 @@ class StoredRun:
         self.population_names: tuple[str, ...] = tuple(self.meta["population_names"])
         self.population_sizes: tuple[int, ...] = tuple(self.meta["population_sizes"])
         self.start_step: int = self.meta["start_step"]
+        # Runs written before timing conventions existed used Brian2's (spikes at t_k).
+        self.stamp_steps: int = self.meta.get("spike_stamp_steps", 0)
         width = 1 + len(self.meta["streams"])
         raw = np.fromfile(self.out_dir / _INDEX, dtype=np.int64)
         self.index = raw[: raw.size // width * width].reshape(-1, width)
@@ -616,7 +623,15 @@ class StoredRun:
         return self.meta["spikes"][population]
 
     def _step(self, t: float | None, default: int) -> int:
-        return default if t is None else self.start_step + int(math.ceil(t / self.dt - 1e-9))
+        """The first step whose spikes are recorded at or after ``t`` (ms from the start)."""
+        if t is None:
+            return default
+        return self.start_step + int(math.ceil(t / self.dt - 1e-9)) - self.stamp_steps
+
+    def _spike_times(self, steps) -> np.ndarray:
+        """Recorded times (ms from the run's start) of spikes emitted by ``steps``, computed
+        in integers first so they stay exact however long the run."""
+        return (np.asarray(steps, np.int64) - self.start_step + self.stamp_steps) * self.dt
 
     def spikes(
         self, population: str, t_start: float | None = None, t_stop: float | None = None
@@ -627,8 +642,7 @@ class StoredRun:
         steps = self._stream(s_steps)
         lo = int(np.searchsorted(steps, self._step(t_start, -(2**62)), side="left"))
         hi = int(np.searchsorted(steps, self._step(t_stop, 2**62), side="left"))
-        times = (np.asarray(steps[lo:hi], np.int64) - self.start_step) * self.dt
-        return times, np.asarray(self._stream(s_ids, lo, hi))
+        return self._spike_times(steps[lo:hi]), np.asarray(self._stream(s_ids, lo, hi))
 
     def iter_spikes(self, population: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(times_ms, ids)`` chunk by chunk, as written: memory of one chunk at a time."""
@@ -636,8 +650,8 @@ class StoredRun:
         lo = 0
         for row in self.index:
             hi = int(row[1 + s_steps])
-            steps = np.asarray(self._stream(s_steps, lo, hi), np.int64)
-            yield (steps - self.start_step) * self.dt, np.asarray(self._stream(s_ids, lo, hi))
+            steps = self._stream(s_steps, lo, hi)
+            yield self._spike_times(steps), np.asarray(self._stream(s_ids, lo, hi))
             lo = hi
 
     def n_spikes(self, population: str) -> int:

@@ -5,29 +5,33 @@ constants, input amplitudes) is an array leaf, so ``jit``, ``vmap`` and ``grad``
 directly; names, sizes and delays (in steps) are static structure. The network carries its
 step ``dt`` because delays are stored as whole steps.
 
-One step ``k`` (time :math:`t_k = k\,\Delta t`) is, in this order:
+One step ``k`` (from :math:`t_k = k\,\Delta t` to :math:`t_{k+1}`) is, in this order:
 
 1. **Arrivals** — every receptor reads the row of its ring buffer due at step ``k`` (spikes
-   emitted in step ``k - d`` over synapses with delay ``d``) and adds it to its trace.
+   emitted in step ``k - l`` over synapses with lag ``l``: a delay :math:`d` has the lag
+   :math:`d/\Delta t + 1`) and adds it to its trace.
 2. **Drive** — each receptor's trace, averaged exactly over :math:`[t_k, t_{k+1}]`, becomes
    membrane input through its output (current, conductance, NMDA) at :math:`V(t_k)`; injected
-   currents are evaluated at :math:`t_k`.
-3. **Neurons** integrate to :math:`t_{k+1}`, spike (stamped :math:`t_k`, as in Brian2) and reset;
-   spike sources emit. Each receptor's trace then decays to :math:`t_{k+1}` and the ring row
-   it read is cleared (ordered after the neuron update so that XLA updates both in place; for
-   a receptor with incoming projections the clear is done by the first delivery into it in
-   step 5, one kernel call instead of two).
-4. **Plasticity** — each projection with a ``plasticity`` rule updates its weights (kept in
+   currents are evaluated for step ``k``.
+3. **Neurons** integrate to :math:`t_{k+1}`, spike and reset; spike sources emit. A spike is
+   recorded at :math:`t_k` (Brian2) or :math:`t_{k+1}` (NEST), as the network's
+   :class:`~brainsim.Timing` says. Each receptor's trace then decays to :math:`t_{k+1}` and the
+   ring row it read is cleared (ordered after the neuron update so that XLA updates both in
+   place; for a receptor with incoming projections the clear is done by the first delivery
+   into it in step 4, one kernel call instead of two).
+4. **Propagation** — spikes pass through short-term plasticity and are delivered into the
+   postsynaptic ring rows ``k + l``. A zero delay (lag one) therefore acts in the next step,
+   as in Brian2; a delay :math:`d` acts in step :math:`k + d/\Delta t + 1`, as in Brian2 and
+   NEST.
+5. **Plasticity** — each projection with a ``plasticity`` rule updates its weights (kept in
    ``state.plasticity``) from this step's pre- and postsynaptic spikes.
-5. **Propagation** — spikes pass through short-term plasticity and are delivered into the
-   postsynaptic ring rows ``k + d``. A delay of one step (the minimum) therefore acts on the
-   next step, the timing of a zero-delay synapse in Brian2.
 
-Plastic weights are updated *before* this step's spikes are delivered, so a spike is
-transmitted with the weight after its own update (Brian2's ``on_pre: ge += w; ...; w = ...``
-transmits the weight before it). The difference is one STDP increment on one transmission; the
-order lets XLA update the weight array in place instead of copying it every step (a copy of a
-large projection's weights per step costs more than the plasticity itself).
+So a plastic synapse transmits the weight *before* the spike's own update, as Brian2's
+``on_pre: ge += w; ...; w = ...``. With ``Timing(transmit_after_update=True)`` (NEST's
+``stdp_synapse``; the default of :meth:`Timing.nest`) steps 4 and 5 swap: the weights are
+updated first and the spike is transmitted with its updated weight. In both orders XLA updates
+the weight array in place (the update is made to wait for the delivery that reads the old
+weights).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from ._propagation import AbstractConnectivity, AbstractLayout, Procedural, Spar
 from ._synapses.kinetics import AbstractKinetics
 from ._synapses.outputs import AbstractOutput
 from ._synapses.stp import TsodyksMarkram
+from ._timing import BRIAN2, Timing, check_timing
 from .connect import EdgeList, ProceduralEdges
 from .init import AbstractInitializer
 from .plasticity._base import AbstractPlasticity
@@ -245,11 +250,18 @@ class Network(eqx.Module):
         populations: the :class:`Population` values (unique names).
         projections: the :class:`Projection` values.
         dt: the simulation step (ms); delays become whole steps of it.
+        timing: the conventions of a reference simulator (:class:`~brainsim.Timing`): when a
+            spike is recorded, how long the refractory clamp lasts, when spike generators and
+            step currents act, and whether a plastic synapse transmits its weight before or
+            after the spike's own update. Default :meth:`Timing.brian2`: a model ported one to
+            one from Brian2 gives Brian2's spikes at Brian2's times; :meth:`Timing.nest` gives
+            NEST's.
     """
 
     populations: tuple[Population, ...]
     projections: tuple[Projection, ...]
     dt: float = eqx.field(static=True)
+    timing: Timing = eqx.field(static=True)
 
     def __init__(
         self,
@@ -257,8 +269,10 @@ class Network(eqx.Module):
         projections: Sequence[Projection] = (),
         *,
         dt: float,
+        timing: Timing | None = None,
     ):
         check_positive("dt", dt, owner="Network", unit="ms")
+        self.timing = BRIAN2 if timing is None else check_timing(timing, "Network")
         populations = tuple(populations)
         if not populations:
             raise ValueError("Network: needs at least one population.")
@@ -288,10 +302,13 @@ class Network(eqx.Module):
         self.projections = tuple(built)
 
     def _discretize(self, p: Population) -> Population:
-        """Precompute the step-dependent parts of sources and currents (dt is now known)."""
+        """Give models and inputs the network's timing conventions and precompute the
+        step-dependent parts of sources and currents (dt is now known)."""
+        model = p.model.with_timing(self.timing)
         if p.is_source:
-            return eqx.tree_at(lambda q: q.model, p, p.model.discretize(p.size, self.dt))
-        currents = tuple(c.discretize(self.dt) for c in p.currents)
+            return eqx.tree_at(lambda q: q.model, p, model.discretize(p.size, self.dt))
+        p = eqx.tree_at(lambda q: q.model, p, model)
+        currents = tuple(c.with_timing(self.timing).discretize(self.dt) for c in p.currents)
         return eqx.tree_at(lambda q: q.currents, p, currents) if currents else p
 
     def _build_projection(self, proj: Projection, by_name) -> Projection:
@@ -437,18 +454,33 @@ class Network(eqx.Module):
                 p, pstate, state.receptors[p.name], k, t, pkey, defer_clears=True
             )
             pending_clears.update(clears)
-        plastic = self._plasticity(state, spikes, k, step_key)
-        stp, receptors = self._propagate(state, spikes, receptors, k, plastic, pending_clears)
+        if self.timing.transmit_after_update:
+            plastic = self._plasticity(state, spikes, k, step_key)
+            stp, receptors = self._propagate(state, spikes, receptors, k, plastic, pending_clears)
+        else:
+            stp, receptors = self._propagate(
+                state, spikes, receptors, k, state.plasticity, pending_clears
+            )
+            plastic = self._plasticity(state, spikes, k, step_key, delivered=receptors)
         new_state = NetworkState(k + 1, state.key, pops, receptors, stp, plastic)
         return new_state, spikes
 
-    def _plasticity(self, state, spikes, k, key):
-        """Long-term plasticity of every plastic projection, after this step's spikes."""
+    def _plasticity(self, state, spikes, k, key, delivered=None):
+        """Long-term plasticity of every plastic projection, after this step's spikes.
+
+        With ``delivered`` (the receptors after this step's deliveries; Brian2's order, the
+        spikes were transmitted with the weights before this update) each update waits for
+        its projection's delivery: XLA then updates the weights in place after the delivery
+        has read them, instead of copying them every step."""
         out = {}
         for n, proj in enumerate(self.projections):
             if proj.plasticity is None:
                 continue
             ps = state.plasticity[proj.name]
+            pre_spikes = spikes[proj.pre]
+            if delivered is not None:
+                ring = delivered[proj.post][proj.receptor].ring
+                pre_spikes = kernels.after(pre_spikes, ring[:1])
             mod = proj.modulator
             if proj.modulator_population is not None:
                 mod = kernels.fast_sum(spikes[proj.modulator_population])
@@ -457,7 +489,7 @@ class Network(eqx.Module):
             w, rs = proj.plasticity.update(
                 ps.rule,
                 ps.weights,
-                spikes[proj.pre],
+                pre_spikes,
                 spikes[proj.post],
                 self.dt,
                 synapses=proj.synapses,

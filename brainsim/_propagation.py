@@ -1,8 +1,11 @@
 r"""Storage layouts of a projection and the delivery of spikes into a receptor's ring buffer.
 
 Delivery writes each spike's weight into the *future* input of the postsynaptic receptor: a
-ring buffer of ``D`` rows of ``n_post`` values, stored flat. A spike emitted in step ``k`` over a synapse with delay ``d`` steps lands in row
-``(k + d) mod D`` and is read at the start of step ``k + d``.
+ring buffer of ``D`` rows of ``n_post`` values, stored flat. A spike emitted in step ``k`` over
+a synapse with lag ``l`` steps lands in row ``(k + l) mod D`` and is read at the start of step
+``k + l``. The lag of a delay :math:`d` (ms) is :math:`d/\Delta t + 1` (:func:`delay_steps`):
+built connectivity stores lags (``delays``, ``max_delay``, ``distinct_delays`` are in lag
+steps), so a zero delay acts in the next step, as in Brian2 and NEST.
 
 Layouts:
 
@@ -42,14 +45,20 @@ from .connect import EdgeList, ProceduralEdges
 
 
 def delay_steps(delay_ms, dt: float, *, owner: str, round_delays: bool) -> np.ndarray:
-    """Convert delays (ms) to whole steps of ``dt``; ``None`` means one step.
+    r"""The transmission lag, in steps, of synapses with delays ``delay_ms`` (ms; ``None`` = 0).
 
-    Raises if a delay is shorter than one step or (unless ``round_delays``) not a multiple of
-    ``dt``.
+    A spike emitted by step ``k`` over a synapse with delay :math:`d` is first integrated by
+    its target in step :math:`k + d/\Delta t + 1`, as in Brian2 and NEST
+    (:mod:`brainsim._timing`): the lag is :math:`d/\Delta t + 1` steps, at least one (a zero
+    delay acts in the next step). Raises if a delay is negative, not finite or (unless
+    ``round_delays``) not a whole number of steps.
     """
     if delay_ms is None:
         return np.asarray(1, np.int64)
     d = np.asarray(delay_ms, dtype=float)
+    if not np.all(np.isfinite(d)):
+        bad = d[~np.isfinite(d)].ravel()[0] if d.ndim else float(d)
+        raise ValueError(f"{owner}: delay {bad} ms is not a finite number. Pass delays >= 0 ms.")
     steps = np.rint(d / dt)
     if not round_delays:
         off = np.abs(d / dt - steps) > 1e-6 * np.maximum(1.0, np.abs(d / dt))
@@ -59,13 +68,13 @@ def delay_steps(delay_ms, dt: float, *, owner: str, round_delays: bool) -> np.nd
                 f"{owner}: delay {bad} ms is not a whole number of steps of dt = {dt} ms. "
                 "Use delays that are multiples of dt, a smaller dt, or round_delays=True."
             )
-    if np.any(steps < 1):
-        bad = d[steps < 1].ravel()[0] if d.ndim else float(d)
+    if np.any(steps < 0):
+        bad = d[steps < 0].ravel()[0] if d.ndim else float(d)
         raise ValueError(
-            f"{owner}: delay {bad} ms is shorter than one step (dt = {dt} ms). The shortest "
-            "delay is one step: a spike affects its targets in the next step."
+            f"{owner}: delay {bad} ms is negative. Delays are >= 0 ms (a zero delay acts in "
+            "the next step, as in Brian2)."
         )
-    return steps.astype(np.int64)
+    return steps.astype(np.int64) + 1
 
 
 def host_to_device(values, dtype) -> jax.Array:

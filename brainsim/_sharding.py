@@ -750,7 +750,7 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
     return collect_result(
         final, buffers, outputs, first_bad, monitors, plan.blocks,
-        dt=skeleton.dt, n_steps=n_steps, t_start=t_start,
+        dt=skeleton.dt, n_steps=n_steps, t_start=t_start, timing=skeleton.timing,
     )
 
 

@@ -26,6 +26,7 @@ from ._monitors import (
     WeightTrace,
 )
 from ._network import Network, NetworkState
+from ._timing import BRIAN2, Timing
 from .kernels import fast_sum
 
 
@@ -55,6 +56,8 @@ class SimulationResult(eqx.Module):
     dt: float = eqx.field(static=True)
     n_steps: int = eqx.field(static=True)
     t_start: jax.Array
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
+    """The network's conventions: a spike of step ``k`` is recorded at ``t_k`` or ``t_{k+1}``."""
 
     @property
     def duration(self) -> float:
@@ -135,7 +138,7 @@ class SimulationResult(eqx.Module):
             steps, ids = np.nonzero(counts)
             reps = counts[steps, ids].astype(np.int64)
             steps, ids = np.repeat(steps, reps), np.repeat(ids, reps)
-            return t0 + steps * self.dt, ids
+            return t0 + self.timing.spike_time(steps, self.dt), ids
         found = self._find(SpikeList, lambda m: m.population == population)
         if found is not None:
             buf = found[1]
@@ -144,7 +147,7 @@ class SimulationResult(eqx.Module):
             reps = np.asarray(buf.counts[:n]).astype(np.int64)
             steps = np.repeat(np.asarray(buf.steps[:n]), reps)
             ids = np.repeat(np.asarray(buf.ids[:n]), reps)
-            return t0 + steps * self.dt, ids
+            return t0 + self.timing.spike_time(steps, self.dt), ids
         raise ValueError(
             f"No spike recording of population {population!r}: pass record=(SpikeRaster(),) "
             "or SpikeList(...) to simulate."
@@ -172,7 +175,7 @@ class SimulationResult(eqx.Module):
             return np.asarray(found[1][population])
         times, _ = self.spikes(population)
         t0 = float(np.asarray(self.t_start).ravel()[0])
-        steps = np.rint((times - t0) / self.dt).astype(np.int64)
+        steps = np.rint((times - t0) / self.dt).astype(np.int64) - self.timing.stamp_steps
         return np.bincount(steps, minlength=self.n_steps).astype(np.float32)
 
     def rate(self, population: str) -> float:
@@ -234,7 +237,7 @@ def _nonfinite(pstate) -> jax.Array:
 
 
 def collect_result(
-    state, buffers, outputs, first_bad, monitors, populations, *, dt, n_steps, t_start
+    state, buffers, outputs, first_bad, monitors, populations, *, dt, n_steps, t_start, timing
 ) -> SimulationResult:
     """The :class:`SimulationResult` of a finished scan: each monitor's recording (its scan
     output, or its buffer if it records into one), overflow counts and faults.
@@ -263,6 +266,7 @@ def collect_result(
         dt=dt,
         n_steps=n_steps,
         t_start=t_start,
+        timing=timing,
     )
 
 
@@ -305,7 +309,7 @@ def _run(
     )
     return collect_result(
         state, buffers, outputs, first_bad, monitors, network.populations,
-        dt=network.dt, n_steps=n_steps, t_start=t_start,
+        dt=network.dt, n_steps=n_steps, t_start=t_start, timing=network.timing,
     )
 
 

@@ -1,5 +1,6 @@
 """Synaptic delays: a spike emitted in step t over a synapse of d steps reaches the receptor
-exactly at the start of step t + d, for homogeneous and per-synapse delays, in both layouts."""
+exactly at the start of step t + d + 1 (Brian2's and NEST's timing: a zero delay acts in the
+next step), for homogeneous and per-synapse delays, in both layouts."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ LAYOUTS = {"dense": bs.Dense(), "sparse": bs.Sparse(chunk_size=3)}
 
 def _expected_trace(spike_steps, spike_ids, edges, delay_steps, n_steps):
     """Reference: every (spike, synapse) pair adds w e^{-(j - a + 1) dt / tau} to the trace after
-    step j >= a, a = emission step + delay steps (the value after step j is at t_{j+1})."""
+    step j >= a, a = emission step + delay steps + 1 (the value after step j is at t_{j+1})."""
     out = np.zeros((n_steps, edges.n_post))
     w = edges.weights_per_edge()
     d = np.broadcast_to(delay_steps, edges.pre.shape)
     j = np.arange(n_steps)
     for s, i in zip(spike_steps, spike_ids, strict=True):
         for e in np.flatnonzero(edges.pre == i):
-            a = s + d[e]
+            a = s + d[e] + 1
             out[:, edges.post[e]] += np.where(j >= a, w[e] * np.exp(-(j - a + 1) * DT / TAU), 0.0)
     return out
 
@@ -42,28 +43,29 @@ def _check(edges, delay_steps, spike_steps, spike_ids, layout, n_steps):
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("delay_ms", [None, 0.5, 1.7])  # None: the one-step minimum
-def test_homogeneous_delay_arrives_at_t_plus_d(layout, delay_ms):
-    d = 1 if delay_ms is None else round(delay_ms / DT)
+@pytest.mark.parametrize("delay_ms", [None, 0.0, 0.1, 0.5, 1.7])  # None: zero delay
+def test_homogeneous_delay_arrives_at_t_plus_d_plus_one(layout, delay_ms):
+    d = 0 if delay_ms is None else round(delay_ms / DT)
     edges = connect.all_to_all(3, 2, weight=1.0, delay=delay_ms)
     spike_steps, spike_ids = [2, 5, 5, 13], [0, 1, 2, 2]
     got = _check(edges, d, spike_steps, spike_ids, LAYOUTS[layout], 60)
-    # The first jump of every target is exactly at step 2 + d.
-    np.testing.assert_array_equal(first_nonzero_row(got), [2 + d, 2 + d])
-    assert np.all(got[: 2 + d] == 0)
+    # The first jump of every target is exactly at step 2 + d + 1.
+    np.testing.assert_array_equal(first_nonzero_row(got), [3 + d, 3 + d])
+    assert np.all(got[: 3 + d] == 0)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_per_synapse_delays_arrive_at_t_plus_d(layout):
+def test_per_synapse_delays_arrive_at_t_plus_d_plus_one(layout):
     rng = np.random.default_rng(7)
     n_pre, n_post = 6, 5
-    # Unique pairs (Dense stores one delay per pair) with delays of 1..25 steps.
+    # Unique pairs (Dense stores one delay per pair) with delays of 0..25 steps.
     pairs = rng.choice(n_pre * n_post, size=18, replace=False)
     pre, post = np.divmod(pairs, n_post)
-    steps = rng.integers(1, 26, size=pre.size)
+    steps = rng.integers(0, 26, size=pre.size)
+    steps[0] = 0
     edges = connect.from_arrays(pre, post, n_pre=n_pre, n_post=n_post,
                                 weight=rng.uniform(0.5, 2.0, pre.size), delay=steps * DT)
-    # Spikes spread over 120 steps: the 25-row ring buffer wraps around several times.
+    # Spikes spread over 120 steps: the 26-row ring buffer wraps around several times.
     # All six neurons also fire together in step 50.
     spike_steps = np.concatenate([rng.integers(0, 120, size=40), np.full(n_pre, 50)])
     spike_ids = np.concatenate([rng.integers(0, n_pre, size=40), np.arange(n_pre)])
@@ -71,15 +73,15 @@ def test_per_synapse_delays_arrive_at_t_plus_d(layout):
 
 
 def test_single_spike_per_synapse_jump_step():
-    # One presynaptic neuron, three targets with delays 1, 7 and 20 steps: each target's trace
-    # is zero until step t + d and jumps there.
+    # One presynaptic neuron, four targets with delays 0, 1, 7 and 20 steps: each target's
+    # trace is zero until step t + d + 1 and jumps there.
     t = 4
-    edges = connect.from_arrays([0, 0, 0], [0, 1, 2], n_pre=1, n_post=3, weight=1.0,
-                                delay=np.array([0.1, 0.7, 2.0]))
+    edges = connect.from_arrays([0, 0, 0, 0], [0, 1, 2, 3], n_pre=1, n_post=4, weight=1.0,
+                                delay=np.array([0.0, 0.1, 0.7, 2.0]))
     for layout in (bs.Dense(), bs.Sparse()):
-        net = generator_network([t * DT], [0], 1, 3, edges, layout=layout, dt=DT)
+        net = generator_network([t * DT], [0], 1, 4, edges, layout=layout, dt=DT)
         g, _ = receptor_history(net, 40)
-        np.testing.assert_array_equal(first_nonzero_row(g), [t + 1, t + 7, t + 20])
+        np.testing.assert_array_equal(first_nonzero_row(g), [t + 1, t + 2, t + 8, t + 21])
 
 
 def test_sparse_duplicate_pairs_with_different_delays():
@@ -127,14 +129,15 @@ def test_projections_into_one_receptor_add(layouts):
 
 @pytest.mark.parametrize("layout", [bs.Dense(), bs.Sparse()])
 def test_round_delays(layout):
-    # 0.17 ms is 1.7 steps: rejected, unless round_delays=True, which makes it 2 steps.
+    # 0.17 ms is 1.7 steps: rejected, unless round_delays=True, which makes it 2 steps (so the
+    # spikes of step 5 first act in step 5 + 2 + 1).
     edges = connect.one_to_one(2, weight=1.0, delay=0.17)
     with pytest.raises(ValueError, match=r"delay 0\.17 ms.*dt = 0\.1 ms"):
         generator_network([0.0], [0], 2, 2, edges, layout=layout, dt=DT)
     net = generator_network([0.5, 0.5], [0, 1], 2, 2, edges, layout=layout, dt=DT,
                             round_delays=True)
     g, _ = receptor_history(net, 20)
-    np.testing.assert_array_equal(first_nonzero_row(g), [7, 7])
+    np.testing.assert_array_equal(first_nonzero_row(g), [8, 8])
 
 
 @pytest.mark.parametrize("layout", [bs.Dense(), bs.Sparse()])
@@ -149,14 +152,26 @@ def test_off_grid_per_synapse_delay_is_named(layout):
 @pytest.mark.parametrize(
     "delay, round_delays, message",
     [
-        (0.05, False, r"delay 0\.05 ms"),  # off the grid and below one step: either message
-        (0.0, False, "shorter than one step"),
-        (0.04, True, "shorter than one step"),  # rounds to 0 steps
-        (np.array([0.3, 0.0]), False, "shorter than one step"),
+        (0.05, False, r"delay 0\.05 ms is not a whole number"),
+        (-0.1, False, r"`delay` must be >= 0 ms"),
+        (-0.07, True, r"`delay` must be >= 0 ms"),
+        (np.array([0.3, -0.2]), False, r"`delay` must be >= 0 ms"),
+        (np.array([0.3, np.nan]), False, r"`delay` contains non-finite values"),
+        (np.inf, False, r"`delay` contains non-finite values"),
     ],
 )
-def test_delay_shorter_than_one_step_raises(layout, delay, round_delays, message):
-    edges = connect.one_to_one(2, delay=delay)
+def test_negative_or_off_grid_delay_raises(layout, delay, round_delays, message):
     with pytest.raises(ValueError, match=message):
+        edges = connect.one_to_one(2, delay=delay)
         generator_network([0.0], [0], 2, 2, edges, layout=layout, dt=DT,
                           round_delays=round_delays)
+
+
+@pytest.mark.parametrize("layout", [bs.Dense(), bs.Sparse(), bs.CSR()])
+def test_zero_and_rounded_to_zero_delays_act_in_the_next_step(layout):
+    # Brian2 allows zero delays: a spike of step t acts in step t + 1, the earliest possible.
+    edges = connect.one_to_one(2, weight=1.0, delay=np.array([0.0, 0.04]))
+    net = generator_network([0.5, 0.5], [0, 1], 2, 2, edges, layout=layout, dt=DT,
+                            round_delays=True)
+    g, _ = receptor_history(net, 20)
+    np.testing.assert_array_equal(first_nonzero_row(g), [6, 6])

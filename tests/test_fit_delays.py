@@ -259,8 +259,8 @@ def test_errors_name_the_argument():
     edges = connect.one_to_one(2, weight=1.0, delay=3.0)
     with pytest.raises(ValueError, match="max_delay"):
         bs.LearnableDelays(-1.0)
-    with pytest.raises(ValueError, match="two steps"):
-        _network(bs.LearnableDelays(0.5), edges, [1.0], [0], 2, 2)
+    with pytest.raises(ValueError, match="shorter than one step"):
+        _network(bs.LearnableDelays(0.4), edges, [1.0], [0], 2, 2)
     with pytest.raises(ValueError, match="outside"):
         _network(bs.LearnableDelays(2.0), edges, [1.0], [0], 2, 2)
     net = _network(bs.LearnableDelays(4.0), edges, [1.0], [0], 2, 2)

@@ -26,7 +26,7 @@ def lif():
     return bs.LIF(C_m=10.0, tau_m=10.0, E_L=-74.0, V_th=-54.0, V_reset=-60.0, t_ref=2.0)
 
 
-def network(layout, rule, *, duration=400.0, dt=0.5, n_in=60, n_out=20, seed=0):
+def network(layout, rule, *, duration=400.0, dt=0.5, n_in=60, n_out=20, seed=0, timing=None):
     times, ids = poisson_trains(n_in, 40.0, duration, dt, seed)
     receptors = {"e": bs.Receptor(bs.ExponentialSynapse(5.0), bs.ConductanceBased(0.0))}
     pops = [
@@ -42,7 +42,7 @@ def network(layout, rule, *, duration=400.0, dt=0.5, n_in=60, n_out=20, seed=0):
         bs.Projection("in", "out", ff, receptor="e", layout=layout, plasticity=rule, name="ff"),
         bs.Projection("out", "out", rec, receptor="e", layout=layout, plasticity=rule, name="rec"),
     ]
-    return bs.Network(pops, projs, dt=dt)
+    return bs.Network(pops, projs, dt=dt, timing=timing)
 
 
 RULE = pl.chain(
@@ -58,12 +58,20 @@ def x64():
     jax.config.update("jax_enable_x64", False)
 
 
-def test_sparse_plasticity_equals_dense(x64):
+TRANSMIT = {
+    "before-update": bs.Timing.brian2(),
+    "after-update": bs.Timing.brian2(transmit_after_update=True),
+}
+
+
+@pytest.mark.parametrize("order", list(TRANSMIT))
+def test_sparse_plasticity_equals_dense(x64, order):
     """Same network in Dense and Sparse (ELL) layout, float64 so that the different summation
-    order of delivery cannot flip a spike: identical spikes and weights to 1e-12."""
+    order of delivery cannot flip a spike: identical spikes and weights to 1e-12, whether a
+    spike is transmitted with the weight before (Brian2) or after (NEST) its own update."""
     results = {}
     for layout in (bs.Dense(), bs.Sparse()):
-        net = network(layout, RULE, duration=300.0)
+        net = network(layout, RULE, duration=300.0, timing=TRANSMIT[order])
         r = bs.simulate(net, 300.0, key=jax.random.key(0), record=(bs.SpikeRaster(("out",)),))
         results[type(layout).__name__] = (net, r)
     (nd, rd), (ns, rs) = results["Dense"], results["Sparse"]
@@ -79,6 +87,39 @@ def test_sparse_plasticity_equals_dense(x64):
         assert np.abs(wd - w0).max() > 1e-3  # learning happened
         np.testing.assert_allclose(ws, wd, rtol=1e-12, atol=1e-14)
         assert np.all(wd[w0 == 0] == 0)  # no synapse appears
+
+
+def test_the_transmit_order_changes_what_is_transmitted():
+    """Same inputs, the two orders: the spikes diverge (a test of the option, not of a rate)."""
+    trains = {}
+    for order, timing in TRANSMIT.items():
+        net = network(bs.Sparse(), RULE, duration=300.0, timing=timing)
+        r = bs.simulate(net, 300.0, key=jax.random.key(0), record=(bs.SpikeRaster(("out",)),))
+        trains[order] = r.spikes("out")
+    before, after = trains["before-update"], trains["after-update"]
+    assert before[0].size > 50
+    assert before[0].size != after[0].size or not np.array_equal(before[0], after[0])
+
+
+@pytest.mark.parametrize("order", list(TRANSMIT))
+@pytest.mark.parametrize("layout", [bs.Dense(), bs.Sparse()], ids=["dense", "sparse"])
+def test_plastic_weights_are_updated_in_place_in_either_order(layout, order):
+    """The loop body copies no weight array: the update waits for the delivery that reads the
+    old weights (Brian2's order), or the delivery reads the updated ones (NEST's); the one
+    copy allowed is of the argument before the loop."""
+    import re
+
+    from brainsim._simulate import _run_jit
+
+    net = network(layout, RULE, duration=20.0, timing=TRANSMIT[order])
+    state = net.init(jax.random.key(0))
+    compiled = _run_jit.lower(net, state, (bs.PopulationRate(),), 10, None, 1).compile()
+    text = compiled.compiled.as_text() if hasattr(compiled, "compiled") else compiled.as_text()
+    for name in ("ff", "rec"):
+        shape = ",".join(map(str, state.plasticity[name].weights.shape))
+        copies = [line for line in text.splitlines()
+                  if re.search(r"copy\(", line) and f"[{shape}]" in line]  # fmt: skip
+        assert len(copies) <= 1, copies
 
 
 def test_weights_in_state_recorded_and_continued():

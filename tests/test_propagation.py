@@ -36,9 +36,11 @@ def _edges(weight_kind, delay_kind, seed=0, pair_delays=True):
 
 
 def _steps(edges):
+    """Lag of every synapse: its delay in steps plus one (a zero delay acts in the next step)."""
     if edges.delay is None:
         return np.ones(edges.n_synapses, int)
-    return np.broadcast_to(np.rint(np.asarray(edges.delay) / DT).astype(int), edges.pre.shape)
+    delay = np.rint(np.asarray(edges.delay) / DT).astype(int)
+    return np.broadcast_to(delay + 1, edges.pre.shape)
 
 
 def _build(layout, edges):

@@ -10,6 +10,10 @@ output rate, as JSON. Run it with Brian2 and a C++ compiler installed
 (see benchmarks/peers/README.md):
 
     /tmp/peers/bin/python benchmarks/peers/brian2_song.py --seed 1 --duration 100
+
+With ``--seeds 1 2 3 4 5 --out benchmarks/peers/reference/song_brian2.json`` it runs one
+simulation per seed and writes the list of results: the seed spread that
+``tests/test_plasticity_song.py`` holds brainsim's rate and weight histogram to.
 """
 
 from __future__ import annotations
@@ -24,15 +28,29 @@ import numpy as np
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", type=int, nargs="+", help="several runs (overrides --seed)")
     ap.add_argument("--duration", type=float, default=100.0, help="biological time (s)")
+    ap.add_argument("--out", help="also write the results (a JSON list) to this file")
     args = ap.parse_args(argv)
+    results = [run(seed, args.duration) for seed in (args.seeds or [args.seed])]
+    for r in results:
+        print(json.dumps(r))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+    return 0
+
+
+def run(seed: int, duration: float) -> dict:
+    """One Brian2 run: the final weight histogram (10 bins of w / g_max) and the rate."""
 
     import brian2 as b2
     from brian2 import Hz, ms, mV, second
 
     with tempfile.TemporaryDirectory() as build:
         b2.set_device("cpp_standalone", directory=build)
-        b2.seed(args.seed)
+        b2.seed(seed)
         n, g_max = 1000, 0.01
         tau_m, tau_e, tau_pre, tau_post = 10 * ms, 5 * ms, 20 * ms, 20 * ms  # noqa: F841
         E_e, V_t, V_r, E_L = 0 * mV, -54 * mV, -60 * mV, -74 * mV  # noqa: F841 (used by name)
@@ -62,18 +80,20 @@ def main(argv=None) -> int:
         synapses.connect()
         synapses.w = "rand() * g_max"
         spikes = b2.SpikeMonitor(neuron)
-        b2.run(args.duration * second)
+        b2.run(duration * second)
         w = np.asarray(synapses.w) / g_max
         hist = np.histogram(w, bins=10, range=(0, 1))[0]
-        print(json.dumps({
-            "seed": args.seed,
-            "duration_s": args.duration,
+        result = {
+            "seed": seed,
+            "duration_s": duration,
             "hist": hist.tolist(),
             "within_10_percent_of_a_bound": float(np.mean((w < 0.1) | (w > 0.9))),
-            "rate_hz": spikes.num_spikes / args.duration,
+            "rate_hz": spikes.num_spikes / duration,
             "brian2": b2.__version__,
-        }))  # fmt: skip
-    return 0
+        }
+        b2.device.reinit()  # a standalone device runs once: reset it for the next seed
+        b2.device.activate()
+        return result
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._timing import follow_timing
+
 
 class Drive(NamedTuple):
     r"""Synaptic and injected input to a population during one step, linear in the voltage.
@@ -66,6 +68,12 @@ class AbstractNeuron(eqx.Module):
         for name, value in _array_fields(self):
             check_per_neuron(name, value, n, owner=type(self).__name__)
 
+    def with_timing(self, timing) -> AbstractNeuron:
+        """This model following the conventions ``timing`` (a :class:`~brainsim.Timing`; a
+        :class:`~brainsim.Network` passes its own). Models whose step depends on them (the
+        refractory clamp) keep them in a static ``timing`` field; others are unchanged."""
+        return follow_timing(self, timing)
+
 
 class AbstractSpikeSource(eqx.Module):
     """A population without membrane dynamics that emits spikes (Poisson, generators).
@@ -89,6 +97,10 @@ class AbstractSpikeSource(eqx.Module):
 
     def check_size(self, n: int) -> None:
         return None
+
+    def with_timing(self, timing) -> AbstractSpikeSource:
+        """This source following the conventions ``timing`` (:meth:`AbstractNeuron.with_timing`)."""
+        return follow_timing(self, timing)
 
 
 def _array_fields(module):
@@ -136,12 +148,14 @@ def reset_membrane(v, spikes, V_reset, detach: bool):
     return v * (1.0 - gate) + V_reset * gate
 
 
-def fire_and_reset(v, threshold, refractory, *, V_reset, surrogate, detach, t_ref, dt):
-    """Threshold, reset and absolute refractoriness shared by the integrate-and-fire models.
+def fire_and_reset(v, threshold, refractory, *, V_reset, surrogate, detach, t_ref, dt, timing):
+    r"""Threshold, reset and absolute refractoriness shared by the integrate-and-fire models.
 
     ``v`` is the membrane after integrating the step. Neurons still refractory (counter > 0)
     are held at ``V_reset`` and cannot spike; a neuron with ``v >= threshold`` spikes, is reset
-    to ``V_reset`` and becomes refractory for ``round(t_ref / dt)`` steps.
+    to ``V_reset`` and is held for the next ``timing.refractory_hold(t_ref, dt)`` steps:
+    :math:`t_{ref}/\Delta t - 1` with Brian2's conventions (so the shortest interval between
+    spikes is :math:`t_{ref}`), :math:`t_{ref}/\Delta t` with NEST's (:class:`~brainsim.Timing`).
 
     Returns ``(v, spikes, refractory)``.
     """
@@ -151,10 +165,12 @@ def fire_and_reset(v, threshold, refractory, *, V_reset, surrogate, detach, t_re
     v = jnp.where(held, V_reset, v)
     spikes = surrogate(v - threshold) * jnp.logical_not(held)
     v = reset_membrane(v, spikes, V_reset, detach)
-    refractory = jnp.where(spikes > 0, refractory_steps(t_ref, dt), jnp.maximum(refractory - 1, 0))
-    return v, spikes, refractory.astype(jnp.int32)
+    refractory = next_refractory(refractory, spikes, t_ref, dt, timing)
+    return v, spikes, refractory
 
 
-def refractory_steps(t_ref, dt):
-    """Number of whole steps in a refractory period (rounded to the nearest step)."""
-    return jnp.round(jnp.asarray(t_ref) / dt).astype(jnp.int32)
+def next_refractory(refractory, spikes, t_ref, dt, timing):
+    """The refractory counter after a step: the hold of :class:`~brainsim.Timing` where the
+    neuron spiked, else one step less (never below 0)."""
+    hold = timing.refractory_hold(t_ref, dt)
+    return jnp.where(spikes > 0, hold, jnp.maximum(refractory - 1, 0)).astype(jnp.int32)

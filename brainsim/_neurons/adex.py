@@ -12,6 +12,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
+from .._timing import BRIAN2, Timing
 from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 
 
@@ -85,6 +86,7 @@ class AdEx(AbstractNeuron):
     surrogate: AbstractSurrogate
     integrator: AbstractIntegrator
     detach_reset: bool = eqx.field(static=True)
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
         self,
@@ -171,6 +173,7 @@ class AdEx(AbstractNeuron):
             detach=self.detach_reset,
             t_ref=self.t_ref,
             dt=dt,
+            timing=self.timing,
         )
         # The jump is part of the reset: detached with it, else its surrogate gradient
         # b σ'(V - V_peak) ∂V/∂θ (large on the exponential upswing) multiplies at every spike.

@@ -11,6 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
+from .._timing import BRIAN2, Timing
 from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 from .adex import exponential_current
 
@@ -33,6 +34,7 @@ def _fire(model, state, v_new, dt):
         detach=model.detach_reset,
         t_ref=model.t_ref,
         dt=dt,
+        timing=model.timing,
     )
     return SpikingState(v.astype(state.v.dtype), refractory), spikes.astype(state.v.dtype)
 
@@ -73,6 +75,7 @@ class ExpIF(AbstractNeuron):
     surrogate: AbstractSurrogate
     integrator: AbstractIntegrator
     detach_reset: bool = eqx.field(static=True)
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
         self,
@@ -179,6 +182,7 @@ class QIF(AbstractNeuron):
     surrogate: AbstractSurrogate
     integrator: AbstractIntegrator
     detach_reset: bool = eqx.field(static=True)
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
         self,

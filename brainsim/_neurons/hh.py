@@ -19,13 +19,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import AbstractNeuron, Drive, default_dtype, refractory_steps
+from .._timing import BRIAN2, Timing
+from ._base import AbstractNeuron, Drive, default_dtype, next_refractory
 
 _EXP_CAP = 50.0  # e^50 ≈ 5e21: far beyond any physiological rate, still finite in float32
 
@@ -104,9 +106,7 @@ def hh_step(model, state: HHState, drive: Drive, dt):
     v, m, h, n = model.integrator.step(hh_linear_parts(model, drive), y, dt)
     free = (state.refractory <= 0) & (state.v < model.V_spike)
     spikes = model.surrogate(v - model.V_spike) * free
-    refractory = jnp.where(
-        spikes > 0, refractory_steps(model.t_ref, dt), jnp.maximum(state.refractory - 1, 0)
-    )
+    refractory = next_refractory(state.refractory, spikes, model.t_ref, dt, model.timing)
     new = HHState(
         v.astype(dtype),
         m.astype(dtype),
@@ -168,6 +168,7 @@ class HodgkinHuxley(AbstractNeuron):
     I_e: Float[Array, "*n"]
     surrogate: AbstractSurrogate
     integrator: AbstractIntegrator
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
         self,
@@ -275,6 +276,7 @@ class TraubMiles(AbstractNeuron):
     I_e: Float[Array, "*n"]
     surrogate: AbstractSurrogate
     integrator: AbstractIntegrator
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
         self,

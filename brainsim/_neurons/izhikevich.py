@@ -12,6 +12,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive, unknown_name_error
 from .._integrators import AbstractIntegrator, Euler
 from .._surrogate import AbstractSurrogate, FastSigmoid
+from .._timing import BRIAN2, Timing
 from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 
 
@@ -87,6 +88,7 @@ class Izhikevich(AbstractNeuron):
     surrogate: AbstractSurrogate
     integrator: AbstractIntegrator
     detach_reset: bool = eqx.field(static=True)
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
         self,
@@ -173,6 +175,7 @@ class Izhikevich(AbstractNeuron):
             detach=self.detach_reset,
             t_ref=self.t_ref,
             dt=dt,
+            timing=self.timing,
         )
         # The jump is part of the reset, so it is detached with it (see AdEx).
         u = u + self.d * (jax.lax.stop_gradient(spikes) if self.detach_reset else spikes)

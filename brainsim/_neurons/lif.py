@@ -11,6 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
+from .._timing import BRIAN2, Timing
 from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 
 
@@ -60,6 +61,7 @@ class LIF(AbstractNeuron):
     surrogate: AbstractSurrogate
     integrator: AbstractIntegrator
     detach_reset: bool = eqx.field(static=True)
+    timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
         self,
@@ -127,5 +129,6 @@ class LIF(AbstractNeuron):
             detach=self.detach_reset,
             t_ref=self.t_ref,
             dt=dt,
+            timing=self.timing,
         )
         return LIFState(v.astype(dtype), refractory), spikes.astype(dtype)
