@@ -56,7 +56,7 @@ def network(n: int = 1000, p: float = 0.02, seed: int = 0):
                  I_e=np.linspace(380.0, 480.0, n), surrogate=bs.surrogate.FastSigmoid(5.0))
     receptor = {"syn": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased())}
     edges = connect.fixed_probability(n, n, p, weight=lambda r, k: r.normal(0.0, 1.0, k),
-                                      delay=0.1, allow_self=False, seed=seed)
+                                      delay=0.0, allow_self=False, seed=seed)
     pops = [bs.Population("N", n, lif, receptors=receptor,
                           initial={"v": bs.init.Uniform(-70.0, -56.0)})]
     return bs.Network(pops, [bs.Projection("N", "N", edges, receptor="syn", layout=bs.Sparse())],

@@ -117,6 +117,7 @@ from ._monitors import AbstractMonitor, SpikeRaster, StateTrace, WeightTrace
 from ._network import Network, Population, Projection, Receptor
 from ._neurons._base import default_dtype
 from ._propagation import DenseConnectivity, EllConnectivity
+from ._timing import Timing
 
 NEURON_MODELS = ("LIF", "ALIF", "AdEx", "Izhikevich", "HodgkinHuxley", "TraubMiles", "ExpIF", "QIF")
 NEURON_WRAPPERS = ("AdaptiveThreshold",)
@@ -654,9 +655,10 @@ class _Loader:
                 "duration_ms": "the simulated time in ms",
                 "dt_ms": "the time step in ms",
             },
-            optional={"seed": ""},
+            optional={"seed": "", "timing": "", "transmit_after_update": ""},
         )
         dt = self.number(sim["dt_ms"], "simulation.dt_ms", "the time step in ms", positive=True)
+        timing = self.timing(sim)
         if duration_ms is None:
             duration = self.number(
                 sim["duration_ms"],
@@ -683,7 +685,7 @@ class _Loader:
             raise self.error("seed (--seed)", f"expected an integer >= 0; got {seed!r}.")
 
         if builder:
-            network = self.network(data["network"], dt, seed)
+            network = self.network(data["network"], dt, seed).with_timing(timing)
             record = self.record(data.get("record", {}), network)
             return Experiment(network, duration, seed, record, self.source, description, data)
         pops_data = data["populations"]
@@ -698,7 +700,7 @@ class _Loader:
         ]
         projections = self.projections(data.get("projections", []), populations, seed, dt)
         try:
-            network = Network(populations, [p for p, _ in projections], dt=dt)
+            network = Network(populations, [p for p, _ in projections], dt=dt, timing=timing)
         except (ValueError, TypeError, KeyError) as e:
             message = _library_message(e)
             where = next(
@@ -708,6 +710,26 @@ class _Loader:
             raise self.error(where, message) from None
         record = self.record(data.get("record", {}), network)
         return Experiment(network, duration, seed, record, self.source, description, data)
+
+    def timing(self, sim: dict) -> Timing:
+        """``simulation.timing`` (``"brian2"``, the default, or ``"nest"``) and the optional
+        ``simulation.transmit_after_update`` (default: as the timing's simulator does)."""
+        choices = {"brian2": Timing.brian2, "nest": Timing.nest}
+        name = self.string(sim.get("timing", "brian2"), "simulation.timing", "a simulator's name")
+        if name not in choices:
+            raise self.error(
+                "simulation.timing",
+                f"unknown timing conventions {name!r}.{_closest(name, choices)} Valid: "
+                f"{', '.join(map(repr, choices))}.",
+            )
+        if "transmit_after_update" not in sim:
+            return choices[name]()
+        after = self.boolean(
+            sim["transmit_after_update"],
+            "simulation.transmit_after_update",
+            "whether a plastic synapse transmits its weight after its update",
+        )
+        return choices[name](transmit_after_update=after)
 
     def network(self, spec, dt: float, seed: int) -> Network:
         """``[network]``: a whole network from a named builder of :mod:`brainsim.networks`."""

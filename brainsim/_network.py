@@ -53,7 +53,7 @@ from ._propagation import AbstractConnectivity, AbstractLayout, Procedural, Spar
 from ._synapses.kinetics import AbstractKinetics
 from ._synapses.outputs import AbstractOutput
 from ._synapses.stp import TsodyksMarkram
-from ._timing import BRIAN2, Timing, check_timing
+from ._timing import BRIAN2, Timing, check_timing, with_static_field
 from .connect import EdgeList, ProceduralEdges
 from .init import AbstractInitializer
 from .plasticity._base import AbstractPlasticity
@@ -300,6 +300,13 @@ class Network(eqx.Module):
                 )
             names.add(proj.name)
         self.projections = tuple(built)
+
+    def with_timing(self, timing: Timing) -> Network:
+        """This network following the conventions ``timing`` (:class:`~brainsim.Timing`), e.g.
+        a network from a builder of :mod:`brainsim.networks` run with NEST's timing."""
+        net = with_static_field(self, "timing", check_timing(timing, "Network.with_timing"))
+        pops = tuple(net._discretize(p) for p in self.populations)
+        return eqx.tree_at(lambda n: n.populations, net, pops)
 
     def _discretize(self, p: Population) -> Population:
         """Give models and inputs the network's timing conventions and precompute the

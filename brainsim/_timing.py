@@ -21,7 +21,12 @@ a spike generator's spike at :math:`\tau` is emitted   step :math:`\tau/\Delta t
 a step current switching at :math:`T` first acts in    step :math:`T/\Delta t` step :math:`T/\Delta t + 1`
   (:math:`t \ge T` or :math:`t > T`)
 a plastic synapse transmits the weight                 before its update     after its update
+STDP on a synapse with delay :math:`d` pairs           :math:`\Delta t - d`  :math:`\Delta t + d`
 =====================================================  ====================  ====================
+
+(:math:`\Delta t = t_{post} - t_{pre}` of the recorded times.) brainsim follows every row but
+the last: its plasticity rules pair :math:`\Delta t` whatever the delay, which is both
+simulators' interval for a zero delay.
 
 Both rules for refractoriness are one rule: the membrane is held at reset while a step starts
 less than :math:`t_{ref}` after the recorded spike time, which is one step later in NEST.

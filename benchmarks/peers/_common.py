@@ -59,8 +59,9 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--delay",
         type=float,
         default=DT,
-        help="synaptic delay in ms, from the spike to its first effect on the membrane; the "
-        "default, one step, is Brian2's zero delay (spikes act in the next step)",
+        help="ms from a spike to its first effect on the membrane (the workers pass this minus "
+        "one step as Brian2's and brainsim's synaptic delay); the default, one step, is a zero "
+        "delay (spikes act in the next step)",
     )
     p.add_argument(
         "--serve",

@@ -35,7 +35,8 @@ def build(n: int, seed: int, integrator: str, layout: str = "sparse", delay: flo
         n_neurons=n,
         p=c.probability(n),
         seed=seed,
-        delay=c.delay_steps(delay) * c.DT,
+        # --delay counts to the first effect; brainsim's delays, like Brian2's, one step less.
+        delay=(c.delay_steps(delay) - 1) * c.DT,
         layout={"sparse": bs.Sparse(), "dense": bs.Dense()}[layout],
     )
     if integrator == "euler":

@@ -87,8 +87,8 @@ def _bench(args, b2, mV, ms, build_dir) -> int:
         method="euler",
         namespace=namespace,
     )
-    # Brian2's delay counts from the step after the spike (zero = acts in the next step);
-    # --delay counts the whole way to the first effect, as brainsim's delays do.
+    # Brian2's delay (and brainsim's) counts from the step after the spike (zero = acts in the
+    # next step); --delay counts the whole way to the first effect.
     steps = c.delay_steps(args.delay)
     delay = {"delay": (steps - 1) * c.DT * ms} if steps > 1 else {}
     exc = b2.Synapses(group[:ne], group, on_pre="ge += we", namespace=namespace, **delay)

@@ -156,6 +156,37 @@ def probe_conventions() -> dict:
     jumps = i[1:] - i[:-1] * np.exp(-0.1 / 2.0)
     facts["stdp_second_transmission_pA"] = round(float(jumps[np.flatnonzero(jumps > 1e-6)][-1]), 6)
     facts["stdp_final_weight_pA"] = round(float(nest.GetConnections(pre, post).get("weight")), 6)
+    facts.update(_probe_stdp_pairing())
+    return facts
+
+
+def _probe_stdp_pairing() -> dict:
+    """Which interval a stdp_synapse with delay d pairs: one presynaptic spike, one driven
+    postsynaptic spike 2.1 ms later (recorded times), additive potentiation only (alpha = 0,
+    lambda * Wmax = 1), so dw = exp(-dt_eff / 20 ms)."""
+    facts = {}
+    for delay in (0.1, 2.0):
+        nest = _nest(0.1)
+        pre = nest.Create("parrot_neuron")
+        post = nest.Create("iaf_psc_exp", params={"tau_minus": 20.0, "t_ref": 50.0})
+        nest.Connect(nest.Create("spike_generator", params={"spike_times": [10.0, 80.0]}), pre,
+                     syn_spec={"delay": 0.1})  # fmt: skip
+        nest.Connect(nest.Create("spike_generator", params={"spike_times": [12.0]}), post,
+                     syn_spec={"delay": 0.1, "weight": 1e6})  # fmt: skip
+        nest.CopyModel("stdp_synapse", f"pairing_{delay}",
+                       {"lambda": 0.01, "alpha": 0.0, "Wmax": 100.0, "mu_plus": 0.0,
+                        "mu_minus": 0.0, "tau_plus": 20.0})  # fmt: skip
+        nest.Connect(pre, post, syn_spec={"synapse_model": f"pairing_{delay}", "weight": 1.0,
+                                          "delay": delay})  # fmt: skip
+        rec = nest.Create("spike_recorder")
+        nest.Connect(pre + post, rec)
+        nest.Simulate(100.0)
+        ev = rec.get("events")
+        t_pre = ev["times"][ev["senders"] == pre.global_id][0]
+        t_post = ev["times"][ev["senders"] == post.global_id][0]
+        dw = float(nest.GetConnections(pre, post).get("weight")) - 1.0
+        facts[f"stdp_delay_{delay:g}ms_recorded_t_post_minus_t_pre"] = round(t_post - t_pre, 6)
+        facts[f"stdp_delay_{delay:g}ms_paired_interval"] = round(-20.0 * np.log(dw), 6)
     return facts
 
 
