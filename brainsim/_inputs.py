@@ -23,6 +23,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from ._clock import check_schedule_steps
 from ._errors import as_parameter, check_nonnegative, check_positive
 from ._events import cpu_loop_or_single
 from ._neurons._base import AbstractSpikeSource, default_dtype
@@ -119,6 +120,7 @@ class StepCurrent(AbstractCurrent):
     def _switch_steps(self, dt):
         """The first step each amplitude acts in."""
         steps = np.ceil(self.times / dt - 1e-6) + self.timing.stamp_steps
+        check_schedule_steps(steps, owner="StepCurrent", what="a switch", dt=dt)
         return jnp.asarray(steps.astype(np.int32))
 
     def discretize(self, dt):
@@ -179,7 +181,8 @@ class TimedArray(AbstractCurrent):
 
     def discretize(self, dt):
         _whole_steps(self.dt, dt, owner="TimedArray", name="dt")
-        _whole_steps(self.t_start, dt, owner="TimedArray", name="t_start")
+        start = _whole_steps(self.t_start, dt, owner="TimedArray", name="t_start")
+        check_schedule_steps([start], owner="TimedArray", what="`t_start`", dt=dt)
         return self
 
     def at_step(self, step, dt):
@@ -368,6 +371,7 @@ class SpikeGenerator(AbstractSpikeSource):
                     f"(dt = {dt} ms). Use multiples of dt or round_times=True."
                 )
         steps = steps - self.timing.stamp_steps
+        check_schedule_steps(steps, owner="SpikeGenerator", what="a spike", dt=dt)
         if np.any(steps < 0):
             raise ValueError(
                 f"SpikeGenerator: spike time {self.times[steps < 0][0]} ms cannot be emitted "
@@ -442,6 +446,7 @@ class SpikeArray(AbstractSpikeSource):
 
     def discretize(self, n, dt):
         start = _whole_steps(self.t_start, dt, owner="SpikeArray", name="t_start")
+        check_schedule_steps([start], owner="SpikeArray", what="`t_start`", dt=dt)
         return SpikeArray(self.spikes, self.t_start, _start_step=start)
 
     def check_size(self, n):

@@ -38,6 +38,7 @@ import numpy as np
 
 from ._checkpoint import Checkpoint, CheckpointError, atomic_write, fsync_dir, load_checkpoint
 from ._checkpoint import save_checkpoint as _save_checkpoint
+from ._clock import absolute_step
 from ._errors import SimulationError, unknown_name_error
 from ._monitors import AbstractMonitor, PopulationRate, SpikeList, SpikeRaster, StateTrace
 from ._network import Network, NetworkState
@@ -45,7 +46,8 @@ from ._simulate import _run_jit, n_steps_for, prepare
 from ._version import __version__
 
 RUN_FORMAT = "brainsim-run"
-RUN_FORMAT_VERSION = 1
+RUN_FORMAT_VERSION = 2
+"""Version 2: spike steps are int64 (absolute network steps, exact past 2**31 steps)."""
 _RUN_JSON = "run.json"
 _INDEX = "index.bin"
 _CHECKPOINT = "checkpoint.npz"
@@ -72,7 +74,7 @@ def _plan_streams(network: Network, monitors: tuple, chunk_steps: int, dtype) ->
                 if name not in spikes:
                     i = index[name]
                     spikes[name] = [
-                        add(f"spikes_{i}_steps.bin", np.int32),
+                        add(f"spikes_{i}_steps.bin", np.int64),
                         add(f"spikes_{i}_ids.bin", np.int32),
                     ]
         elif isinstance(m, PopulationRate):
@@ -146,7 +148,7 @@ def _chunk_rows(network: Network, plan: dict, monitors: tuple, result, k0: int) 
                 if rows[s_steps] is not None:
                     continue
                 steps, ids = _raster_events(np.asarray(rec[name]), name in sources)
-                rows[s_steps] = (steps + k0).astype(np.int32)
+                rows[s_steps] = steps.astype(np.int64) + k0
                 rows[s_ids] = ids.astype(np.int32)
         elif isinstance(m, SpikeList):
             s_steps, s_ids = plan["spikes"][m.population]
@@ -155,7 +157,7 @@ def _chunk_rows(network: Network, plan: dict, monitors: tuple, result, k0: int) 
             # Slice on the host: slicing the device arrays would compile one op per length.
             n = min(int(np.asarray(rec.total)), m.capacity)
             reps = np.asarray(rec.counts)[:n].astype(np.int64)
-            rows[s_steps] = (np.repeat(np.asarray(rec.steps)[:n], reps) + k0).astype(np.int32)
+            rows[s_steps] = np.repeat(np.asarray(rec.steps)[:n], reps).astype(np.int64) + k0
             rows[s_ids] = np.repeat(np.asarray(rec.ids)[:n], reps).astype(np.int32)
         elif isinstance(m, PopulationRate):
             for name in m.names(network):
@@ -452,9 +454,10 @@ def run_long(
         network, state = checkpoint.network, checkpoint.state
         lengths = checkpoint.metadata["lengths"]
         n_index = checkpoint.metadata["chunks"]
-        if checkpoint.metadata.get("step") != int(np.asarray(state.step)):
+        if checkpoint.metadata.get("step") != int(absolute_step(state.step, state.epoch)):
             raise CheckpointError(
-                f"run_long: {str(ckpt_path)!r} is at step {int(np.asarray(state.step))} but "
+                f"run_long: {str(ckpt_path)!r} is at step "
+                f"{int(absolute_step(state.step, state.epoch))} but "
                 f"records step {checkpoint.metadata.get('step')}; the run folder is damaged."
             )
     else:
@@ -471,7 +474,7 @@ def run_long(
         raise ValueError(
             "run_long: runs one network state; batched (vmap-ed) states are not supported."
         )
-    step = int(np.asarray(state.step))
+    step = int(absolute_step(state.step, state.epoch))
     floats = [x for x in jax.tree.leaves(state.populations) if np.issubdtype(x.dtype, np.inexact)]
     plan = _plan_streams(network, monitors, chunk_steps, floats[0].dtype if floats else None)
     if lengths is None:

@@ -45,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import kernels
+from ._clock import advance, input_step, ring_cursor
+from ._clock import step_key as clock_step_key
 from ._compile import jit
 from ._errors import check_positive, unknown_name_error
 from ._inputs import AbstractCurrent
@@ -233,7 +235,10 @@ class ReceptorState(NamedTuple):
 
 class NetworkState(NamedTuple):
     step: jax.Array
-    """Index ``k`` of the next step (time ``k * dt``)."""
+    """Index of the next step within its epoch, in ``[0, 2**30)`` (int32)."""
+    epoch: jax.Array
+    """Rollovers of ``step``: the next step is ``epoch * 2**30 + step`` (time that times dt),
+    exact over runs of any length (:mod:`brainsim._clock`)."""
     key: jax.Array
     """Base PRNG key; step ``k`` uses ``fold_in(key, k)``."""
     populations: dict
@@ -438,7 +443,8 @@ class Network(eqx.Module):
             if proj.plasticity is not None:
                 w = jnp.asarray(proj.connectivity.weights, dtype)
                 plastic[proj.name] = PlasticState(w, proj.plasticity.init(proj.synapses, w))
-        return NetworkState(jnp.zeros((), jnp.int32), key_run, pops, receptors, stp, plastic)
+        zero = jnp.zeros((), jnp.int32)
+        return NetworkState(zero, zero, key_run, pops, receptors, stp, plastic)
 
     # ------------------------------------------------------------------------------ step
 
@@ -446,9 +452,11 @@ class Network(eqx.Module):
         """Advance the whole network by one step; return ``(state, spikes)`` with ``spikes`` a
         dict of float arrays (one per population)."""
         dt = self.dt
-        k = state.step
+        # Inputs see the absolute step (saturated far beyond any schedule); rings index rows by
+        # the absolute step modulo their length (``_clock``), so both stay exact past 2**31.
+        k = input_step(state.step, state.epoch)
         t = k.astype(jnp.result_type(float)) * dt
-        step_key = jax.random.fold_in(state.key, k)
+        step_key = clock_step_key(state.key, state.step, state.epoch)
         pops, receptors, spikes, pending_clears = {}, {}, {}, {}
         for i, p in enumerate(self.populations):
             pkey = jax.random.fold_in(step_key, i)
@@ -458,18 +466,19 @@ class Network(eqx.Module):
                 receptors[p.name] = {}
                 continue
             pops[p.name], spikes[p.name], receptors[p.name], clears = self._update_population(
-                p, pstate, state.receptors[p.name], k, t, pkey, defer_clears=True
+                p, pstate, state.receptors[p.name], state, k, t, pkey, defer_clears=True
             )
             pending_clears.update(clears)
         if self.timing.transmit_after_update:
             plastic = self._plasticity(state, spikes, k, step_key)
-            stp, receptors = self._propagate(state, spikes, receptors, k, plastic, pending_clears)
+            stp, receptors = self._propagate(state, spikes, receptors, plastic, pending_clears)
         else:
             stp, receptors = self._propagate(
-                state, spikes, receptors, k, state.plasticity, pending_clears
+                state, spikes, receptors, state.plasticity, pending_clears
             )
             plastic = self._plasticity(state, spikes, k, step_key, delivered=receptors)
-        new_state = NetworkState(k + 1, state.key, pops, receptors, stp, plastic)
+        step, epoch = advance(state.step, state.epoch)
+        new_state = NetworkState(step, epoch, state.key, pops, receptors, stp, plastic)
         return new_state, spikes
 
     def _plasticity(self, state, spikes, k, key, delivered=None):
@@ -523,7 +532,7 @@ class Network(eqx.Module):
             return proj.connectivity.to_dense()
         return proj.synapses.to_dense(state.plasticity[projection].weights)
 
-    def _propagate(self, state, spikes, receptors, k, plastic=None, pending_clears=None):
+    def _propagate(self, state, spikes, receptors, plastic=None, pending_clears=None):
         """Short-term plasticity, then delivery into the postsynaptic ring buffers.
 
         ``pending_clears`` maps ``(population, receptor)`` to the arrays a deferred ring-row
@@ -542,16 +551,19 @@ class Network(eqx.Module):
                 w = plastic[proj.name].weights
                 conn = eqx.tree_at(lambda c: c.weights, conn, w.astype(conn.weights.dtype))
             after = pending_clears.pop((proj.post, proj.receptor), None)
+            cursor = ring_cursor(state.step, state.epoch, rs.ring.shape[0] // conn.n_post)
             if after is None:
-                ring = conn.deliver(rs.ring, k, values)
+                ring = conn.deliver(rs.ring, cursor, values)
             else:
-                ring = conn.clear_and_deliver(rs.ring, k, values, after=after)
+                ring = conn.clear_and_deliver(rs.ring, cursor, values, after=after)
             receptors[proj.post][proj.receptor] = rs._replace(ring=ring)
         if pending_clears:
             raise AssertionError(f"ring clears deferred to no projection: {list(pending_clears)}")
         return stp, receptors
 
-    def _update_population(self, p: Population, pstate, rstates, k, t, key, defer_clears=False):
+    def _update_population(
+        self, p: Population, pstate, rstates, state, k, t, key, defer_clears=False
+    ):
         """Steps 1–3 for one neuron population: ``(state, spikes, receptor states, clears)``.
 
         The receptors' traces are decayed and their ring rows cleared *after* the neuron
@@ -564,7 +576,7 @@ class Network(eqx.Module):
         cleared here: ``clears`` maps ``(population, receptor)`` to the arrays the clear
         must wait for, and :meth:`_propagate` has the first delivery do it.
         """
-        drive, arrived = self._drive(p, pstate, rstates, k, t, key)
+        drive, arrived = self._drive(p, pstate, rstates, state, k, key)
         new_pstate, spikes = p.model.step(pstate, drive, t, self.dt)
         v_new = p.model.voltage(new_pstate)
         dtype = v_new.dtype
@@ -579,14 +591,14 @@ class Network(eqx.Module):
             if defer_clears and name in fed:
                 clears[(p.name, name)] = tuple(jax.tree.leaves(decayed))
             else:
-                n_ring = ring.shape[0] // p.size
+                row = ring_cursor(state.step, state.epoch, ring.shape[0] // p.size)
                 ring = kernels.clear_ring_row(
-                    ring, k % n_ring, n_post=p.size, after=jax.tree.leaves(decayed)
+                    ring, row, n_post=p.size, after=jax.tree.leaves(decayed)
                 )
             new[name] = ReceptorState(decayed, ring)
         return new_pstate, spikes, new, clears
 
-    def _drive(self, p: Population, pstate, rstates, k, t, key):
+    def _drive(self, p: Population, pstate, rstates, state, k, key):
         """The membrane input of step ``k`` and each receptor's trace after this step's
         arrivals (step 1–2 of the module docstring)."""
         dt = self.dt
@@ -597,8 +609,8 @@ class Network(eqx.Module):
         arrived = {}
         for name, rec in p.receptors.items():
             rs = rstates[name]
-            n_ring = rs.ring.shape[0] // p.size
-            kin = rec.kinetics.arrive(rs.kinetics, ring_row(rs.ring, k % n_ring, p.size))
+            row = ring_cursor(state.step, state.epoch, rs.ring.shape[0] // p.size)
+            kin = rec.kinetics.arrive(rs.kinetics, ring_row(rs.ring, row, p.size))
             contribution = rec.output.drive(rec.kinetics.mean(kin, dt), v)
             current = current + contribution.current
             conductance = conductance + contribution.conductance

@@ -87,6 +87,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ._clock import advance, input_step
+from ._clock import step_key as clock_step_key
 from ._compile import jit
 from ._inputs import AbstractCurrent
 from ._monitors import AbstractMonitor, StateTrace
@@ -583,7 +585,9 @@ def _state_specs(plan: _Plan, state: NetworkState) -> NetworkState:
         spec = whole if b.is_source else split
         pops[b.name] = jax.tree.map(lambda _: spec, state.populations[b.name])  # noqa: B023
         receptors[b.name] = jax.tree.map(lambda _: spec, state.receptors[b.name])  # noqa: B023
-    return NetworkState(whole, whole, pops, receptors, jax.tree.map(lambda _: whole, state.stp))
+    return NetworkState(
+        whole, whole, whole, pops, receptors, jax.tree.map(lambda _: whole, state.stp)
+    )
 
 
 # ------------------------------------------------------------------------ one step
@@ -636,9 +640,9 @@ def _gather_compact(plan: _Plan, local: dict) -> dict:
 def _local_step(plan: _Plan, net: Network, state: NetworkState):
     """:meth:`Network.step` on one device's block, with the spike exchange in the middle."""
     dt = net.dt
-    k = state.step
+    k = input_step(state.step, state.epoch)
     t = k.astype(jnp.result_type(float)) * dt
-    step_key = jax.random.fold_in(state.key, k)
+    step_key = clock_step_key(state.key, state.step, state.epoch)
     pops, receptors, spikes, local = {}, {}, {}, {}
     for i, p in enumerate(net.populations):
         pkey = jax.random.fold_in(step_key, i)
@@ -648,15 +652,16 @@ def _local_step(plan: _Plan, net: Network, state: NetworkState):
             receptors[p.name] = {}
             continue
         pops[p.name], local[p.name], receptors[p.name], _ = net._update_population(
-            p, pstate, state.receptors[p.name], k, t, pkey
+            p, pstate, state.receptors[p.name], state, k, t, pkey
         )
     local = {n: jnp.where(_valid(plan, n), s, 0) for n, s in local.items()}
     if local:
         exchange = _gather_vector if plan.capacity is None else _gather_compact
         spikes.update(exchange(plan, local))
     spikes = {p.name: spikes[p.name] for p in net.populations}
-    stp, receptors = net._propagate(state, spikes, receptors, k)
-    return NetworkState(k + 1, state.key, pops, receptors, stp), spikes
+    stp, receptors = net._propagate(state, spikes, receptors)
+    step, epoch = advance(state.step, state.epoch)
+    return NetworkState(step, epoch, state.key, pops, receptors, stp), spikes
 
 
 def _valid(plan: _Plan, name: str):
@@ -700,7 +705,7 @@ def _nonfinite_local(plan: _Plan, name: str, pstate):
 
 @jit
 def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps):
-    t_start = state.step.astype(jnp.result_type(float)) * skeleton.dt
+    start = (state.step, state.epoch)
     blocks = _to_blocks(plan, state)
     specs = _state_specs(plan, blocks)
     dynamic, static = eqx.partition(local, eqx.is_array)
@@ -709,26 +714,25 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
         mine = jax.tree.map(lambda x, s: x[0] if s == P(plan.axis) else x, dynamic, local_specs)
         net = eqx.combine(mine, static)
         first_bad = jnp.full((len(plan.blocks),), -1, jnp.int32)
-        offset = state.step  # recordings count steps from the start of this run
 
         def body(carry, _):
-            state, buffers, first_bad = carry
-            k = state.step
+            state, buffers, first_bad, local = carry  # local: steps of this run so far
             new_state, spikes = _local_step(plan, net, state)
             view = _global_view(plan, state, monitors)
             buffers = tuple(
-                m.update(skeleton, b, view, spikes, k - offset)
+                m.update(skeleton, b, view, spikes, local)
                 for m, b in zip(monitors, buffers, strict=True)
             )
-            outputs = tuple(m.per_step(skeleton, view, spikes, k - offset) for m in monitors)
+            outputs = tuple(m.per_step(skeleton, view, spikes, local) for m in monitors)
             bad = jnp.stack(
                 [_nonfinite_local(plan, b.name, new_state.populations[b.name]) for b in plan.blocks]
             )
-            first_bad = jnp.where((first_bad < 0) & (bad > 0), k, first_bad)
-            return (new_state, buffers, first_bad), outputs
+            first_bad = jnp.where((first_bad < 0) & (bad > 0), local, first_bad)
+            return (new_state, buffers, first_bad, local + 1), outputs
 
-        (state, buffers, first_bad), outputs = lax.scan(
-            body, (state, buffers, first_bad), None, length=n_steps
+        local = jnp.zeros((), jnp.int32)
+        (state, buffers, first_bad, _), outputs = lax.scan(
+            body, (state, buffers, first_bad, local), None, length=n_steps
         )
         # Each device tracked its own neurons; one reduction after the run (not one per step)
         # gives the first step at which any device saw a non-finite state.
@@ -750,7 +754,7 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
     return collect_result(
         final, buffers, outputs, first_bad, monitors, plan.blocks,
-        dt=skeleton.dt, n_steps=n_steps, t_start=t_start, timing=skeleton.timing,
+        dt=skeleton.dt, n_steps=n_steps, start=start, timing=skeleton.timing,
     )
 
 

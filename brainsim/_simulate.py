@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checkpoint_scan import Checkpointing, checkpointed_scan
+from ._clock import MAX_INPUT_STEP, absolute_step
 from ._compile import jit
 from ._errors import SimulationError, is_concrete
 from ._monitors import (
@@ -34,7 +35,8 @@ class Faults(eqx.Module):
     """Run-time faults carried through the loop and checked after it."""
 
     first_nonfinite_step: jax.Array
-    """Per population (network order): first step whose state was NaN/inf, or -1."""
+    """Per population (network order): the first step of this run (0 = its first step) whose
+    state was NaN/inf, or -1; ``result.start_step + this`` is the network's step."""
     recording_overflow: jax.Array
     """Per monitor: items that did not fit its buffer (0 if none)."""
 
@@ -55,7 +57,9 @@ class SimulationResult(eqx.Module):
     population_is_source: tuple[bool, ...] = eqx.field(static=True)
     dt: float = eqx.field(static=True)
     n_steps: int = eqx.field(static=True)
-    t_start: jax.Array
+    start: tuple[jax.Array, jax.Array]
+    """``(step, epoch)`` of the network state the run started from (int32 arrays, batched
+    under ``vmap``); :attr:`start_step` is the absolute step, exact as an integer."""
     timing: Timing = eqx.field(static=True, default=BRIAN2)
     """The network's conventions: a spike of step ``k`` is recorded at ``t_k`` or ``t_{k+1}``."""
 
@@ -64,21 +68,37 @@ class SimulationResult(eqx.Module):
         """Simulated time (ms)."""
         return self.n_steps * self.dt
 
+    @property
+    def start_step(self) -> np.ndarray:
+        """The network's step at the start of this run (host int64; one per batch element)."""
+        return absolute_step(*self.start)
+
+    @property
+    def t_start(self) -> np.ndarray:
+        """Time of the run's first step (ms, float64 from the integer step: exact to the
+        step however long the network has run)."""
+        return self.start_step * self.dt
+
+    def _t0(self) -> float:
+        return float(np.ravel(self.t_start)[0])
+
     def raise_if_failed(self) -> SimulationResult:
         """Raise :class:`SimulationError` describing the first fault, if any."""
         first = np.asarray(self.faults.first_nonfinite_step)
         if np.any(first >= 0):
             flat = first.reshape(-1, first.shape[-1])
+            starts = np.broadcast_to(self.start_step, first.shape[:-1]).reshape(-1)
             msgs = []
             for b, row in enumerate(flat):
-                for name, step in zip(self.population_names, row, strict=True):
-                    if step >= 0:
+                for name, local in zip(self.population_names, row, strict=True):
+                    if local >= 0:
                         where = f" (batch element {b})" if flat.shape[0] > 1 else ""
+                        step = int(starts[b]) + int(local)
                         msgs.append(
                             (
-                                int(step),
-                                f"population {name!r} at step {int(step)} "
-                                f"(t = {int(step) * self.dt:g} ms){where}",
+                                int(local),
+                                f"population {name!r} at step {step} "
+                                f"(t = {step * self.dt:g} ms){where}",
                             )
                         )
             step, msg = min(msgs)
@@ -123,7 +143,7 @@ class SimulationResult(eqx.Module):
         found = self._find(
             SpikeRaster, lambda m: m.populations is None or population in m.populations
         )
-        t0 = float(np.asarray(self.t_start).ravel()[0])
+        t0 = self._t0()
         if found is not None:
             rows = np.asarray(found[1][population])
             if rows.ndim != 2:
@@ -162,8 +182,7 @@ class SimulationResult(eqx.Module):
             raise ValueError(f"No StateTrace({population!r}, {variable!r}) was recorded.")
         m, values = found
         values = np.asarray(values)
-        t0 = float(np.asarray(self.t_start).ravel()[0])
-        times = t0 + np.arange(values.shape[-2]) * m.every * self.dt
+        times = self._t0() + np.arange(values.shape[-2]) * m.every * self.dt
         return times, values
 
     def spike_counts(self, population: str) -> np.ndarray:
@@ -174,8 +193,7 @@ class SimulationResult(eqx.Module):
         if found is not None:
             return np.asarray(found[1][population])
         times, _ = self.spikes(population)
-        t0 = float(np.asarray(self.t_start).ravel()[0])
-        steps = np.rint((times - t0) / self.dt).astype(np.int64) - self.timing.stamp_steps
+        steps = np.rint((times - self._t0()) / self.dt).astype(np.int64) - self.timing.stamp_steps
         return np.bincount(steps, minlength=self.n_steps).astype(np.float32)
 
     def rate(self, population: str) -> float:
@@ -201,8 +219,7 @@ class SimulationResult(eqx.Module):
             raise ValueError(f"No WeightTrace({projection!r}) was recorded.")
         m, values = found
         values = np.asarray(values)
-        t0 = float(np.asarray(self.t_start).ravel()[0])
-        return t0 + np.arange(values.shape[0]) * m.every * self.dt, values
+        return self._t0() + np.arange(values.shape[0]) * m.every * self.dt, values
 
     def batch(self, index) -> SimulationResult:
         """One element of a batched (``vmap``-ed) result."""
@@ -237,7 +254,7 @@ def _nonfinite(pstate) -> jax.Array:
 
 
 def collect_result(
-    state, buffers, outputs, first_bad, monitors, populations, *, dt, n_steps, t_start, timing
+    state, buffers, outputs, first_bad, monitors, populations, *, dt, n_steps, start, timing
 ) -> SimulationResult:
     """The :class:`SimulationResult` of a finished scan: each monitor's recording (its scan
     output, or its buffer if it records into one), overflow counts and faults.
@@ -265,7 +282,7 @@ def collect_result(
         population_is_source=tuple(p.is_source for p in populations),
         dt=dt,
         n_steps=n_steps,
-        t_start=t_start,
+        start=start,
         timing=timing,
     )
 
@@ -285,31 +302,29 @@ def _run(
     )
     buffers = tuple(m.init(network, n_steps, dtype) for m in monitors)
     first_bad = jnp.full((len(network.populations),), -1, jnp.int32)
-    t_start = state.step.astype(jnp.result_type(float)) * network.dt
-    k_start = state.step
+    start = (state.step, state.epoch)
 
     def body(carry, _):
-        net_state, buffers, first_bad = carry
-        k = net_state.step
+        net_state, buffers, first_bad, local = carry
         new_state, spikes = network.step(net_state)
-        # Step index within this run, in integers: t_start is a float (float32 by default)
-        # and stops representing whole steps exactly beyond 2**24 steps (28 min at 0.1 ms).
-        local = k - k_start
+        # Monitors and faults count the steps of this run (int32: a run's buffers could not
+        # hold more steps); the network's own step is the (step, epoch) pair.
         buffers = tuple(
             m.update(network, b, net_state, spikes, local)
             for m, b in zip(monitors, buffers, strict=True)
         )
         outputs = tuple(m.per_step(network, net_state, spikes, local) for m in monitors)
         bad = jnp.stack([_nonfinite(new_state.populations[p.name]) for p in network.populations])
-        first_bad = jnp.where((first_bad < 0) & bad, k, first_bad)
-        return (new_state, buffers, first_bad), outputs
+        first_bad = jnp.where((first_bad < 0) & bad, local, first_bad)
+        return (new_state, buffers, first_bad, local + 1), outputs
 
-    (state, buffers, first_bad), outputs = checkpointed_scan(
-        body, (state, buffers, first_bad), n_steps, checkpoint, unroll
+    local = jnp.zeros((), jnp.int32)
+    (state, buffers, first_bad, _), outputs = checkpointed_scan(
+        body, (state, buffers, first_bad, local), n_steps, checkpoint, unroll
     )
     return collect_result(
         state, buffers, outputs, first_bad, monitors, network.populations,
-        dt=network.dt, n_steps=n_steps, t_start=t_start, timing=network.timing,
+        dt=network.dt, n_steps=n_steps, start=start, timing=network.timing,
     )
 
 
@@ -336,6 +351,12 @@ def prepare(
         n_steps = n_steps_for(float(duration), network.dt)
     if not (isinstance(n_steps, int | np.integer) and n_steps >= 1):
         raise ValueError(f"simulate: `n_steps` must be a positive integer; got {n_steps!r}.")
+    if n_steps > MAX_INPUT_STEP:
+        raise ValueError(
+            f"simulate: {n_steps} steps in one call is more than one compiled loop can count "
+            f"({MAX_INPUT_STEP}, int32). Run it in parts with `state=result.state`, or with "
+            "brainsim.run_long, which does that and streams the recordings to disk."
+        )
     if state is None:
         if key is None:
             raise ValueError(
