@@ -685,7 +685,9 @@ class _Loader:
             raise self.error("seed (--seed)", f"expected an integer >= 0; got {seed!r}.")
 
         if builder:
-            network = self.network(data["network"], dt, seed).with_timing(timing)
+            network = self.network(data["network"], dt, seed)
+            if timing is not None:
+                network = network.with_timing(timing)
             record = self.record(data.get("record", {}), network)
             return Experiment(network, duration, seed, record, self.source, description, data)
         pops_data = data["populations"]
@@ -711,10 +713,14 @@ class _Loader:
         record = self.record(data.get("record", {}), network)
         return Experiment(network, duration, seed, record, self.source, description, data)
 
-    def timing(self, sim: dict) -> Timing:
-        """``simulation.timing`` (``"brian2"``, the default, or ``"nest"``) and the optional
-        ``simulation.transmit_after_update`` (default: as the timing's simulator does)."""
+    def timing(self, sim: dict) -> Timing | None:
+        """``simulation.timing`` (``"brian2"`` or ``"nest"``) and the optional
+        ``simulation.transmit_after_update`` (default: as the timing's simulator does).
+        ``None`` when neither is given: the network's own (Brian2's for populations listed in
+        the file; a builder's own choice otherwise)."""
         choices = {"brian2": Timing.brian2, "nest": Timing.nest}
+        if "timing" not in sim and "transmit_after_update" not in sim:
+            return None
         name = self.string(sim.get("timing", "brian2"), "simulation.timing", "a simulator's name")
         if name not in choices:
             raise self.error(

@@ -121,7 +121,10 @@ class PatternDetectorParameters:
     E_L: float = -65.0
     V_th: float = -55.0
     V_reset: float = -65.0
-    t_ref: float = 2.0
+    t_ref: float = 2.5
+    """Refractory period (ms): long enough that the teacher's current (τ_syn = 2 ms) cannot
+    drive a second spike after the one it causes (with 2.0 ms some presentations give
+    doublets)."""
     tau_syn: float = 2.0
     """Exponential current synapse time constant (ms)."""
     total_weight: float = 1100.0

@@ -28,6 +28,7 @@ from ._pattern_detector import pattern_detector_train as pattern_detector_train
 from ._propagation import AbstractLayout
 from ._synapses.kinetics import ExponentialSynapse
 from ._synapses.outputs import ConductanceBased, CurrentBased
+from ._timing import Timing
 from .init import Uniform
 
 
@@ -310,6 +311,7 @@ def potjans_diesmann(
     dt: float = 0.1,
     seed: int = 0,
     layout: AbstractLayout | None = None,
+    timing: Timing | None = None,
 ) -> Network:
     r"""The cortical microcircuit of Potjans & Diesmann (2014): 8 populations, 1 mm² of cortex.
 
@@ -332,7 +334,7 @@ def potjans_diesmann(
     **Background.** ``"poisson"``: every neuron receives an independent Poisson train of rate
     8 Hz × :data:`PD14_K_EXT` (its layer's external in-degree) with weight ``w``, from a
     :class:`~brainsim.PoissonSource` population ``"<name>_bg"`` through a one-to-one
-    projection (one-step delay: the delay of a stationary Poisson input is immaterial).
+    projection (zero delay: the delay of a stationary Poisson input is immaterial).
     ``"dc"``: its mean instead, a constant current
     :math:`I_{ext} = 10^{-3}\,\tau_{syn}\, w\, K_{ext}\, \nu_{bg}` (pA) in each cell's ``I_e``.
     The DC drive removes the external fluctuations; with in-degrees scaled down
@@ -371,6 +373,9 @@ def potjans_diesmann(
             (order of :data:`PD14_POPULATIONS`) uses ``[seed, i, j]``.
         layout: storage of the recurrent projections (default :class:`~brainsim.Sparse`);
             the one-to-one background projections are always Sparse.
+        timing: the network's conventions; default :meth:`Timing.nest() <brainsim.Timing.nest>`,
+            as the reference is a NEST model (a 2 ms refractory period holds the membrane 20
+            steps after the spike step, and spikes are recorded at the end of their step).
 
     Reference rates (NEST, full scale, Hz): 0.90, 2.97, 4.41, 5.88, 7.57, 8.63, 1.11, 7.83
     (:data:`PD14_RATES`).
@@ -436,4 +441,6 @@ def potjans_diesmann(
             populations.append(Population(source, n, PoissonSource(float(params.bg_rates[i]))))
             edges = connect.one_to_one(n, weight=params.w_ext)
             projections.append(Projection(source, name, edges, receptor="syn", layout=Sparse()))
-    return Network(populations, projections, dt=dt)
+    return Network(
+        populations, projections, dt=dt, timing=Timing.nest() if timing is None else timing
+    )

@@ -167,7 +167,7 @@ def test_small_config_builds_what_it_says(tmp_path):
 
     e_to_i, noise_to_e = net.projections
     assert isinstance(e_to_i.connectivity, bs.DenseConnectivity)
-    assert e_to_i.connectivity.max_delay == 15  # 1.5 ms / 0.1 ms
+    assert e_to_i.connectivity.max_delay == 16  # lag: 1.5 ms / 0.1 ms + 1 step
     # The seed of the projection from population 0 to population 1 is [seed, 0, 1].
     ref = connect.fixed_probability(40, 10, 0.2, weight=lambda rng, n: rng.normal(2.0, 0.5, n),
                                     delay=1.5, seed=[7, 0, 1])

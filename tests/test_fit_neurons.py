@@ -51,10 +51,12 @@ def test_lif_tau_and_threshold_from_a_spike_train(x64):
     def loss(u, batch, key):
         return fit.spike_time_loss(_run(tr.build(u), n_steps)[1], target_times, dt=dt, tau=1.0)
 
-    result = fit.fit(loss, tr.init(), optax.adam(optax.exponential_decay(0.05, 100, 0.5)),
+    result = fit.fit(loss, tr.init(), optax.adam(optax.exponential_decay(0.05, 200, 0.5)),
                      steps=300, early_stopping=fit.EarlyStopping(target=0.0), progress=False)
     tau_m, V_th = tr.values(result.params)
-    # Measured: every spike on its step after ~110 updates; tau_m 20.12, V_th -51.96.
+    # Measured: every spike on its step within 300 updates; tau_m 20.16, V_th -51.95. (With
+    # the rate halved every 100 updates, 20 of the 21 spikes land on their step and one a step
+    # early: the rate decays too fast for the last one.)
     assert float(result.best_loss) == 0.0
     assert np.all(_relative_errors([tau_m, V_th], [20.0, -52.0]) < 0.05)
     assert abs(float(V_th) + 52.0) < 0.5  # also within 0.5 mV, a physiological tolerance

@@ -47,11 +47,12 @@ def _build(layout, edges, dtype=jnp.float32):
 
 
 def _oracle(ring, cursor, values, edges, n_ring):
-    """NumPy: every synapse of a spiking neuron adds w * value to its ring slot."""
+    """NumPy: every synapse of a spiking neuron adds w * value to its ring slot, its lag (delay
+    in steps plus one) after the cursor."""
     steps = (
         np.ones(edges.n_synapses, int)
         if edges.delay is None
-        else np.broadcast_to(np.rint(np.asarray(edges.delay) / DT).astype(int), edges.pre.shape)
+        else np.broadcast_to(np.rint(np.asarray(edges.delay) / DT).astype(int) + 1, edges.pre.shape)
     )
     out = np.asarray(ring, np.float64).copy()
     slots = ((cursor + steps) % n_ring) * edges.n_post + edges.post
@@ -364,13 +365,13 @@ DELIVERY_CASES = [
 def test_procedural_deliver_equals_oracle_bitwise_across_implementations(name, weight, chunks):
     spec = RULES[name](weight=WEIGHTS[weight], delay=0.2)
     edges = spec.edges()
-    n_ring = 3
+    n_ring = 4
     ring = jnp.asarray(np.random.default_rng(1).normal(size=n_ring * spec.n_post), jnp.float32)
     variants = [(Implementation.REFERENCE, c) for c in chunks]
     if kernels.native_cpu_available():
         variants.append((Implementation.NATIVE_CPU, 8))
     conns = [_build(bs.Procedural(chunk_size=c, implementation=i), spec) for i, c in variants]
-    assert conns[0].max_delay == 2 and conns[0].n_synapses == spec.n_synapses
+    assert conns[0].max_delay == 3 and conns[0].n_synapses == spec.n_synapses
     if len(chunks) > 1:  # the jnp regeneration of the whole matrix, once per rule kind
         np.testing.assert_allclose(conns[0].to_dense(), spec.to_dense(), rtol=1e-6, atol=1e-6)
     for density in (0.0, 0.1, 1.0):
@@ -575,8 +576,8 @@ def test_format_errors_name_the_argument():
         connect.procedural_fixed_probability(10, 12, 0.1, allow_self=False)
     with pytest.raises(ValueError, match="`p`"):
         connect.procedural_fixed_probability(10, 12, 1.1)
-    with pytest.raises(ValueError, match="shorter than one step"):
-        _build(bs.Procedural(), connect.procedural_fixed_outdegree(10, 10, 3, delay=0.0))
+    with pytest.raises(ValueError, match="not a whole number of steps"):
+        _build(bs.Procedural(), connect.procedural_fixed_outdegree(10, 10, 3, delay=0.05))
 
 
 @native

@@ -95,8 +95,9 @@ def test_streamed_files_hold_all_spikes(reference, uninterrupted):
         n = len(ref.spikes(pop)[0])
         steps_file, ids_file = (out / stored.meta["streams"][i]["file"]
                                 for i in stored.meta["spikes"][pop])
-        # 4-byte step and 4-byte id per spike, nothing else.
-        assert steps_file.stat().st_size == ids_file.stat().st_size == 4 * n
+        # 8-byte step (absolute, exact past 2**31 steps) and 4-byte id per spike, nothing else.
+        assert steps_file.stat().st_size == 8 * n
+        assert ids_file.stat().st_size == 4 * n
         assert stored.n_spikes(pop) == n
         parts = list(stored.iter_spikes(pop))
         assert len(parts) == 5

@@ -159,7 +159,7 @@ def test_weights_and_delays(experiment):
         conn = net.projection(f"{pre}->{post}:syn").connectivity
         valid = np.asarray(conn.targets) < conn.n_post
         w = np.asarray(conn.weights)[valid]
-        d = np.asarray(conn.delays)[valid] * dt
+        d = (np.asarray(conn.delays)[valid] - 1) * dt  # stored as lags: delay + one step
         # Normal weights, relative SD 0.1: the sample mean is within 4 SE (SE = 0.1 w / sqrt n).
         mean = factor * w_exc
         assert abs(w.mean() - mean) < 4 * 0.1 * abs(mean) / math.sqrt(w.size)

@@ -92,7 +92,8 @@ def test_psc_trace_and_step_mean_float32(name, dt):
 
 
 def _psp_error(dt, tau_s=2.0, t_end=40.0, w=200.0):
-    # One spike at t = 0 through a 1 ms delay: the current w e^{-(t-1)/tau_s} starts at 1 ms.
+    # One spike at t = 0 through a 1 ms delay: as in Brian2, it acts from the step after the
+    # delay, so the current w e^{-(t - onset)/tau_s} starts at onset = 1 ms + dt.
     delay = 1.0
     edges = connect.from_arrays([0], [0], n_pre=1, n_post=1, weight=w, delay=delay)
     net = generator_network([0.0], [0], 1, 1, edges, kinetics=bs.ExponentialSynapse(tau_s),
@@ -101,7 +102,7 @@ def _psp_error(dt, tau_s=2.0, t_end=40.0, w=200.0):
     t, v = res.trace("post", "v")
     lif = net.population("post").model
     C, tau_m, E_L = float(lif.C_m), float(lif.tau_m), float(lif.E_L)
-    s = np.maximum(t - delay, 0.0)
+    s = np.maximum(t - (delay + dt), 0.0)
     amplitude = w / C * tau_m * tau_s / (tau_m - tau_s)
     exact = E_L + amplitude * (np.exp(-s / tau_m) - np.exp(-s / tau_s))
     # Compare on the coarsest grid (every 0.1 ms) so every dt is measured at the same times.
