@@ -18,14 +18,19 @@ checkpoint produces exactly the spikes of an uninterrupted one.
   completed chunk: the data a reader may use (bytes past the last row, written by a run that
   crashed, are ignored);
 * ``checkpoint.npz`` — the last :func:`~brainsim.save_checkpoint` (atomic) with the stream
-  lengths and index rows at its step; on resume the files are cut back to those lengths.
+  lengths and index rows at its step; on resume the files are cut back to those lengths;
+* ``run.lock`` — locked (``flock``) by the process writing the folder, with its pid and host:
+  a second run on the folder is refused at once. The operating system releases the lock when
+  the process ends, however it ends, so a crashed run never leaves the folder locked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +54,7 @@ RUN_FORMAT_VERSION = 1
 _RUN_JSON = "run.json"
 _INDEX = "index.bin"
 _CHECKPOINT = "checkpoint.npz"
+_LOCK = "run.lock"
 
 
 # ------------------------------------------------------------------------------ streams
@@ -309,6 +315,57 @@ class _Text:
         return self.text
 
 
+# ------------------------------------------------------------------------------ the folder
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/run.lock`` locked while a run writes ``out``; refuse at once if another
+    process (or another call in this one) holds it."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / _LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        try:
+            _lock(fd)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 256).decode(errors="replace").strip()
+            except OSError:  # Windows: the holder's lock covers what it wrote
+                holder = ""
+            holder = holder or "holder unknown"
+            raise RuntimeError(
+                f"run_long: the folder {str(out)!r} is in use by another run ({holder}); two "
+                "runs writing one folder would corrupt it. Wait for that run to end (its lock "
+                f"on {str(path)!r} is released when its process exits) or use another folder."
+            ) from None
+        except OSError as e:
+            raise RuntimeError(
+                f"run_long: cannot lock {str(path)!r} ({e}); put the run on a file system "
+                "with file locks."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock(fd: int) -> None:
+    """Lock the open file ``fd`` without waiting; ``BlockingIOError`` if it is locked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as e:
+            raise BlockingIOError(str(e)) from None
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 # ------------------------------------------------------------------------------ run
 
 
@@ -400,12 +457,32 @@ def run_long(
         SimulationError: non-finite state or a full SpikeList in a chunk (the files hold the
             chunks before it; the last checkpoint is in ``out_dir``).
         CheckpointError: the folder's checkpoint is corrupted or of another network.
+        RuntimeError: another run (in any process) is writing ``out_dir``.
 
     Example:
         >>> run = bs.run_long(net, 60_000.0, "out/run1", key=jax.random.key(0),
         ...                   chunk=1000.0, checkpoint_every=10_000.0)
         >>> times, ids = run.spikes("E", t_start=30_000.0, t_stop=31_000.0)
     """
+    with _folder_lock(Path(out_dir)):
+        return _run_long(
+            network,
+            duration,
+            Path(out_dir),
+            key=key,
+            state=state,
+            chunk=chunk,
+            record=record,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            progress=progress,
+        )
+
+
+def _run_long(
+    network, duration, out: Path, *, key, state, chunk, record, checkpoint_every, resume, progress
+) -> StoredRun:
+    """:func:`run_long` in the folder ``out``, which this process has locked."""
     if not isinstance(network, Network):
         raise TypeError(
             f"run_long: `network` must be a brainsim.Network; got {type(network).__name__}."
@@ -424,7 +501,6 @@ def run_long(
     for m in monitors:
         if not isinstance(m, AbstractMonitor):
             raise TypeError(f"run_long: `record` items must be monitors; got {type(m).__name__}.")
-    out = Path(out_dir)
     meta_path = out / _RUN_JSON
     ckpt_path = out / _CHECKPOINT
     checkpoint: Checkpoint | None = None
@@ -439,7 +515,6 @@ def run_long(
             checkpoint = load_checkpoint(ckpt_path, network)
     else:
         meta = None
-        out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f".{_CHECKPOINT}.*.tmp"):  # left by a crash during a write
         stale.unlink(missing_ok=True)
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import io
 import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import jax
 import jax.monitoring
@@ -233,3 +238,90 @@ def test_recordings_are_exact_beyond_2_to_24_steps(reference):
     assert counts.size == 120
     assert np.array_equal(counts, np.asarray(result.recordings[2]["N"]))
     assert result.recordings[3].shape == (30, 2)
+
+
+# ------------------------------------------------------------------------------ the folder
+
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import brainsim as bs
+import brainsim._long_run as long_run
+from test_long_run import CHUNK, DURATION, KEY, RECORD, network
+
+out, started = Path(sys.argv[1]), Path(sys.argv[2])
+real_append = long_run._Writer.append
+
+def append_then_wait(self, end_step, rows):  # a long run, caught writing its first chunk
+    real_append(self, end_step, rows)
+    started.write_text("")
+    time.sleep(600)
+
+long_run._Writer.append = append_then_wait
+bs.run_long(network(), DURATION, out, key=KEY, chunk=CHUNK, record=RECORD,
+            checkpoint_every=CHUNK, progress=False)
+"""
+
+
+def _python(script, *args, **kwargs):
+    code = script.format(tests=str(Path(__file__).parent))
+    return [sys.executable, "-c", code, *map(str, args)], kwargs
+
+
+def test_a_second_process_cannot_write_a_folder_in_use(uninterrupted, tmp_path):
+    """Two real processes on one folder: the second is refused at once with the holder's pid
+    and host and changes nothing; once the first is killed (no clean-up at all), the folder
+    resumes to exactly the files of an uninterrupted run."""
+    whole_dir, _ = uninterrupted
+    out, started = tmp_path / "shared", tmp_path / "started"
+    first = subprocess.Popen(_python(PAUSED_RUN, out, started)[0], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists():
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.1)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+        second = subprocess.run(
+            [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]);"
+             "import brainsim as bs; from test_long_run import *;"
+             "bs.run_long(network(), DURATION, sys.argv[1], key=KEY, chunk=CHUNK, record=RECORD,"
+             " progress=False)", str(out), str(Path(__file__).parent)],
+            capture_output=True, text=True, timeout=240)
+        assert second.returncode != 0
+        message = second.stderr.strip().splitlines()[-1]
+        assert message == (
+            f"RuntimeError: run_long: the folder {str(out)!r} is in use by another run (pid "
+            f"{first.pid} on host {socket.gethostname()}); two runs writing one folder would "
+            f"corrupt it. Wait for that run to end (its lock on {str(out / 'run.lock')!r} is "
+            "released when its process exits) or use another folder.")
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    finally:
+        first.kill()  # SIGKILL: the first run gets no chance to release anything itself
+        first.wait()
+    run = bs.run_long(network(), DURATION, out, key=KEY, chunk=CHUNK, record=RECORD,
+                      checkpoint_every=CHUNK, progress=False)
+    assert run.n_steps == 500
+    for name in (p.name for p in whole_dir.iterdir() if p.suffix == ".bin"):
+        assert (out / name).read_bytes() == (whole_dir / name).read_bytes(), name
+
+
+def test_the_lock_is_held_within_one_process_too(uninterrupted, tmp_path, monkeypatch):
+    net = network()
+    calls = []
+    real_append = long_run._Writer.append
+
+    def append_and_start_another(self, end_step, rows):
+        real_append(self, end_step, rows)
+        if not calls:
+            calls.append(end_step)
+            with pytest.raises(RuntimeError, match=r"is in use by another run \(pid \d+ on"):
+                bs.run_long(net, DURATION, tmp_path, key=KEY, chunk=CHUNK, record=RECORD,
+                            progress=False)
+
+    monkeypatch.setattr(long_run._Writer, "append", append_and_start_another)
+    run = bs.run_long(net, DURATION, tmp_path, key=KEY, chunk=CHUNK, record=RECORD,
+                      progress=False)
+    assert calls and run.n_steps == 500
