@@ -384,6 +384,26 @@ def _run_meta(network, monitors, chunk_steps, plan, start_step) -> dict:
     }
 
 
+def _overflow_advice(monitors, recordings, chunk_steps: int, resumes_at: float | None) -> str:
+    """How to go on after a full SpikeList: a larger capacity in a resumed call."""
+    for m, r in zip(monitors, recordings, strict=True):
+        if isinstance(m, SpikeList) and int(np.asarray(m.overflow(r))) > 0:
+            needed = m.capacity + int(np.asarray(m.overflow(r)))
+            continues = (
+                f"resumes from the last checkpoint (t = {resumes_at:g} ms), keeping the chunks "
+                "before it"
+                if resumes_at is not None
+                else "starts again from t = 0 (there is no checkpoint yet; `checkpoint_every` "
+                "makes runs resumable)"
+            )
+            return (
+                f" To go on, call run_long again with the same arguments and out_dir but "
+                f"SpikeList({m.population!r}, capacity >= {needed}) in `record` (the capacity "
+                f"holds the spikes of one chunk, {chunk_steps} steps): the run {continues}."
+            )
+    return ""
+
+
 def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
@@ -395,12 +415,49 @@ def _compatible(out: Path, old: dict, new: dict) -> None:
                 f"run_long: {str(out)!r} holds a run with {field} = {old.get(field)!r}, but this "
                 f"call has {new.get(field)!r}; resume with the same network or use another folder."
             )
-    for field, what in (("chunk_steps", "`chunk`"), ("monitors", "`record`")):
-        if old.get(field) != new.get(field):
-            raise ValueError(
-                f"run_long: {str(out)!r} was run with {what} giving {old.get(field)!r}; this call "
-                f"gives {new.get(field)!r}. Resume with the same {what} or use another folder."
-            )
+    if old.get("chunk_steps") != new.get("chunk_steps"):
+        raise ValueError(
+            f"run_long: {str(out)!r} was run with `chunk` giving {old.get('chunk_steps')!r} "
+            f"steps; this call gives {new.get('chunk_steps')!r}. Resume with the same `chunk` "
+            "or use another folder."
+        )
+    differences = _record_differences(old, new)
+    if differences:
+        raise ValueError(
+            f"run_long: {str(out)!r} holds recordings that this call's `record` would not "
+            f"continue: {'; '.join(differences)}. Resume with a `record` that writes the same "
+            "files (a SpikeList's capacity may change) or use another folder."
+        )
+
+
+def _record_differences(old: dict, new: dict) -> list[str]:
+    """What the files of the run in the folder (``old``) and of this call (``new``) record
+    differently. Only the files count: a SpikeList's capacity, which bounds one chunk in
+    memory, may change."""
+
+    def traces(meta):
+        return [
+            f"StateTrace({t['population']!r}, {t['variable']!r}, neurons={t['neurons']}, "
+            f"every={t['every']})"
+            for t in meta.get("traces", [])
+        ]
+
+    differences = []
+    for what, a, b in (
+        ("spikes", sorted(old.get("spikes", {})), sorted(new["spikes"])),
+        ("PopulationRate", sorted(old.get("rates", {})), sorted(new["rates"])),
+        ("traces", traces(old), traces(new)),
+    ):
+        if a != b:
+            differences.append(f"{what} of {a} in the folder, {b} in this call")
+    if not differences and any(
+        old.get(k) != new[k] for k in ("streams", "spikes", "rates", "traces")
+    ):
+        differences.append(
+            "the same recordings in other files (another order of `record`, or another dtype): "
+            f"{old.get('streams')} in the folder, {new['streams']} in this call"
+        )
+    return differences
 
 
 def run_long(
@@ -455,7 +512,8 @@ def run_long(
 
     Raises:
         SimulationError: non-finite state or a full SpikeList in a chunk (the files hold the
-            chunks before it; the last checkpoint is in ``out_dir``).
+            chunks before it; the last checkpoint is in ``out_dir``). For a full SpikeList the
+            message says how to continue: call again with a larger capacity, which resumes.
         CheckpointError: the folder's checkpoint is corrupted or of another network.
         RuntimeError: another run (in any process) is writing ``out_dir``.
 
@@ -546,8 +604,6 @@ def _run_long(
     plan = _plan_streams(network, monitors, chunk_steps, floats[0].dtype if floats else None)
     if lengths is None:
         lengths = [0] * len(plan["streams"])
-    elif len(lengths) != len(plan["streams"]):
-        raise CheckpointError(f"run_long: {str(ckpt_path)!r} does not match this run's `record`.")
     new_meta = _run_meta(
         network, monitors, chunk_steps, plan, step if meta is None else meta["start_step"]
     )
@@ -555,6 +611,8 @@ def _run_long(
         _compatible(out, meta, new_meta)
         if checkpoint is None:
             new_meta["start_step"] = step
+    if len(lengths) != len(plan["streams"]):
+        raise CheckpointError(f"run_long: {str(ckpt_path)!r} does not match this run's `record`.")
     start_step = new_meta["start_step"]
     end_step = start_step + total_steps
     if step > end_step:
@@ -574,10 +632,12 @@ def _run_long(
         try:
             result.raise_if_failed()
         except SimulationError as e:
+            resumes_at = (last_ckpt - start_step) * network.dt if ckpt_path.exists() else None
             raise SimulationError(
                 f"{e} (run_long: in the chunk from t = {(k0 - start_step) * network.dt:g} ms; "
                 f"{str(out)!r} holds the recordings before it"
-                + (" and the last checkpoint)." if ckpt_steps else ").")
+                + (" and the last checkpoint)." if resumes_at is not None else ").")
+                + _overflow_advice(monitors, result.recordings, chunk_steps, resumes_at)
             ) from None
         writer.append(k0 + n0, _chunk_rows(network, plan, monitors, result, k0))
         done = k0 + n0

@@ -28,10 +28,9 @@ RECORD = (bs.SpikeRaster(populations=("P",)), bs.SpikeList("N", 2000), bs.Popula
           bs.StateTrace("N", "v", neurons=[0, 3], every=4))
 
 
-def network():
+def network(n=16):
     """Poisson channels onto a recurrent LIF population, multi-step delays (spikes in flight
     at every chunk boundary)."""
-    n = 16
     lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0, t_ref=2.0,
                  I_e=np.linspace(300.0, 420.0, n))
     rec = {"e": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased())}
@@ -325,3 +324,64 @@ def test_the_lock_is_held_within_one_process_too(uninterrupted, tmp_path, monkey
     run = bs.run_long(net, DURATION, tmp_path, key=KEY, chunk=CHUNK, record=RECORD,
                       progress=False)
     assert calls and run.n_steps == 500
+
+
+def _spike_list_capacity(record, capacity):
+    return tuple(bs.SpikeList(m.population, capacity) if isinstance(m, bs.SpikeList) else m
+                 for m in record)
+
+
+def test_overflow_advice_can_be_followed(reference, uninterrupted, tmp_path):
+    """A SpikeList too small for a chunk stops the run with advice; following it literally (a
+    larger capacity, the same folder) finishes the run, resuming from the last checkpoint, and
+    the folder then holds exactly the files of an uninterrupted run."""
+    net, ref = reference
+    whole_dir, _ = uninterrupted
+    capacity, messages = 1, []
+    for _ in range(5):
+        try:
+            run = bs.run_long(net, DURATION, tmp_path, key=KEY, chunk=CHUNK,
+                              record=_spike_list_capacity(RECORD, capacity),
+                              checkpoint_every=CHUNK, progress=False)
+            break
+        except bs.SimulationError as e:
+            messages.append(str(e))
+            capacity = int(re.search(r"SpikeList\('N', capacity >= (\d+)\)", str(e)).group(1))
+    # Chunks hold 3, 13, 13, 11 and 3 spikes of N: the first call stops in chunk 0, before
+    # any checkpoint, the second in chunk 1, after the checkpoint of chunk 0.
+    assert len(messages) == 2 and capacity == 13
+    assert messages[0].endswith(
+        "To go on, call run_long again with the same arguments and out_dir but "
+        "SpikeList('N', capacity >= 3) in `record` (the capacity holds the spikes of one "
+        "chunk, 120 steps): the run starts again from t = 0 (there is no checkpoint yet; "
+        "`checkpoint_every` makes runs resumable).")
+    assert "rerun with capacity >= 13" in messages[1]
+    assert messages[1].endswith(
+        "SpikeList('N', capacity >= 13) in `record` (the capacity holds the spikes of one "
+        "chunk, 120 steps): the run resumes from the last checkpoint (t = 12 ms), keeping the "
+        "chunks before it.")
+    assert run.n_steps == 500
+    assert _same_steps(run.spikes("N")[0], ref.spikes("N")[0])
+    for name in (p.name for p in whole_dir.iterdir() if p.suffix == ".bin"):
+        assert (tmp_path / name).read_bytes() == (whole_dir / name).read_bytes(), name
+
+
+def test_resume_names_what_differs(reference, uninterrupted, tmp_path):
+    net, _ = reference
+    whole_dir, _ = uninterrupted
+    with pytest.raises(ValueError, match=re.escape(
+            "would not continue: PopulationRate of ['N', 'P'] in the folder, [] in this call; "
+            "traces of [\"StateTrace('N', 'v', neurons=[0, 3], every=4)\"] in the folder, [] "
+            "in this call. Resume with a `record` that writes the same files (a SpikeList's "
+            "capacity may change) or use another folder.")):
+        bs.run_long(net, DURATION, whole_dir, chunk=CHUNK, record=(bs.SpikeRaster(),),
+                    progress=False)
+    swapped = (RECORD[1], RECORD[0], *RECORD[2:])  # the same recordings in other files
+    with pytest.raises(ValueError, match="the same recordings in other files"):
+        bs.run_long(net, DURATION, whole_dir, chunk=CHUNK, record=swapped, progress=False)
+    out = tmp_path / "no_checkpoint"
+    bs.run_long(net, CHUNK, out, key=KEY, chunk=CHUNK, record=RECORD, progress=False)
+    with pytest.raises(ValueError, match=r"population_sizes = \[6, 16\], but this call has "
+                                         r"\[6, 17\]; resume with the same network"):
+        bs.run_long(network(n=17), CHUNK, out, key=KEY, chunk=CHUNK, record=RECORD,
+                    progress=False)
