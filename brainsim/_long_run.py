@@ -22,6 +22,9 @@ checkpoint produces exactly the spikes of an uninterrupted one.
 * ``run.lock`` — locked (``flock``) by the process writing the folder, with its pid and host:
   a second run on the folder is refused at once. The operating system releases the lock when
   the process ends, however it ends, so a crashed run never leaves the folder locked.
+
+Every file a reader opens is a plain name inside the folder: a ``run.json`` naming an absolute
+path, a ``..`` component or a link leading out of the folder is refused.
 """
 
 from __future__ import annotations
@@ -186,8 +189,8 @@ class _Writer:
         self.n_index = n_index
         self.files = []
         for s, rb, n in zip(streams, self.row_bytes, lengths, strict=True):
-            self.files.append(_open_truncated(out / s["file"], n * rb))
-        self.index = _open_truncated(out / _INDEX, n_index * 8 * (1 + len(streams)))
+            self.files.append(_open_truncated(_inside(out, s["file"]), n * rb))
+        self.index = _open_truncated(_inside(out, _INDEX), n_index * 8 * (1 + len(streams)))
 
     def close(self) -> None:
         for f in (*self.files, self.index):
@@ -323,7 +326,7 @@ def _folder_lock(out: Path) -> Iterator[None]:
     """Hold ``out/run.lock`` locked while a run writes ``out``; refuse at once if another
     process (or another call in this one) holds it."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / _LOCK
+    path = _inside(out, _LOCK)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
         try:
@@ -366,7 +369,41 @@ def _lock(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+def _inside(out: Path, name, named_in: str | None = None) -> Path:
+    """``out / name``, refusing a name that leads out of the folder ``out``: an absolute path,
+    a ``..`` component or a link to somewhere else (``named_in``: the file giving ``name``)."""
+    what = f"{named_in} names the file {name!r}" if named_in else f"the file {name!r}"
+    if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in Path(name).parts:
+        problem = "; a run's files are plain names inside its folder"
+    else:
+        real = (out / name).resolve()
+        if real.is_relative_to(out.resolve()):
+            return out / name
+        problem = f", a link to {str(real)!r} outside the folder"
+    raise CheckpointError(
+        f"run folder {str(out)!r}: {what}{problem}. Nothing was read from or written to it; "
+        "the folder was damaged or tampered with: restore it from a copy or use another folder."
+    )
+
+
 # ------------------------------------------------------------------------------ run
+
+
+def _cursors(path: Path, metadata) -> tuple[list[int], int]:
+    """The stream lengths and index rows a run_long checkpoint records."""
+    metadata = metadata if isinstance(metadata, dict) else {}
+    lengths, chunks = metadata.get("lengths"), metadata.get("chunks")
+    if not (
+        isinstance(lengths, list)
+        and all(isinstance(n, int) and n >= 0 for n in lengths)
+        and isinstance(chunks, int)
+        and chunks >= 0
+    ):
+        raise CheckpointError(
+            f"run_long: {str(path)!r} does not record the lengths of the run's files (it was "
+            "not written by run_long, or was damaged). Restart the run in a new folder."
+        )
+    return lengths, chunks
 
 
 def _run_meta(network, monitors, chunk_steps, plan, start_step) -> dict:
@@ -514,7 +551,8 @@ def run_long(
         SimulationError: non-finite state or a full SpikeList in a chunk (the files hold the
             chunks before it; the last checkpoint is in ``out_dir``). For a full SpikeList the
             message says how to continue: call again with a larger capacity, which resumes.
-        CheckpointError: the folder's checkpoint is corrupted or of another network.
+        CheckpointError: the folder's checkpoint is corrupted or of another network, or
+            ``run.json`` names a file outside the folder.
         RuntimeError: another run (in any process) is writing ``out_dir``.
 
     Example:
@@ -560,7 +598,7 @@ def _run_long(
         if not isinstance(m, AbstractMonitor):
             raise TypeError(f"run_long: `record` items must be monitors; got {type(m).__name__}.")
     meta_path = out / _RUN_JSON
-    ckpt_path = out / _CHECKPOINT
+    ckpt_path = _inside(out, _CHECKPOINT)
     checkpoint: Checkpoint | None = None
     if meta_path.exists():
         if not resume:
@@ -578,8 +616,7 @@ def _run_long(
 
     if checkpoint is not None:
         network, state = checkpoint.network, checkpoint.state
-        lengths = checkpoint.metadata["lengths"]
-        n_index = checkpoint.metadata["chunks"]
+        lengths, n_index = _cursors(ckpt_path, checkpoint.metadata)
         if checkpoint.metadata.get("step") != int(np.asarray(state.step)):
             raise CheckpointError(
                 f"run_long: {str(ckpt_path)!r} is at step {int(np.asarray(state.step))} but "
@@ -680,21 +717,41 @@ def _run_long(
 
 
 def _read_meta(out: Path) -> dict:
-    path = out / _RUN_JSON
+    path = _inside(out, _RUN_JSON)
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{str(out)!r} holds no brainsim run (no {_RUN_JSON}).") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{str(path)!r} is corrupted ({e}).") from None
-    if meta.get("format") != RUN_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{str(path)!r} does not describe a brainsim run.")
     if meta.get("format_version") != RUN_FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has run format version {meta.get('format_version')}; this brainsim "
             f"({__version__}) reads version {RUN_FORMAT_VERSION}."
         )
+    streams = meta.get("streams")
+    if not isinstance(streams, list) or not all(_valid_stream(s) for s in streams):
+        raise CheckpointError(
+            f"{str(path)!r} is corrupted: `streams` must list files, each with a numeric dtype "
+            "and a shape."
+        )
     return meta
+
+
+def _valid_stream(stream) -> bool:
+    try:
+        dtype = np.dtype(stream["dtype"])
+    except (TypeError, KeyError, ValueError):
+        return False
+    shape = stream.get("shape")
+    return (
+        isinstance(stream.get("file"), str)
+        and dtype.kind in "biuf"
+        and isinstance(shape, list)
+        and all(isinstance(d, int) and d >= 0 for d in shape)
+    )
 
 
 class StoredRun:
@@ -716,8 +773,10 @@ class StoredRun:
         self.population_names: tuple[str, ...] = tuple(self.meta["population_names"])
         self.population_sizes: tuple[int, ...] = tuple(self.meta["population_sizes"])
         self.start_step: int = self.meta["start_step"]
+        for s in self.meta["streams"]:  # refused now rather than when first read
+            _inside(self.out_dir, s["file"], _RUN_JSON)
         width = 1 + len(self.meta["streams"])
-        raw = np.fromfile(self.out_dir / _INDEX, dtype=np.int64)
+        raw = np.fromfile(_inside(self.out_dir, _INDEX), dtype=np.int64)
         self.index = raw[: raw.size // width * width].reshape(-1, width)
         """Completed chunks: ``[end_step, rows of every stream]``."""
 
@@ -739,7 +798,10 @@ class StoredRun:
         if hi <= lo:
             return np.empty((0, *shape), np.dtype(s["dtype"]))
         mm = np.memmap(
-            self.out_dir / s["file"], dtype=np.dtype(s["dtype"]), mode="r", shape=(n, *shape)
+            _inside(self.out_dir, s["file"], _RUN_JSON),
+            dtype=np.dtype(s["dtype"]),
+            mode="r",
+            shape=(n, *shape),
         )
         return mm[lo:hi]
 
@@ -805,7 +867,7 @@ class StoredRun:
 
     def load_checkpoint(self, network: Network) -> Checkpoint:
         """The run's last checkpoint (network and state) for ``network``."""
-        return load_checkpoint(self.out_dir / _CHECKPOINT, network)
+        return load_checkpoint(_inside(self.out_dir, _CHECKPOINT), network)
 
 
 def load_run(out_dir: str | os.PathLike) -> StoredRun:

@@ -5,7 +5,9 @@ chunk is reused, and the progress line has the documented format."""
 from __future__ import annotations
 
 import io
+import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -385,3 +387,55 @@ def test_resume_names_what_differs(reference, uninterrupted, tmp_path):
                                          r"\[6, 17\]; resume with the same network"):
         bs.run_long(network(n=17), CHUNK, out, key=KEY, chunk=CHUNK, record=RECORD,
                     progress=False)
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../secret.bin", "link"])
+def test_load_run_reads_only_inside_the_folder(uninterrupted, tmp_path, name):
+    whole_dir, _ = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(whole_dir, out)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x01" * 4096)
+    meta = json.loads((out / "run.json").read_text())
+    if name == "link":
+        (out / "link").symlink_to(secret)
+    meta["streams"][0]["file"] = name
+    (out / "run.json").write_text(json.dumps(meta))
+    problem = ("a link to" if name == "link" else "a run's files are plain names inside its "
+               "folder")
+    with pytest.raises(bs.CheckpointError, match=re.escape(
+            f"run folder {str(out)!r}: run.json names the file {name!r}")) as e:
+        bs.load_run(out)
+    assert problem in str(e.value) and "Nothing was read" in str(e.value)
+
+
+def test_a_planted_link_is_never_written_through(reference, uninterrupted, tmp_path):
+    net, _ = reference
+    whole_dir, _ = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(whole_dir, out)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious" * 512)
+    (out / "rate_0.bin").unlink()
+    (out / "rate_0.bin").symlink_to(victim)
+    with pytest.raises(bs.CheckpointError, match="the file 'rate_0.bin', a link to"):
+        bs.run_long(net, DURATION, out, chunk=CHUNK, record=RECORD, progress=False)
+    assert victim.read_bytes() == b"precious" * 512
+
+
+def test_damaged_run_files_are_refused_clearly(reference, uninterrupted, tmp_path):
+    net, _ = reference
+    whole_dir, _ = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(whole_dir, out)
+    meta = json.loads((out / "run.json").read_text())
+    meta["streams"][0]["dtype"] = "|O"  # object arrays: never from a run folder
+    (out / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(bs.CheckpointError, match="run.json' is corrupted: `streams` must list"):
+        bs.load_run(out)
+    # A checkpoint that run_long did not write (no file lengths) cannot resume the run.
+    shutil.rmtree(out)
+    shutil.copytree(whole_dir, out)
+    bs.save_checkpoint(out / "checkpoint.npz", net, uninterrupted[1].state)
+    with pytest.raises(bs.CheckpointError, match="does not record the lengths of the run's files"):
+        bs.run_long(net, DURATION, out, chunk=CHUNK, record=RECORD, progress=False)
