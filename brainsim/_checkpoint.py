@@ -254,7 +254,58 @@ def read_checkpoint_file(path: Path) -> tuple[dict, list[np.ndarray], list[np.nd
             f"Checkpoint {str(path)!r} is corrupted: its checksum does not match its contents. "
             "Use an earlier checkpoint or restart the run."
         )
+    for what, arrays in (("network", net), ("state", state)):
+        _check_arrays(path, what, header.get(what), arrays)
     return header, net, state
+
+
+def _check_arrays(path: Path, what: str, description, arrays: list[np.ndarray]) -> None:
+    """Every array of ``what`` has the shape and dtype its header entry gives.
+
+    The checksum catches accidental damage; a file edited on purpose can carry a recomputed
+    one, so the arrays are checked against the header before anything uses them.
+    """
+    damaged = f"Checkpoint {str(path)!r} is damaged or was tampered with:"
+    fix = "Use an earlier checkpoint or restart the run."
+    entries = description.get("leaves") if isinstance(description, dict) else None
+    if not (
+        isinstance(entries, list)
+        and all(isinstance(e, dict) for e in entries)
+        and isinstance(description.get("treedef"), str)
+        and isinstance(description.get("treedef_sha256"), str)
+    ):
+        raise CheckpointError(f"{damaged} its header does not describe the {what}. {fix}")
+    stored = [e for e in entries if "python" not in e]
+    if len(stored) != len(arrays):
+        raise CheckpointError(
+            f"{damaged} its header lists {len(stored)} {what} arrays but it holds "
+            f"{len(arrays)}. {fix}"
+        )
+    for e, a in zip(stored, arrays, strict=True):
+        expected = _stored_layout(e)
+        if (a.shape, a.dtype.str) != expected:
+            raise CheckpointError(
+                f"{damaged} {what} leaf {e.get('path')} is stored with shape {a.shape} and dtype "
+                f"{a.dtype.str} but its header gives shape {expected[0]} and dtype "
+                f"{expected[1]}. {fix}"
+            )
+
+
+def _stored_layout(entry: dict) -> tuple[tuple, str] | tuple[None, None]:
+    """Shape and dtype (``dtype.str``) of the array stored for a header entry (a PRNG key is
+    stored as its ``uint32`` key data); ``(None, None)`` for an invalid entry."""
+    shape = entry.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        return None, None
+    if "key_impl" not in entry:
+        return tuple(shape), entry.get("dtype")
+    try:
+        data = jax.eval_shape(
+            lambda: jax.random.key_data(jax.random.key(0, impl=entry["key_impl"]))
+        )
+    except (TypeError, ValueError, KeyError):
+        return None, None
+    return (*shape, *data.shape), np.dtype(data.dtype).str
 
 
 def _count(names, prefix: str) -> int:
@@ -276,6 +327,11 @@ def _check(path, what: str, stored: dict, expected: dict) -> None:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} does not match this {what}: the PyTree structure differs.\n"
             f"  {_first_difference(stored['treedef'], expected['treedef'])}\n{hint}"
+        )
+    if len(stored["leaves"]) != len(expected["leaves"]):
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} does not match this {what}: it describes "
+            f"{len(stored['leaves'])} leaves, this {what} has {len(expected['leaves'])}. {hint}"
         )
     for s, e in zip(stored["leaves"], expected["leaves"], strict=True):
         for field in ("path", "shape", "dtype", "python", "value"):
@@ -352,7 +408,13 @@ def load_checkpoint(
                 'jax.config.update("jax_enable_x64", True).'
             )
         key = jax.random.key(0) if header["state"].get("typed_key") else jax.random.PRNGKey(0)
-        like = jax.eval_shape(lambda: network.init(key, dtype=dtype))
+        try:
+            like = jax.eval_shape(lambda: network.init(key, dtype=dtype))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} is damaged or was tampered with: its state dtype "
+                f"{dtype!r} is not one this network can be initialised with ({e})."
+            ) from None
     like_desc = _describe_like(like)
     _check(path, "network's state", header["state"], like_desc)
 

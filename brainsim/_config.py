@@ -262,6 +262,17 @@ class Experiment:
         return simulate(self.network, self.duration_ms, **kwargs)
 
 
+SEED_RANGE = "JAX's random keys take seeds below 2**32, or 2**63 with jax_enable_x64"
+
+
+def max_seed() -> int:
+    """The largest seed: beyond it JAX's key would repeat a smaller seed's (its 32-bit seed
+    wraps around) or fail (a 64-bit seed overflows)."""
+    import jax
+
+    return 2**63 - 1 if jax.config.jax_enable_x64 else 2**32 - 1
+
+
 def default_config_path():
     """The embedded default config (the COBA benchmark, same as ``configs/coba.toml``)."""
     return importlib.resources.files("brainsim") / "default_config.toml"
@@ -278,20 +289,24 @@ def load_config(
     ``seed`` and ``duration_ms`` override ``[simulation]`` (as ``brainsim run --seed/--duration``).
     Raises :class:`ConfigError` on any mistake.
     """
-    if path is None:
-        text, source = default_config_path().read_text(encoding="utf-8"), "<default>"
-    else:
-        source = os.fspath(path)
-        try:
-            with open(source, "rb") as f:
-                text = f.read().decode("utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: no such config file.") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{source}: is a directory, not a config file.") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{source}: cannot read the config: {e}") from None
+    text, source = read_config_text(path)
     return parse_config(text, source=source, seed=seed, duration_ms=duration_ms)
+
+
+def read_config_text(path: str | os.PathLike | None) -> tuple[str, str]:
+    """``(text, source)`` of a config file (``None``: the embedded default)."""
+    if path is None:
+        return default_config_path().read_text(encoding="utf-8"), "<default>"
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            return f.read().decode("utf-8"), source
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such config file.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a directory, not a config file.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{source}: cannot read the config: {e}") from None
 
 
 def parse_config(
@@ -302,11 +317,15 @@ def parse_config(
     duration_ms: float | None = None,
 ) -> Experiment:
     """Like :func:`load_config` for TOML text."""
+    return build_config(parse_toml(text, source), source=source, seed=seed, duration_ms=duration_ms)
+
+
+def parse_toml(text: str, source: str = "<string>") -> dict:
+    """The TOML ``text`` as a dict (a :class:`ConfigError` naming ``source`` if invalid)."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}.") from None
-    return build_config(data, source=source, seed=seed, duration_ms=duration_ms)
 
 
 def build_config(
@@ -679,10 +698,15 @@ class _Loader:
                 duration_where,
                 f"expected a positive whole number of steps of dt_ms = {dt} ms; got {duration} ms.",
             )
+        seed_where = "seed (--seed)" if seed is not None else "simulation.seed"
         if seed is None:
             seed = self.integer(sim.get("seed", 0), "simulation.seed", "the seed", minimum=0)
         elif not isinstance(seed, int) or seed < 0:
             raise self.error("seed (--seed)", f"expected an integer >= 0; got {seed!r}.")
+        if seed > max_seed():
+            raise self.error(
+                seed_where, f"expected a seed from 0 to {max_seed()} ({SEED_RANGE}); got {seed}."
+            )
 
         if builder:
             network = self.network(data["network"], dt, seed)

@@ -7,25 +7,34 @@ to files in ``out_dir``, writes checkpoints and updates the progress line, so me
 most two chunks of recordings whatever the duration. A run resumed from its last
 checkpoint produces exactly the spikes of an uninterrupted one.
 
-**Folder layout** (format version 1), read by :func:`load_run`:
+**Folder layout** (format version 2), read by :func:`load_run`:
 
-* ``run.json`` — format and versions, ``dt``, population names and sizes, the chunk length,
-  the monitors, and the streams: one append-only raw little-endian array file per recorded
-  quantity (``spikes_<p>_steps.bin`` int32 step indices and ``spikes_<p>_ids.bin`` int32
+* ``run.json`` — format and versions, ``dt``, the timing's ``spike_stamp_steps``, population
+  names and sizes, the chunk length, the monitors, and the streams: one append-only raw
+  little-endian array file per recorded quantity (``spikes_<p>_steps.bin`` int64 absolute
+  network steps, exact however long the run, and ``spikes_<p>_ids.bin`` int32
   neuron indices per spike, ``rate_<p>.bin`` float32 spike counts per step,
   ``trace_<j>.bin`` samples × neurons), with dtype and row shape;
 * ``index.bin`` — int64 rows ``[end_step, rows of stream 0, rows of stream 1, ...]``, one per
   completed chunk: the data a reader may use (bytes past the last row, written by a run that
   crashed, are ignored);
 * ``checkpoint.npz`` — the last :func:`~brainsim.save_checkpoint` (atomic) with the stream
-  lengths and index rows at its step; on resume the files are cut back to those lengths.
+  lengths and index rows at its step; on resume the files are cut back to those lengths;
+* ``run.lock`` — locked (``flock``) by the process writing the folder, with its pid and host:
+  a second run on the folder is refused at once. The operating system releases the lock when
+  the process ends, however it ends, so a crashed run never leaves the folder locked.
+
+Every file a reader opens is a plain name inside the folder: a ``run.json`` naming an absolute
+path, a ``..`` component or a link leading out of the folder is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -51,6 +60,7 @@ RUN_FORMAT_VERSION = 2
 _RUN_JSON = "run.json"
 _INDEX = "index.bin"
 _CHECKPOINT = "checkpoint.npz"
+_LOCK = "run.lock"
 
 
 # ------------------------------------------------------------------------------ streams
@@ -182,8 +192,8 @@ class _Writer:
         self.n_index = n_index
         self.files = []
         for s, rb, n in zip(streams, self.row_bytes, lengths, strict=True):
-            self.files.append(_open_truncated(out / s["file"], n * rb))
-        self.index = _open_truncated(out / _INDEX, n_index * 8 * (1 + len(streams)))
+            self.files.append(_open_truncated(_inside(out, s["file"]), n * rb))
+        self.index = _open_truncated(_inside(out, _INDEX), n_index * 8 * (1 + len(streams)))
 
     def close(self) -> None:
         for f in (*self.files, self.index):
@@ -311,7 +321,92 @@ class _Text:
         return self.text
 
 
+# ------------------------------------------------------------------------------ the folder
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/run.lock`` locked while a run writes ``out``; refuse at once if another
+    process (or another call in this one) holds it."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = _inside(out, _LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        try:
+            _lock(fd)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 256).decode(errors="replace").strip()
+            except OSError:  # Windows: the holder's lock covers what it wrote
+                holder = ""
+            holder = holder or "holder unknown"
+            raise RuntimeError(
+                f"run_long: the folder {str(out)!r} is in use by another run ({holder}); two "
+                "runs writing one folder would corrupt it. Wait for that run to end (its lock "
+                f"on {str(path)!r} is released when its process exits) or use another folder."
+            ) from None
+        except OSError as e:
+            raise RuntimeError(
+                f"run_long: cannot lock {str(path)!r} ({e}); put the run on a file system "
+                "with file locks."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock(fd: int) -> None:
+    """Lock the open file ``fd`` without waiting; ``BlockingIOError`` if it is locked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as e:
+            raise BlockingIOError(str(e)) from None
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _inside(out: Path, name, named_in: str | None = None) -> Path:
+    """``out / name``, refusing a name that leads out of the folder ``out``: an absolute path,
+    a ``..`` component or a link to somewhere else (``named_in``: the file giving ``name``)."""
+    what = f"{named_in} names the file {name!r}" if named_in else f"the file {name!r}"
+    if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in Path(name).parts:
+        problem = "; a run's files are plain names inside its folder"
+    else:
+        real = (out / name).resolve()
+        if real.is_relative_to(out.resolve()):
+            return out / name
+        problem = f", a link to {str(real)!r} outside the folder"
+    raise CheckpointError(
+        f"run folder {str(out)!r}: {what}{problem}. Nothing was read from or written to it; "
+        "the folder was damaged or tampered with: restore it from a copy or use another folder."
+    )
+
+
 # ------------------------------------------------------------------------------ run
+
+
+def _cursors(path: Path, metadata) -> tuple[list[int], int]:
+    """The stream lengths and index rows a run_long checkpoint records."""
+    metadata = metadata if isinstance(metadata, dict) else {}
+    lengths, chunks = metadata.get("lengths"), metadata.get("chunks")
+    if not (
+        isinstance(lengths, list)
+        and all(isinstance(n, int) and n >= 0 for n in lengths)
+        and isinstance(chunks, int)
+        and chunks >= 0
+    ):
+        raise CheckpointError(
+            f"run_long: {str(path)!r} does not record the lengths of the run's files (it was "
+            "not written by run_long, or was damaged). Restart the run in a new folder."
+        )
+    return lengths, chunks
 
 
 def _run_meta(network, monitors, chunk_steps, plan, start_step) -> dict:
@@ -331,6 +426,26 @@ def _run_meta(network, monitors, chunk_steps, plan, start_step) -> dict:
     }
 
 
+def _overflow_advice(monitors, recordings, chunk_steps: int, resumes_at: float | None) -> str:
+    """How to go on after a full SpikeList: a larger capacity in a resumed call."""
+    for m, r in zip(monitors, recordings, strict=True):
+        if isinstance(m, SpikeList) and int(np.asarray(m.overflow(r))) > 0:
+            needed = m.capacity + int(np.asarray(m.overflow(r)))
+            continues = (
+                f"resumes from the last checkpoint (t = {resumes_at:g} ms), keeping the chunks "
+                "before it"
+                if resumes_at is not None
+                else "starts again from t = 0 (there is no checkpoint yet; `checkpoint_every` "
+                "makes runs resumable)"
+            )
+            return (
+                f" To go on, call run_long again with the same arguments and out_dir but "
+                f"SpikeList({m.population!r}, capacity >= {needed}) in `record` (the capacity "
+                f"holds the spikes of one chunk, {chunk_steps} steps): the run {continues}."
+            )
+    return ""
+
+
 def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
@@ -345,12 +460,49 @@ def _compatible(out: Path, old: dict, new: dict) -> None:
                 f"run_long: {str(out)!r} holds a run with {field} = {old.get(field)!r}, but this "
                 f"call has {new.get(field)!r}; resume with the same network or use another folder."
             )
-    for field, what in (("chunk_steps", "`chunk`"), ("monitors", "`record`")):
-        if old.get(field) != new.get(field):
-            raise ValueError(
-                f"run_long: {str(out)!r} was run with {what} giving {old.get(field)!r}; this call "
-                f"gives {new.get(field)!r}. Resume with the same {what} or use another folder."
-            )
+    if old.get("chunk_steps") != new.get("chunk_steps"):
+        raise ValueError(
+            f"run_long: {str(out)!r} was run with `chunk` giving {old.get('chunk_steps')!r} "
+            f"steps; this call gives {new.get('chunk_steps')!r}. Resume with the same `chunk` "
+            "or use another folder."
+        )
+    differences = _record_differences(old, new)
+    if differences:
+        raise ValueError(
+            f"run_long: {str(out)!r} holds recordings that this call's `record` would not "
+            f"continue: {'; '.join(differences)}. Resume with a `record` that writes the same "
+            "files (a SpikeList's capacity may change) or use another folder."
+        )
+
+
+def _record_differences(old: dict, new: dict) -> list[str]:
+    """What the files of the run in the folder (``old``) and of this call (``new``) record
+    differently. Only the files count: a SpikeList's capacity, which bounds one chunk in
+    memory, may change."""
+
+    def traces(meta):
+        return [
+            f"StateTrace({t['population']!r}, {t['variable']!r}, neurons={t['neurons']}, "
+            f"every={t['every']})"
+            for t in meta.get("traces", [])
+        ]
+
+    differences = []
+    for what, a, b in (
+        ("spikes", sorted(old.get("spikes", {})), sorted(new["spikes"])),
+        ("PopulationRate", sorted(old.get("rates", {})), sorted(new["rates"])),
+        ("traces", traces(old), traces(new)),
+    ):
+        if a != b:
+            differences.append(f"{what} of {a} in the folder, {b} in this call")
+    if not differences and any(
+        old.get(k) != new[k] for k in ("streams", "spikes", "rates", "traces")
+    ):
+        differences.append(
+            "the same recordings in other files (another order of `record`, or another dtype): "
+            f"{old.get('streams')} in the folder, {new['streams']} in this call"
+        )
+    return differences
 
 
 def run_long(
@@ -405,14 +557,36 @@ def run_long(
 
     Raises:
         SimulationError: non-finite state or a full SpikeList in a chunk (the files hold the
-            chunks before it; the last checkpoint is in ``out_dir``).
-        CheckpointError: the folder's checkpoint is corrupted or of another network.
+            chunks before it; the last checkpoint is in ``out_dir``). For a full SpikeList the
+            message says how to continue: call again with a larger capacity, which resumes.
+        CheckpointError: the folder's checkpoint is corrupted or of another network, or
+            ``run.json`` names a file outside the folder.
+        RuntimeError: another run (in any process) is writing ``out_dir``.
 
     Example:
         >>> run = bs.run_long(net, 60_000.0, "out/run1", key=jax.random.key(0),
         ...                   chunk=1000.0, checkpoint_every=10_000.0)
         >>> times, ids = run.spikes("E", t_start=30_000.0, t_stop=31_000.0)
     """
+    with _folder_lock(Path(out_dir)):
+        return _run_long(
+            network,
+            duration,
+            Path(out_dir),
+            key=key,
+            state=state,
+            chunk=chunk,
+            record=record,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            progress=progress,
+        )
+
+
+def _run_long(
+    network, duration, out: Path, *, key, state, chunk, record, checkpoint_every, resume, progress
+) -> StoredRun:
+    """:func:`run_long` in the folder ``out``, which this process has locked."""
     if not isinstance(network, Network):
         raise TypeError(
             f"run_long: `network` must be a brainsim.Network; got {type(network).__name__}."
@@ -431,9 +605,8 @@ def run_long(
     for m in monitors:
         if not isinstance(m, AbstractMonitor):
             raise TypeError(f"run_long: `record` items must be monitors; got {type(m).__name__}.")
-    out = Path(out_dir)
     meta_path = out / _RUN_JSON
-    ckpt_path = out / _CHECKPOINT
+    ckpt_path = _inside(out, _CHECKPOINT)
     checkpoint: Checkpoint | None = None
     if meta_path.exists():
         if not resume:
@@ -446,14 +619,12 @@ def run_long(
             checkpoint = load_checkpoint(ckpt_path, network)
     else:
         meta = None
-        out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f".{_CHECKPOINT}.*.tmp"):  # left by a crash during a write
         stale.unlink(missing_ok=True)
 
     if checkpoint is not None:
         network, state = checkpoint.network, checkpoint.state
-        lengths = checkpoint.metadata["lengths"]
-        n_index = checkpoint.metadata["chunks"]
+        lengths, n_index = _cursors(ckpt_path, checkpoint.metadata)
         if checkpoint.metadata.get("step") != int(absolute_step(state.step, state.epoch)):
             raise CheckpointError(
                 f"run_long: {str(ckpt_path)!r} is at step "
@@ -479,8 +650,6 @@ def run_long(
     plan = _plan_streams(network, monitors, chunk_steps, floats[0].dtype if floats else None)
     if lengths is None:
         lengths = [0] * len(plan["streams"])
-    elif len(lengths) != len(plan["streams"]):
-        raise CheckpointError(f"run_long: {str(ckpt_path)!r} does not match this run's `record`.")
     new_meta = _run_meta(
         network, monitors, chunk_steps, plan, step if meta is None else meta["start_step"]
     )
@@ -488,6 +657,8 @@ def run_long(
         _compatible(out, meta, new_meta)
         if checkpoint is None:
             new_meta["start_step"] = step
+    if len(lengths) != len(plan["streams"]):
+        raise CheckpointError(f"run_long: {str(ckpt_path)!r} does not match this run's `record`.")
     start_step = new_meta["start_step"]
     end_step = start_step + total_steps
     if step > end_step:
@@ -507,10 +678,12 @@ def run_long(
         try:
             result.raise_if_failed()
         except SimulationError as e:
+            resumes_at = (last_ckpt - start_step) * network.dt if ckpt_path.exists() else None
             raise SimulationError(
                 f"{e} (run_long: in the chunk from t = {(k0 - start_step) * network.dt:g} ms; "
                 f"{str(out)!r} holds the recordings before it"
-                + (" and the last checkpoint)." if ckpt_steps else ").")
+                + (" and the last checkpoint)." if resumes_at is not None else ").")
+                + _overflow_advice(monitors, result.recordings, chunk_steps, resumes_at)
             ) from None
         writer.append(k0 + n0, _chunk_rows(network, plan, monitors, result, k0))
         done = k0 + n0
@@ -553,21 +726,41 @@ def run_long(
 
 
 def _read_meta(out: Path) -> dict:
-    path = out / _RUN_JSON
+    path = _inside(out, _RUN_JSON)
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{str(out)!r} holds no brainsim run (no {_RUN_JSON}).") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{str(path)!r} is corrupted ({e}).") from None
-    if meta.get("format") != RUN_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{str(path)!r} does not describe a brainsim run.")
     if meta.get("format_version") != RUN_FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has run format version {meta.get('format_version')}; this brainsim "
             f"({__version__}) reads version {RUN_FORMAT_VERSION}."
         )
+    streams = meta.get("streams")
+    if not isinstance(streams, list) or not all(_valid_stream(s) for s in streams):
+        raise CheckpointError(
+            f"{str(path)!r} is corrupted: `streams` must list files, each with a numeric dtype "
+            "and a shape."
+        )
     return meta
+
+
+def _valid_stream(stream) -> bool:
+    try:
+        dtype = np.dtype(stream["dtype"])
+    except (TypeError, KeyError, ValueError):
+        return False
+    shape = stream.get("shape")
+    return (
+        isinstance(stream.get("file"), str)
+        and dtype.kind in "biuf"
+        and isinstance(shape, list)
+        and all(isinstance(d, int) and d >= 0 for d in shape)
+    )
 
 
 class StoredRun:
@@ -589,10 +782,11 @@ class StoredRun:
         self.population_names: tuple[str, ...] = tuple(self.meta["population_names"])
         self.population_sizes: tuple[int, ...] = tuple(self.meta["population_sizes"])
         self.start_step: int = self.meta["start_step"]
-        # Runs written before timing conventions existed used Brian2's (spikes at t_k).
-        self.stamp_steps: int = self.meta.get("spike_stamp_steps", 0)
+        self.stamp_steps: int = self.meta["spike_stamp_steps"]
+        for s in self.meta["streams"]:  # refused now rather than when first read
+            _inside(self.out_dir, s["file"], _RUN_JSON)
         width = 1 + len(self.meta["streams"])
-        raw = np.fromfile(self.out_dir / _INDEX, dtype=np.int64)
+        raw = np.fromfile(_inside(self.out_dir, _INDEX), dtype=np.int64)
         self.index = raw[: raw.size // width * width].reshape(-1, width)
         """Completed chunks: ``[end_step, rows of every stream]``."""
 
@@ -614,7 +808,10 @@ class StoredRun:
         if hi <= lo:
             return np.empty((0, *shape), np.dtype(s["dtype"]))
         mm = np.memmap(
-            self.out_dir / s["file"], dtype=np.dtype(s["dtype"]), mode="r", shape=(n, *shape)
+            _inside(self.out_dir, s["file"], _RUN_JSON),
+            dtype=np.dtype(s["dtype"]),
+            mode="r",
+            shape=(n, *shape),
         )
         return mm[lo:hi]
 
@@ -687,7 +884,7 @@ class StoredRun:
 
     def load_checkpoint(self, network: Network) -> Checkpoint:
         """The run's last checkpoint (network and state) for ``network``."""
-        return load_checkpoint(self.out_dir / _CHECKPOINT, network)
+        return load_checkpoint(_inside(self.out_dir, _CHECKPOINT), network)
 
 
 def load_run(out_dir: str | os.PathLike) -> StoredRun:

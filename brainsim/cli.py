@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._preflight import fmt_bytes
+
 EXIT_INVALID = 2
 """Exit code for invalid input (arguments, config), as argparse uses."""
 EXIT_FAILED = 1
@@ -55,12 +57,18 @@ def _positive_ms(text: str) -> float:
 
 
 def _seed(text: str) -> int:
+    from ._config import SEED_RANGE, max_seed
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    if value > max_seed():
+        raise argparse.ArgumentTypeError(
+            f"must be at most {max_seed()} ({SEED_RANGE}); got {value}"
+        )
     return value
 
 
@@ -128,22 +136,28 @@ def _error(message: str, code: int) -> int:
 def _run(args) -> int:
     import jax
 
-    from ._config import ConfigError, load_config
+    from ._config import ConfigError, build_config, parse_toml, read_config_text
+    from ._preflight import PreflightError, check_config_size
 
     t = time.perf_counter()
     jax.devices()  # start the backend here so that its start-up is not counted as build time
     startup_s = time.perf_counter() - t
     t = time.perf_counter()
     try:
-        experiment = load_config(args.config, seed=args.seed, duration_ms=args.duration)
-    except ConfigError as e:
+        text, source = read_config_text(args.config)
+        data = parse_toml(text, source)
+        check_config_size(data, source)  # before building: a huge network never starts
+        experiment = build_config(data, source=source, seed=args.seed, duration_ms=args.duration)
+    except (ConfigError, PreflightError) as e:
         return _error(str(e), EXIT_INVALID)
+    except MemoryError:
+        return _error(
+            f"{source}: the network does not fit in memory; make it smaller (population "
+            "sizes, connection probabilities or degrees, a builder's n_neurons or scale).",
+            EXIT_INVALID,
+        )
     build_s = time.perf_counter() - t
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return _error(f"cannot create the output folder --out {str(out)!r}: {e}", EXIT_INVALID)
 
     from ._compile import jit
     from ._errors import SimulationError
@@ -158,6 +172,10 @@ def _run(args) -> int:
     unrecorded = tuple(n for n in names if n not in spiking)
     if unrecorded:  # rates are always reported: count spikes of the other populations
         record.append(PopulationRate(unrecorded))
+    try:
+        _check_resources(experiment, record, spiking, out)
+    except PreflightError as e:
+        return _error(str(e), EXIT_INVALID)
 
     t = time.perf_counter()
     # One compiled call instead of dozens of eager ones (same values, bit for bit).
@@ -198,12 +216,37 @@ def _run(args) -> int:
         ),
     )
     t = time.perf_counter()
-    files = _write(out, experiment, result, spiking, spikes, summary)
-    summary["write_s"] = time.perf_counter() - t  # spikes.npz and plots, matplotlib import too
-    summary["files"] = [str(f) for f in files]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    try:
+        files = _write(out, experiment, result, spiking, spikes, summary)
+        summary["write_s"] = time.perf_counter() - t  # spikes.npz and plots, matplotlib too
+        summary["files"] = [str(f) for f in files]
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        return _error(
+            f"the run finished but writing its results to --out {str(out)!r} failed "
+            f"({e.strerror or e}); free some space or choose another folder and run again.",
+            EXIT_FAILED,
+        )
     print(_report(summary))
     return 0
+
+
+def _check_resources(experiment, record, spiking, out: Path) -> None:
+    """Before the state is allocated or anything compiled: the state, recordings and spike
+    lists fit in memory, and the output folder is writable with room for the results."""
+    import jax
+
+    from ._preflight import check_output_folder, check_run_memory
+
+    network, n_steps = experiment.network, experiment.n_steps
+    state = jax.eval_shape(network.init, experiment.key())
+    state_bytes = sum(
+        x.size * x.dtype.itemsize
+        for x in jax.tree.leaves(state)
+        if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    )
+    check_run_memory(network, record, n_steps, state_bytes, spiking)
+    check_output_folder(out, sum(m.nbytes(network, n_steps) for m in record))
 
 
 # ----------------------------------------------------------------------------- results
@@ -425,13 +468,6 @@ def _title(experiment, summary) -> str:
     return f"{source}, seed {experiment.seed}: {rates}"
 
 
-def _fmt_bytes(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 def _report(s: dict) -> str:
     pops = s["populations"]
     neurons = [n for n, p in pops.items() if not p["source"]]
@@ -452,7 +488,7 @@ def _report(s: dict) -> str:
     )
     lines.append(
         f"recorded:  {'; '.join(s['recording']['monitors'])} "
-        f"(total {_fmt_bytes(s['recording']['bytes'])})"
+        f"(total {fmt_bytes(s['recording']['bytes'])})"
     )
     width = max(len(n) for n in [*pops, "network"])
     lines.append(

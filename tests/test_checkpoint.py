@@ -295,3 +295,45 @@ def test_plasticity_state_round_trips(tmp_path):
         if jnp.issubdtype(x.dtype, jnp.floating) else x, state.plasticity))
     path = bs.save_checkpoint(tmp_path / "p.npz", net, state)
     assert leaves_equal(bs.load_checkpoint(path, build()).state, state)
+
+
+
+def _tamper(path: Path, edit):
+    """Rewrite a checkpoint after ``edit(members, header)`` with a recomputed checksum: a file
+    edited on purpose, which the checksum alone does not catch."""
+    with np.load(path) as z:
+        members = {k: z[k] for k in z.files}
+    header = json.loads(members.pop("header").tobytes())
+    edit(members, header)
+    header.pop("checksum")
+    arrays = [members[f"{p}{i}"] for p in "ns" for i in range(ckpt_module._count(members, p))]
+    header["checksum"] = ckpt_module._checksum(header, arrays)
+    with open(path, "wb") as f:
+        np.savez(f, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **members)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    # s2 is .populations['N'].v, float32 (20,); s1 the PRNG key, stored as uint32 (2,).
+    (lambda m, h: m.update(s2=m["s2"][:-1]),
+     r"state leaf .populations\['N'\].v is stored with shape \(19,\) and dtype <f4 but its "
+     r"header gives shape \(20,\) and dtype <f4"),
+    (lambda m, h: m.update(s2=m["s2"].astype(np.float64)),
+     r"is stored with shape \(20,\) and dtype <f8 but its header gives shape \(20,\) and "
+     r"dtype <f4"),
+    (lambda m, h: m.update(s1=m["s1"][:1]),
+     r"state leaf .key is stored with shape \(1,\) and dtype <u4 but its header gives shape "
+     r"\(2,\)"),
+    (lambda m, h: m.update({f"s{len(h['state']['leaves'])}": np.zeros(1)}),
+     r"its header lists \d+ state arrays but it holds \d+"),
+    (lambda m, h: h["state"].pop("leaves"), r"its header does not describe the state"),
+    (lambda m, h: h["state"]["leaves"][1].update(key_impl="nonsense"),
+     r"state leaf .key is stored with shape \(2,\) and dtype <u4 but its header gives shape "
+     r"None"),
+], ids=["truncated leaf", "other dtype", "truncated key", "extra array", "no leaves",
+        "unknown key type"])
+def test_tampered_checkpoint_is_refused_before_use(saved, edit, message):
+    net, path = saved
+    _tamper(path, edit)
+    with pytest.raises(bs.CheckpointError,
+                       match=r"ckpt\.npz' is damaged or was tampered with: .*" + message):
+        bs.load_checkpoint(path, net)

@@ -1,11 +1,15 @@
 """`brainsim run`: outputs, their consistency with the library, and clean failures."""
 
 import contextlib
+import errno
 import io
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +203,10 @@ def test_failed_simulation_exits_1(tmp_path, capsys):
     (["run", "--duration", "0.05"], "duration (--duration): expected a positive whole number"),
     (["run", "--seed", "-1"], "argument --seed: must be >= 0"),
     (["run", "--seed", "x"], "argument --seed: expected an integer >= 0"),
+    (["run", "--seed", str(2**64)], "argument --seed: must be at most 4294967295 (JAX's random "
+                                    "keys take seeds below 2**32, or 2**63 with jax_enable_x64); "
+                                    f"got {2**64}"),
+    (["run", "--seed", str(2**32)], "argument --seed: must be at most 4294967295"),
     (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["walk"], "invalid choice: 'walk'"),
     ([], "the following arguments are required: COMMAND"),
@@ -248,3 +256,127 @@ def test_module_and_console_script(tmp_path):
         pytest.skip("the `brainsim` console script is not installed next to this Python")
     proc = subprocess.run([script, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "usage: brainsim" in proc.stdout
+
+
+# ------------------------------------------------------------------------------ preflight
+
+
+@pytest.fixture
+def nothing_compiles(monkeypatch):
+    """Make initialising the state or compiling the run fail the test: refusals must come
+    before either."""
+    import brainsim._compile
+    import brainsim._simulate
+
+    def compiled(*args, **kwargs):
+        raise AssertionError("the CLI initialised or compiled before refusing")
+
+    monkeypatch.setattr(brainsim._compile, "jit", compiled)
+    monkeypatch.setattr(brainsim._simulate, "_run_jit", compiled)
+
+
+def refused(argv, capsys):
+    """Run ``argv``; return its one-line error message (exit status 2, no traceback)."""
+    code, stdout, stderr = run(argv, capsys)
+    assert code == 2, stderr
+    assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("brainsim run: error: ")
+    return stderr.strip()
+
+
+def test_seed_in_the_config_is_range_checked(tmp_path, capsys):
+    config = tmp_path / "seed.toml"
+    config.write_text(SMALL.replace("seed = 4", f"seed = {2**32}"))
+    assert (f"{config}: simulation.seed: expected a seed from 0 to 4294967295 (JAX's random keys "
+            f"take seeds below 2**32, or 2**63 with jax_enable_x64); got {2**32}."
+            ) in refused(["run", str(config), "--out", str(tmp_path)], capsys)
+
+
+def test_recordings_beyond_memory_are_refused_before_compiling(tmp_path, capsys,
+                                                              nothing_compiles):
+    # COBA for 1e9 ms: 1e10 steps, a 5 TB spike raster.
+    message = refused(["run", "--duration", "1e9", "--out", str(tmp_path / "o")], capsys)
+    assert re.fullmatch(
+        r"brainsim run: error: the run needs about [\d.]+ TB of memory \(5\.0 TB of recordings "
+        r"for 10,000,000,000 steps, [\d.]+ TB to list the spikes of the largest population, "
+        r"[\d.]+ kB of state\) but [\d.]+ [kMGT]?B is available; shorten --duration, record "
+        r"fewer spikes \(\[record\] spikes = \[...\] or false\), or run it from Python with "
+        r"brainsim.run_long, which streams the recordings to disk.", message), message
+
+
+# E -> I with p = 0.3 between two populations of 10^9 neurons: 3e17 synapses expected.
+HUGE = SMALL.replace("size = 60", "size = 1_000_000_000").replace("size = 15", "size = 1_000_000_000")
+
+
+@pytest.mark.parametrize("config", [HUGE, '[simulation]\nduration_ms = 1.0\ndt_ms = 0.1\n'
+                                          '[network]\nbuilder = "coba"\nn_neurons = 10_000_000\n'],
+                         ids=["populations", "builder"])
+def test_network_beyond_memory_is_refused_before_building(config, tmp_path, capsys,
+                                                          monkeypatch, nothing_compiles):
+    import brainsim._config
+
+    def build(*args, **kwargs):
+        raise AssertionError("the CLI started building the network")
+
+    monkeypatch.setattr(brainsim._config, "build_config", build)
+    path = tmp_path / "huge.toml"
+    path.write_text(config)
+    message = refused(["run", str(path), "--out", str(tmp_path)], capsys)
+    assert re.fullmatch(
+        rf"brainsim run: error: {re.escape(str(path))}: building this network needs about "
+        r"[\d.]+ TB of memory \([\d,]+ neurons, about [\d,]+ synapses\) but [\d.]+ [kMGT]?B is "
+        r"available; make it smaller \(population sizes, connection probabilities or degrees, "
+        r"a builder's n_neurons or scale\).", message), message
+
+
+def test_unwritable_output_folder_is_refused_before_compiling(tmp_path, capsys,
+                                                             nothing_compiles):
+    if os.geteuid() == 0:  # root writes through permissions: use a file system that refuses
+        folder = Path("/sys/kernel")
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+            pytest.skip("root can write to /sys/kernel here")
+        except OSError:
+            pass
+    else:
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o500)
+    message = refused(["run", "--duration", "1", "--out", str(folder)], capsys)
+    assert message == (
+        f"brainsim run: error: cannot write to the output folder --out {str(folder)!r} "
+        "(Permission denied); choose a folder you can write to.")
+
+
+def test_full_disk_is_refused_before_compiling(tmp_path, capsys, monkeypatch, nothing_compiles):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 0, 999))
+    message = refused(["run", "--duration", "20", "--out", str(tmp_path)], capsys)
+    # 200 steps of a 4000-neuron raster (100 kB) and 1 MB for plots and the summary.
+    assert message == (
+        f"brainsim run: error: the output folder --out {str(tmp_path)!r} has 999 B free but the "
+        "results need about 1.1 MB (the recordings and plots); free some space, choose another "
+        "folder, or shorten --duration.")
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone
+
+
+def test_disk_full_while_writing_exits_1_without_traceback(small_run, tmp_path, capsys,
+                                                           monkeypatch):
+    import brainsim.cli
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(brainsim.cli.np, "savez_compressed", no_space)
+    code, _, stderr = run(["run", str(small_run[1]), "--out", str(tmp_path)], capsys)
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip() == (
+        f"brainsim run: error: the run finished but writing its results to --out "
+        f"{str(tmp_path)!r} failed (No space left on device); free some space or choose another "
+        "folder and run again.")
+
+
+def test_refusal_in_a_real_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "brainsim", "run", "--duration", "1e9", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("brainsim run: error: the run needs about ")
+    assert len(proc.stderr.splitlines()) == 1

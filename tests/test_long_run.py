@@ -5,7 +5,14 @@ chunk is reused, and the progress line has the documented format."""
 from __future__ import annotations
 
 import io
+import json
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import jax
 import jax.monitoring
@@ -23,10 +30,9 @@ RECORD = (bs.SpikeRaster(populations=("P",)), bs.SpikeList("N", 2000), bs.Popula
           bs.StateTrace("N", "v", neurons=[0, 3], every=4))
 
 
-def network():
+def network(n=16):
     """Poisson channels onto a recurrent LIF population, multi-step delays (spikes in flight
     at every chunk boundary)."""
-    n = 16
     lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0, t_ref=2.0,
                  I_e=np.linspace(300.0, 420.0, n))
     rec = {"e": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased())}
@@ -234,3 +240,203 @@ def test_recordings_are_exact_beyond_2_to_24_steps(reference):
     assert counts.size == 120
     assert np.array_equal(counts, np.asarray(result.recordings[2]["N"]))
     assert result.recordings[3].shape == (30, 2)
+
+
+# ------------------------------------------------------------------------------ the folder
+
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import brainsim as bs
+import brainsim._long_run as long_run
+from test_long_run import CHUNK, DURATION, KEY, RECORD, network
+
+out, started = Path(sys.argv[1]), Path(sys.argv[2])
+real_append = long_run._Writer.append
+
+def append_then_wait(self, end_step, rows):  # a long run, caught writing its first chunk
+    real_append(self, end_step, rows)
+    started.write_text("")
+    time.sleep(600)
+
+long_run._Writer.append = append_then_wait
+bs.run_long(network(), DURATION, out, key=KEY, chunk=CHUNK, record=RECORD,
+            checkpoint_every=CHUNK, progress=False)
+"""
+
+
+def _python(script, *args, **kwargs):
+    code = script.format(tests=str(Path(__file__).parent))
+    return [sys.executable, "-c", code, *map(str, args)], kwargs
+
+
+def test_a_second_process_cannot_write_a_folder_in_use(uninterrupted, tmp_path):
+    """Two real processes on one folder: the second is refused at once with the holder's pid
+    and host and changes nothing; once the first is killed (no clean-up at all), the folder
+    resumes to exactly the files of an uninterrupted run."""
+    whole_dir, _ = uninterrupted
+    out, started = tmp_path / "shared", tmp_path / "started"
+    first = subprocess.Popen(_python(PAUSED_RUN, out, started)[0], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists():
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.1)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+        second = subprocess.run(
+            [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]);"
+             "import brainsim as bs; from test_long_run import *;"
+             "bs.run_long(network(), DURATION, sys.argv[1], key=KEY, chunk=CHUNK, record=RECORD,"
+             " progress=False)", str(out), str(Path(__file__).parent)],
+            capture_output=True, text=True, timeout=240)
+        assert second.returncode != 0
+        message = second.stderr.strip().splitlines()[-1]
+        assert message == (
+            f"RuntimeError: run_long: the folder {str(out)!r} is in use by another run (pid "
+            f"{first.pid} on host {socket.gethostname()}); two runs writing one folder would "
+            f"corrupt it. Wait for that run to end (its lock on {str(out / 'run.lock')!r} is "
+            "released when its process exits) or use another folder.")
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    finally:
+        first.kill()  # SIGKILL: the first run gets no chance to release anything itself
+        first.wait()
+    run = bs.run_long(network(), DURATION, out, key=KEY, chunk=CHUNK, record=RECORD,
+                      checkpoint_every=CHUNK, progress=False)
+    assert run.n_steps == 500
+    for name in (p.name for p in whole_dir.iterdir() if p.suffix == ".bin"):
+        assert (out / name).read_bytes() == (whole_dir / name).read_bytes(), name
+
+
+def test_the_lock_is_held_within_one_process_too(uninterrupted, tmp_path, monkeypatch):
+    net = network()
+    calls = []
+    real_append = long_run._Writer.append
+
+    def append_and_start_another(self, end_step, rows):
+        real_append(self, end_step, rows)
+        if not calls:
+            calls.append(end_step)
+            with pytest.raises(RuntimeError, match=r"is in use by another run \(pid \d+ on"):
+                bs.run_long(net, DURATION, tmp_path, key=KEY, chunk=CHUNK, record=RECORD,
+                            progress=False)
+
+    monkeypatch.setattr(long_run._Writer, "append", append_and_start_another)
+    run = bs.run_long(net, DURATION, tmp_path, key=KEY, chunk=CHUNK, record=RECORD,
+                      progress=False)
+    assert calls and run.n_steps == 500
+
+
+def _spike_list_capacity(record, capacity):
+    return tuple(bs.SpikeList(m.population, capacity) if isinstance(m, bs.SpikeList) else m
+                 for m in record)
+
+
+def test_overflow_advice_can_be_followed(reference, uninterrupted, tmp_path):
+    """A SpikeList too small for a chunk stops the run with advice; following it literally (a
+    larger capacity, the same folder) finishes the run, resuming from the last checkpoint, and
+    the folder then holds exactly the files of an uninterrupted run."""
+    net, ref = reference
+    whole_dir, _ = uninterrupted
+    capacity, messages = 1, []
+    for _ in range(5):
+        try:
+            run = bs.run_long(net, DURATION, tmp_path, key=KEY, chunk=CHUNK,
+                              record=_spike_list_capacity(RECORD, capacity),
+                              checkpoint_every=CHUNK, progress=False)
+            break
+        except bs.SimulationError as e:
+            messages.append(str(e))
+            capacity = int(re.search(r"SpikeList\('N', capacity >= (\d+)\)", str(e)).group(1))
+    # Chunks hold 3, 13, 13, 11 and 3 spikes of N: the first call stops in chunk 0, before
+    # any checkpoint, the second in chunk 1, after the checkpoint of chunk 0.
+    assert len(messages) == 2 and capacity == 13
+    assert messages[0].endswith(
+        "To go on, call run_long again with the same arguments and out_dir but "
+        "SpikeList('N', capacity >= 3) in `record` (the capacity holds the spikes of one "
+        "chunk, 120 steps): the run starts again from t = 0 (there is no checkpoint yet; "
+        "`checkpoint_every` makes runs resumable).")
+    assert "rerun with capacity >= 13" in messages[1]
+    assert messages[1].endswith(
+        "SpikeList('N', capacity >= 13) in `record` (the capacity holds the spikes of one "
+        "chunk, 120 steps): the run resumes from the last checkpoint (t = 12 ms), keeping the "
+        "chunks before it.")
+    assert run.n_steps == 500
+    assert _same_steps(run.spikes("N")[0], ref.spikes("N")[0])
+    for name in (p.name for p in whole_dir.iterdir() if p.suffix == ".bin"):
+        assert (tmp_path / name).read_bytes() == (whole_dir / name).read_bytes(), name
+
+
+def test_resume_names_what_differs(reference, uninterrupted, tmp_path):
+    net, _ = reference
+    whole_dir, _ = uninterrupted
+    with pytest.raises(ValueError, match=re.escape(
+            "would not continue: PopulationRate of ['N', 'P'] in the folder, [] in this call; "
+            "traces of [\"StateTrace('N', 'v', neurons=[0, 3], every=4)\"] in the folder, [] "
+            "in this call. Resume with a `record` that writes the same files (a SpikeList's "
+            "capacity may change) or use another folder.")):
+        bs.run_long(net, DURATION, whole_dir, chunk=CHUNK, record=(bs.SpikeRaster(),),
+                    progress=False)
+    swapped = (RECORD[1], RECORD[0], *RECORD[2:])  # the same recordings in other files
+    with pytest.raises(ValueError, match="the same recordings in other files"):
+        bs.run_long(net, DURATION, whole_dir, chunk=CHUNK, record=swapped, progress=False)
+    out = tmp_path / "no_checkpoint"
+    bs.run_long(net, CHUNK, out, key=KEY, chunk=CHUNK, record=RECORD, progress=False)
+    with pytest.raises(ValueError, match=r"population_sizes = \[6, 16\], but this call has "
+                                         r"\[6, 17\]; resume with the same network"):
+        bs.run_long(network(n=17), CHUNK, out, key=KEY, chunk=CHUNK, record=RECORD,
+                    progress=False)
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../secret.bin", "link"])
+def test_load_run_reads_only_inside_the_folder(uninterrupted, tmp_path, name):
+    whole_dir, _ = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(whole_dir, out)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x01" * 4096)
+    meta = json.loads((out / "run.json").read_text())
+    if name == "link":
+        (out / "link").symlink_to(secret)
+    meta["streams"][0]["file"] = name
+    (out / "run.json").write_text(json.dumps(meta))
+    problem = ("a link to" if name == "link" else "a run's files are plain names inside its "
+               "folder")
+    with pytest.raises(bs.CheckpointError, match=re.escape(
+            f"run folder {str(out)!r}: run.json names the file {name!r}")) as e:
+        bs.load_run(out)
+    assert problem in str(e.value) and "Nothing was read" in str(e.value)
+
+
+def test_a_planted_link_is_never_written_through(reference, uninterrupted, tmp_path):
+    net, _ = reference
+    whole_dir, _ = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(whole_dir, out)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious" * 512)
+    (out / "rate_0.bin").unlink()
+    (out / "rate_0.bin").symlink_to(victim)
+    with pytest.raises(bs.CheckpointError, match="the file 'rate_0.bin', a link to"):
+        bs.run_long(net, DURATION, out, chunk=CHUNK, record=RECORD, progress=False)
+    assert victim.read_bytes() == b"precious" * 512
+
+
+def test_damaged_run_files_are_refused_clearly(reference, uninterrupted, tmp_path):
+    net, _ = reference
+    whole_dir, _ = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(whole_dir, out)
+    meta = json.loads((out / "run.json").read_text())
+    meta["streams"][0]["dtype"] = "|O"  # object arrays: never from a run folder
+    (out / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(bs.CheckpointError, match="run.json' is corrupted: `streams` must list"):
+        bs.load_run(out)
+    # A checkpoint that run_long did not write (no file lengths) cannot resume the run.
+    shutil.rmtree(out)
+    shutil.copytree(whole_dir, out)
+    bs.save_checkpoint(out / "checkpoint.npz", net, uninterrupted[1].state)
+    with pytest.raises(bs.CheckpointError, match="does not record the lengths of the run's files"):
+        bs.run_long(net, DURATION, out, chunk=CHUNK, record=RECORD, progress=False)
