@@ -161,6 +161,16 @@ def integer_array(name: str, value, *, owner: str = "") -> np.ndarray:
     return arr
 
 
+def check_positive_int(name: str, value, *, owner: str = "", what: str = "") -> int:
+    """``value`` as an ``int``; raises ``ValueError`` unless it is an integer >= 1 (a boolean
+    is refused although Python counts it as an ``int``). ``what`` describes it, e.g. " (steps)"."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(
+            f"{_where(owner)}`{name}` must be a positive integer{what}; got {shown(value)}."
+        )
+    return int(value)
+
+
 def as_parameter(
     value,
     name: str,
