@@ -161,6 +161,13 @@ def integer_array(name: str, value, *, owner: str = "") -> np.ndarray:
     return arr
 
 
+def check_name(name: str, value, *, owner: str = "") -> str:
+    """``value``, which must be a name (a string): of a population, projection or variable."""
+    if not isinstance(value, str):
+        raise TypeError(f"{_where(owner)}`{name}` must be a name (a string); got {shown(value)}.")
+    return value
+
+
 def check_positive_int(name: str, value, *, owner: str = "", what: str = "") -> int:
     """``value`` as an ``int``; raises ``ValueError`` unless it is an integer >= 1 (a boolean
     is refused although Python counts it as an ``int``). ``what`` describes it, e.g. " (steps)"."""

@@ -23,6 +23,7 @@ Slow rules may also act between runs (after an example or an epoch):
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -37,6 +38,10 @@ from ._synapses import AbstractSynapses
 
 class AbstractPlasticity(eqx.Module):
     """A long-term plasticity or homeostatic rule acting on one projection's weights."""
+
+    needs_modulator: ClassVar[bool] = False
+    """True for rules that learn only from the ``modulator`` signal (a network refuses them on
+    a projection without ``modulator=``)."""
 
     @abc.abstractmethod
     def init(self, synapses: AbstractSynapses, weights: Array):

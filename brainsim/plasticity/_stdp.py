@@ -19,7 +19,7 @@ Plasticity sees spikes at their emission step: transmission delays do not shift 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -302,8 +302,11 @@ class RewardModulatedSTDP(AbstractPlasticity):
     step (scalar or one value per postsynaptic neuron); ``None`` means 0. The eligibility
     decay and the weight change touch every synapse each step (cost proportional to the
     synapses, unlike the event-driven pair rule). ``A_plus``, ``A_minus`` and ``eta`` are
-    >= 0 (the modulator's sign sets the direction).
+    >= 0 (the modulator's sign sets the direction). In a :class:`~brainsim.Network` the
+    projection needs ``modulator=``: without one the rule never learns.
     """
+
+    needs_modulator: ClassVar[bool] = True
 
     tau_plus: Array
     tau_minus: Array
