@@ -100,7 +100,7 @@ def check_finite(
         what = "a number, not NaN" if allow_inf else "finite"
         raise ValueError(
             f"{_where(owner)}`{name}` must be {what}{_in(unit)}; got {first_bad(arr, ok)}. "
-            f"Pass a {'non-NaN' if allow_inf else 'finite'} value."
+            f"Pass {'a number (infinity is allowed here)' if allow_inf else 'a finite value'}."
         )
     return arr
 
