@@ -24,7 +24,14 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._clock import check_schedule_steps
-from ._errors import as_parameter, check_nonnegative, check_positive
+from ._errors import (
+    as_parameter,
+    check_finite,
+    check_nonnegative,
+    check_positive,
+    check_that,
+    integer_array,
+)
 from ._events import cpu_loop_or_single
 from ._neurons._base import AbstractSpikeSource, default_dtype
 from ._timing import BRIAN2, Timing, follow_timing, with_static_field
@@ -73,7 +80,7 @@ class ConstantCurrent(AbstractCurrent):
     amplitude: Float[Array, "*n"]
 
     def __init__(self, amplitude: ArrayLike):
-        self.amplitude = as_parameter(amplitude)
+        self.amplitude = as_parameter(amplitude, "amplitude", owner="ConstantCurrent", unit="pA")
 
     def current(self, step, dt, key):
         return self.amplitude
@@ -101,8 +108,9 @@ class StepCurrent(AbstractCurrent):
     timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(self, times: ArrayLike, amplitudes: ArrayLike, *, _switch_steps=None):
-        t = np.asarray(times, dtype=float)
-        a = np.asarray(amplitudes)
+        t = check_finite("times", times, owner="StepCurrent", unit="ms")
+        t = np.asarray(times if t is None else t, dtype=float)
+        a = as_parameter(amplitudes, "amplitudes", owner="StepCurrent", unit="pA")
         if t.ndim != 1 or t.size == 0:
             raise ValueError(
                 f"StepCurrent: `times` must be a non-empty 1-D array; got shape {t.shape}."
@@ -112,9 +120,13 @@ class StepCurrent(AbstractCurrent):
                 f"StepCurrent: `amplitudes` needs one entry per time ({t.size}); got shape {a.shape}."
             )
         if np.any(np.diff(t) <= 0):
-            raise ValueError("StepCurrent: `times` must be strictly increasing.")
+            i = int(np.argmax(np.diff(t) <= 0)) + 1
+            raise ValueError(
+                f"StepCurrent: `times` must be strictly increasing; got {t[i]} ms after "
+                f"{t[i - 1]} ms. Sort the times (with their amplitudes) and drop repeats."
+            )
         self.times = t
-        self.amplitudes = as_parameter(a)
+        self.amplitudes = a
         self.switch_steps = _switch_steps
 
     def _switch_steps(self, dt):
@@ -148,11 +160,11 @@ class TimedArray(AbstractCurrent):
 
     ``values`` has shape ``(T,)`` (same for every neuron) or ``(T, n)``. Outside
     ``[t_start, t_start + T dt)`` the value is zero. Used as an injected current (pA) or as a
-    time-varying rate of a :class:`PoissonSource` (Hz). In a network, ``dt`` and ``t_start``
-    must be whole multiples of the simulation step so rows are selected by exact integer
-    arithmetic on the step index. As an injected current in a network with NEST's conventions
-    every row acts one step later (like :class:`StepCurrent`); as a rate it is the rate of the
-    step that emits the spikes under both conventions.
+    time-varying rate of a :class:`PoissonSource` (Hz, then also >= 0); values are finite. In a
+    network, ``dt`` and ``t_start`` must be whole multiples of the simulation step so rows are
+    selected by exact integer arithmetic on the step index. As an injected current in a network
+    with NEST's conventions every row acts one step later (like :class:`StepCurrent`); as a
+    rate it is the rate of the step that emits the spikes under both conventions.
     """
 
     values: Float[Array, "T *n"]
@@ -162,7 +174,8 @@ class TimedArray(AbstractCurrent):
 
     def __init__(self, values: ArrayLike, dt: float, t_start: float = 0.0):
         check_positive("dt", dt, owner="TimedArray", unit="ms")
-        v = as_parameter(values)
+        check_finite("t_start", t_start, owner="TimedArray", unit="ms")
+        v = as_parameter(values, "values", owner="TimedArray")
         if v.ndim not in (1, 2) or v.shape[0] == 0:
             raise ValueError(f"TimedArray: `values` must have shape (T,) or (T, n); got {v.shape}.")
         self.values = v
@@ -269,8 +282,8 @@ def poisson_counts(key, lam: Array, *, fixed_terms: bool | None = None) -> Array
 
 
 class PoissonSource(AbstractSpikeSource):
-    r"""Independent Poisson spike trains with rate ``rate`` (Hz; scalar, per channel, or a
-    :class:`TimedArray` for rates that vary in time).
+    r"""Independent Poisson spike trains with rate ``rate`` (Hz, finite and >= 0; scalar, per
+    channel, or a :class:`TimedArray` for rates that vary in time).
 
     Each step emits a Poisson-distributed *count* with mean :math:`\lambda = r\,\Delta t`
     (so high rates are never clipped to one spike per step); the count is the spike's value
@@ -280,9 +293,10 @@ class PoissonSource(AbstractSpikeSource):
     rate: Float[Array, "*n"] | TimedArray
 
     def __init__(self, rate: ArrayLike | TimedArray):
-        if not isinstance(rate, TimedArray):
-            check_nonnegative("rate", rate, owner="PoissonSource", unit="Hz")
-            rate = as_parameter(rate)
+        if isinstance(rate, TimedArray):
+            check_nonnegative("rate.values", rate.values, owner="PoissonSource", unit="Hz")
+        else:
+            rate = as_parameter(rate, "rate", owner="PoissonSource", unit="Hz", nonnegative=True)
         self.rate = rate
 
     def init(self, n, *, dtype=None):
@@ -336,17 +350,15 @@ class SpikeGenerator(AbstractSpikeSource):
     def __init__(
         self, times: ArrayLike, indices: ArrayLike, *, round_times: bool = False, _built=None
     ):
+        check_that("times", times, lambda t: t >= 0, "be >= 0", owner="SpikeGenerator", unit="ms",
+                   fix="Spikes happen from the start of a run on: pass times >= 0.")  # fmt: skip
         t = np.asarray(times, dtype=float).ravel()
-        i = np.asarray(indices).ravel()
+        i = integer_array("indices", indices, owner="SpikeGenerator").ravel()
         if t.shape != i.shape:
             raise ValueError(
                 f"SpikeGenerator: `times` and `indices` must have the same length; got {t.size} "
                 f"and {i.size}."
             )
-        if t.size and (np.any(t < 0) or not np.all(np.isfinite(t))):
-            raise ValueError("SpikeGenerator: `times` must be finite and >= 0 ms.")
-        if i.size and not np.issubdtype(i.dtype, np.integer):
-            raise TypeError(f"SpikeGenerator: `indices` must be integers; got dtype {i.dtype}.")
         self.times = t
         self.indices = i.astype(np.int64)
         self.round_times = round_times
@@ -422,7 +434,8 @@ class SpikeArray(AbstractSpikeSource):
     no host-side preprocessing, so it can be built inside ``jit``/``vmap``.
 
     Arguments:
-        spikes: ``(T, n)`` spike values per simulation step (row ``k`` at time ``k * dt``).
+        spikes: ``(T, n)`` spike values per simulation step (row ``k`` at time ``k * dt``;
+            finite and >= 0).
         t_start: time (ms, a whole number of steps) at which row 0 is emitted.
 
     Example:
@@ -435,7 +448,8 @@ class SpikeArray(AbstractSpikeSource):
     start_step: int = eqx.field(static=True, default=0)
 
     def __init__(self, spikes: ArrayLike, t_start: float = 0.0, *, _start_step: int = 0):
-        s = as_parameter(spikes)
+        s = as_parameter(spikes, "spikes", owner="SpikeArray", nonnegative=True)
+        check_finite("t_start", t_start, owner="SpikeArray", unit="ms")
         if s.ndim != 2 or s.shape[0] == 0:
             raise ValueError(
                 f"SpikeArray: `spikes` must have shape (T, n) (one row per step); got {s.shape}."

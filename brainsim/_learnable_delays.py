@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ._errors import check_positive
 from ._propagation import AbstractConnectivity, AbstractLayout, materialise
 from .connect import EdgeList
 
@@ -76,10 +77,7 @@ class LearnableDelays(AbstractLayout):
     max_delay: float = eqx.field(static=True)
 
     def __init__(self, max_delay: float):
-        if not (isinstance(max_delay, int | float | np.integer | np.floating) and max_delay > 0):
-            raise ValueError(
-                f"LearnableDelays: `max_delay` must be a positive number of ms; got {max_delay!r}."
-            )
+        check_positive("max_delay", max_delay, owner="LearnableDelays", unit="ms")
         self.max_delay = float(max_delay)
 
     def build(self, edges, dt, *, owner, round_delays, dtype):

@@ -48,7 +48,7 @@ import numpy as np
 from ._checkpoint import Checkpoint, CheckpointError, atomic_write, fsync_dir, load_checkpoint
 from ._checkpoint import save_checkpoint as _save_checkpoint
 from ._clock import absolute_step
-from ._errors import SimulationError, unknown_name_error
+from ._errors import SimulationError, check_positive, unknown_name_error
 from ._monitors import AbstractMonitor, PopulationRate, SpikeList, SpikeRaster, StateTrace
 from ._network import Network, NetworkState
 from ._simulate import _run_jit, n_steps_for, prepare
@@ -591,15 +591,11 @@ def _run_long(
         raise TypeError(
             f"run_long: `network` must be a brainsim.Network; got {type(network).__name__}."
         )
-    chunk_steps = n_steps_for(float(chunk), network.dt)
-    total_steps = n_steps_for(float(duration), network.dt)
+    chunk_steps = n_steps_for(chunk, network.dt, owner="run_long", name="chunk")
+    total_steps = n_steps_for(duration, network.dt, owner="run_long")
     ckpt_steps = None
     if checkpoint_every is not None:
-        if not (checkpoint_every > 0):
-            raise ValueError(
-                f"run_long: `checkpoint_every` must be a positive time in ms or None; got "
-                f"{checkpoint_every!r}."
-            )
+        check_positive("checkpoint_every", checkpoint_every, owner="run_long", unit="ms")
         ckpt_steps = max(1, int(round(checkpoint_every / network.dt)))
     monitors = tuple(record)
     for m in monitors:
@@ -639,7 +635,7 @@ def _run_long(
             )
         lengths, n_index = None, 0
     network, state, monitors, _ = prepare(
-        network, n_steps=chunk_steps, key=key, state=state, record=monitors
+        network, n_steps=chunk_steps, key=key, state=state, record=monitors, owner="run_long"
     )
     if np.ndim(state.step):
         raise ValueError(

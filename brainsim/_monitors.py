@@ -24,9 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._errors import unknown_name_error
+from ._errors import check_name, check_positive_int, integer_array, unknown_name_error
 from ._events import for_each_chunk, spike_events
 from .kernels import fast_sum
+
+
+def _indices(owner: str, name: str, values) -> tuple[int, ...]:
+    return tuple(int(i) for i in integer_array(name, values, owner=owner).ravel())
 
 
 def _population_names(network, populations, owner) -> tuple[str, ...]:
@@ -137,11 +141,11 @@ class SpikeList(AbstractMonitor):
     chunk_size: int = eqx.field(static=True, default=64)
 
     def __init__(self, population: str, capacity: int, chunk_size: int = 64):
-        if not (isinstance(capacity, int | np.integer) and capacity > 0):
-            raise ValueError(f"SpikeList: `capacity` must be a positive integer; got {capacity!r}.")
-        self.population = population
-        self.capacity = int(capacity)
-        self.chunk_size = chunk_size
+        self.population = check_name("population", population, owner="SpikeList")
+        self.capacity = check_positive_int(
+            "capacity", capacity, owner="SpikeList", what=" (spikes)"
+        )
+        self.chunk_size = check_positive_int("chunk_size", chunk_size, owner="SpikeList")
 
     def init(self, network, n_steps, dtype):
         _population_names(network, self.population, "SpikeList")
@@ -198,12 +202,10 @@ class StateTrace(AbstractMonitor):
     def __init__(
         self, population: str, variable: str, neurons: Sequence[int] | None = None, every: int = 1
     ):
-        if not (isinstance(every, int | np.integer) and every >= 1):
-            raise ValueError(f"StateTrace: `every` must be an integer >= 1 step; got {every!r}.")
-        self.population = population
-        self.variable = variable
-        self.neurons = None if neurons is None else tuple(int(i) for i in np.ravel(neurons))
-        self.every = int(every)
+        self.population = check_name("population", population, owner="StateTrace")
+        self.variable = check_name("variable", variable, owner="StateTrace")
+        self.neurons = None if neurons is None else _indices("StateTrace", "neurons", neurons)
+        self.every = check_positive_int("every", every, owner="StateTrace", what=" (steps)")
 
     def _select(self, network, state):
         p = network.population(self.population)
@@ -292,15 +294,15 @@ class WeightTrace(AbstractMonitor):
     every: int = eqx.field(static=True)
 
     def __init__(self, projection: str, synapses=None, every: int = 1):
-        if not (isinstance(every, int | np.integer) and every >= 1):
-            raise ValueError(f"WeightTrace: `every` must be an integer >= 1 step; got {every!r}.")
-        self.projection = projection
-        self.synapses = (
-            None
-            if synapses is None
-            else tuple((int(i), int(j)) for i, j in np.asarray(synapses).reshape(-1, 2))
-        )
-        self.every = int(every)
+        self.projection = check_name("projection", projection, owner="WeightTrace")
+        flat = None if synapses is None else _indices("WeightTrace", "synapses", synapses)
+        if flat is not None and len(flat) % 2:
+            raise ValueError(
+                "WeightTrace: `synapses` must be (pre, post) index pairs, shape (m, 2); got "
+                f"shape {np.shape(synapses)}."
+            )
+        self.synapses = None if flat is None else tuple(zip(flat[::2], flat[1::2], strict=True))
+        self.every = check_positive_int("every", every, owner="WeightTrace", what=" (steps)")
 
     def _proj(self, network):
         proj = network.projection(self.projection)

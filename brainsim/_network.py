@@ -42,13 +42,12 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import kernels
 from ._clock import advance, input_step, ring_cursor
 from ._clock import step_key as clock_step_key
 from ._compile import jit
-from ._errors import check_positive, unknown_name_error
+from ._errors import check_name, check_positive, check_positive_int, unknown_name_error
 from ._inputs import AbstractCurrent
 from ._neurons._base import AbstractNeuron, AbstractSpikeSource, Drive, default_dtype
 from ._propagation import AbstractConnectivity, AbstractLayout, Procedural, Sparse, ring_row
@@ -59,7 +58,12 @@ from ._timing import BRIAN2, Timing, check_timing, with_static_field
 from .connect import EdgeList, ProceduralEdges
 from .init import AbstractInitializer
 from .plasticity._base import AbstractPlasticity
-from .plasticity._network import PlasticState, synapses_for
+from .plasticity._network import (
+    PlasticState,
+    check_initial_weights,
+    needs_modulator,
+    synapses_for,
+)
 from .plasticity._synapses import AbstractSynapses
 
 
@@ -106,10 +110,7 @@ class Population(eqx.Module):
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"Population: `name` must be a non-empty string; got {name!r}.")
-        if not (isinstance(size, int | np.integer) and size > 0):
-            raise ValueError(
-                f"Population {name!r}: `size` must be a positive integer; got {size!r}."
-            )
+        check_positive_int("size", size, owner=f"Population {name!r}", what=" (neurons)")
         if not isinstance(model, AbstractNeuron | AbstractSpikeSource):
             raise TypeError(
                 f"Population {name!r}: `model` must be a neuron model (e.g. brainsim.LIF(...)) "
@@ -161,9 +162,10 @@ class Projection(eqx.Module):
         name: unique name (default ``"pre->post:receptor"``).
         plasticity: optional long-term plasticity rule (:mod:`brainsim.plasticity`); the
             weights then become part of the simulated state (``state.plasticity[name]``,
-            ``result.weights(name)``). Needs a :class:`Dense` or :class:`Sparse` layout.
+            ``result.weights(name)``). Needs a :class:`Dense` or :class:`Sparse` layout; the
+            initial weights must lie within the rule's bounds ``[w_min, w_max]``.
         modulator: the neuromodulator signal passed to the rule each step (reward-modulated
-            rules): a current-like input (e.g. :class:`~brainsim.TimedArray`,
+            rules, which require one): a current-like input (e.g. :class:`~brainsim.TimedArray`,
             :class:`~brainsim.ConstantCurrent`; its value at the step), or the name of a
             population whose spike count in the step is the signal.
     """
@@ -195,6 +197,24 @@ class Projection(eqx.Module):
         plasticity: AbstractPlasticity | None = None,
         modulator: AbstractCurrent | str | None = None,
     ):
+        for role, value in (("pre", pre), ("post", post), ("receptor", receptor)):
+            check_name(role, value, owner=f"Projection {pre}->{post}")
+        if stp is not None and not isinstance(stp, TsodyksMarkram):
+            raise TypeError(
+                f"Projection {pre}->{post}: `stp` must be a brainsim.TsodyksMarkram or None; got "
+                f"{type(stp).__name__}."
+            )
+        if layout is not None and not isinstance(layout, AbstractLayout):
+            raise TypeError(
+                f"Projection {pre}->{post}: `layout` must be a layout such as brainsim.Sparse() "
+                f"or brainsim.Dense(); got {type(layout).__name__}."
+            )
+        if modulator is not None and plasticity is None:
+            raise ValueError(
+                f"Projection {pre}->{post}: a `modulator` only drives a plasticity rule and this "
+                "projection has none; pass plasticity= (e.g. RewardModulatedSTDP) or drop the "
+                "modulator."
+            )
         if plasticity is not None and not isinstance(plasticity, AbstractPlasticity):
             raise TypeError(
                 f"Projection {pre}->{post}: `plasticity` must be a brainsim.plasticity rule "
@@ -358,6 +378,13 @@ class Network(eqx.Module):
         proj = eqx.tree_at(lambda p: p.connectivity, proj, conn)
         if proj.plasticity is None:
             return proj
+        learner = needs_modulator(proj.plasticity)
+        if learner and proj.modulator is None and proj.modulator_population is None:
+            raise ValueError(
+                f"{where}: {learner} learns only while its modulator is non-zero, and this "
+                "projection has none: pass modulator= a population name (its spike count per "
+                "step) or a current, e.g. brainsim.TimedArray(rewards, dt=100.0)."
+            )
         if proj.modulator_population is not None and proj.modulator_population not in by_name:
             raise unknown_name_error(
                 "`modulator` population", proj.modulator_population, by_name, where=where
@@ -368,6 +395,7 @@ class Network(eqx.Module):
         synapses, weights = synapses_for(
             conn, edges if isinstance(edges, EdgeList) else None, owner=where
         )
+        check_initial_weights(proj.plasticity, synapses, weights, owner=where)
         proj = eqx.tree_at(lambda p: p.connectivity.weights, proj, weights)
         return eqx.tree_at(lambda p: p.synapses, proj, synapses, is_leaf=lambda x: x is None)
 

@@ -17,7 +17,7 @@ import numpy as np
 from ._checkpoint_scan import Checkpointing, checkpointed_scan
 from ._clock import MAX_INPUT_STEP, absolute_step
 from ._compile import jit
-from ._errors import SimulationError, is_concrete
+from ._errors import SimulationError, check_positive, check_positive_int, is_concrete, shown
 from ._monitors import (
     AbstractMonitor,
     PopulationRate,
@@ -226,14 +226,34 @@ class SimulationResult(eqx.Module):
         return jax.tree.map(lambda x: x[index], self)
 
 
-def n_steps_for(duration: float, dt: float) -> int:
-    steps = duration / dt
+def n_steps_for(duration: float, dt: float, *, owner: str = "simulate", name="duration") -> int:
+    """``duration`` (ms, argument ``name`` of ``owner``) as a whole number of steps of ``dt``."""
+    check_positive(name, duration, owner=owner, unit="ms")
+    if np.ndim(duration) != 0:
+        raise TypeError(
+            f"{owner}: `{name}` must be one number (ms); got shape {np.shape(duration)}."
+        )
+    steps = float(duration) / dt
     n = int(round(steps))
     if n < 1 or abs(steps - n) > 1e-6 * max(1.0, steps):
         raise ValueError(
-            f"`duration` {duration} ms must be a positive whole number of steps of dt = {dt} ms."
+            f"{owner}: `{name}` {float(duration)} ms must be a positive whole number of steps of "
+            f"dt = {dt} ms; use a multiple of dt, e.g. {max(n, 1) * dt:g} ms."
         )
     return n
+
+
+def check_key(owner: str, key) -> None:
+    """Raise unless ``key`` is a JAX PRNG key (a typed key or a raw ``uint32[2]`` one)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and (
+        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        or (dtype == np.uint32 and np.shape(key)[-1:] == (2,))
+    ):
+        return
+    raise TypeError(
+        f"{owner}: `key` must be a JAX PRNG key, e.g. jax.random.key(0); got {shown(key)}."
+    )
 
 
 def _nonfinite(pstate) -> jax.Array:
@@ -339,36 +359,47 @@ def prepare(
     key=None,
     state: NetworkState | None = None,
     record: Sequence[AbstractMonitor] = (),
+    owner: str = "simulate",
 ):
     """Validate arguments and return ``(network, state, monitors, n_steps)`` for :func:`simulate`."""
     if not isinstance(network, Network):
         raise TypeError(
-            f"simulate: `network` must be a brainsim.Network; got {type(network).__name__}."
+            f"{owner}: `network` must be a brainsim.Network; got {type(network).__name__}."
         )
     if (duration is None) == (n_steps is None):
-        raise ValueError("simulate: give exactly one of `duration` (ms) or `n_steps`.")
+        raise ValueError(f"{owner}: give exactly one of `duration` (ms) or `n_steps`.")
     if n_steps is None:
-        n_steps = n_steps_for(float(duration), network.dt)
-    if not (isinstance(n_steps, int | np.integer) and n_steps >= 1):
-        raise ValueError(f"simulate: `n_steps` must be a positive integer; got {n_steps!r}.")
+        n_steps = n_steps_for(duration, network.dt, owner=owner)
+    n_steps = check_positive_int("n_steps", n_steps, owner=owner)
     if n_steps > MAX_INPUT_STEP:
         raise ValueError(
-            f"simulate: {n_steps} steps in one call is more than one compiled loop can count "
+            f"{owner}: {n_steps} steps in one call is more than one compiled loop can count "
             f"({MAX_INPUT_STEP}, int32). Run it in parts with `state=result.state`, or with "
             "brainsim.run_long, which does that and streams the recordings to disk."
+        )
+    if state is not None and not isinstance(state, NetworkState):
+        raise TypeError(
+            f"{owner}: `state` must be a brainsim.NetworkState (e.g. result.state or "
+            f"network.init(key)); got {type(state).__name__}."
         )
     if state is None:
         if key is None:
             raise ValueError(
-                "simulate: pass `key` (e.g. jax.random.key(0)) to create the initial state, or "
+                f"{owner}: pass `key` (e.g. jax.random.key(0)) to create the initial state, or "
                 "an existing `state`."
             )
+        check_key(owner, key)
         state = network.init(key)
+    if isinstance(record, AbstractMonitor):
+        raise TypeError(
+            f"{owner}: `record` must be a sequence of monitors; got one {type(record).__name__}. "
+            "Wrap it in a tuple: record=(monitor,)."
+        )
     monitors = tuple(record)
     for m in monitors:
         if not isinstance(m, AbstractMonitor):
             raise TypeError(
-                f"simulate: `record` items must be monitors (SpikeRaster, SpikeList, StateTrace, "
+                f"{owner}: `record` items must be monitors (SpikeRaster, SpikeList, StateTrace, "
                 f"PopulationRate); got {type(m).__name__}."
             )
     return network, state, monitors, int(n_steps)
@@ -422,11 +453,8 @@ def simulate(
             f"simulate: `checkpoint` must be a brainsim.Checkpointing (e.g. "
             f"bs.Checkpointing(levels=2)) or None; got {type(checkpoint).__name__}."
         )
-    if isinstance(unroll, bool) or not isinstance(unroll, int | np.integer) or unroll < 1:
-        raise ValueError(
-            f"simulate: `unroll` must be a positive integer (time steps per loop iteration, "
-            f"e.g. 10 on a GPU); got {unroll!r}."
-        )
+    what = " (time steps per loop iteration, e.g. 10 on a GPU)"
+    check_positive_int("unroll", unroll, owner="simulate", what=what)
     result = _run_jit(network, state, monitors, n_steps, checkpoint, int(unroll))
     if check:
         result = check_result(result)

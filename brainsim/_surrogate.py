@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import as_parameter, check_positive
+from ._errors import as_parameter
 
 
 @jax.custom_jvp
@@ -54,8 +54,7 @@ class FastSigmoid(AbstractSurrogate):
     scale: Float[Array, ""]
 
     def __init__(self, scale: ArrayLike = 1.0):
-        check_positive("scale", scale, owner="FastSigmoid", unit="1/mV")
-        self.scale = as_parameter(scale)
+        self.scale = as_parameter(scale, "scale", owner="FastSigmoid", unit="1/mV", positive=True)
 
     def derivative(self, x):
         return 1.0 / (1.0 + self.scale * jnp.abs(x)) ** 2
@@ -67,8 +66,7 @@ class Sigmoid(AbstractSurrogate):
     scale: Float[Array, ""]
 
     def __init__(self, scale: ArrayLike = 4.0):
-        check_positive("scale", scale, owner="Sigmoid", unit="1/mV")
-        self.scale = as_parameter(scale)
+        self.scale = as_parameter(scale, "scale", owner="Sigmoid", unit="1/mV", positive=True)
 
     def derivative(self, x):
         # s(z) s(-z) rather than s (1 - s): no cancellation in the tails.
@@ -82,8 +80,7 @@ class Arctan(AbstractSurrogate):
     scale: Float[Array, ""]
 
     def __init__(self, scale: ArrayLike = 2.0):
-        check_positive("scale", scale, owner="Arctan", unit="1/mV")
-        self.scale = as_parameter(scale)
+        self.scale = as_parameter(scale, "scale", owner="Arctan", unit="1/mV", positive=True)
 
     def derivative(self, x):
         return (self.scale / 2.0) / (1.0 + (math.pi * self.scale * x / 2.0) ** 2)
@@ -96,10 +93,8 @@ class Triangle(AbstractSurrogate):
     height: Float[Array, ""]
 
     def __init__(self, scale: ArrayLike = 1.0, height: ArrayLike = 0.3):
-        check_positive("scale", scale, owner="Triangle", unit="1/mV")
-        check_positive("height", height, owner="Triangle")
-        self.scale = as_parameter(scale)
-        self.height = as_parameter(height)
+        self.scale = as_parameter(scale, "scale", owner="Triangle", unit="1/mV", positive=True)
+        self.height = as_parameter(height, "height", owner="Triangle", positive=True)
 
     def derivative(self, x):
         return self.height * jnp.maximum(0.0, 1.0 - jnp.abs(self.scale * x))
@@ -111,8 +106,9 @@ class Exponential(AbstractSurrogate):
     scale: Float[Array, ""]
 
     def __init__(self, scale: ArrayLike = 1.0):
-        check_positive("scale", scale, owner="surrogate.Exponential", unit="1/mV")
-        self.scale = as_parameter(scale)
+        self.scale = as_parameter(
+            scale, "scale", owner="surrogate.Exponential", unit="1/mV", positive=True
+        )
 
     def derivative(self, x):
         return 0.5 * self.scale * jnp.exp(-self.scale * jnp.abs(x))
@@ -124,8 +120,7 @@ class Rectangular(AbstractSurrogate):
     scale: Float[Array, ""]
 
     def __init__(self, scale: ArrayLike = 1.0):
-        check_positive("scale", scale, owner="Rectangular", unit="1/mV")
-        self.scale = as_parameter(scale)
+        self.scale = as_parameter(scale, "scale", owner="Rectangular", unit="1/mV", positive=True)
 
     def derivative(self, x):
         return jnp.where(jnp.abs(x) < 0.5 / self.scale, self.scale, 0.0)

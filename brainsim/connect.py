@@ -43,6 +43,15 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._errors import (
+    check_positive_int,
+    check_that,
+    first_bad,
+    integer_array,
+    real_array,
+    shown,
+)
+
 ValueSpec = float | np.ndarray | Callable[[np.random.Generator, int], np.ndarray]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -71,8 +80,10 @@ class EdgeList:
     n_post: int
 
     def __post_init__(self):
-        pre = np.asarray(self.pre)
-        post = np.asarray(self.post)
+        owner = "EdgeList"
+        _check_sizes(owner, self.n_pre, self.n_post)
+        pre = integer_array("pre", self.pre, owner=owner)
+        post = integer_array("post", self.post, owner=owner)
         if pre.shape != post.shape or pre.ndim != 1:
             raise ValueError(
                 f"EdgeList: `pre` and `post` must be 1-D arrays of equal length; got shapes "
@@ -87,18 +98,23 @@ class EdgeList:
                 )
         for name in ("weight", "delay"):
             value = getattr(self, name)
-            if value is None:
+            if value is None and name == "delay":
                 continue
-            arr = np.asarray(value)
+            arr = real_array(name, value, owner=owner)
             if arr.ndim not in (0, 1) or (arr.ndim == 1 and arr.shape[0] != pre.shape[0]):
                 raise ValueError(
                     f"EdgeList: `{name}` must be a scalar or have one value per edge "
                     f"({pre.shape[0]}); got shape {arr.shape}."
                 )
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"EdgeList: `{name}` contains non-finite values.")
-        if self.delay is not None and np.any(np.asarray(self.delay) < 0):
-            raise ValueError("EdgeList: `delay` must be >= 0 ms.")
+            finite = np.isfinite(arr)
+            if not np.all(finite):
+                raise ValueError(
+                    f"EdgeList: `{name}` contains non-finite values; got "
+                    f"{first_bad(arr, finite)}. Pass finite values."
+                )
+        if self.delay is not None:
+            check_that("delay", self.delay, lambda d: d >= 0, "be >= 0", owner=owner, unit="ms",
+                       fix="Delays are transmission times: pass values >= 0.")  # fmt: skip
         dtype = _index_dtype(self.n_pre, self.n_post)
         object.__setattr__(self, "pre", pre.astype(dtype, copy=False))
         object.__setattr__(self, "post", post.astype(dtype, copy=False))
@@ -114,12 +130,18 @@ class EdgeList:
 # -------------------------------------------------------------------------- initialisers
 
 
-def _check_number(owner, name, value, *, low=-math.inf, low_open=False):
-    if not isinstance(value, int | float | np.integer | np.floating) or not np.isfinite(value):
-        raise ValueError(f"{owner}: `{name}` must be a finite number; got {value!r}.")
-    if value < low or (low_open and value == low):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"{owner}: `{name}` must be {bound}; got {value!r}.")
+def _check_number(owner, name, value, *, low=-math.inf, low_open=False, allow_inf=False):
+    """A scalar argument: a real number (not a boolean), finite unless ``allow_inf``, and
+    ``>= low`` (``> low`` with ``low_open``)."""
+    if np.ndim(real_array(name, value, owner=owner)) != 0:
+        raise TypeError(
+            f"{owner}: `{name}` must be a single number; got an array of shape "
+            f"{np.shape(value)}. Pass one float (per-edge values go to `weight`/`delay`)."
+        )
+    bound = f"> {low:g}" if low_open else f">= {low:g}"
+    check_that(name, value, (lambda a: a > low) if low_open else (lambda a: a >= low),
+               f"be {bound}", owner=owner, fix=f"Pass a value {bound}.",
+               allow_inf=allow_inf)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,10 +238,13 @@ class Clipped:
                 "Clipped: `initialiser` must be callable (rng, size) -> array, e.g. "
                 f"connect.Normal(1.0, 0.5); got {type(self.initialiser).__name__}."
             )
-        for name in ("low", "high"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float | np.integer | np.floating) or np.isnan(value):
-                raise ValueError(f"Clipped: `{name}` must be a number; got {value!r}.")
+        for name in ("low", "high"):  # infinite: unbounded on that side
+            _check_number("Clipped", name, getattr(self, name), allow_inf=True)
+        if self.low == math.inf or self.high == -math.inf:
+            raise ValueError(
+                f"Clipped: `low` = {self.low}, `high` = {self.high} clip every value to "
+                "infinity; pass finite bounds (-inf for `low` or inf for `high`: unbounded)."
+            )
         if self.high < self.low:
             raise ValueError(f"Clipped: `high` ({self.high}) must be >= `low` ({self.low}).")
 
@@ -242,8 +267,8 @@ class Clipped:
         return values
 
 
-def _values(spec, rng: np.random.Generator, size: int, name: str):
-    if spec is None:
+def _values(owner, spec, rng: np.random.Generator, size: int, name: str):
+    if spec is None and name == "delay":
         return None
     if isinstance(spec, Constant):
         return np.asarray(float(spec.value))
@@ -251,27 +276,37 @@ def _values(spec, rng: np.random.Generator, size: int, name: str):
         out = np.asarray(spec(rng, size), dtype=float)
         if out.shape != (size,):
             raise ValueError(
-                f"`{name}` initialiser returned shape {out.shape}; expected ({size},)."
+                f"{owner}: `{name}` initialiser returned shape {out.shape}; expected ({size},)."
             )
         return out
-    arr = np.asarray(spec, dtype=float)
+    arr = real_array(name, spec, owner=owner).astype(float)
     if arr.ndim == 0:
         return arr
     if arr.shape != (size,):
         raise ValueError(
-            f"`{name}` must be a scalar, a callable or an array of length {size} (one per "
-            f"edge); got shape {arr.shape}."
+            f"{owner}: `{name}` must be a scalar, a callable or an array of length {size} (one "
+            f"per edge); got shape {arr.shape}."
         )
     return arr
 
 
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+def _rng(owner, seed) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    try:
+        if seed is not None and np.asarray(seed).dtype.kind == "b":
+            raise TypeError("a boolean is not a seed")
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{owner}: `seed` must be an integer >= 0 (or a sequence of them), a "
+            f"numpy.random.Generator or None (fresh entropy); got {shown(seed)}."
+        ) from None
 
 
-def _check_size(name, n):
-    if not (isinstance(n, int | np.integer) and n > 0):
-        raise ValueError(f"`{name}` must be a positive integer; got {n!r}.")
+def _check_sizes(owner, n_pre, n_post):
+    check_positive_int("n_pre", n_pre, owner=owner)
+    check_positive_int("n_post", n_post, owner=owner)
 
 
 def _check_count(owner, name, n):
@@ -287,12 +322,12 @@ def _check_self(owner, allow_self, n_pre, n_post):
         )
 
 
-def _edges(pre, post, weight, delay, rng, n_pre, n_post) -> EdgeList:
+def _edges(owner, pre, post, weight, delay, rng, n_pre, n_post) -> EdgeList:
     return EdgeList(
         pre,
         post,
-        _values(weight, rng, pre.size, "weight"),
-        _values(delay, rng, pre.size, "delay"),
+        _values(owner, weight, rng, pre.size, "weight"),
+        _values(owner, delay, rng, pre.size, "delay"),
         int(n_pre),
         int(n_post),
     )
@@ -311,19 +346,12 @@ def from_arrays(
     delay: ValueSpec | None = None,
     seed=0,
 ) -> EdgeList:
-    """Synapses from explicit index arrays (duplicates allowed: they add up)."""
-    _check_size("n_pre", n_pre)
-    _check_size("n_post", n_post)
-    pre = np.asarray(pre)
-    rng = _rng(seed)
-    return EdgeList(
-        pre,
-        np.asarray(post),
-        _values(weight, rng, pre.size, "weight"),
-        _values(delay, rng, pre.size, "delay"),
-        int(n_pre),
-        int(n_post),
-    )
+    """Synapses from explicit integer index arrays (duplicates allowed: they add up)."""
+    owner = "from_arrays"
+    _check_sizes(owner, n_pre, n_post)
+    pre = integer_array("pre", pre, owner=owner)
+    post = integer_array("post", post, owner=owner)
+    return _edges(owner, pre, post, weight, delay, _rng(owner, seed), n_pre, n_post)
 
 
 def all_to_all(
@@ -336,22 +364,21 @@ def all_to_all(
     seed=0,
 ) -> EdgeList:
     """Every presynaptic neuron to every postsynaptic one (``allow_self=False`` drops i→i)."""
-    _check_size("n_pre", n_pre)
-    _check_size("n_post", n_post)
+    _check_sizes("all_to_all", n_pre, n_post)
     pre, post = np.divmod(np.arange(n_pre * n_post, dtype=np.int64), n_post)
     if not allow_self:
         keep = pre != post
         pre, post = pre[keep], post[keep]
-    return _edges(pre, post, weight, delay, _rng(seed), n_pre, n_post)
+    return _edges("all_to_all", pre, post, weight, delay, _rng("all_to_all", seed), n_pre, n_post)
 
 
 def one_to_one(
     n: int, *, weight: ValueSpec = 1.0, delay: ValueSpec | None = None, seed=0
 ) -> EdgeList:
     """Neuron ``i`` to neuron ``i``."""
-    _check_size("n", n)
+    check_positive_int("n", n, owner="one_to_one")
     idx = np.arange(n, dtype=_index_dtype(n))
-    return _edges(idx, idx, weight, delay, _rng(seed), n, n)
+    return _edges("one_to_one", idx, idx, weight, delay, _rng("one_to_one", seed), n, n)
 
 
 # ---------------------------------------------------------------- Bernoulli (p per pair)
@@ -451,17 +478,16 @@ def fixed_probability(
     ``seed`` is an integer or a ``numpy.random.Generator``. Cost: proportional to the number of
     synapses (geometric skipping over pairs), memory: the result plus blocks of 2^20 values.
     """
-    _check_size("n_pre", n_pre)
-    _check_size("n_post", n_post)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"fixed_probability: `p` must lie in [0, 1]; got {p}.")
-    _check_self("fixed_probability", allow_self, n_pre, n_post)
-    rng = _rng(seed)
+    owner = "fixed_probability"
+    _check_sizes(owner, n_pre, n_post)
+    _check_probability(owner, "p", p)
+    _check_self(owner, allow_self, n_pre, n_post)
+    rng = _rng(owner, seed)
     n_cols = n_post if allow_self else n_post - 1
     pre, post = _bernoulli_pairs(
         rng, n_pre, n_cols, p, not allow_self, _index_dtype(n_pre, n_post)
     )
-    return _edges(pre, post, weight, delay, rng, n_pre, n_post)
+    return _edges(owner, pre, post, weight, delay, rng, n_pre, n_post)
 
 
 # ------------------------------------------------------------- exact degrees and totals
@@ -527,8 +553,7 @@ def _sample_partners(rng, n_rows, n_range, k, skip_self, multapses, dtype):
 
 
 def _degree_args(owner, n_pre, n_post, k, allow_self, allow_multapses):
-    _check_size("n_pre", n_pre)
-    _check_size("n_post", n_post)
+    _check_sizes(owner, n_pre, n_post)
     _check_count(owner, "k", k)
     _check_self(owner, allow_self, n_pre, n_post)
     n_range = (n_pre if owner == "fixed_indegree" else n_post) - (0 if allow_self else 1)
@@ -547,13 +572,13 @@ def _fixed_degree(owner, n_pre, n_post, k, weight, delay, allow_self, allow_mult
     ``fixed_indegree`` (partners are presynaptic), the presynaptic one for
     ``fixed_outdegree``; edges grouped by the neuron that owns the degree."""
     n_range = _degree_args(owner, n_pre, n_post, k, allow_self, allow_multapses)
-    rng = _rng(seed)
+    rng = _rng(owner, seed)
     dtype = _index_dtype(n_pre, n_post)
     n_owners = n_post if owner == "fixed_indegree" else n_pre
     partners = _sample_partners(rng, n_owners, n_range, k, not allow_self, allow_multapses, dtype)
     owners = np.repeat(np.arange(n_owners, dtype=dtype), k)
     pre, post = (partners, owners) if owner == "fixed_indegree" else (owners, partners)
-    return _edges(pre, post, weight, delay, rng, n_pre, n_post)
+    return _edges(owner, pre, post, weight, delay, rng, n_pre, n_post)
 
 
 def fixed_indegree(
@@ -620,8 +645,7 @@ def fixed_total_number(
     independently. Edges come in row-major (presynaptic) order without multapses.
     """
     owner = "fixed_total_number"
-    _check_size("n_pre", n_pre)
-    _check_size("n_post", n_post)
+    _check_sizes(owner, n_pre, n_post)
     _check_count(owner, "n_synapses", n_synapses)
     _check_self(owner, allow_self, n_pre, n_post)
     n_cols = n_post if allow_self else n_post - 1
@@ -633,7 +657,7 @@ def fixed_total_number(
         )
     if n_synapses > 0 and n_pairs == 0:
         raise ValueError(f"{owner}: `n_synapses` = {n_synapses} but there is no possible pair.")
-    rng = _rng(seed)
+    rng = _rng(owner, seed)
     dtype = _index_dtype(n_pre, n_post)
     if allow_multapses:
         out = _Growing(n_synapses, dtype)
@@ -653,7 +677,7 @@ def fixed_total_number(
             keep = np.ones(pre.size, bool)
             keep[rng.choice(pre.size, size=surplus, replace=False)] = False
             _compact_in_place((pre, post), keep)
-    return _edges(pre, post, weight, delay, rng, n_pre, n_post)
+    return _edges(owner, pre, post, weight, delay, rng, n_pre, n_post)
 
 
 def _compact_in_place(arrays, keep):
@@ -705,7 +729,9 @@ class Exponential:
 def _check_probability(owner, name, p):
     _check_number(owner, name, p)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{owner}: `{name}` must lie in [0, 1]; got {p}.")
+        raise ValueError(
+            f"{owner}: `{name}` must lie in [0, 1]; got {p!r}. Pass a probability, e.g. 0.1."
+        )
 
 
 def grid_positions(rows: int, cols: int, spacing: float = 1.0) -> np.ndarray:
@@ -713,8 +739,8 @@ def grid_positions(rows: int, cols: int, spacing: float = 1.0) -> np.ndarray:
 
     With periodic boundaries the matching ``box`` is ``(cols * spacing, rows * spacing)``.
     """
-    _check_size("rows", rows)
-    _check_size("cols", cols)
+    check_positive_int("rows", rows, owner="grid_positions")
+    check_positive_int("cols", cols, owner="grid_positions")
     _check_number("grid_positions", "spacing", spacing, low=0.0, low_open=True)
     r, c = np.divmod(np.arange(rows * cols), cols)
     return np.stack([c * float(spacing), r * float(spacing)], axis=1)
@@ -725,9 +751,10 @@ def ring_positions(n: int, circumference: float | None = None) -> np.ndarray:
 
     Use ``box=circumference`` for distances along the ring.
     """
-    _check_size("n", n)
-    length = float(n if circumference is None else circumference)
+    check_positive_int("n", n, owner="ring_positions")
+    length = n if circumference is None else circumference
     _check_number("ring_positions", "circumference", length, low=0.0, low_open=True)
+    length = float(length)
     return (np.arange(n) * (length / n))[:, None]
 
 
@@ -789,7 +816,7 @@ def distance_dependent(
         period = np.broadcast_to(np.asarray(box, dtype=float), (pre_pos.shape[1],)).copy()
         if not np.all(np.isfinite(period) & (period > 0)):
             raise ValueError(f"{owner}: `box` must hold positive periods; got {box!r}.")
-    rng = _rng(seed)
+    rng = _rng(owner, seed)
     dtype = _index_dtype(n_pre, n_post)
     block_rows = max(1, _BLOCK // n_post)
     pres, posts = [], []
@@ -813,7 +840,7 @@ def distance_dependent(
         pres.append((rows + r0).astype(dtype))
         posts.append(cols[c])
     pre, post = np.concatenate(pres), np.concatenate(posts)
-    return _edges(pre, post, weight, delay, rng, n_pre, n_post)
+    return _edges(owner, pre, post, weight, delay, rng, n_pre, n_post)
 
 
 # ---------------------------------------------------------------------------- procedural
@@ -974,8 +1001,7 @@ def procedural_fixed_outdegree(
         Projection("exc", "exc", conn, receptor="e")   # layout Procedural(): nothing stored
     """
     owner = "procedural_fixed_outdegree"
-    _check_size("n_pre", n_pre)
-    _check_size("n_post", n_post)
+    _check_sizes(owner, n_pre, n_post)
     _check_count(owner, "k", k)
     _check_self(owner, allow_self, n_pre, n_post)
     n_range = n_post if allow_self else n_post - 1
@@ -1025,8 +1051,7 @@ def procedural_fixed_probability(
     spike is proportional to its synapses (not to ``n_post``).
     """
     owner = "procedural_fixed_probability"
-    _check_size("n_pre", n_pre)
-    _check_size("n_post", n_post)
+    _check_sizes(owner, n_pre, n_post)
     _check_probability(owner, "p", p)
     _check_self(owner, allow_self, n_pre, n_post)
     seed = _procedural_seed(owner, seed)

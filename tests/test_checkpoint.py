@@ -282,7 +282,7 @@ def test_plasticity_state_round_trips(tmp_path):
     def build():
         base = network(n=6)
         projs = (base.projections[0], bs.Projection(
-            "P", "N", connect.fixed_probability(8, 6, 0.5, weight=10.0, delay=0.5, seed=4),
+            "P", "N", connect.fixed_probability(8, 6, 0.5, weight=1.0, delay=0.5, seed=4),
             receptor="e", plasticity=plasticity.PairSTDP(), name="plastic"))
         return bs.Network(base.populations, projs, dt=DT)
 

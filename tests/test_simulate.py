@@ -159,11 +159,14 @@ def _nan_network(bad=np.inf, size=2):
     # The last neuron of population B receives `bad` at step 37 (a TimedArray row): its state
     # must turn non-finite in that step; population A stays finite. (The last one: for sizes
     # that are not a multiple of 16 it is in the tail the native sum adds after its blocks.)
-    values = np.zeros((60, size))
-    values[37, size - 1] = bad
+    # A TimedArray refuses non-finite values, so `bad` is put in after construction (as a
+    # value computed under jit would reach it).
+    current = bs.TimedArray(np.zeros((60, size)), dt=DT)
     pops = [bs.Population("A", 3, bs.LIF(I_e=100.0)),
-            bs.Population("B", size, bs.LIF(), currents=[bs.TimedArray(values, dt=DT)])]
-    return bs.Network(pops, dt=DT)
+            bs.Population("B", size, bs.LIF(), currents=[current])]
+    values = current.values.at[37, size - 1].set(bad)
+    net = bs.Network(pops, dt=DT)
+    return eqx.tree_at(lambda n: n.populations[1].currents[0].values, net, values)
 
 
 @pytest.mark.parametrize("size", [3001, 5000])  # 187 and 312 blocks of 16, then a tail

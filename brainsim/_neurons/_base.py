@@ -129,7 +129,7 @@ def check_above(owner: str, upper: str, upper_value, lower: str, lower_value) ->
             i = np.argmax((hi <= lo).ravel())
             raise ValueError(
                 f"{owner}: `{upper}` ({hi.ravel()[i]} mV) must be above `{lower}` "
-                f"({lo.ravel()[i]} mV)."
+                f"({lo.ravel()[i]} mV). Raise `{upper}` or lower `{lower}`."
             )
 
 

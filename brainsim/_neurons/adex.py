@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import as_parameter, check_nonnegative, check_positive
+from .._errors import as_parameter
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
@@ -108,25 +108,20 @@ class AdEx(AbstractNeuron):
         detach_reset: bool = True,
     ):
         owner = type(self).__name__
-        check_positive("C_m", C_m, owner=owner, unit="pF")
-        check_positive("g_L", g_L, owner=owner, unit="nS")
-        check_positive("Delta_T", Delta_T, owner=owner, unit="mV")
-        check_positive("tau_w", tau_w, owner=owner, unit="ms")
-        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        check_above(owner, "V_peak", V_peak, "V_reset", V_reset)
-        check_above(owner, "V_peak", V_peak, "V_T", V_T)
-        self.C_m = as_parameter(C_m)
-        self.g_L = as_parameter(g_L)
-        self.E_L = as_parameter(E_L)
-        self.V_T = as_parameter(V_T)
-        self.Delta_T = as_parameter(Delta_T)
-        self.tau_w = as_parameter(tau_w)
-        self.a = as_parameter(a)
-        self.b = as_parameter(b)
-        self.V_reset = as_parameter(V_reset)
-        self.V_peak = as_parameter(V_peak)
-        self.t_ref = as_parameter(t_ref)
-        self.I_e = as_parameter(I_e)
+        self.C_m = as_parameter(C_m, "C_m", owner=owner, unit="pF", positive=True)
+        self.g_L = as_parameter(g_L, "g_L", owner=owner, unit="nS", positive=True)
+        self.E_L = as_parameter(E_L, "E_L", owner=owner, unit="mV")
+        self.V_T = as_parameter(V_T, "V_T", owner=owner, unit="mV")
+        self.Delta_T = as_parameter(Delta_T, "Delta_T", owner=owner, unit="mV", positive=True)
+        self.tau_w = as_parameter(tau_w, "tau_w", owner=owner, unit="ms", positive=True)
+        self.a = as_parameter(a, "a", owner=owner, unit="nS")
+        self.b = as_parameter(b, "b", owner=owner, unit="pA")
+        self.V_reset = as_parameter(V_reset, "V_reset", owner=owner, unit="mV")
+        self.V_peak = as_parameter(V_peak, "V_peak", owner=owner, unit="mV")
+        self.t_ref = as_parameter(t_ref, "t_ref", owner=owner, unit="ms", nonnegative=True)
+        self.I_e = as_parameter(I_e, "I_e", owner=owner, unit="pA")
+        check_above(owner, "V_peak", self.V_peak, "V_reset", self.V_reset)
+        check_above(owner, "V_peak", self.V_peak, "V_T", self.V_T)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset

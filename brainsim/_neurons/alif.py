@@ -8,7 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import as_parameter, check_nonnegative, check_positive
+from .._errors import as_parameter
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
@@ -42,8 +42,9 @@ class ALIF(AbstractNeuron):
     ``V_reset`` like :class:`LIF`. With ``beta = 0`` it is exactly :class:`LIF`.
 
     Arguments (scalars or per-neuron arrays):
-        C_m: capacitance (pF). tau_m: membrane time constant (ms). E_L: resting potential (mV).
-        V_th: baseline threshold (mV). V_reset: reset (mV). t_ref: refractory period (ms).
+        C_m: capacitance (pF). tau_m: membrane time constant (ms; ``inf``: no leak).
+        E_L: resting potential (mV). V_th: baseline threshold (mV; ``inf``: never spikes).
+        V_reset: reset (mV). t_ref: refractory period (ms).
         I_e: bias current (pA). beta: threshold increase per unit of ``a`` (mV, >= 0).
         tau_a: adaptation time constant (ms).
         surrogate, detach_reset, integrator: as for :class:`LIF`.
@@ -86,21 +87,18 @@ class ALIF(AbstractNeuron):
         detach_reset: bool = True,
     ):
         owner = type(self).__name__
-        check_positive("C_m", C_m, owner=owner, unit="pF")
-        check_positive("tau_m", tau_m, owner=owner, unit="ms")
-        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        check_nonnegative("beta", beta, owner=owner, unit="mV")
-        check_positive("tau_a", tau_a, owner=owner, unit="ms")
-        check_above(owner, "V_th", V_th, "V_reset", V_reset)
-        self.C_m = as_parameter(C_m)
-        self.tau_m = as_parameter(tau_m)
-        self.E_L = as_parameter(E_L)
-        self.V_th = as_parameter(V_th)
-        self.V_reset = as_parameter(V_reset)
-        self.t_ref = as_parameter(t_ref)
-        self.I_e = as_parameter(I_e)
-        self.beta = as_parameter(beta)
-        self.tau_a = as_parameter(tau_a)
+        self.C_m = as_parameter(C_m, "C_m", owner=owner, unit="pF", positive=True)
+        self.tau_m = as_parameter(
+            tau_m, "tau_m", owner=owner, unit="ms", positive=True, allow_inf=True
+        )
+        self.E_L = as_parameter(E_L, "E_L", owner=owner, unit="mV")
+        self.V_th = as_parameter(V_th, "V_th", owner=owner, unit="mV", allow_inf=True)
+        self.V_reset = as_parameter(V_reset, "V_reset", owner=owner, unit="mV")
+        self.t_ref = as_parameter(t_ref, "t_ref", owner=owner, unit="ms", nonnegative=True)
+        self.I_e = as_parameter(I_e, "I_e", owner=owner, unit="pA")
+        self.beta = as_parameter(beta, "beta", owner=owner, unit="mV", nonnegative=True)
+        self.tau_a = as_parameter(tau_a, "tau_a", owner=owner, unit="ms", positive=True)
+        check_above(owner, "V_th", self.V_th, "V_reset", self.V_reset)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset

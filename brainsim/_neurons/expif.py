@@ -8,7 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import as_parameter, check_nonnegative, check_positive
+from .._errors import as_parameter
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
@@ -94,21 +94,17 @@ class ExpIF(AbstractNeuron):
         detach_reset: bool = True,
     ):
         owner = type(self).__name__
-        check_positive("C_m", C_m, owner=owner, unit="pF")
-        check_positive("g_L", g_L, owner=owner, unit="nS")
-        check_positive("Delta_T", Delta_T, owner=owner, unit="mV")
-        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        check_above(owner, "V_peak", V_peak, "V_reset", V_reset)
-        check_above(owner, "V_peak", V_peak, "V_T", V_T)
-        self.C_m = as_parameter(C_m)
-        self.g_L = as_parameter(g_L)
-        self.E_L = as_parameter(E_L)
-        self.V_T = as_parameter(V_T)
-        self.Delta_T = as_parameter(Delta_T)
-        self.V_reset = as_parameter(V_reset)
-        self.V_peak = as_parameter(V_peak)
-        self.t_ref = as_parameter(t_ref)
-        self.I_e = as_parameter(I_e)
+        self.C_m = as_parameter(C_m, "C_m", owner=owner, unit="pF", positive=True)
+        self.g_L = as_parameter(g_L, "g_L", owner=owner, unit="nS", positive=True)
+        self.E_L = as_parameter(E_L, "E_L", owner=owner, unit="mV")
+        self.V_T = as_parameter(V_T, "V_T", owner=owner, unit="mV")
+        self.Delta_T = as_parameter(Delta_T, "Delta_T", owner=owner, unit="mV", positive=True)
+        self.V_reset = as_parameter(V_reset, "V_reset", owner=owner, unit="mV")
+        self.V_peak = as_parameter(V_peak, "V_peak", owner=owner, unit="mV")
+        self.t_ref = as_parameter(t_ref, "t_ref", owner=owner, unit="ms", nonnegative=True)
+        self.I_e = as_parameter(I_e, "I_e", owner=owner, unit="pA")
+        check_above(owner, "V_peak", self.V_peak, "V_reset", self.V_reset)
+        check_above(owner, "V_peak", self.V_peak, "V_T", self.V_T)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset
@@ -200,20 +196,17 @@ class QIF(AbstractNeuron):
         detach_reset: bool = True,
     ):
         owner = type(self).__name__
-        check_positive("C_m", C_m, owner=owner, unit="pF")
-        check_positive("k", k, owner=owner, unit="nS/mV")
-        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        check_above(owner, "V_c", V_c, "E_L", E_L)
-        check_above(owner, "V_peak", V_peak, "V_c", V_c)
-        check_above(owner, "V_peak", V_peak, "V_reset", V_reset)
-        self.C_m = as_parameter(C_m)
-        self.k = as_parameter(k)
-        self.E_L = as_parameter(E_L)
-        self.V_c = as_parameter(V_c)
-        self.V_reset = as_parameter(V_reset)
-        self.V_peak = as_parameter(V_peak)
-        self.t_ref = as_parameter(t_ref)
-        self.I_e = as_parameter(I_e)
+        self.C_m = as_parameter(C_m, "C_m", owner=owner, unit="pF", positive=True)
+        self.k = as_parameter(k, "k", owner=owner, unit="nS/mV", positive=True)
+        self.E_L = as_parameter(E_L, "E_L", owner=owner, unit="mV")
+        self.V_c = as_parameter(V_c, "V_c", owner=owner, unit="mV")
+        self.V_reset = as_parameter(V_reset, "V_reset", owner=owner, unit="mV")
+        self.V_peak = as_parameter(V_peak, "V_peak", owner=owner, unit="mV")
+        self.t_ref = as_parameter(t_ref, "t_ref", owner=owner, unit="ms", nonnegative=True)
+        self.I_e = as_parameter(I_e, "I_e", owner=owner, unit="pA")
+        check_above(owner, "V_c", self.V_c, "E_L", self.E_L)
+        check_above(owner, "V_peak", self.V_peak, "V_c", self.V_c)
+        check_above(owner, "V_peak", self.V_peak, "V_reset", self.V_reset)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset

@@ -23,7 +23,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import as_parameter, check_nonnegative, check_positive
+from .._errors import as_parameter
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
@@ -188,21 +188,18 @@ class HodgkinHuxley(AbstractNeuron):
         integrator: AbstractIntegrator | None = None,
     ):
         owner = type(self).__name__
-        check_positive("C_m", C_m, owner=owner, unit="uF/cm^2")
-        for name, value in (("g_Na", g_Na), ("g_K", g_K), ("g_L", g_L)):
-            check_nonnegative(name, value, owner=owner, unit="mS/cm^2")
-        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        self.C_m = as_parameter(C_m)
-        self.g_Na = as_parameter(g_Na)
-        self.g_K = as_parameter(g_K)
-        self.g_L = as_parameter(g_L)
-        self.E_Na = as_parameter(E_Na)
-        self.E_K = as_parameter(E_K)
-        self.E_L = as_parameter(E_L)
-        self.V_init = as_parameter(V_init)
-        self.V_spike = as_parameter(V_spike)
-        self.t_ref = as_parameter(t_ref)
-        self.I_e = as_parameter(I_e)
+        C, g = "uF/cm^2", "mS/cm^2"
+        self.C_m = as_parameter(C_m, "C_m", owner=owner, unit=C, positive=True)
+        self.g_Na = as_parameter(g_Na, "g_Na", owner=owner, unit=g, nonnegative=True)
+        self.g_K = as_parameter(g_K, "g_K", owner=owner, unit=g, nonnegative=True)
+        self.g_L = as_parameter(g_L, "g_L", owner=owner, unit=g, nonnegative=True)
+        self.E_Na = as_parameter(E_Na, "E_Na", owner=owner, unit="mV")
+        self.E_K = as_parameter(E_K, "E_K", owner=owner, unit="mV")
+        self.E_L = as_parameter(E_L, "E_L", owner=owner, unit="mV")
+        self.V_init = as_parameter(V_init, "V_init", owner=owner, unit="mV")
+        self.V_spike = as_parameter(V_spike, "V_spike", owner=owner, unit="mV")
+        self.t_ref = as_parameter(t_ref, "t_ref", owner=owner, unit="ms", nonnegative=True)
+        self.I_e = as_parameter(I_e, "I_e", owner=owner, unit="uA/cm^2")
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
 
@@ -296,21 +293,17 @@ class TraubMiles(AbstractNeuron):
         integrator: AbstractIntegrator | None = None,
     ):
         owner = type(self).__name__
-        check_positive("C_m", C_m, owner=owner, unit="pF")
-        for name, value in (("g_L", g_L), ("g_Na", g_Na), ("g_K", g_K)):
-            check_nonnegative(name, value, owner=owner, unit="nS")
-        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        self.C_m = as_parameter(C_m)
-        self.g_L = as_parameter(g_L)
-        self.g_Na = as_parameter(g_Na)
-        self.g_K = as_parameter(g_K)
-        self.E_L = as_parameter(E_L)
-        self.E_Na = as_parameter(E_Na)
-        self.E_K = as_parameter(E_K)
-        self.V_T = as_parameter(V_T)
-        self.V_spike = as_parameter(V_spike)
-        self.t_ref = as_parameter(t_ref)
-        self.I_e = as_parameter(I_e)
+        self.C_m = as_parameter(C_m, "C_m", owner=owner, unit="pF", positive=True)
+        self.g_L = as_parameter(g_L, "g_L", owner=owner, unit="nS", nonnegative=True)
+        self.g_Na = as_parameter(g_Na, "g_Na", owner=owner, unit="nS", nonnegative=True)
+        self.g_K = as_parameter(g_K, "g_K", owner=owner, unit="nS", nonnegative=True)
+        self.E_L = as_parameter(E_L, "E_L", owner=owner, unit="mV")
+        self.E_Na = as_parameter(E_Na, "E_Na", owner=owner, unit="mV")
+        self.E_K = as_parameter(E_K, "E_K", owner=owner, unit="mV")
+        self.V_T = as_parameter(V_T, "V_T", owner=owner, unit="mV")
+        self.V_spike = as_parameter(V_spike, "V_spike", owner=owner, unit="mV")
+        self.t_ref = as_parameter(t_ref, "t_ref", owner=owner, unit="ms", nonnegative=True)
+        self.I_e = as_parameter(I_e, "I_e", owner=owner, unit="pA")
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._errors import as_parameter, check_nonnegative, check_positive, unknown_name_error
+from .._errors import as_parameter, unknown_name_error
 from .._integrators import AbstractIntegrator, Euler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
@@ -107,19 +107,16 @@ class Izhikevich(AbstractNeuron):
         detach_reset: bool = True,
     ):
         owner = type(self).__name__
-        check_positive("a", a, owner=owner, unit="1/ms")
-        check_positive("C_m", C_m, owner=owner)
-        check_nonnegative("t_ref", t_ref, owner=owner, unit="ms")
-        check_above(owner, "V_peak", V_peak, "c", c)
-        self.a = as_parameter(a)
-        self.b = as_parameter(b)
-        self.c = as_parameter(c)
-        self.d = as_parameter(d)
-        self.V_peak = as_parameter(V_peak)
-        self.V_init = as_parameter(V_init)
-        self.C_m = as_parameter(C_m)
-        self.I_e = as_parameter(I_e)
-        self.t_ref = as_parameter(t_ref)
+        self.a = as_parameter(a, "a", owner=owner, unit="1/ms", positive=True)
+        self.b = as_parameter(b, "b", owner=owner, unit="1/ms")
+        self.c = as_parameter(c, "c", owner=owner, unit="mV")
+        self.d = as_parameter(d, "d", owner=owner, unit="mV/ms")
+        self.V_peak = as_parameter(V_peak, "V_peak", owner=owner, unit="mV")
+        self.V_init = as_parameter(V_init, "V_init", owner=owner, unit="mV")
+        self.C_m = as_parameter(C_m, "C_m", owner=owner, positive=True)
+        self.I_e = as_parameter(I_e, "I_e", owner=owner)
+        self.t_ref = as_parameter(t_ref, "t_ref", owner=owner, unit="ms", nonnegative=True)
+        check_above(owner, "V_peak", self.V_peak, "c", self.c)
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = Euler() if integrator is None else integrator
         self.detach_reset = detach_reset

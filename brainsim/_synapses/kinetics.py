@@ -21,7 +21,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._errors import as_parameter, check_positive, is_concrete
+from .._errors import as_parameter, is_concrete
 from .._phi1 import phi1
 
 
@@ -67,8 +67,7 @@ class ExponentialSynapse(AbstractKinetics):
     tau: Float[Array, "*n"]
 
     def __init__(self, tau: ArrayLike = 5.0):
-        check_positive("tau", tau, owner="ExponentialSynapse", unit="ms")
-        self.tau = as_parameter(tau)
+        self.tau = as_parameter(tau, "tau", owner="ExponentialSynapse", unit="ms", positive=True)
 
     def init(self, n, dtype):
         return ExponentialState(jnp.zeros((n,), dtype))
@@ -103,8 +102,7 @@ class AlphaSynapse(AbstractKinetics):
     tau: Float[Array, "*n"]
 
     def __init__(self, tau: ArrayLike = 2.0):
-        check_positive("tau", tau, owner="AlphaSynapse", unit="ms")
-        self.tau = as_parameter(tau)
+        self.tau = as_parameter(tau, "tau", owner="AlphaSynapse", unit="ms", positive=True)
 
     def init(self, n, dtype):
         z = jnp.zeros((n,), dtype)
@@ -145,19 +143,18 @@ class DualExponentialSynapse(AbstractKinetics):
     tau_decay: Float[Array, "*n"]
 
     def __init__(self, tau_rise: ArrayLike = 1.0, tau_decay: ArrayLike = 5.0):
-        check_positive("tau_rise", tau_rise, owner="DualExponentialSynapse", unit="ms")
-        check_positive("tau_decay", tau_decay, owner="DualExponentialSynapse", unit="ms")
-        if is_concrete(tau_rise) and is_concrete(tau_decay):
+        owner = "DualExponentialSynapse"
+        self.tau_rise = as_parameter(tau_rise, "tau_rise", owner=owner, unit="ms", positive=True)
+        self.tau_decay = as_parameter(tau_decay, "tau_decay", owner=owner, unit="ms", positive=True)
+        if is_concrete(self.tau_rise) and is_concrete(self.tau_decay):
             import numpy as np
 
-            if np.any(np.asarray(tau_decay) <= np.asarray(tau_rise)):
+            if np.any(np.asarray(self.tau_decay) <= np.asarray(self.tau_rise)):
                 raise ValueError(
                     "DualExponentialSynapse: `tau_decay` must be larger than `tau_rise`; got "
                     f"tau_rise={tau_rise}, tau_decay={tau_decay}. Use AlphaSynapse for equal "
                     "time constants."
                 )
-        self.tau_rise = as_parameter(tau_rise)
-        self.tau_decay = as_parameter(tau_decay)
 
     def peak_factor(self):
         td, tr = self.tau_decay, self.tau_rise

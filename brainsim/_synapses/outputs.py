@@ -13,7 +13,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._errors import as_parameter, check_positive
+from .._errors import as_parameter
 from .._neurons._base import Drive
 
 
@@ -36,7 +36,7 @@ class ConductanceBased(AbstractOutput):
     E_rev: Float[Array, "*n"]
 
     def __init__(self, E_rev: ArrayLike = 0.0):
-        self.E_rev = as_parameter(E_rev)
+        self.E_rev = as_parameter(E_rev, "E_rev", owner="ConductanceBased", unit="mV")
 
     def drive(self, trace, v):
         return Drive(trace * self.E_rev, trace)
@@ -64,11 +64,10 @@ class NMDA(AbstractOutput):
         alpha: ArrayLike = 0.062,
         beta: ArrayLike = 3.57,
     ):
-        check_positive("beta", beta, owner="NMDA", unit="mM")
-        self.E_rev = as_parameter(E_rev)
-        self.mg = as_parameter(mg)
-        self.alpha = as_parameter(alpha)
-        self.beta = as_parameter(beta)
+        self.E_rev = as_parameter(E_rev, "E_rev", owner="NMDA", unit="mV")
+        self.mg = as_parameter(mg, "mg", owner="NMDA", unit="mM", nonnegative=True)
+        self.alpha = as_parameter(alpha, "alpha", owner="NMDA", unit="1/mV")
+        self.beta = as_parameter(beta, "beta", owner="NMDA", unit="mM", positive=True)
 
     def block(self, v):
         """Fraction of unblocked channels :math:`B(V)`."""

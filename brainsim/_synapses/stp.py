@@ -25,7 +25,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._errors import as_parameter, check_positive, is_concrete
+from .._errors import as_parameter, check_that
 
 
 class TsodyksMarkramState(NamedTuple):
@@ -41,16 +41,12 @@ class TsodyksMarkram(eqx.Module):
     tau_fac: Float[Array, "*n"]
 
     def __init__(self, U: ArrayLike = 0.5, tau_rec: ArrayLike = 800.0, tau_fac: ArrayLike = 1e-3):
-        check_positive("tau_rec", tau_rec, owner="TsodyksMarkram", unit="ms")
-        check_positive("tau_fac", tau_fac, owner="TsodyksMarkram", unit="ms")
-        if is_concrete(U):
-            import numpy as np
-
-            if np.any((np.asarray(U) <= 0) | (np.asarray(U) > 1)):
-                raise ValueError(f"TsodyksMarkram: `U` must lie in (0, 1]; got {U}.")
-        self.U = as_parameter(U)
-        self.tau_rec = as_parameter(tau_rec)
-        self.tau_fac = as_parameter(tau_fac)
+        owner = "TsodyksMarkram"
+        self.U = as_parameter(U, "U", owner=owner)
+        self.tau_rec = as_parameter(tau_rec, "tau_rec", owner=owner, unit="ms", positive=True)
+        self.tau_fac = as_parameter(tau_fac, "tau_fac", owner=owner, unit="ms", positive=True)
+        check_that("U", self.U, lambda u: (u > 0) & (u <= 1), "lie in (0, 1]", owner=owner,
+                   fix="Pass the release probability as a fraction, e.g. U=0.5.")  # fmt: skip
 
     def init(self, n: int, dtype) -> TsodyksMarkramState:
         return TsodyksMarkramState(jnp.zeros((n,), dtype), jnp.ones((n,), dtype))

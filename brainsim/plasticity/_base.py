@@ -23,6 +23,7 @@ Slow rules may also act between runs (after an example or an epoch):
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -37,6 +38,10 @@ from ._synapses import AbstractSynapses
 
 class AbstractPlasticity(eqx.Module):
     """A long-term plasticity or homeostatic rule acting on one projection's weights."""
+
+    needs_modulator: ClassVar[bool] = False
+    """True for rules that learn only from the ``modulator`` signal (a network refuses them on
+    a projection without ``modulator=``)."""
 
     @abc.abstractmethod
     def init(self, synapses: AbstractSynapses, weights: Array):
@@ -132,25 +137,33 @@ class AbstractWeightDependence(eqx.Module):
         function; subclasses defining new ``f`` return ``None``)."""
         return None
 
-    def _set_bounds(self, w_max, w_min):
-        if is_concrete(w_max) and is_concrete(w_min):
-            hi, lo = np.asarray(w_max), np.asarray(w_min)
-            if not np.all(hi > lo):
-                raise ValueError(
-                    f"{type(self).__name__}: `w_max` must exceed w_min (the weight bounds); "
-                    f"got w_max = {w_max}, w_min = {w_min}. Raise w_max or lower w_min."
-                )
-        self.w_max = as_parameter(w_max)
-        self.w_min = as_parameter(w_min)
+    def _set_bounds(self, w_max, w_min, *, allow_inf: bool = False):
+        self.w_max, self.w_min = weight_bounds(
+            type(self).__name__, w_max, w_min, allow_inf=allow_inf
+        )
+
+
+def weight_bounds(owner: str, w_max, w_min, *, allow_inf: bool = False):
+    """``(w_max, w_min)`` as checked parameters (real; finite unless ``allow_inf``) with
+    ``w_max > w_min``."""
+    hi = as_parameter(w_max, "w_max", owner=owner, allow_inf=allow_inf)
+    lo = as_parameter(w_min, "w_min", owner=owner, allow_inf=allow_inf)
+    if is_concrete(hi) and is_concrete(lo) and not np.all(np.asarray(hi) > np.asarray(lo)):
+        raise ValueError(
+            f"{owner}: `w_max` must exceed w_min (the weight bounds); "
+            f"got w_max = {w_max}, w_min = {w_min}. Raise w_max or lower w_min."
+        )
+    return hi, lo
 
 
 class Additive(AbstractWeightDependence):
     """Additive STDP with hard bounds: :math:`f_\\pm = 1`, weights clipped to
     ``[w_min, w_max]`` (Song, Miller & Abbott 2000; drives weights to a bimodal distribution).
-    Unbounded rules (Pfister & Gerstner) use ``w_min=-inf, w_max=inf``."""
+    Unbounded rules (Pfister & Gerstner) use ``w_min=-inf, w_max=inf`` (infinite bounds are
+    allowed here only: the soft-bounded dependences scale by the finite range)."""
 
     def __init__(self, w_max: ArrayLike = 1.0, w_min: ArrayLike = 0.0):
-        self._set_bounds(w_max, w_min)
+        self._set_bounds(w_max, w_min, allow_inf=True)
 
     def trace_form(self, potentiate):
         return TraceDependence("additive", self.w_min, self.w_max, jnp.zeros(()))
@@ -182,7 +195,8 @@ class Multiplicative(AbstractWeightDependence):
 class Gutig(AbstractWeightDependence):
     r"""Gütig et al. (2003) power-law dependence :math:`f_+ = (1 - \hat w)^{\mu_+}`,
     :math:`f_- = \hat w^{\mu_-}`: ``mu = 0`` is additive, ``mu = 1`` multiplicative,
-    ``mu_plus=0, mu_minus=1`` van Rossum's mixed rule. Hard bounds ``[w_min, w_max]``."""
+    ``mu_plus=0, mu_minus=1`` van Rossum's mixed rule (both >= 0; ``mu_minus`` defaults to
+    ``mu_plus``). Hard, finite bounds ``[w_min, w_max]``."""
 
     mu_plus: Array
     mu_minus: Array
@@ -195,8 +209,9 @@ class Gutig(AbstractWeightDependence):
         w_max: ArrayLike = 1.0,
         w_min: ArrayLike = 0.0,
     ):
-        self.mu_plus = as_parameter(mu_plus)
-        self.mu_minus = as_parameter(mu_plus if mu_minus is None else mu_minus)
+        self.mu_plus = as_parameter(mu_plus, "mu_plus", owner="Gutig", nonnegative=True)
+        mu_minus = mu_plus if mu_minus is None else mu_minus
+        self.mu_minus = as_parameter(mu_minus, "mu_minus", owner="Gutig", nonnegative=True)
         self._set_bounds(w_max, w_min)
 
     def trace_form(self, potentiate):

@@ -17,9 +17,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from .._errors import as_parameter, check_positive
+from .._errors import as_parameter
 from .._neurons._base import AbstractNeuron, Drive
-from ._base import AbstractPlasticity, gather
+from ._base import AbstractPlasticity, gather, weight_bounds
 
 
 class RateSensor(NamedTuple):
@@ -40,10 +40,10 @@ class SynapticScaling(AbstractPlasticity):
     on every synapse.
 
     Arguments:
-        target_rate: :math:`a_{goal}` (Hz).
+        target_rate: :math:`a_{goal}` (Hz, >= 0).
         tau: sensor time constant :math:`\tau_a` (ms).
-        beta: scaling rate (1 / (Hz ms)).
-        w_min, w_max: bounds.
+        beta: scaling rate (1 / (Hz ms), >= 0).
+        w_min, w_max: bounds (``-inf`` / ``inf``: unbounded, the default for ``w_max``).
         initial_rate: the sensor's initial value (Hz; default ``target_rate``, no transient).
     """
 
@@ -64,13 +64,17 @@ class SynapticScaling(AbstractPlasticity):
         w_max: ArrayLike = jnp.inf,
         initial_rate: ArrayLike | None = None,
     ):
-        check_positive("tau", tau, owner="SynapticScaling", unit="ms")
-        self.target_rate = as_parameter(target_rate)
-        self.tau = as_parameter(tau)
-        self.beta = as_parameter(beta)
-        self.w_min = as_parameter(w_min)
-        self.w_max = as_parameter(w_max)
-        self.initial_rate = as_parameter(target_rate if initial_rate is None else initial_rate)
+        owner = "SynapticScaling"
+        self.target_rate = as_parameter(
+            target_rate, "target_rate", owner=owner, unit="Hz", nonnegative=True
+        )
+        self.tau = as_parameter(tau, "tau", owner=owner, unit="ms", positive=True)
+        self.beta = as_parameter(beta, "beta", owner=owner, unit="1/(Hz ms)", nonnegative=True)
+        self.w_max, self.w_min = weight_bounds(owner, w_max, w_min, allow_inf=True)
+        initial_rate = target_rate if initial_rate is None else initial_rate
+        self.initial_rate = as_parameter(
+            initial_rate, "initial_rate", owner=owner, unit="Hz", nonnegative=True
+        )
 
     def init(self, synapses, weights) -> RateSensor:
         return RateSensor(jnp.broadcast_to(self.initial_rate, (synapses.n_post,)).astype(weights.dtype))
@@ -99,8 +103,7 @@ class Normalization(AbstractPlasticity):
     per_step: bool = eqx.field(static=True)
 
     def __init__(self, total: ArrayLike, *, per_step: bool = False):
-        check_positive("total", total, owner="Normalization")
-        self.total = as_parameter(total)
+        self.total = as_parameter(total, "total", owner="Normalization", positive=True)
         self.per_step = bool(per_step)
 
     def init(self, synapses, weights):
@@ -165,11 +168,15 @@ class AdaptiveThreshold(AbstractNeuron):
                 "AdaptiveThreshold: `model` must be a neuron model with a threshold `V_th` "
                 f"(e.g. brainsim.LIF(...)); got {type(model).__name__}."
             )
-        check_positive("tau_theta", tau_theta, owner="AdaptiveThreshold", unit="ms")
+        owner = "AdaptiveThreshold"
         self.model = model
-        self.theta_plus = as_parameter(theta_plus)
-        self.tau_theta = as_parameter(tau_theta)
-        self.target_rate = as_parameter(target_rate)
+        self.theta_plus = as_parameter(theta_plus, "theta_plus", owner=owner, unit="mV")
+        self.tau_theta = as_parameter(
+            tau_theta, "tau_theta", owner=owner, unit="ms", positive=True, allow_inf=True
+        )
+        self.target_rate = as_parameter(
+            target_rate, "target_rate", owner=owner, unit="Hz", nonnegative=True
+        )
 
     def check_size(self, n: int) -> None:
         self.model.check_size(n)

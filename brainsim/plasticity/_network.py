@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from .._errors import is_concrete
 from .._propagation import DenseConnectivity, EllConnectivity
+from ._base import Chain
 from ._synapses import DenseSynapses, EllSynapses
 
 
@@ -59,6 +61,57 @@ def synapses_for(connectivity, edges=None, *, owner: str = "Projection", capacit
         f"{owner}: plasticity needs a Dense() or Sparse() layout; got "
         f"{type(connectivity).__name__}. Pass layout=brainsim.Sparse() or brainsim.Dense()."
     )
+
+
+def _rules(rule):
+    """The rules of ``rule``, with chains flattened."""
+    return [r for c in rule.rules for r in _rules(c)] if isinstance(rule, Chain) else [rule]
+
+
+def needs_modulator(rule) -> str | None:
+    """The name of the first rule in ``rule`` that learns only from a modulator, or None."""
+    return next((type(r).__name__ for r in _rules(rule) if r.needs_modulator), None)
+
+
+def _weight_bounds(rule):
+    """``(what, w_min, w_max)`` of the bounds a rule clips weights to, or None: a weight
+    dependence's, or the rule's own ``w_max`` (with ``w_min``, else 0, as PowerLawSTDP)."""
+    wd = getattr(rule, "weight_dependence", None)
+    if wd is not None:
+        return f"{type(rule).__name__}'s {type(wd).__name__} weight dependence", wd.w_min, wd.w_max
+    if hasattr(rule, "w_max"):
+        return type(rule).__name__, getattr(rule, "w_min", 0.0), rule.w_max
+    return None
+
+
+def check_initial_weights(rule, synapses, weights, *, owner: str) -> None:
+    """Raise if a synapse starts outside the weight bounds of a rule of ``rule``: its first
+    update would clip it there silently. Traced weights or bounds are not checked."""
+    if not is_concrete(weights):
+        return
+    w = np.asarray(weights)
+    rows = np.broadcast_to(np.arange(w.shape[0])[:, None], w.shape)
+    if isinstance(synapses, EllSynapses):
+        cols = np.asarray(synapses.targets)
+        valid = cols < synapses.n_post
+    else:
+        cols = np.broadcast_to(np.arange(w.shape[1]), w.shape)
+        valid = np.ones(w.shape, bool) if synapses.mask is None else np.asarray(synapses.mask)
+    for bounds in filter(None, map(_weight_bounds, _rules(rule))):
+        what, lo, hi = bounds
+        if not (is_concrete(lo) and is_concrete(hi)):
+            continue
+        lo, hi = np.asarray(lo), np.asarray(hi)
+        bad = valid & ((w < lo) | (w > hi))
+        if bad.any():
+            i = np.unravel_index(np.argmax(bad), w.shape)
+            lo_i, hi_i = np.broadcast_to(lo, w.shape)[i], np.broadcast_to(hi, w.shape)[i]
+            raise ValueError(
+                f"{owner}: synapse {rows[i]} -> {cols[i]} starts at weight {w[i]!s}, outside "
+                f"[{lo_i!s}, {hi_i!s}] (w_min, w_max) of {what}; its "
+                "first update would clip it silently. Draw the initial weights within the "
+                "bounds (e.g. connect.Clipped(..., low=w_min, high=w_max)) or widen them."
+            )
 
 
 def at_boundary(network, state):

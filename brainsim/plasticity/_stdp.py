@@ -19,13 +19,13 @@ Plasticity sees spikes at their emission step: transmission delays do not shift 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from .._errors import as_parameter, check_positive
+from .._errors import as_parameter
 from ._base import AbstractPlasticity, AbstractWeightDependence, Additive, bump, gather
 
 
@@ -84,12 +84,11 @@ class PairSTDP(AbstractPlasticity):
         weight_dependence: AbstractWeightDependence | None = None,
         nearest: bool = False,
     ):
-        check_positive("tau_plus", tau_plus, owner="PairSTDP", unit="ms")
-        check_positive("tau_minus", tau_minus, owner="PairSTDP", unit="ms")
-        self.tau_plus = as_parameter(tau_plus)
-        self.tau_minus = as_parameter(tau_minus)
-        self.A_plus = as_parameter(A_plus)
-        self.A_minus = as_parameter(A_minus)
+        owner = "PairSTDP"
+        self.tau_plus = as_parameter(tau_plus, "tau_plus", owner=owner, unit="ms", positive=True)
+        self.tau_minus = as_parameter(tau_minus, "tau_minus", owner=owner, unit="ms", positive=True)
+        self.A_plus = as_parameter(A_plus, "A_plus", owner=owner, nonnegative=True)
+        self.A_minus = as_parameter(A_minus, "A_minus", owner=owner, nonnegative=True)
         self.weight_dependence = Additive() if weight_dependence is None else weight_dependence
         self.nearest = bool(nearest)
 
@@ -116,8 +115,8 @@ class SymmetricSTDP(AbstractPlasticity):
     r"""Symmetric (Hebbian coincidence) STDP: both orders potentiate,
     :math:`\Delta w = A\,f_+(w)\,e^{-|\Delta t|/\tau}` (as in hippocampal CA3, Mishra et al.
     2016), optionally with a constant depression ``A_pre_offset`` per presynaptic spike that
-    keeps uncorrelated inputs from growing. Same ordering as :class:`PairSTDP` (a same-step
-    pair counts once)."""
+    keeps uncorrelated inputs from growing (``A`` and ``A_pre_offset`` are >= 0). Same
+    ordering as :class:`PairSTDP` (a same-step pair counts once)."""
 
     tau: Array
     A: Array
@@ -134,10 +133,12 @@ class SymmetricSTDP(AbstractPlasticity):
         weight_dependence: AbstractWeightDependence | None = None,
         nearest: bool = False,
     ):
-        check_positive("tau", tau, owner="SymmetricSTDP", unit="ms")
-        self.tau = as_parameter(tau)
-        self.A = as_parameter(A)
-        self.A_pre_offset = as_parameter(A_pre_offset)
+        owner = "SymmetricSTDP"
+        self.tau = as_parameter(tau, "tau", owner=owner, unit="ms", positive=True)
+        self.A = as_parameter(A, "A", owner=owner, nonnegative=True)
+        self.A_pre_offset = as_parameter(
+            A_pre_offset, "A_pre_offset", owner=owner, nonnegative=True
+        )
         self.weight_dependence = Additive() if weight_dependence is None else weight_dependence
         self.nearest = bool(nearest)
 
@@ -183,7 +184,7 @@ class TripletSTDP(AbstractPlasticity):
     ordering of the module docstring). Parameter sets of the paper's Table 4:
     :meth:`visual_cortex` and :meth:`hippocampal` (``nearest=False``: all-to-all,
     ``nearest=True``: nearest-spike). The default weight dependence is unbounded additive,
-    as in the paper.
+    as in the paper. The four amplitudes are >= 0 (the sign is in the equations).
     """
 
     tau_plus: Array
@@ -211,21 +212,15 @@ class TripletSTDP(AbstractPlasticity):
         weight_dependence: AbstractWeightDependence | None = None,
         nearest: bool = False,
     ):
-        for name, tau in (
-            ("tau_plus", tau_plus),
-            ("tau_minus", tau_minus),
-            ("tau_x", tau_x),
-            ("tau_y", tau_y),
-        ):
-            check_positive(name, tau, owner="TripletSTDP", unit="ms")
-        self.tau_plus = as_parameter(tau_plus)
-        self.tau_minus = as_parameter(tau_minus)
-        self.tau_x = as_parameter(tau_x)
-        self.tau_y = as_parameter(tau_y)
-        self.A2_plus = as_parameter(A2_plus)
-        self.A3_plus = as_parameter(A3_plus)
-        self.A2_minus = as_parameter(A2_minus)
-        self.A3_minus = as_parameter(A3_minus)
+        owner = "TripletSTDP"
+        self.tau_plus = as_parameter(tau_plus, "tau_plus", owner=owner, unit="ms", positive=True)
+        self.tau_minus = as_parameter(tau_minus, "tau_minus", owner=owner, unit="ms", positive=True)
+        self.tau_x = as_parameter(tau_x, "tau_x", owner=owner, unit="ms", positive=True)
+        self.tau_y = as_parameter(tau_y, "tau_y", owner=owner, unit="ms", positive=True)
+        self.A2_plus = as_parameter(A2_plus, "A2_plus", owner=owner, nonnegative=True)
+        self.A3_plus = as_parameter(A3_plus, "A3_plus", owner=owner, nonnegative=True)
+        self.A2_minus = as_parameter(A2_minus, "A2_minus", owner=owner, nonnegative=True)
+        self.A3_minus = as_parameter(A3_minus, "A3_minus", owner=owner, nonnegative=True)
         self.weight_dependence = (
             Additive(w_max=jnp.inf, w_min=-jnp.inf)
             if weight_dependence is None
@@ -306,8 +301,12 @@ class RewardModulatedSTDP(AbstractPlasticity):
     :math:`w \leftarrow \mathrm{clip}(w + \eta M c\,\Delta t)`). ``modulator`` is passed per
     step (scalar or one value per postsynaptic neuron); ``None`` means 0. The eligibility
     decay and the weight change touch every synapse each step (cost proportional to the
-    synapses, unlike the event-driven pair rule).
+    synapses, unlike the event-driven pair rule). ``A_plus``, ``A_minus`` and ``eta`` are
+    >= 0 (the modulator's sign sets the direction). In a :class:`~brainsim.Network` the
+    projection needs ``modulator=``: without one the rule never learns.
     """
+
+    needs_modulator: ClassVar[bool] = True
 
     tau_plus: Array
     tau_minus: Array
@@ -330,14 +329,13 @@ class RewardModulatedSTDP(AbstractPlasticity):
         weight_dependence: AbstractWeightDependence | None = None,
         nearest: bool = False,
     ):
-        for name, tau in (("tau_plus", tau_plus), ("tau_minus", tau_minus), ("tau_c", tau_c)):
-            check_positive(name, tau, owner="RewardModulatedSTDP", unit="ms")
-        self.tau_plus = as_parameter(tau_plus)
-        self.tau_minus = as_parameter(tau_minus)
-        self.A_plus = as_parameter(A_plus)
-        self.A_minus = as_parameter(A_minus)
-        self.tau_c = as_parameter(tau_c)
-        self.eta = as_parameter(eta)
+        owner = "RewardModulatedSTDP"
+        self.tau_plus = as_parameter(tau_plus, "tau_plus", owner=owner, unit="ms", positive=True)
+        self.tau_minus = as_parameter(tau_minus, "tau_minus", owner=owner, unit="ms", positive=True)
+        self.A_plus = as_parameter(A_plus, "A_plus", owner=owner, nonnegative=True)
+        self.A_minus = as_parameter(A_minus, "A_minus", owner=owner, nonnegative=True)
+        self.tau_c = as_parameter(tau_c, "tau_c", owner=owner, unit="ms", positive=True)
+        self.eta = as_parameter(eta, "eta", owner=owner, nonnegative=True)
         self.weight_dependence = Additive() if weight_dependence is None else weight_dependence
         self.nearest = bool(nearest)
 
@@ -373,7 +371,7 @@ class PowerLawSTDP(AbstractPlasticity):
     with the presynaptic trace :math:`x_{pre}` (:math:`\tau_{pre}`, reset to 1 when
     ``nearest``), target ``x_tar`` = 0.4 and ``mu`` = 0.2 as in REFERENCES; optionally a
     presynaptic depression :math:`\eta_{pre}\,y_{post}` per presynaptic spike. Weights are
-    clipped to ``[0, w_max]``.
+    clipped to ``[0, w_max]`` (``w_max`` > 0; ``eta``, ``eta_pre`` and ``mu`` >= 0).
     """
 
     tau_pre: Array
@@ -397,15 +395,14 @@ class PowerLawSTDP(AbstractPlasticity):
         w_max: ArrayLike = 1.0,
         nearest: bool = False,
     ):
-        check_positive("tau_pre", tau_pre, owner="PowerLawSTDP", unit="ms")
-        check_positive("tau_post", tau_post, owner="PowerLawSTDP", unit="ms")
-        self.tau_pre = as_parameter(tau_pre)
-        self.tau_post = as_parameter(tau_post)
-        self.eta = as_parameter(eta)
-        self.eta_pre = as_parameter(eta_pre)
-        self.x_tar = as_parameter(x_tar)
-        self.mu = as_parameter(mu)
-        self.w_max = as_parameter(w_max)
+        owner = "PowerLawSTDP"
+        self.tau_pre = as_parameter(tau_pre, "tau_pre", owner=owner, unit="ms", positive=True)
+        self.tau_post = as_parameter(tau_post, "tau_post", owner=owner, unit="ms", positive=True)
+        self.eta = as_parameter(eta, "eta", owner=owner, nonnegative=True)
+        self.eta_pre = as_parameter(eta_pre, "eta_pre", owner=owner, nonnegative=True)
+        self.x_tar = as_parameter(x_tar, "x_tar", owner=owner)
+        self.mu = as_parameter(mu, "mu", owner=owner, nonnegative=True)
+        self.w_max = as_parameter(w_max, "w_max", owner=owner, positive=True)
         self.nearest = bool(nearest)
 
     def init(self, synapses, weights) -> PairTraces:
