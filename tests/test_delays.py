@@ -153,9 +153,9 @@ def test_off_grid_per_synapse_delay_is_named(layout):
     "delay, round_delays, message",
     [
         (0.05, False, r"delay 0\.05 ms is not a whole number"),
-        (-0.1, False, r"`delay` must be >= 0 ms"),
-        (-0.07, True, r"`delay` must be >= 0 ms"),
-        (np.array([0.3, -0.2]), False, r"`delay` must be >= 0 ms"),
+        (-0.1, False, r"`delay` must be >= 0 \(in ms\)"),
+        (-0.07, True, r"`delay` must be >= 0 \(in ms\)"),
+        (np.array([0.3, -0.2]), False, r"`delay` must be >= 0 \(in ms\)"),
         (np.array([0.3, np.nan]), False, r"`delay` contains non-finite values"),
         (np.inf, False, r"`delay` contains non-finite values"),
     ],
