@@ -80,6 +80,17 @@ def check_finite(name: str, value, *, owner: str = "") -> None:
         )
 
 
+def check_positive_int(name: str, value, *, owner: str, hint: str = "") -> int:
+    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ``ValueError``
+    naming ``owner``'s argument ``name``, the value given and, in ``hint``, what it means."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(
+            f"{owner}: `{name}` must be a positive integer{hint}; got {value!r} "
+            f"({type(value).__name__})."
+        )
+    return int(value)
+
+
 def check_per_neuron(name: str, value, n: int, *, owner: str = "") -> None:
     """A parameter must be a scalar or have shape ``(n,)``."""
     shape = np.shape(value)

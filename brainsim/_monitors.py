@@ -24,9 +24,28 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._errors import unknown_name_error
+from ._errors import check_positive_int, unknown_name_error
 from ._events import for_each_chunk, spike_events
 from .kernels import fast_sum
+
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def saturating_add(total, extra):
+    """``total + extra`` for non-negative int32 counts, held at :data:`INT32_MAX` instead of
+    wrapping around to a small or negative number; a count at the maximum means "at least"."""
+    return total + jnp.minimum(extra, INT32_MAX - total)
+
+
+def count_as_int32(x):
+    """A non-negative floating-point count as int32, :data:`INT32_MAX` if it does not fit."""
+    fits = x < 2.0**31
+    return jnp.where(fits, jnp.minimum(x, 2.0**31 - 256).astype(jnp.int32), INT32_MAX)
+
+
+def count_text(count: int) -> str:
+    """A count for a message: a saturated one (:func:`saturating_add`) reads "at least"."""
+    return f"at least {count}" if count >= INT32_MAX else str(count)
 
 
 def _population_names(network, populations, owner) -> tuple[str, ...]:
@@ -63,8 +82,13 @@ class AbstractMonitor(eqx.Module):
         """One line: what is recorded and its size."""
 
     def overflow(self, buffer):
-        """Number of items that did not fit (0 when the monitor cannot overflow)."""
+        """Number of items that did not fit (0 when the monitor cannot overflow), an int32 held
+        at :data:`INT32_MAX` (:func:`saturating_add`) rather than wrapping."""
         return None
+
+    def describe_overflow(self, count: int) -> str:
+        """The error message for ``count`` items that did not fit (``count`` > 0)."""
+        return f"{type(self).__name__}: {count_text(count)} items did not fit its buffer."
 
 
 class SpikeRaster(AbstractMonitor):
@@ -79,18 +103,29 @@ class SpikeRaster(AbstractMonitor):
         return [n for n in self.names(network) if network.population(n).is_source]
 
     def init(self, network, n_steps, dtype):
-        # Counts of recorded spike-source channels that exceeded one byte in a step.
+        # Spikes of recorded spike-source channels beyond the 255 that one byte holds per step.
         return jnp.zeros((), jnp.int32) if self._sources(network) else None
 
     def update(self, network, buffer, state_before, spikes, k):
         if buffer is None:
             return None
         for name in self._sources(network):
-            buffer = buffer + fast_sum(jnp.maximum(spikes[name] - 255, 0), dtype=jnp.int32)
+            # Summed in the spikes' floating-point type (exact while a step's excess is below
+            # 2**24 in float32, where the counts themselves stop being exact integers), then
+            # added without wrapping: an int32 sum of huge counts could come out small.
+            excess = fast_sum(jnp.maximum(spikes[name] - 255, 0))
+            buffer = saturating_add(buffer, count_as_int32(excess))
         return buffer
 
     def overflow(self, buffer):
         return buffer
+
+    def describe_overflow(self, count):
+        return (
+            f"SpikeRaster: {count_text(count)} spikes of spike sources did not fit one byte per "
+            "channel and step (more than 255 spikes of one channel in one step); record those "
+            "sources with SpikeList or PopulationRate instead."
+        )
 
     def per_step(self, network, state_before, spikes, k):
         out = {}
@@ -120,9 +155,11 @@ class SpikeListBuffer(NamedTuple):
     ids: jax.Array
     counts: jax.Array
     total: jax.Array
-    """Entries produced so far (may exceed the capacity: then the run is reported as failed)."""
+    """Entries produced so far (may exceed the capacity: then the run is reported as failed);
+    held at :data:`INT32_MAX` rather than wrapping."""
     too_many: jax.Array
-    """Number of entries whose spike count exceeded 255 (one step, one neuron)."""
+    """Number of entries whose spike count exceeded 255 (one step, one neuron); held at
+    :data:`INT32_MAX` rather than wrapping."""
 
 
 class SpikeList(AbstractMonitor):
@@ -137,11 +174,21 @@ class SpikeList(AbstractMonitor):
     chunk_size: int = eqx.field(static=True, default=64)
 
     def __init__(self, population: str, capacity: int, chunk_size: int = 64):
-        if not (isinstance(capacity, int | np.integer) and capacity > 0):
-            raise ValueError(f"SpikeList: `capacity` must be a positive integer; got {capacity!r}.")
+        if not isinstance(population, str) or not population:
+            raise TypeError(
+                f"SpikeList: `population` must be a population name (a non-empty str, e.g. "
+                f'"E"); got {population!r}.'
+            )
         self.population = population
-        self.capacity = int(capacity)
-        self.chunk_size = chunk_size
+        self.capacity = check_positive_int(
+            "capacity", capacity, owner="SpikeList", hint=" (spike entries kept, e.g. 100_000)"
+        )
+        self.chunk_size = check_positive_int(
+            "chunk_size",
+            chunk_size,
+            owner="SpikeList",
+            hint=" (spikes stored per loop pass, e.g. 64)",
+        )
 
     def init(self, network, n_steps, dtype):
         _population_names(network, self.population, "SpikeList")
@@ -160,21 +207,31 @@ class SpikeList(AbstractMonitor):
         n = values.shape[0]
 
         def body(idx, start, buf):
-            pos = buf.total + start + jnp.arange(idx.shape[0])
+            # From min(total, capacity): positions at or past the capacity are dropped, and
+            # the index cannot overflow however large the saturating total has grown.
+            pos = jnp.minimum(buf.total, self.capacity) + start + jnp.arange(idx.shape[0])
             pos = jnp.where(idx < n, pos, self.capacity)  # padding → dropped
             cnt = values.at[idx].get(mode="fill", fill_value=0)
             return buf._replace(
                 steps=buf.steps.at[pos].set(k, mode="drop"),
                 ids=buf.ids.at[pos].set(idx, mode="drop"),
                 counts=buf.counts.at[pos].set(jnp.clip(cnt, 0, 255).astype(jnp.uint8), mode="drop"),
-                too_many=buf.too_many + jnp.sum(cnt > 255, dtype=jnp.int32),
+                too_many=saturating_add(buf.too_many, jnp.sum(cnt > 255, dtype=jnp.int32)),
             )
 
         buffer = for_each_chunk(events, self.chunk_size, body, buffer)
-        return buffer._replace(total=buffer.total + events.count)
+        return buffer._replace(total=saturating_add(buffer.total, events.count))
 
     def overflow(self, buffer):
-        return jnp.maximum(buffer.total - self.capacity, 0) + buffer.too_many
+        return saturating_add(jnp.maximum(buffer.total - self.capacity, 0), buffer.too_many)
+
+    def describe_overflow(self, count):
+        needed = "more than 2147483647" if count >= INT32_MAX else f">= {self.capacity + count}"
+        return (
+            f"SpikeList {self.population!r}: {count_text(count)} spike entries (or counts "
+            f"above 255) did not fit capacity {self.capacity}; rerun with capacity {needed} "
+            "or record with SpikeRaster."
+        )
 
     def nbytes(self, network, n_steps):
         return self.capacity * 9
@@ -292,15 +349,13 @@ class WeightTrace(AbstractMonitor):
     every: int = eqx.field(static=True)
 
     def __init__(self, projection: str, synapses=None, every: int = 1):
-        if not (isinstance(every, int | np.integer) and every >= 1):
-            raise ValueError(f"WeightTrace: `every` must be an integer >= 1 step; got {every!r}.")
         self.projection = projection
         self.synapses = (
             None
             if synapses is None
             else tuple((int(i), int(j)) for i, j in np.asarray(synapses).reshape(-1, 2))
         )
-        self.every = int(every)
+        self.every = check_positive_int("every", every, owner="WeightTrace", hint=" (steps)")
 
     def _proj(self, network):
         proj = network.projection(self.projection)

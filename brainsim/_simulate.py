@@ -88,18 +88,7 @@ class SimulationResult(eqx.Module):
             over = over.reshape(-1, over.shape[-1]).max(axis=0)
             for monitor, extra in zip(self.monitors, over, strict=True):
                 if extra > 0:
-                    if isinstance(monitor, SpikeList):
-                        total = int(monitor.capacity + extra)
-                        raise SimulationError(
-                            f"SpikeList {monitor.population!r}: {total} spike entries (or counts "
-                            f"above 255) did not fit capacity {monitor.capacity}; rerun with "
-                            f"capacity >= {total} or record with SpikeRaster."
-                        )
-                    raise SimulationError(
-                        f"{type(monitor).__name__}: {int(extra)} spikes of spike sources did not "
-                        "fit one byte per channel and step (more than 255 spikes in one step); "
-                        "record those sources with SpikeList or PopulationRate instead."
-                    )
+                    raise SimulationError(monitor.describe_overflow(int(extra)))
         return self
 
     # -------------------------------------------------------------- host-side conversions
