@@ -460,7 +460,7 @@ def run_long(
             )
         lengths, n_index = None, 0
     network, state, monitors, _ = prepare(
-        network, n_steps=chunk_steps, key=key, state=state, record=monitors
+        network, n_steps=chunk_steps, key=key, state=state, record=monitors, owner="run_long"
     )
     if np.ndim(state.step):
         raise ValueError(

@@ -831,7 +831,13 @@ def simulate_sharded(
             )
         sharded = ShardedNetwork(network, mesh, axis=axis, capacity=capacity)
     net, state, monitors, n_steps = prepare(
-        sharded.network, duration, n_steps=n_steps, key=key, state=state, record=record
+        sharded.network,
+        duration,
+        n_steps=n_steps,
+        key=key,
+        state=state,
+        record=record,
+        owner="simulate_sharded",
     )
     dtype = jax.tree.leaves(state.populations)[0].dtype
     buffers = tuple(m.init(net, n_steps, dtype) for m in monitors)

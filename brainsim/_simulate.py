@@ -26,6 +26,7 @@ from ._monitors import (
     WeightTrace,
 )
 from ._network import Network, NetworkState
+from ._state_check import check_state
 from .kernels import fast_sum
 
 
@@ -309,8 +310,10 @@ def prepare(
     key=None,
     state: NetworkState | None = None,
     record: Sequence[AbstractMonitor] = (),
+    owner: str = "simulate",
 ):
-    """Validate arguments and return ``(network, state, monitors, n_steps)`` for :func:`simulate`."""
+    """Validate arguments and return ``(network, state, monitors, n_steps)`` for :func:`simulate`
+    (and the drivers built on it, named by ``owner`` in errors about the state)."""
     if not isinstance(network, Network):
         raise TypeError(
             f"simulate: `network` must be a brainsim.Network; got {type(network).__name__}."
@@ -328,6 +331,8 @@ def prepare(
                 "an existing `state`."
             )
         state = network.init(key)
+    else:
+        check_state(network, state, owner=owner)
     monitors = tuple(record)
     for m in monitors:
         if not isinstance(m, AbstractMonitor):
