@@ -88,11 +88,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ._compile import jit
+from ._faults import StateFaults, check_step, combine_devices
 from ._inputs import AbstractCurrent
 from ._monitors import AbstractMonitor, StateTrace
 from ._network import Network, NetworkState, Population, Projection, ReceptorState
 from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
-from ._simulate import SimulationResult, _nonfinite, check_result, collect_result, prepare
+from ._simulate import SimulationResult, check_result, collect_result, prepare
 
 # ------------------------------------------------------------------------ jax versions
 
@@ -681,23 +682,6 @@ def _global_view(plan: _Plan, state: NetworkState, monitors) -> NetworkState:
     return state._replace(populations=pops)
 
 
-def _nonfinite_local(plan: _Plan, name: str, pstate):
-    """1 if a floating-point state value of this device's real neurons of population ``name``
-    is NaN or ±inf (padding slots are not neurons), else 0: the sum test of
-    :func:`brainsim._simulate._nonfinite`, on the device's block."""
-    if not plan.block(name).is_source:
-        valid = _valid(plan, name)
-        pstate = jax.tree.map(
-            lambda x: (
-                jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0)
-                if jnp.issubdtype(x.dtype, jnp.inexact)
-                else x
-            ),
-            pstate,
-        )
-    return _nonfinite(pstate).astype(jnp.int32)
-
-
 @jit
 def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps):
     t_start = state.step.astype(jnp.result_type(float)) * skeleton.dt
@@ -708,11 +692,13 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     def run(dynamic, state, buffers):
         mine = jax.tree.map(lambda x, s: x[0] if s == P(plan.axis) else x, dynamic, local_specs)
         net = eqx.combine(mine, static)
-        first_bad = jnp.full((len(plan.blocks),), -1, jnp.int32)
+        faults = StateFaults.init(len(plan.blocks))
         offset = state.step  # recordings count steps from the start of this run
+        # Padding slots are not neurons: their state is not checked for faults.
+        valid = {b.name: _valid(plan, b.name) for b in plan.blocks if not b.is_source}
 
         def body(carry, _):
-            state, buffers, first_bad = carry
+            state, buffers, faults = carry
             k = state.step
             new_state, spikes = _local_step(plan, net, state)
             view = _global_view(plan, state, monitors)
@@ -721,21 +707,16 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
                 for m, b in zip(monitors, buffers, strict=True)
             )
             outputs = tuple(m.per_step(skeleton, view, spikes, k - offset) for m in monitors)
-            bad = jnp.stack(
-                [_nonfinite_local(plan, b.name, new_state.populations[b.name]) for b in plan.blocks]
-            )
-            first_bad = jnp.where((first_bad < 0) & (bad > 0), k, first_bad)
-            return (new_state, buffers, first_bad), outputs
+            new_pops = [new_state.populations[b.name] for b in plan.blocks]
+            faults = check_step(net.populations, new_pops, k, faults, valid)
+            return (new_state, buffers, faults), outputs
 
-        (state, buffers, first_bad), outputs = lax.scan(
-            body, (state, buffers, first_bad), None, length=n_steps
+        (state, buffers, faults), outputs = lax.scan(
+            body, (state, buffers, faults), None, length=n_steps
         )
         # Each device tracked its own neurons; one reduction after the run (not one per step)
-        # gives the first step at which any device saw a non-finite state.
-        never = jnp.iinfo(jnp.int32).max
-        first_bad = lax.pmin(jnp.where(first_bad < 0, never, first_bad), plan.axis)
-        first_bad = jnp.where(first_bad == never, -1, first_bad)
-        return state, buffers, first_bad, outputs
+        # gives the first step at which any device saw a fault.
+        return state, buffers, combine_devices(faults, plan.axis), outputs
 
     in_specs = (local_specs, specs, P())
     args = _place(
@@ -743,14 +724,21 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
         (local_specs, specs, jax.tree.map(lambda _: P(), buffers)),
         plan.mesh,
     )
-    final, buffers, first_bad, outputs = _shard_map(
+    final, buffers, faults, outputs = _shard_map(
         run, mesh=plan.mesh, in_specs=in_specs, out_specs=(specs, P(), P(), P())
     )(*args)
     # Back to the single-device layout, replicated (the reshapes need whole arrays).
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
     return collect_result(
-        final, buffers, outputs, first_bad, monitors, plan.blocks,
-        dt=skeleton.dt, n_steps=n_steps, t_start=t_start,
+        final,
+        buffers,
+        outputs,
+        faults,
+        monitors,
+        skeleton.populations,
+        dt=skeleton.dt,
+        n_steps=n_steps,
+        t_start=t_start,
     )
 
 

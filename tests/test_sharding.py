@@ -238,3 +238,18 @@ def test_non_finite_state_is_reported_after_the_run():
         bs.simulate_sharded(net, 1.0, mesh=_mesh(), key=jax.random.key(0))
     result = bs.simulate_sharded(net, 1.0, mesh=_mesh(), key=jax.random.key(0), check=False)
     assert np.asarray(result.faults.first_nonfinite_step).tolist() == [0]
+
+
+def test_diverged_state_is_reported_after_the_run():
+    # AdEx adaptation beyond NEST's 1e6 pA at the first spike: reported as by simulate().
+    pops = [bs.Population("A", 3, bs.AdEx(b=2e6, I_e=1000.0))]
+    net = bs.Network(pops, dt=0.1)
+    single = bs.simulate(net, 20.0, key=jax.random.key(0), check=False)
+    result = bs.simulate_sharded(net, 20.0, mesh=_mesh(), key=jax.random.key(0), check=False)
+    step = int(single.faults.first_out_of_bounds_step[0])
+    assert step > 0
+    for field in ("first_out_of_bounds_step", "out_of_bounds_variable", "out_of_bounds_value"):
+        assert np.asarray(getattr(result.faults, field)).tolist() == np.asarray(
+            getattr(single.faults, field)).tolist(), field
+    with pytest.raises(bs.SimulationError, match=rf"'w' reached 2e\+06 pA at step {step} "):
+        bs.simulate_sharded(net, 20.0, mesh=_mesh(), key=jax.random.key(0))

@@ -248,7 +248,8 @@ def test_nonfinite_state_raises_under_vmap():
         n = eqx.tree_at(lambda n: n.populations[0].model.I_e, net, i_e)
         return bs.simulate(n, 5.0, key=jax.random.key(0)).state.step
 
-    with pytest.raises(RuntimeError, match=r"Non-finite state \(NaN, inf or .*\) in population 'B'"):
+    with pytest.raises(bs.SimulationError, match=r"Non-finite state \(NaN, inf or .*\) first "
+                       r"appeared in population 'B' at step 37 .* in batch member 0"):
         jax.block_until_ready(bs.jit(jax.vmap(run))(jnp.array([100.0, 200.0])))
 
 

@@ -12,7 +12,15 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
+from ._base import (
+    MEMBRANE_FLOOR,
+    AbstractNeuron,
+    Drive,
+    StateBound,
+    check_above,
+    default_dtype,
+    fire_and_reset,
+)
 
 
 def exponential_current(v, g_L, Delta_T, V_T, V_peak):
@@ -139,6 +147,10 @@ class AdEx(AbstractNeuron):
 
     def voltage(self, state: AdExState):
         return state.v
+
+    def state_bounds(self):
+        # NEST's aeif_* models: NumericalInstability below -1e3 mV or beyond |w| = 1e6 pA.
+        return {"v": MEMBRANE_FLOOR, "w": StateBound(-1e6, 1e6, "pA")}
 
     def linear_parts(self, drive: Drive):
         """``(v, w) -> (a, b)`` with :math:`d(v, w)/dt = a (v, w) + b` (for integrators)."""

@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._errors import as_parameter, check_nonnegative, check_positive
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
-from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
+from ._base import MEMBRANE_FLOOR, AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 from .adex import exponential_current
 
 
@@ -120,6 +120,9 @@ class ExpIF(AbstractNeuron):
     def voltage(self, state: SpikingState):
         return state.v
 
+    def state_bounds(self):
+        return {"v": MEMBRANE_FLOOR}
+
     def linear_parts(self, drive: Drive):
         """``v -> (a, b)`` with :math:`dv/dt = a v + b`."""
 
@@ -223,6 +226,9 @@ class QIF(AbstractNeuron):
 
     def voltage(self, state: SpikingState):
         return state.v
+
+    def state_bounds(self):
+        return {"v": MEMBRANE_FLOOR}
 
     def linear_parts(self, drive: Drive):
         """``v -> (a, b)`` with :math:`dv/dt = a v + b`."""
