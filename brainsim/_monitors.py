@@ -245,7 +245,20 @@ class SpikeList(AbstractMonitor):
 
 class StateTrace(AbstractMonitor):
     """State variable ``variable`` of ``neurons`` (default all) in ``population``, sampled at
-    the start of every ``every``-th step (times :math:`k\\,\\Delta t`, k = 0, every, ...)."""
+    the start of every ``every``-th step (times :math:`k\\,\\Delta t`, k = 0, every, ...).
+
+    ``variable`` is a field of the neuron model's state (``"v"``, ``"w"``, ...) or, written
+    ``"receptor.field"``, a field of one of the population's synaptic traces (the state of the
+    receptor's kinetics: ``g`` of an :class:`ExponentialSynapse`, ``g`` and ``h`` of an
+    :class:`AlphaSynapse`, ``decay`` and ``rise`` of a :class:`DualExponentialSynapse`).
+    An unknown name raises an error listing the valid ones. The recording keeps the
+    variable's own dtype.
+
+    Example:
+        >>> record = (bs.StateTrace("E", "v"), bs.StateTrace("E", "exc.g", neurons=[0, 1]))
+        >>> result = bs.simulate(net, 100.0, key=jax.random.key(0), record=record)
+        >>> times, g = result.trace("E", "exc.g")  # (samples,), (samples, 2)
+    """
 
     population: str = eqx.field(static=True)
     variable: str = eqx.field(static=True)
@@ -255,24 +268,49 @@ class StateTrace(AbstractMonitor):
     def __init__(
         self, population: str, variable: str, neurons: Sequence[int] | None = None, every: int = 1
     ):
-        if not (isinstance(every, int | np.integer) and every >= 1):
-            raise ValueError(f"StateTrace: `every` must be an integer >= 1 step; got {every!r}.")
+        for name, value in (("population", population), ("variable", variable)):
+            if not isinstance(value, str) or not value:
+                raise TypeError(
+                    f'StateTrace: `{name}` must be a non-empty str (e.g. StateTrace("E", '
+                    f'"v") or StateTrace("E", "exc.g")); got {value!r}.'
+                )
         self.population = population
         self.variable = variable
         self.neurons = None if neurons is None else tuple(int(i) for i in np.ravel(neurons))
-        self.every = int(every)
+        self.every = check_positive_int("every", every, owner="StateTrace", hint=" (steps)")
+
+    def receptor_field(self) -> tuple[str | None, str]:
+        """``(receptor, field)`` for a synaptic trace ``"receptor.field"``, else
+        ``(None, variable)``."""
+        receptor, dot, field = self.variable.rpartition(".")
+        return (receptor, field) if dot else (None, self.variable)
+
+    def _variable(self, network, state):
+        p = network.population(self.population)
+        receptor, field = self.receptor_field()
+        if receptor is None:
+            values = state.populations[p.name]
+        else:
+            rs = state.receptors[p.name].get(receptor)
+            values = None if rs is None else rs.kinetics
+        if field in getattr(values, "_fields", ()):
+            return getattr(values, field)
+        valid = list(state.populations[p.name]._fields) + [
+            f"{r}.{f}"
+            for r, rs in state.receptors[p.name].items()
+            for f in getattr(rs.kinetics, "_fields", ())
+        ]
+        raise unknown_name_error(
+            f"variable of {type(p.model).__name__} population (or 'receptor.field' of a "
+            "synaptic trace)",
+            self.variable,
+            valid,
+            where=f"StateTrace {self.population!r}",
+        )
 
     def _select(self, network, state):
         p = network.population(self.population)
-        pstate = state.populations[self.population]
-        if self.variable not in pstate._fields:
-            raise unknown_name_error(
-                f"state variable of {type(p.model).__name__}",
-                self.variable,
-                pstate._fields,
-                where=f"StateTrace {self.population!r}",
-            )
-        x = getattr(pstate, self.variable)
+        x = self._variable(network, state)
         if self.neurons is not None:
             bad = [i for i in self.neurons if not 0 <= i < p.size]
             if bad:
@@ -288,9 +326,7 @@ class StateTrace(AbstractMonitor):
 
     def init(self, network, n_steps, dtype):
         _population_names(network, self.population, "StateTrace")
-        example = jax.eval_shape(
-            lambda: self._select(network, network.init(jax.random.key(0), dtype=dtype))
-        )
+        example = _recorded_example(self._select, network, dtype)
         return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
 
     def update(self, network, buffer, state_before, spikes, k):
@@ -302,17 +338,22 @@ class StateTrace(AbstractMonitor):
         return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % self.every == 0, x, old), i, 0)
 
     def nbytes(self, network, n_steps):
-        p = network.population(self.population)
-        m = p.size if self.neurons is None else len(self.neurons)
-        dtype = jax.eval_shape(lambda: network.init(jax.random.key(0))).populations[p.name]
-        dtype = getattr(dtype, self.variable).dtype
-        return self.n_samples(n_steps) * m * dtype.itemsize
+        example = _recorded_example(self._select, network, None)
+        return self.n_samples(n_steps) * int(np.prod(example.shape)) * example.dtype.itemsize
 
     def describe(self, network, n_steps):
         return (
             f"StateTrace {self.population}.{self.variable} every {self.every} step(s): "
             f"{self.nbytes(network, n_steps) / 1e6:.2f} MB"
         )
+
+
+def _recorded_example(select, network, dtype):
+    """Shape and dtype of ``select(network, state)`` (the recorded variable's own dtype) in a
+    state of floating-point precision ``dtype``: ``None``, or a dtype that is not floating
+    (the first state array of a spike generator is an integer), means JAX's default."""
+    dtype = dtype if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else None
+    return jax.eval_shape(lambda: select(network, network.init(jax.random.key(0), dtype=dtype)))
 
 
 class PopulationRate(AbstractMonitor):
@@ -385,16 +426,8 @@ class WeightTrace(AbstractMonitor):
     def n_samples(self, n_steps):
         return -(-n_steps // self.every)
 
-    def _example(self, network, dtype):
-        # The driver passes the dtype of the first population's first leaf (an integer for
-        # some spike sources): only a floating dtype says what the weights are.
-        dtype = dtype if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else None
-        return jax.eval_shape(
-            lambda: self._select(network, network.init(jax.random.key(0), dtype=dtype))
-        )
-
     def init(self, network, n_steps, dtype):
-        example = self._example(network, dtype)
+        example = _recorded_example(self._select, network, dtype)
         return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
 
     def update(self, network, buffer, state_before, spikes, k):
@@ -406,7 +439,7 @@ class WeightTrace(AbstractMonitor):
         return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % self.every == 0, x, old), i, 0)
 
     def nbytes(self, network, n_steps):
-        example = self._example(network, None)
+        example = _recorded_example(self._select, network, None)
         return self.n_samples(n_steps) * int(np.prod(example.shape)) * example.dtype.itemsize
 
     def describe(self, network, n_steps):

@@ -94,6 +94,7 @@ from ._monitors import AbstractMonitor, StateTrace
 from ._network import Network, NetworkState, Population, Projection, ReceptorState
 from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
 from ._simulate import SimulationResult, check_result, collect_result, prepare
+from ._state_check import float_dtype
 
 # ------------------------------------------------------------------------ jax versions
 
@@ -668,18 +669,26 @@ def _valid(plan: _Plan, name: str):
 
 
 def _global_view(plan: _Plan, state: NetworkState, monitors) -> NetworkState:
-    """The state as monitors see it: traced variables of neuron populations all-gathered."""
+    """The state as monitors see it: traced variables of neuron populations (and their
+    synaptic traces) all-gathered."""
     pops = dict(state.populations)
+    receptors = {name: dict(r) for name, r in state.receptors.items()}
     for m in monitors:
         if not isinstance(m, StateTrace) or plan.block(m.population).is_source:
             continue
-        pstate = pops[m.population]
-        if m.variable not in pstate._fields:
+        size = plan.block(m.population).size
+        receptor, field = m.receptor_field()
+        rs = receptors[m.population].get(receptor)
+        values = pops[m.population] if receptor is None else getattr(rs, "kinetics", None)
+        if field not in getattr(values, "_fields", ()):
             continue  # the monitor raises its own error naming the variable
-        x = getattr(pstate, m.variable)
-        full = lax.all_gather(x, plan.axis, tiled=True)[: plan.block(m.population).size]
-        pops[m.population] = pstate._replace(**{m.variable: full})
-    return state._replace(populations=pops)
+        full = lax.all_gather(getattr(values, field), plan.axis, tiled=True)[:size]
+        values = values._replace(**{field: full})
+        if receptor is None:
+            pops[m.population] = values
+        else:
+            receptors[m.population][receptor] = rs._replace(kinetics=values)
+    return state._replace(populations=pops, receptors=receptors)
 
 
 @jit
@@ -827,8 +836,7 @@ def simulate_sharded(
         record=record,
         owner="simulate_sharded",
     )
-    dtype = jax.tree.leaves(state.populations)[0].dtype
-    buffers = tuple(m.init(net, n_steps, dtype) for m in monitors)
+    buffers = tuple(m.init(net, n_steps, float_dtype(state)) for m in monitors)
     state, buffers = _replicate((state, buffers), sharded.mesh)
     result = _run_sharded(
         sharded.local,

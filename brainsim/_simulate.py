@@ -35,7 +35,7 @@ from ._monitors import (
     WeightTrace,
 )
 from ._network import Network, NetworkState
-from ._state_check import check_state
+from ._state_check import check_state, float_dtype
 
 
 class SimulationResult(eqx.Module):
@@ -246,12 +246,7 @@ def _run(
     checkpoint: Checkpointing | None = None,
     unroll: int = 1,
 ):
-    dtype = (
-        jax.tree.leaves(state.populations)[0].dtype
-        if jax.tree.leaves(state.populations)
-        else jnp.zeros(()).dtype
-    )
-    buffers = tuple(m.init(network, n_steps, dtype) for m in monitors)
+    buffers = tuple(m.init(network, n_steps, float_dtype(state)) for m in monitors)
     faults = StateFaults.init(len(network.populations))
     t_start = state.step.astype(jnp.result_type(float)) * network.dt
     k_start = state.step

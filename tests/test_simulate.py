@@ -266,6 +266,49 @@ def test_state_trace_every_k_samples_at_k_dt():
     np.testing.assert_array_equal(v1[0], net.init(jax.random.key(4)).populations["N"].v)
 
 
+def test_state_trace_with_a_spike_generator_as_first_population():
+    # The first state array of the network is a SpikeGenerator's integer cursor: recording
+    # buffers take each variable's own dtype, not that one.
+    pops = [bs.Population("A", 2, bs.SpikeGenerator([0.1, 0.2], [0, 1])),
+            bs.Population("B", 3, bs.LIF(I_e=400.0))]
+    net = bs.Network(pops, dt=DT)
+    record = (bs.StateTrace("B", "v"), bs.StateTrace("B", "refractory"),
+              bs.StateTrace("A", "counts"), bs.StateTrace("A", "cursor"))
+    res = bs.simulate(net, n_steps=10, key=jax.random.key(0), record=record)
+    assert [r.dtype for r in res.recordings] == [jnp.float32, jnp.int32, jnp.float32, jnp.int32]
+    # Sampled at the start of a step: the counts the generator emitted in the step before.
+    assert res.trace("A", "counts")[1][2:4].sum() == 2
+
+
+def test_state_trace_records_synaptic_traces():
+    """``StateTrace(population, "receptor.field")`` records a receptor's trace (here the
+    conductance ``g`` of receptor ``e``), sampled like a neuron variable at the start of every
+    ``every``-th step, and read with ``result.trace``."""
+    net = _active_network()
+    key = jax.random.key(4)
+    record = (bs.StateTrace("N", "e.g"), bs.StateTrace("N", "e.g", neurons=[1, 3], every=2))
+    res = bs.simulate(net, n_steps=60, key=key, record=record)
+    step = bs.jit(net.step)
+    state, expected = net.init(key), []
+    for _ in range(60):
+        expected.append(np.asarray(state.receptors["N"]["e"].kinetics.g))
+        state, _ = step(state)
+    times, g = res.trace("N", "e.g")
+    np.testing.assert_allclose(times, DT * np.arange(60))
+    assert np.abs(g).max() > 0  # the synapses were active
+    np.testing.assert_array_equal(g, np.stack(expected))
+    np.testing.assert_array_equal(res.recordings[1], g[::2][:, [1, 3]])
+    assert record[0].nbytes(net, 60) == g.nbytes
+
+
+@pytest.mark.parametrize("variable", ["e.h", "x.g", "w"])
+def test_state_trace_of_an_unknown_variable_lists_the_valid_names(variable):
+    with pytest.raises(KeyError, match=rf"StateTrace 'N': unknown variable of LIF population "
+                       rf".*{variable!r}.* Valid: 'e\.g', 'refractory', 'v'\."):
+        bs.simulate(_active_network(), n_steps=5, key=jax.random.key(0),
+                    record=(bs.StateTrace("N", variable),))
+
+
 # ------------------------------------------------------------------------- continuation
 
 
