@@ -13,11 +13,10 @@ native sums per step; the bounded one adds an element-wise indicator per variabl
 from __future__ import annotations
 
 import argparse
-import time
 
 import equinox as eqx
 import jax
-import numpy as np
+from _per_step import per_step_times, report
 
 import brainsim as bs
 from brainsim._neurons.hh import TraubMiles
@@ -47,17 +46,9 @@ def main() -> None:
     net = bs.networks.cobahh()
     variants = {"bounds": net, "finite only": _with_model_class(net, _Unbounded)}
     key = jax.random.key(0)
-    times = {name: [] for name in variants}
-    for v in variants.values():  # compile, and check that the run is healthy
-        bs.simulate(v, n_steps=args.steps, key=key)
-    for _ in range(args.repeats):
-        for name, v in variants.items():
-            start = time.perf_counter()
-            jax.block_until_ready(bs.simulate(v, n_steps=args.steps, key=key).state.step)
-            times[name].append((time.perf_counter() - start) / args.steps * 1e6)
+    times = per_step_times(variants, args.steps, args.repeats, key)
     print(f"COBAHH 4k, {args.steps} steps, device {jax.devices()[0].device_kind}")
-    for name, t in times.items():
-        print(f"  {name:12s} min {min(t):7.2f} us/step   median {np.median(t):7.2f} us/step")
+    report(times)
 
 
 if __name__ == "__main__":
