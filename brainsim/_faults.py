@@ -334,13 +334,19 @@ def check_traced(result):
 
     step = result.state.step
     faults = jax.tree.map(lax.stop_gradient, result.faults)
-    checked = jax.pure_callback(
-        host,
-        jax.ShapeDtypeStruct(step.shape, step.dtype),
-        step,
-        faults,
-        vmap_method="broadcast_all",
-    )
+    try:  # runs right here under an eager vmap (no jit): give the plain error there too
+        checked = jax.pure_callback(
+            host,
+            jax.ShapeDtypeStruct(step.shape, step.dtype),
+            step,
+            faults,
+            vmap_method="broadcast_all",
+        )
+    except jax.errors.JaxRuntimeError as e:
+        error = reraised(e)
+        if error is None:
+            raise
+        raise error from None
     return eqx.tree_at(lambda r: r.state.step, result, checked)
 
 

@@ -215,6 +215,16 @@ def test_traced_check_reports_overflows_and_instabilities_with_their_member():
         bs.jit(jax.vmap(adex))(jnp.array([80.5, 2e6]))
 
 
+def test_eager_vmap_raises_the_simulation_error():
+    # Without an outer jit the check runs while vmap evaluates: the same SimulationError.
+    def adex(b):
+        n = eqx.tree_at(lambda n: n.populations[0].model.b, _adex(80.5), b)
+        return bs.simulate(n, n_steps=200, key=KEY)
+
+    with pytest.raises(bs.SimulationError, match=r"'w' reached 2e\+06 pA .* in batch member 1"):
+        jax.vmap(adex)(jnp.array([80.5, 2e6]))
+
+
 def test_result_is_kept_with_check_false_and_checked_outside_the_jit():
     net = _nan_network()
 
