@@ -93,6 +93,11 @@ def population_bounds(population, pstate) -> tuple[tuple[str, StateBound], ...]:
                 f"{owner}: the bound of {name!r} must be a brainsim StateBound(lower, upper, "
                 f"unit) with lower < upper; got {bound!r}."
             )
+        if not jnp.issubdtype(getattr(pstate, name).dtype, jnp.floating):
+            raise ValueError(
+                f"{owner}: {name!r} is not a floating-point variable "
+                f"({getattr(pstate, name).dtype}); declare bounds for floating-point ones only."
+            )
     return bounds
 
 
