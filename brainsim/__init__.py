@@ -59,6 +59,7 @@ from ._network import Receptor as Receptor
 from ._neurons._base import AbstractNeuron as AbstractNeuron
 from ._neurons._base import AbstractSpikeSource as AbstractSpikeSource
 from ._neurons._base import Drive as Drive
+from ._neurons._base import StateBound as StateBound
 from ._neurons.adex import AdEx as AdEx
 from ._neurons.adex import AdExState as AdExState
 from ._neurons.alif import ALIF as ALIF

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._network import Network, NetworkState
+from ._state_check import check_state
 from ._version import __version__
 
 FORMAT = "brainsim-checkpoint"
@@ -187,6 +188,7 @@ def save_checkpoint(
             f"save_checkpoint: `state` must be a brainsim.NetworkState (e.g. result.state); got "
             f"{type(state).__name__}."
         )
+    check_state(network, state, owner="save_checkpoint", batched=True)
     path = Path(path)
     net_desc, net_arrays = _describe(network, arrays_only=True)
     state_desc, state_arrays = _describe(state, arrays_only=False)
@@ -432,6 +434,10 @@ def load_checkpoint(
         restored_net = jax.tree.unflatten(treedef, leaves)
     state_leaves = _restore(header["state"]["leaves"], state_arrays)
     state = jax.tree.unflatten(jax.tree.structure(like), state_leaves)
+    try:  # a `like` of another network matches the file but not `network`
+        check_state(restored_net, state, owner="load_checkpoint", batched=True)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"Checkpoint {str(path)!r}: {e}") from None
     return Checkpoint(restored_net, state, header.get("metadata", {}), header["brainsim_version"])
 
 

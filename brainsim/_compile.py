@@ -63,6 +63,15 @@ def jit(fn=None, **jit_kwargs):
             if "compiler_options" not in str(e):
                 raise
             return nested(*args, **kwargs)
+        except jax.errors.JaxRuntimeError as e:
+            # A fault check of simulate() raised inside the program: JAX wraps the
+            # SimulationError in its runtime error; give the user the SimulationError.
+            from ._faults import reraised
+
+            error = reraised(e)
+            if error is None:
+                raise
+            raise error from None
 
     wrapper.lower = compiled.lower
     return wrapper

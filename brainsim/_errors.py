@@ -20,7 +20,8 @@ class BrainsimWarning(UserWarning):
 
 
 class SimulationError(RuntimeError):
-    """A run-time fault found after a simulation (non-finite state, full recording buffer)."""
+    """A run-time fault found after a simulation (non-finite state, a state variable outside
+    the range its model allows, a full recording buffer)."""
 
 
 def is_concrete(x) -> bool:

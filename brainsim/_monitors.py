@@ -28,6 +28,25 @@ from ._errors import check_name, check_positive_int, integer_array, unknown_name
 from ._events import for_each_chunk, spike_events
 from .kernels import fast_sum
 
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def saturating_add(total, extra):
+    """``total + extra`` for non-negative int32 counts, held at :data:`INT32_MAX` instead of
+    wrapping around to a small or negative number; a count at the maximum means "at least"."""
+    return total + jnp.minimum(extra, INT32_MAX - total)
+
+
+def count_as_int32(x):
+    """A non-negative floating-point count as int32, :data:`INT32_MAX` if it does not fit."""
+    fits = x < 2.0**31
+    return jnp.where(fits, jnp.minimum(x, 2.0**31 - 256).astype(jnp.int32), INT32_MAX)
+
+
+def count_text(count: int) -> str:
+    """A count for a message: a saturated one (:func:`saturating_add`) reads "at least"."""
+    return f"at least {count}" if count >= INT32_MAX else str(count)
+
 
 def _indices(owner: str, name: str, values) -> tuple[int, ...]:
     return tuple(int(i) for i in integer_array(name, values, owner=owner).ravel())
@@ -67,8 +86,13 @@ class AbstractMonitor(eqx.Module):
         """One line: what is recorded and its size."""
 
     def overflow(self, buffer):
-        """Number of items that did not fit (0 when the monitor cannot overflow)."""
+        """Number of items that did not fit (0 when the monitor cannot overflow), an int32 held
+        at :data:`INT32_MAX` (:func:`saturating_add`) rather than wrapping."""
         return None
+
+    def describe_overflow(self, count: int) -> str:
+        """The error message for ``count`` items that did not fit (``count`` > 0)."""
+        return f"{type(self).__name__}: {count_text(count)} items did not fit its buffer."
 
 
 class SpikeRaster(AbstractMonitor):
@@ -83,18 +107,29 @@ class SpikeRaster(AbstractMonitor):
         return [n for n in self.names(network) if network.population(n).is_source]
 
     def init(self, network, n_steps, dtype):
-        # Counts of recorded spike-source channels that exceeded one byte in a step.
+        # Spikes of recorded spike-source channels beyond the 255 that one byte holds per step.
         return jnp.zeros((), jnp.int32) if self._sources(network) else None
 
     def update(self, network, buffer, state_before, spikes, k):
         if buffer is None:
             return None
         for name in self._sources(network):
-            buffer = buffer + fast_sum(jnp.maximum(spikes[name] - 255, 0), dtype=jnp.int32)
+            # Summed in the spikes' floating-point type (exact while a step's excess is below
+            # 2**24 in float32, where the counts themselves stop being exact integers), then
+            # added without wrapping: an int32 sum of huge counts could come out small.
+            excess = fast_sum(jnp.maximum(spikes[name] - 255, 0))
+            buffer = saturating_add(buffer, count_as_int32(excess))
         return buffer
 
     def overflow(self, buffer):
         return buffer
+
+    def describe_overflow(self, count):
+        return (
+            f"SpikeRaster: {count_text(count)} spikes of spike sources did not fit one byte per "
+            "channel and step (more than 255 spikes of one channel in one step); record those "
+            "sources with SpikeList or PopulationRate instead."
+        )
 
     def per_step(self, network, state_before, spikes, k):
         out = {}
@@ -124,9 +159,11 @@ class SpikeListBuffer(NamedTuple):
     ids: jax.Array
     counts: jax.Array
     total: jax.Array
-    """Entries produced so far (may exceed the capacity: then the run is reported as failed)."""
+    """Entries produced so far (may exceed the capacity: then the run is reported as failed);
+    held at :data:`INT32_MAX` rather than wrapping."""
     too_many: jax.Array
-    """Number of entries whose spike count exceeded 255 (one step, one neuron)."""
+    """Number of entries whose spike count exceeded 255 (one step, one neuron); held at
+    :data:`INT32_MAX` rather than wrapping."""
 
 
 class SpikeList(AbstractMonitor):
@@ -143,9 +180,11 @@ class SpikeList(AbstractMonitor):
     def __init__(self, population: str, capacity: int, chunk_size: int = 64):
         self.population = check_name("population", population, owner="SpikeList")
         self.capacity = check_positive_int(
-            "capacity", capacity, owner="SpikeList", what=" (spikes)"
+            "capacity", capacity, owner="SpikeList", what=" (spike entries kept, e.g. 100_000)"
         )
-        self.chunk_size = check_positive_int("chunk_size", chunk_size, owner="SpikeList")
+        self.chunk_size = check_positive_int(
+            "chunk_size", chunk_size, owner="SpikeList", what=" (spikes stored per loop pass, e.g. 64)"
+        )
 
     def init(self, network, n_steps, dtype):
         _population_names(network, self.population, "SpikeList")
@@ -164,21 +203,31 @@ class SpikeList(AbstractMonitor):
         n = values.shape[0]
 
         def body(idx, start, buf):
-            pos = buf.total + start + jnp.arange(idx.shape[0])
+            # From min(total, capacity): positions at or past the capacity are dropped, and
+            # the index cannot overflow however large the saturating total has grown.
+            pos = jnp.minimum(buf.total, self.capacity) + start + jnp.arange(idx.shape[0])
             pos = jnp.where(idx < n, pos, self.capacity)  # padding → dropped
             cnt = values.at[idx].get(mode="fill", fill_value=0)
             return buf._replace(
                 steps=buf.steps.at[pos].set(k, mode="drop"),
                 ids=buf.ids.at[pos].set(idx, mode="drop"),
                 counts=buf.counts.at[pos].set(jnp.clip(cnt, 0, 255).astype(jnp.uint8), mode="drop"),
-                too_many=buf.too_many + jnp.sum(cnt > 255, dtype=jnp.int32),
+                too_many=saturating_add(buf.too_many, jnp.sum(cnt > 255, dtype=jnp.int32)),
             )
 
         buffer = for_each_chunk(events, self.chunk_size, body, buffer)
-        return buffer._replace(total=buffer.total + events.count)
+        return buffer._replace(total=saturating_add(buffer.total, events.count))
 
     def overflow(self, buffer):
-        return jnp.maximum(buffer.total - self.capacity, 0) + buffer.too_many
+        return saturating_add(jnp.maximum(buffer.total - self.capacity, 0), buffer.too_many)
+
+    def describe_overflow(self, count):
+        needed = "more than 2147483647" if count >= INT32_MAX else f">= {self.capacity + count}"
+        return (
+            f"SpikeList {self.population!r}: {count_text(count)} spike entries (or counts "
+            f"above 255) did not fit capacity {self.capacity}; rerun with capacity {needed} "
+            "or record with SpikeRaster."
+        )
 
     def nbytes(self, network, n_steps):
         return self.capacity * 9
@@ -192,7 +241,20 @@ class SpikeList(AbstractMonitor):
 
 class StateTrace(AbstractMonitor):
     """State variable ``variable`` of ``neurons`` (default all) in ``population``, sampled at
-    the start of every ``every``-th step (times :math:`k\\,\\Delta t`, k = 0, every, ...)."""
+    the start of every ``every``-th step (times :math:`k\\,\\Delta t`, k = 0, every, ...).
+
+    ``variable`` is a field of the neuron model's state (``"v"``, ``"w"``, ...) or, written
+    ``"receptor.field"``, a field of one of the population's synaptic traces (the state of the
+    receptor's kinetics: ``g`` of an :class:`ExponentialSynapse`, ``g`` and ``h`` of an
+    :class:`AlphaSynapse`, ``decay`` and ``rise`` of a :class:`DualExponentialSynapse`).
+    An unknown name raises an error listing the valid ones. The recording keeps the
+    variable's own dtype.
+
+    Example:
+        >>> record = (bs.StateTrace("E", "v"), bs.StateTrace("E", "exc.g", neurons=[0, 1]))
+        >>> result = bs.simulate(net, 100.0, key=jax.random.key(0), record=record)
+        >>> times, g = result.trace("E", "exc.g")  # (samples,), (samples, 2)
+    """
 
     population: str = eqx.field(static=True)
     variable: str = eqx.field(static=True)
@@ -207,17 +269,38 @@ class StateTrace(AbstractMonitor):
         self.neurons = None if neurons is None else _indices("StateTrace", "neurons", neurons)
         self.every = check_positive_int("every", every, owner="StateTrace", what=" (steps)")
 
+    def receptor_field(self) -> tuple[str | None, str]:
+        """``(receptor, field)`` for a synaptic trace ``"receptor.field"``, else
+        ``(None, variable)``."""
+        receptor, dot, field = self.variable.rpartition(".")
+        return (receptor, field) if dot else (None, self.variable)
+
+    def _variable(self, network, state):
+        p = network.population(self.population)
+        receptor, field = self.receptor_field()
+        if receptor is None:
+            values = state.populations[p.name]
+        else:
+            rs = state.receptors[p.name].get(receptor)
+            values = None if rs is None else rs.kinetics
+        if field in getattr(values, "_fields", ()):
+            return getattr(values, field)
+        valid = list(state.populations[p.name]._fields) + [
+            f"{r}.{f}"
+            for r, rs in state.receptors[p.name].items()
+            for f in getattr(rs.kinetics, "_fields", ())
+        ]
+        raise unknown_name_error(
+            f"variable of {type(p.model).__name__} population (or 'receptor.field' of a "
+            "synaptic trace)",
+            self.variable,
+            valid,
+            where=f"StateTrace {self.population!r}",
+        )
+
     def _select(self, network, state):
         p = network.population(self.population)
-        pstate = state.populations[self.population]
-        if self.variable not in pstate._fields:
-            raise unknown_name_error(
-                f"state variable of {type(p.model).__name__}",
-                self.variable,
-                pstate._fields,
-                where=f"StateTrace {self.population!r}",
-            )
-        x = getattr(pstate, self.variable)
+        x = self._variable(network, state)
         if self.neurons is not None:
             bad = [i for i in self.neurons if not 0 <= i < p.size]
             if bad:
@@ -233,9 +316,7 @@ class StateTrace(AbstractMonitor):
 
     def init(self, network, n_steps, dtype):
         _population_names(network, self.population, "StateTrace")
-        example = jax.eval_shape(
-            lambda: self._select(network, network.init(jax.random.key(0), dtype=dtype))
-        )
+        example = _recorded_example(self._select, network, dtype)
         return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
 
     def update(self, network, buffer, state_before, spikes, k):
@@ -247,17 +328,22 @@ class StateTrace(AbstractMonitor):
         return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % self.every == 0, x, old), i, 0)
 
     def nbytes(self, network, n_steps):
-        p = network.population(self.population)
-        m = p.size if self.neurons is None else len(self.neurons)
-        dtype = jax.eval_shape(lambda: network.init(jax.random.key(0))).populations[p.name]
-        dtype = getattr(dtype, self.variable).dtype
-        return self.n_samples(n_steps) * m * dtype.itemsize
+        example = _recorded_example(self._select, network, None)
+        return self.n_samples(n_steps) * int(np.prod(example.shape)) * example.dtype.itemsize
 
     def describe(self, network, n_steps):
         return (
             f"StateTrace {self.population}.{self.variable} every {self.every} step(s): "
             f"{self.nbytes(network, n_steps) / 1e6:.2f} MB"
         )
+
+
+def _recorded_example(select, network, dtype):
+    """Shape and dtype of ``select(network, state)`` (the recorded variable's own dtype) in a
+    state of floating-point precision ``dtype``: ``None``, or a dtype that is not floating
+    (the first state array of a spike generator is an integer), means JAX's default."""
+    dtype = dtype if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else None
+    return jax.eval_shape(lambda: select(network, network.init(jax.random.key(0), dtype=dtype)))
 
 
 class PopulationRate(AbstractMonitor):
@@ -332,16 +418,8 @@ class WeightTrace(AbstractMonitor):
     def n_samples(self, n_steps):
         return -(-n_steps // self.every)
 
-    def _example(self, network, dtype):
-        # The driver passes the dtype of the first population's first leaf (an integer for
-        # some spike sources): only a floating dtype says what the weights are.
-        dtype = dtype if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else None
-        return jax.eval_shape(
-            lambda: self._select(network, network.init(jax.random.key(0), dtype=dtype))
-        )
-
     def init(self, network, n_steps, dtype):
-        example = self._example(network, dtype)
+        example = _recorded_example(self._select, network, dtype)
         return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
 
     def update(self, network, buffer, state_before, spikes, k):
@@ -353,7 +431,7 @@ class WeightTrace(AbstractMonitor):
         return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % self.every == 0, x, old), i, 0)
 
     def nbytes(self, network, n_steps):
-        example = self._example(network, None)
+        example = _recorded_example(self._select, network, None)
         return self.n_samples(n_steps) * int(np.prod(example.shape)) * example.dtype.itemsize
 
     def describe(self, network, n_steps):

@@ -90,11 +90,13 @@ from jax.sharding import PartitionSpec as P
 from ._clock import advance, input_step
 from ._clock import step_key as clock_step_key
 from ._compile import jit
+from ._faults import StateFaults, check_step, combine_devices
 from ._inputs import AbstractCurrent
 from ._monitors import AbstractMonitor, StateTrace
 from ._network import Network, NetworkState, Population, Projection, ReceptorState
 from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
-from ._simulate import SimulationResult, _nonfinite, check_result, collect_result, prepare
+from ._simulate import SimulationResult, check_result, collect_result, prepare
+from ._state_check import float_dtype
 
 # ------------------------------------------------------------------------ jax versions
 
@@ -672,35 +674,26 @@ def _valid(plan: _Plan, name: str):
 
 
 def _global_view(plan: _Plan, state: NetworkState, monitors) -> NetworkState:
-    """The state as monitors see it: traced variables of neuron populations all-gathered."""
+    """The state as monitors see it: traced variables of neuron populations (and their
+    synaptic traces) all-gathered."""
     pops = dict(state.populations)
+    receptors = {name: dict(r) for name, r in state.receptors.items()}
     for m in monitors:
         if not isinstance(m, StateTrace) or plan.block(m.population).is_source:
             continue
-        pstate = pops[m.population]
-        if m.variable not in pstate._fields:
+        size = plan.block(m.population).size
+        receptor, field = m.receptor_field()
+        rs = receptors[m.population].get(receptor)
+        values = pops[m.population] if receptor is None else getattr(rs, "kinetics", None)
+        if field not in getattr(values, "_fields", ()):
             continue  # the monitor raises its own error naming the variable
-        x = getattr(pstate, m.variable)
-        full = lax.all_gather(x, plan.axis, tiled=True)[: plan.block(m.population).size]
-        pops[m.population] = pstate._replace(**{m.variable: full})
-    return state._replace(populations=pops)
-
-
-def _nonfinite_local(plan: _Plan, name: str, pstate):
-    """1 if a floating-point state value of this device's real neurons of population ``name``
-    is NaN or ±inf (padding slots are not neurons), else 0: the sum test of
-    :func:`brainsim._simulate._nonfinite`, on the device's block."""
-    if not plan.block(name).is_source:
-        valid = _valid(plan, name)
-        pstate = jax.tree.map(
-            lambda x: (
-                jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0)
-                if jnp.issubdtype(x.dtype, jnp.inexact)
-                else x
-            ),
-            pstate,
-        )
-    return _nonfinite(pstate).astype(jnp.int32)
+        full = lax.all_gather(getattr(values, field), plan.axis, tiled=True)[:size]
+        values = values._replace(**{field: full})
+        if receptor is None:
+            pops[m.population] = values
+        else:
+            receptors[m.population][receptor] = rs._replace(kinetics=values)
+    return state._replace(populations=pops, receptors=receptors)
 
 
 @jit
@@ -713,10 +706,12 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     def run(dynamic, state, buffers):
         mine = jax.tree.map(lambda x, s: x[0] if s == P(plan.axis) else x, dynamic, local_specs)
         net = eqx.combine(mine, static)
-        first_bad = jnp.full((len(plan.blocks),), -1, jnp.int32)
+        faults = StateFaults.init(len(plan.blocks))
+        # Padding slots are not neurons: their state is not checked for faults.
+        valid = {b.name: _valid(plan, b.name) for b in plan.blocks if not b.is_source}
 
         def body(carry, _):
-            state, buffers, first_bad, local = carry  # local: steps of this run so far
+            state, buffers, faults, local = carry  # local: steps of this run so far
             new_state, spikes = _local_step(plan, net, state)
             view = _global_view(plan, state, monitors)
             buffers = tuple(
@@ -724,22 +719,17 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
                 for m, b in zip(monitors, buffers, strict=True)
             )
             outputs = tuple(m.per_step(skeleton, view, spikes, local) for m in monitors)
-            bad = jnp.stack(
-                [_nonfinite_local(plan, b.name, new_state.populations[b.name]) for b in plan.blocks]
-            )
-            first_bad = jnp.where((first_bad < 0) & (bad > 0), local, first_bad)
-            return (new_state, buffers, first_bad, local + 1), outputs
+            new_pops = [new_state.populations[b.name] for b in plan.blocks]
+            faults = check_step(net.populations, new_pops, local, faults, valid)
+            return (new_state, buffers, faults, local + 1), outputs
 
         local = jnp.zeros((), jnp.int32)
-        (state, buffers, first_bad, _), outputs = lax.scan(
-            body, (state, buffers, first_bad, local), None, length=n_steps
+        (state, buffers, faults, _), outputs = lax.scan(
+            body, (state, buffers, faults, local), None, length=n_steps
         )
         # Each device tracked its own neurons; one reduction after the run (not one per step)
-        # gives the first step at which any device saw a non-finite state.
-        never = jnp.iinfo(jnp.int32).max
-        first_bad = lax.pmin(jnp.where(first_bad < 0, never, first_bad), plan.axis)
-        first_bad = jnp.where(first_bad == never, -1, first_bad)
-        return state, buffers, first_bad, outputs
+        # gives the first step at which any device saw a fault.
+        return state, buffers, combine_devices(faults, plan.axis), outputs
 
     in_specs = (local_specs, specs, P())
     args = _place(
@@ -747,14 +737,22 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
         (local_specs, specs, jax.tree.map(lambda _: P(), buffers)),
         plan.mesh,
     )
-    final, buffers, first_bad, outputs = _shard_map(
+    final, buffers, faults, outputs = _shard_map(
         run, mesh=plan.mesh, in_specs=in_specs, out_specs=(specs, P(), P(), P())
     )(*args)
     # Back to the single-device layout, replicated (the reshapes need whole arrays).
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
     return collect_result(
-        final, buffers, outputs, first_bad, monitors, plan.blocks,
-        dt=skeleton.dt, n_steps=n_steps, start=start, timing=skeleton.timing,
+        final,
+        buffers,
+        outputs,
+        faults,
+        monitors,
+        skeleton.populations,
+        dt=skeleton.dt,
+        n_steps=n_steps,
+        start=start,
+        timing=skeleton.timing,
     )
 
 
@@ -835,10 +833,15 @@ def simulate_sharded(
             )
         sharded = ShardedNetwork(network, mesh, axis=axis, capacity=capacity)
     net, state, monitors, n_steps = prepare(
-        sharded.network, duration, n_steps=n_steps, key=key, state=state, record=record
+        sharded.network,
+        duration,
+        n_steps=n_steps,
+        key=key,
+        state=state,
+        record=record,
+        owner="simulate_sharded",
     )
-    dtype = jax.tree.leaves(state.populations)[0].dtype
-    buffers = tuple(m.init(net, n_steps, dtype) for m in monitors)
+    buffers = tuple(m.init(net, n_steps, float_dtype(state)) for m in monitors)
     state, buffers = _replicate((state, buffers), sharded.mesh)
     result = _run_sharded(
         sharded.local,

@@ -18,6 +18,15 @@ from ._checkpoint_scan import Checkpointing, checkpointed_scan
 from ._clock import MAX_INPUT_STEP, absolute_step
 from ._compile import jit
 from ._errors import SimulationError, check_positive, check_positive_int, is_concrete, shown
+from ._faults import (
+    FaultContext,
+    Faults,
+    StateFaults,
+    check_step,
+    check_traced,
+    fault_message,
+    population_bounds,
+)
 from ._monitors import (
     AbstractMonitor,
     PopulationRate,
@@ -27,18 +36,8 @@ from ._monitors import (
     WeightTrace,
 )
 from ._network import Network, NetworkState
+from ._state_check import check_state, float_dtype
 from ._timing import BRIAN2, Timing
-from .kernels import fast_sum
-
-
-class Faults(eqx.Module):
-    """Run-time faults carried through the loop and checked after it."""
-
-    first_nonfinite_step: jax.Array
-    """Per population (network order): the first step of this run (0 = its first step) whose
-    state was NaN/inf, or -1; ``result.start_step + this`` is the network's step."""
-    recording_overflow: jax.Array
-    """Per monitor: items that did not fit its buffer (0 if none)."""
 
 
 class SimulationResult(eqx.Module):
@@ -62,6 +61,9 @@ class SimulationResult(eqx.Module):
     under ``vmap``); :attr:`start_step` is the absolute step, exact as an integer."""
     timing: Timing = eqx.field(static=True, default=BRIAN2)
     """The network's conventions: a spike of step ``k`` is recorded at ``t_k`` or ``t_{k+1}``."""
+    state_bounds: tuple = eqx.field(static=True, default=())
+    """Per population: the ``(variable, StateBound)`` pairs its model declares, in the order
+    ``faults.out_of_bounds_variable`` indexes."""
 
     @property
     def duration(self) -> float:
@@ -83,46 +85,13 @@ class SimulationResult(eqx.Module):
         return float(np.ravel(self.t_start)[0])
 
     def raise_if_failed(self) -> SimulationResult:
-        """Raise :class:`SimulationError` describing the first fault, if any."""
-        first = np.asarray(self.faults.first_nonfinite_step)
-        if np.any(first >= 0):
-            flat = first.reshape(-1, first.shape[-1])
-            starts = np.broadcast_to(self.start_step, first.shape[:-1]).reshape(-1)
-            msgs = []
-            for b, row in enumerate(flat):
-                for name, local in zip(self.population_names, row, strict=True):
-                    if local >= 0:
-                        where = f" (batch element {b})" if flat.shape[0] > 1 else ""
-                        step = int(starts[b]) + int(local)
-                        msgs.append(
-                            (
-                                int(local),
-                                f"population {name!r} at step {step} "
-                                f"(t = {step * self.dt:g} ms){where}",
-                            )
-                        )
-            step, msg = min(msgs)
-            raise SimulationError(
-                f"Non-finite state (NaN, inf or overflowing values) first appeared in {msg}. "
-                "Reduce dt, check parameters and inputs, or use a more stable integrator."
-            )
-        over = np.asarray(self.faults.recording_overflow)
-        if np.any(over > 0):
-            over = over.reshape(-1, over.shape[-1]).max(axis=0)
-            for monitor, extra in zip(self.monitors, over, strict=True):
-                if extra > 0:
-                    if isinstance(monitor, SpikeList):
-                        total = int(monitor.capacity + extra)
-                        raise SimulationError(
-                            f"SpikeList {monitor.population!r}: {total} spike entries (or counts "
-                            f"above 255) did not fit capacity {monitor.capacity}; rerun with "
-                            f"capacity >= {total} or record with SpikeRaster."
-                        )
-                    raise SimulationError(
-                        f"{type(monitor).__name__}: {int(extra)} spikes of spike sources did not "
-                        "fit one byte per channel and step (more than 255 spikes in one step); "
-                        "record those sources with SpikeList or PopulationRate instead."
-                    )
+        """Raise :class:`SimulationError` describing the first fault, if any: the population,
+        variable, value, step and time of a non-finite or diverged state, or the monitor that
+        overflowed, and for a batched result the batch member. Returns ``self`` otherwise."""
+        context = FaultContext(self.population_names, self.state_bounds, self.monitors, self.dt)
+        message = fault_message(context, self.faults, self.start_step)
+        if message is not None:
+            raise SimulationError(message)
         return self
 
     # -------------------------------------------------------------- host-side conversions
@@ -256,30 +225,24 @@ def check_key(owner: str, key) -> None:
     )
 
 
-def _nonfinite(pstate) -> jax.Array:
-    """True if a floating-point state value of the population is NaN or ±inf.
-
-    Tested on the sum of each array, which NaN and inf propagate to: one reduction per array
-    and step. ``all(isfinite(x))`` needs an element-wise pass before its reduction; in a
-    COBA 4k step that check cost 24 % of the step, the sum 7 % (in-process A/B on the
-    development machine), and :func:`~brainsim.kernels.fast_sum`, which avoids XLA's scalar
-    windowed reductions on CPU, less again. The sum also overflows, and flags the population,
-    when values come within a factor ``n`` of the largest float (about 3e38 / n in float32),
-    a state as broken as an infinite one.
-    """
-    leaves = [x for x in jax.tree.leaves(pstate) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    if not leaves:
-        return jnp.zeros((), bool)
-    return jnp.logical_not(jnp.all(jnp.stack([jnp.isfinite(fast_sum(x)) for x in leaves])))
-
-
 def collect_result(
-    state, buffers, outputs, first_bad, monitors, populations, *, dt, n_steps, start, timing
+    state,
+    buffers,
+    outputs,
+    state_faults: StateFaults,
+    monitors,
+    populations,
+    *,
+    dt,
+    n_steps,
+    start,
+    timing,
 ) -> SimulationResult:
     """The :class:`SimulationResult` of a finished scan: each monitor's recording (its scan
     output, or its buffer if it records into one), overflow counts and faults.
 
-    ``populations``: values with ``name``, ``size`` and ``is_source`` in network order.
+    ``populations``: the network's :class:`Population` values (their models declare the
+    bounds of their state, reported with the faults).
     """
     recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
     overflow = (
@@ -295,7 +258,13 @@ def collect_result(
     return SimulationResult(
         state=state,
         recordings=recordings,
-        faults=Faults(first_bad, overflow),
+        faults=Faults(
+            state_faults.first_nonfinite_step,
+            overflow,
+            state_faults.first_out_of_bounds_step,
+            state_faults.out_of_bounds_variable,
+            state_faults.out_of_bounds_value,
+        ),
         monitors=monitors,
         population_names=tuple(p.name for p in populations),
         population_sizes=tuple(p.size for p in populations),
@@ -304,6 +273,7 @@ def collect_result(
         n_steps=n_steps,
         start=start,
         timing=timing,
+        state_bounds=tuple(population_bounds(p, state.populations[p.name]) for p in populations),
     )
 
 
@@ -315,17 +285,12 @@ def _run(
     checkpoint: Checkpointing | None = None,
     unroll: int = 1,
 ):
-    dtype = (
-        jax.tree.leaves(state.populations)[0].dtype
-        if jax.tree.leaves(state.populations)
-        else jnp.zeros(()).dtype
-    )
-    buffers = tuple(m.init(network, n_steps, dtype) for m in monitors)
-    first_bad = jnp.full((len(network.populations),), -1, jnp.int32)
+    buffers = tuple(m.init(network, n_steps, float_dtype(state)) for m in monitors)
+    faults = StateFaults.init(len(network.populations))
     start = (state.step, state.epoch)
 
     def body(carry, _):
-        net_state, buffers, first_bad, local = carry
+        net_state, buffers, faults, local = carry
         new_state, spikes = network.step(net_state)
         # Monitors and faults count the steps of this run (int32: a run's buffers could not
         # hold more steps); the network's own step is the (step, epoch) pair.
@@ -334,17 +299,25 @@ def _run(
             for m, b in zip(monitors, buffers, strict=True)
         )
         outputs = tuple(m.per_step(network, net_state, spikes, local) for m in monitors)
-        bad = jnp.stack([_nonfinite(new_state.populations[p.name]) for p in network.populations])
-        first_bad = jnp.where((first_bad < 0) & bad, local, first_bad)
-        return (new_state, buffers, first_bad, local + 1), outputs
+        new_pops = [new_state.populations[p.name] for p in network.populations]
+        faults = check_step(network.populations, new_pops, local, faults)
+        return (new_state, buffers, faults, local + 1), outputs
 
     local = jnp.zeros((), jnp.int32)
-    (state, buffers, first_bad, _), outputs = checkpointed_scan(
-        body, (state, buffers, first_bad, local), n_steps, checkpoint, unroll
+    (state, buffers, faults, _), outputs = checkpointed_scan(
+        body, (state, buffers, faults, local), n_steps, checkpoint, unroll
     )
     return collect_result(
-        state, buffers, outputs, first_bad, monitors, network.populations,
-        dt=network.dt, n_steps=n_steps, start=start, timing=network.timing,
+        state,
+        buffers,
+        outputs,
+        faults,
+        monitors,
+        network.populations,
+        dt=network.dt,
+        n_steps=n_steps,
+        start=start,
+        timing=network.timing,
     )
 
 
@@ -361,7 +334,8 @@ def prepare(
     record: Sequence[AbstractMonitor] = (),
     owner: str = "simulate",
 ):
-    """Validate arguments and return ``(network, state, monitors, n_steps)`` for :func:`simulate`."""
+    """Validate arguments and return ``(network, state, monitors, n_steps)`` for :func:`simulate`
+    (and the drivers built on it, named by ``owner`` in errors about the state)."""
     if not isinstance(network, Network):
         raise TypeError(
             f"{owner}: `network` must be a brainsim.Network; got {type(network).__name__}."
@@ -395,6 +369,8 @@ def prepare(
             f"{owner}: `record` must be a sequence of monitors; got one {type(record).__name__}. "
             "Wrap it in a tuple: record=(monitor,)."
         )
+    else:
+        check_state(network, state, owner=owner)
     monitors = tuple(record)
     for m in monitors:
         if not isinstance(m, AbstractMonitor):
@@ -426,9 +402,20 @@ def simulate(
         state: continue from this state (e.g. ``previous.state``) instead of a fresh one.
         record: monitors (:class:`SpikeRaster`, :class:`SpikeList`, :class:`StateTrace`,
             :class:`PopulationRate`); their memory is fixed before the run.
-        check: raise :class:`SimulationError` after the run on non-finite state or a full
-            recording buffer. Under an outer ``jit``/``vmap`` the same check raises at run time
-            through ``equinox.error_if``.
+        check: raise :class:`SimulationError` after the run on a run-time fault: non-finite
+            state, a state variable outside the range its model allows
+            (:meth:`AbstractNeuron.state_bounds`: a diverged integration), or a full recording
+            buffer. The message names the population, variable, value, step and time, or the
+            monitor, and for a batched run the batch member (``result.faults`` holds the
+            details). Under an outer ``jit``/``vmap`` the same check runs inside the program
+            (a host callback on the fault arrays, attached to ``result.state.step``), and its
+            error discards the whole result. To keep the result, pass ``check=False`` inside
+            the transformation and call ``result.raise_if_failed()`` outside it::
+
+                run = bs.jit(jax.vmap(lambda i_e: bs.simulate(with_drive(i_e), 100.0,
+                                                              key=key, check=False)))
+                result = run(drives)       # every member's recordings and faults
+                result.raise_if_failed()   # names the first failed member, if any
         checkpoint: a :class:`Checkpointing` value to bound the memory of reverse-mode
             gradients through long runs (nested ``jax.checkpoint`` around the scan); values
             and gradients are unchanged. ``None`` (default): plain scan.
@@ -462,19 +449,8 @@ def simulate(
 
 
 def check_result(result: SimulationResult) -> SimulationResult:
-    """Raise on faults: directly for concrete results, through ``eqx.error_if`` when traced."""
-    first = result.faults.first_nonfinite_step
-    if is_concrete(first) and is_concrete(result.faults.recording_overflow):
+    """Raise on faults: directly for concrete results, from a host callback when traced
+    (:func:`~brainsim._faults.check_traced`)."""
+    if all(is_concrete(x) for x in jax.tree.leaves(result.faults)):
         return result.raise_if_failed()
-    names = result.population_names
-    messages = [
-        f"Non-finite state (NaN, inf or overflowing values) in population {n!r}; see "
-        "result.faults.first_nonfinite_step for the first step."
-        for n in names
-    ]
-    messages.append("A SpikeList overflowed its capacity; see result.faults.recording_overflow.")
-    bad_pop = jnp.any(first >= 0)
-    which = jnp.where(bad_pop, jnp.argmax(first >= 0), len(names))
-    failed = bad_pop | jnp.any(result.faults.recording_overflow > 0)
-    step = eqx.branched_error_if(result.state.step, failed, which, messages)
-    return eqx.tree_at(lambda r: r.state.step, result, step)
+    return check_traced(result)

@@ -182,6 +182,67 @@ def test_poisson_inversion_off_the_cpu_draws_the_same_counts(dtype, request):
     np.testing.assert_array_equal(np.asarray(fixed), np.asarray(stopping))
 
 
+def _event_counts(lam, n_channels=1000, n_keys=2000, seed=3):
+    """``(n_keys, n_channels)`` counts of the event sampler (forced), one key per row."""
+    from brainsim._inputs import poisson_source_counts
+
+    keys = jax.random.split(jax.random.key(seed), n_keys)
+    lam = jnp.asarray(lam, jnp.float32)
+    draw = jax.jit(jax.vmap(lambda k: poisson_source_counts(k, lam, n_channels, events=True)))
+    return np.asarray(draw(keys)).astype(np.int64)
+
+
+@pytest.mark.parametrize("lam", [0.0015, 0.1, 0.125])
+def test_poisson_event_sampler_gives_poisson_counts(lam):
+    """PoissonSource's event sampler (a Poisson process over the channels: exponential event
+    spacings, uniform channels) against the Poisson distribution, over 2e6 channel-steps:
+    mean and variance within 5 standard errors (SE of the mean sqrt(lam/N); of the sample
+    variance about sqrt((lam + 2 lam^2)/N)), and P(count = 1), P(count >= 2) within 5 binomial
+    SEs. At 0.1 (1 kHz at dt = 0.1 ms) P(>= 2) is 0.47 %: a sampler clipping at one spike per
+    step fails by 100 SEs. 0.125 needs about two chunks of events per step."""
+    from scipy import stats
+
+    x = _event_counts(lam).ravel()
+    n = x.size
+    assert abs(x.mean() - lam) < 5 * np.sqrt(lam / n)
+    assert abs(x.var() - lam) < 5 * np.sqrt((lam + 2 * lam**2) / n)
+    for observed, p in ((np.mean(x == 1), stats.poisson.pmf(1, lam)),
+                        (np.mean(x >= 2), stats.poisson.sf(1, lam))):
+        assert abs(observed - p) < 5 * np.sqrt(p * (1 - p) / n), (observed, p)
+
+
+def test_poisson_event_sampler_with_per_channel_rates():
+    """Per-channel means (thinning): every channel's mean count within 5 SEs (2000 draws per
+    channel, SE sqrt(lam_i / 2000)); channels of rate 0 never fire; the pooled variance to
+    mean ratio (Poisson: 1) within 5 % (its SE over 2e6 samples is ~0.3 %)."""
+    lam = np.linspace(0.0, 0.12, 1000).astype(np.float32)
+    lam[::7] = 0.0
+    x = _event_counts(lam)
+    assert not x[:, lam == 0].any()
+    se = np.sqrt(np.maximum(lam, 1e-12) / x.shape[0])
+    z = (x.mean(axis=0) - lam) / se
+    assert np.all(np.abs(z[lam > 0]) < 5), np.abs(z[lam > 0]).max()
+    var = x.var(axis=0)[lam > 0].mean()
+    assert abs(var / lam[lam > 0].mean() - 1.0) < 0.05
+
+
+def test_poisson_sources_pick_the_event_sampler_for_small_means_only():
+    """Both methods of poisson_source_counts draw from one key: the events for small means,
+    channel by channel above EVENT_MEAN, so the counts equal one or the other."""
+    from brainsim._inputs import EVENT_MEAN, poisson_source_counts
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the event sampler is the CPU method")
+    key = jax.random.key(5)
+    for lam, events in ((0.01, True), (EVENT_MEAN, True), (0.3, False)):
+        lam = jnp.float32(lam)
+        auto = poisson_source_counts(key, lam, 500)
+        forced = poisson_source_counts(key, lam, 500, events=events)
+        np.testing.assert_array_equal(np.asarray(auto), np.asarray(forced))
+        other = poisson_source_counts(key, lam, 500, events=not events)
+        assert not np.array_equal(np.asarray(auto), np.asarray(other))
+
+
 def test_poisson_source_time_varying_rate():
     rates = np.array([10.0, 100.0, 0.0, 40.0])  # Hz, 20 ms each, then 20 ms past the end
     counts, _ = _source_counts(bs.TimedArray(rates, dt=20.0))

@@ -77,6 +77,7 @@ WORKER = textwrap.dedent(
             out[p] = [np.round(t / 0.1).astype(int).tolist(), i.tolist()]
         out["rate"] = {p: np.asarray(result.spike_counts(p)).tolist() for p in ("E", "I")}
         out["trace"] = result.trace("E", "v")[1].tolist()
+        out["gtrace"] = result.trace("E", "exc.g")[1].tolist()
         out["spikelist"] = [a.tolist() for a in result.spikes("I")]
         leaves = jax.tree.leaves(result.state)
         out["state"] = [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(
@@ -87,7 +88,8 @@ WORKER = textwrap.dedent(
     sizes = [int(s) for s in sys.argv[3].split(",")]
     net = network()
     record = (bs.SpikeRaster(("P", "E")), bs.SpikeList("I", 5000), bs.PopulationRate(),
-              bs.StateTrace("E", "v", neurons=[0, 40, 82], every=3))
+              bs.StateTrace("E", "v", neurons=[0, 40, 82], every=3),
+              bs.StateTrace("E", "exc.g", neurons=[1, 41, 82], every=2))
     key = jax.random.key(11)
     runs = {"single": summary(bs.simulate(net, duration, key=key, record=record))}
     for n in sizes:
@@ -139,7 +141,7 @@ def test_sharded_run_equals_single_device(runs, variant):
     single, sharded = runs["exact"]["single"], runs["exact"][variant]
     # The network must do something for the comparison to mean anything.
     assert len(single["E"][0]) > 30 and len(single["I"][0]) > 10 and len(single["P"][0]) > 10
-    for key in ("P", "E", "I", "rate", "trace", "spikelist"):
+    for key in ("P", "E", "I", "rate", "trace", "gtrace", "spikelist"):
         assert sharded[key] == single[key], key
     assert len(sharded["state"]) == len(single["state"])
     for a, b in zip(sharded["state"], single["state"], strict=True):
@@ -241,3 +243,28 @@ def test_non_finite_state_is_reported_after_the_run():
         bs.simulate_sharded(net, 1.0, mesh=_mesh(), key=jax.random.key(0))
     result = bs.simulate_sharded(net, 1.0, mesh=_mesh(), key=jax.random.key(0), check=False)
     assert np.asarray(result.faults.first_nonfinite_step).tolist() == [0]
+
+
+def test_diverged_state_is_reported_after_the_run():
+    # AdEx adaptation beyond NEST's 1e6 pA at the first spike: reported as by simulate().
+    pops = [bs.Population("A", 3, bs.AdEx(b=2e6, I_e=1000.0))]
+    net = bs.Network(pops, dt=0.1)
+    single = bs.simulate(net, 20.0, key=jax.random.key(0), check=False)
+    result = bs.simulate_sharded(net, 20.0, mesh=_mesh(), key=jax.random.key(0), check=False)
+    step = int(single.faults.first_out_of_bounds_step[0])
+    assert step > 0
+    for field in ("first_out_of_bounds_step", "out_of_bounds_variable", "out_of_bounds_value"):
+        assert np.asarray(getattr(result.faults, field)).tolist() == np.asarray(
+            getattr(single.faults, field)).tolist(), field
+    with pytest.raises(bs.SimulationError, match=rf"'w' reached 2e\+06 pA at step {step} "):
+        bs.simulate_sharded(net, 20.0, mesh=_mesh(), key=jax.random.key(0))
+
+
+def test_recordings_keep_their_dtype_with_a_spike_generator_first():
+    # The network's first state array is a SpikeGenerator's integer cursor.
+    pops = [bs.Population("A", 2, bs.SpikeGenerator([0.1], [0])),
+            bs.Population("B", 3, bs.LIF(I_e=400.0))]
+    record = (bs.StateTrace("B", "v"), bs.StateTrace("B", "refractory"))
+    result = bs.simulate_sharded(bs.Network(pops, dt=0.1), 1.0, mesh=_mesh(),
+                                 key=jax.random.key(0), record=record)
+    assert [r.dtype for r in result.recordings] == [np.float32, np.int32]

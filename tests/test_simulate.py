@@ -139,6 +139,63 @@ def test_spike_list_overflow_names_the_capacity_needed():
                                   np.rint(t_full[order][:20] / DT).astype(int))
 
 
+@pytest.mark.parametrize("kwargs, name", [
+    ({"chunk_size": 0}, "chunk_size"),  # recorded nothing
+    ({"chunk_size": -4}, "chunk_size"),
+    ({"chunk_size": 8.0}, "chunk_size"),
+    ({"chunk_size": True}, "chunk_size"),
+    ({"capacity": True}, "capacity"),
+    ({"capacity": 0}, "capacity"),
+    ({"capacity": 100.5}, "capacity"),
+])
+def test_spike_list_refuses_sizes_that_are_not_positive_integers(kwargs, name):
+    with pytest.raises(ValueError, match=rf"SpikeList: `{name}` must be a positive integer .*; "
+                       rf"got {kwargs[name]!r}"):
+        bs.SpikeList("N", **{"capacity": 100, **kwargs})
+
+
+@pytest.mark.parametrize("population", [3, "", None, ("N",)])
+def test_spike_list_population_must_be_a_name(population):
+    with pytest.raises(TypeError, match=r"SpikeList: `population` must be a population name"):
+        bs.SpikeList(population, 100)
+
+
+def test_spike_raster_source_overflow_count_cannot_wrap():
+    """Four channels emit 2**30 + 384 spikes in one step: 4 (2**30 + 128) = 2**32 + 512 spikes
+    beyond the byte, which an int32 count wrapped to 512. It is now reported as at least the
+    int32 maximum; smaller losses exactly."""
+    def run(counts):
+        src = bs.SpikeArray(np.asarray([counts], np.float32))
+        net = bs.Network([bs.Population("G", len(counts), src)], dt=DT)
+        return bs.simulate(net, n_steps=2, key=jax.random.key(0), record=(bs.SpikeRaster(),),
+                           check=False)
+
+    huge = run([2.0**30 + 384] * 4)
+    assert int(huge.faults.recording_overflow[0]) == 2**31 - 1
+    with pytest.raises(bs.SimulationError, match=r"at least 2147483647 spikes of spike sources"):
+        huge.raise_if_failed()
+    exact = run([300.0, 1000.0, 7.0])  # 45 + 745 spikes beyond 255
+    with pytest.raises(bs.SimulationError, match=r"SpikeRaster: 790 spikes of spike sources"):
+        exact.raise_if_failed()
+
+
+def test_spike_list_counters_saturate_instead_of_wrapping():
+    """A SpikeList that has seen 2**31 - 2 entries (hours of a large network) adds four more:
+    its counts stop at the int32 maximum, nothing is written at wrapped positions, and the
+    report says "at least"."""
+    from brainsim._monitors import INT32_MAX
+
+    net = bs.Network([bs.Population("G", 4, bs.SpikeArray(np.zeros((1, 4))))], dt=DT)
+    monitor = bs.SpikeList("G", 2)
+    near = jnp.int32(INT32_MAX - 1)
+    buf = monitor.init(net, 1, jnp.float32)._replace(total=near, too_many=near)
+    out = monitor.update(net, buf, None, {"G": jnp.full((4,), 300.0)}, jnp.int32(0))
+    assert int(out.total) == int(out.too_many) == INT32_MAX
+    assert int(monitor.overflow(out)) == INT32_MAX
+    assert not np.any(np.asarray(out.counts))
+    assert "at least 2147483647 spike entries" in monitor.describe_overflow(INT32_MAX)
+
+
 def test_spike_raster_source_counts_are_exact():
     # "Exact, never overflows": a source channel may emit more than 255 spikes in one step (a
     # lumped Poisson input at 5 MHz, or a generator with repeated events); the raster must
@@ -194,7 +251,8 @@ def test_nonfinite_state_raises_under_vmap():
         n = eqx.tree_at(lambda n: n.populations[0].model.I_e, net, i_e)
         return bs.simulate(n, 5.0, key=jax.random.key(0)).state.step
 
-    with pytest.raises(RuntimeError, match=r"Non-finite state \(NaN, inf or .*\) in population 'B'"):
+    with pytest.raises(bs.SimulationError, match=r"Non-finite state \(NaN, inf or .*\) first "
+                       r"appeared in population 'B' at step 37 .* in batch member 0"):
         jax.block_until_ready(bs.jit(jax.vmap(run))(jnp.array([100.0, 200.0])))
 
 
@@ -209,6 +267,49 @@ def test_state_trace_every_k_samples_at_k_dt():
     np.testing.assert_allclose(t1[::4], DT * np.arange(0, 50, 4))
     # The first sample is the initial state (time 0), as documented.
     np.testing.assert_array_equal(v1[0], net.init(jax.random.key(4)).populations["N"].v)
+
+
+def test_state_trace_with_a_spike_generator_as_first_population():
+    # The first state array of the network is a SpikeGenerator's integer cursor: recording
+    # buffers take each variable's own dtype, not that one.
+    pops = [bs.Population("A", 2, bs.SpikeGenerator([0.1, 0.2], [0, 1])),
+            bs.Population("B", 3, bs.LIF(I_e=400.0))]
+    net = bs.Network(pops, dt=DT)
+    record = (bs.StateTrace("B", "v"), bs.StateTrace("B", "refractory"),
+              bs.StateTrace("A", "counts"), bs.StateTrace("A", "cursor"))
+    res = bs.simulate(net, n_steps=10, key=jax.random.key(0), record=record)
+    assert [r.dtype for r in res.recordings] == [jnp.float32, jnp.int32, jnp.float32, jnp.int32]
+    # Sampled at the start of a step: the counts the generator emitted in the step before.
+    assert res.trace("A", "counts")[1][2:4].sum() == 2
+
+
+def test_state_trace_records_synaptic_traces():
+    """``StateTrace(population, "receptor.field")`` records a receptor's trace (here the
+    conductance ``g`` of receptor ``e``), sampled like a neuron variable at the start of every
+    ``every``-th step, and read with ``result.trace``."""
+    net = _active_network()
+    key = jax.random.key(4)
+    record = (bs.StateTrace("N", "e.g"), bs.StateTrace("N", "e.g", neurons=[1, 3], every=2))
+    res = bs.simulate(net, n_steps=60, key=key, record=record)
+    step = bs.jit(net.step)
+    state, expected = net.init(key), []
+    for _ in range(60):
+        expected.append(np.asarray(state.receptors["N"]["e"].kinetics.g))
+        state, _ = step(state)
+    times, g = res.trace("N", "e.g")
+    np.testing.assert_allclose(times, DT * np.arange(60))
+    assert np.abs(g).max() > 0  # the synapses were active
+    np.testing.assert_array_equal(g, np.stack(expected))
+    np.testing.assert_array_equal(res.recordings[1], g[::2][:, [1, 3]])
+    assert record[0].nbytes(net, 60) == g.nbytes
+
+
+@pytest.mark.parametrize("variable", ["e.h", "x.g", "w"])
+def test_state_trace_of_an_unknown_variable_lists_the_valid_names(variable):
+    with pytest.raises(KeyError, match=rf"StateTrace 'N': unknown variable of LIF population "
+                       rf".*{variable!r}.* Valid: 'e\.g', 'refractory', 'v'\."):
+        bs.simulate(_active_network(), n_steps=5, key=jax.random.key(0),
+                    record=(bs.StateTrace("N", variable),))
 
 
 # ------------------------------------------------------------------------- continuation

@@ -39,6 +39,27 @@ class Drive(NamedTuple):
         return self.current - self.conductance * v
 
 
+class StateBound(NamedTuple):
+    """The range of a state variable outside which its integration has certainly failed.
+
+    A state can diverge to huge but finite values (an explicit integrator with too large a
+    step), which the NaN/inf check does not see; :func:`~brainsim.simulate` reports a variable
+    that leaves its bound as a run-time fault (``result.faults.first_out_of_bounds_step``).
+    Bounds are far outside the physiological range, so that only a broken integration crosses
+    them; ``±inf`` leaves a side unchecked.
+    """
+
+    lower: float
+    upper: float
+    unit: str = ""
+
+
+MEMBRANE_FLOOR = StateBound(-1e3, float("inf"), "mV")
+"""``V >= -1 V``: NEST's bound for the membrane of its ``aeif_*`` models (it raises
+``NumericalInstability`` below -1e3 mV). Upward, a spiking model's membrane is reset after a
+spike, so only a diverging integration runs it away downward."""
+
+
 class AbstractNeuron(eqx.Module):
     """A neuron model: frozen parameters (scalars or per-neuron arrays) and pure functions.
 
@@ -73,6 +94,13 @@ class AbstractNeuron(eqx.Module):
         :class:`~brainsim.Network` passes its own). Models whose step depends on them (the
         refractory clamp) keep them in a static ``timing`` field; others are unchanged."""
         return follow_timing(self, timing)
+
+    def state_bounds(self) -> dict[str, StateBound]:
+        """Bounds of state variables (by field name of the state) beyond which the run has
+        diverged, checked after every step (:class:`StateBound`). The default, ``{}``, checks
+        every floating-point variable only for NaN and inf; a model with an approximate
+        integrator should declare the variables that blow up when it fails."""
+        return {}
 
 
 class AbstractSpikeSource(eqx.Module):

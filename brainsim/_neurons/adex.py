@@ -13,7 +13,15 @@ from .._errors import as_parameter
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
-from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
+from ._base import (
+    MEMBRANE_FLOOR,
+    AbstractNeuron,
+    Drive,
+    StateBound,
+    check_above,
+    default_dtype,
+    fire_and_reset,
+)
 
 
 def exponential_current(v, g_L, Delta_T, V_T, V_peak):
@@ -136,6 +144,10 @@ class AdEx(AbstractNeuron):
 
     def voltage(self, state: AdExState):
         return state.v
+
+    def state_bounds(self):
+        # NEST's aeif_* models: NumericalInstability below -1e3 mV or beyond |w| = 1e6 pA.
+        return {"v": MEMBRANE_FLOOR, "w": StateBound(-1e6, 1e6, "pA")}
 
     def linear_parts(self, drive: Drive):
         """``(v, w) -> (a, b)`` with :math:`d(v, w)/dt = a (v, w) + b` (for integrators)."""

@@ -12,7 +12,7 @@ from .._errors import as_parameter
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
-from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
+from ._base import MEMBRANE_FLOOR, AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 from .adex import exponential_current
 
 
@@ -119,6 +119,9 @@ class ExpIF(AbstractNeuron):
     def voltage(self, state: SpikingState):
         return state.v
 
+    def state_bounds(self):
+        return {"v": MEMBRANE_FLOOR}
+
     def linear_parts(self, drive: Drive):
         """``v -> (a, b)`` with :math:`dv/dt = a v + b`."""
 
@@ -220,6 +223,9 @@ class QIF(AbstractNeuron):
 
     def voltage(self, state: SpikingState):
         return state.v
+
+    def state_bounds(self):
+        return {"v": MEMBRANE_FLOOR}
 
     def linear_parts(self, drive: Drive):
         """``v -> (a, b)`` with :math:`dv/dt = a v + b`."""

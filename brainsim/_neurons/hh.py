@@ -27,7 +27,7 @@ from .._errors import as_parameter
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
-from ._base import AbstractNeuron, Drive, default_dtype, next_refractory
+from ._base import AbstractNeuron, Drive, StateBound, default_dtype, next_refractory
 
 _EXP_CAP = 50.0  # e^50 ≈ 5e21: far beyond any physiological rate, still finite in float32
 
@@ -75,6 +75,15 @@ def hh_init(model, v0, n, dtype) -> HHState:
         n=_steady(n_rates).astype(dtype),
         refractory=jnp.zeros((n,), jnp.int32),
     )
+
+
+HH_BOUNDS = {
+    "v": StateBound(-1e3, 1e3, "mV"),
+    **dict.fromkeys(("m", "h", "n"), StateBound(-0.01, 1.01)),
+}
+"""A membrane beyond ±1 V (the ionic currents alone keep it between E_K and E_Na), or a gate
+(a fraction of open channels) outside [0, 1] by more than an integrator's rounding: the
+integration has diverged."""
 
 
 def hh_linear_parts(model, drive: Drive):
@@ -220,6 +229,9 @@ class HodgkinHuxley(AbstractNeuron):
     def voltage(self, state: HHState):
         return state.v
 
+    def state_bounds(self):
+        return dict(HH_BOUNDS)
+
     def linear_parts(self, drive: Drive):
         """``(v, m, h, n) -> (a, b)`` with :math:`dy/dt = a y + b` elementwise."""
         return hh_linear_parts(self, drive)
@@ -323,6 +335,9 @@ class TraubMiles(AbstractNeuron):
 
     def voltage(self, state: HHState):
         return state.v
+
+    def state_bounds(self):
+        return dict(HH_BOUNDS)
 
     def linear_parts(self, drive: Drive):
         """``(v, m, h, n) -> (a, b)`` with :math:`dy/dt = a y + b` elementwise."""

@@ -13,7 +13,7 @@ from .._errors import as_parameter, unknown_name_error
 from .._integrators import AbstractIntegrator, Euler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
-from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
+from ._base import MEMBRANE_FLOOR, AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
 
 
 class IzhikevichState(NamedTuple):
@@ -141,6 +141,9 @@ class Izhikevich(AbstractNeuron):
 
     def voltage(self, state: IzhikevichState):
         return state.v
+
+    def state_bounds(self):
+        return {"v": MEMBRANE_FLOOR}
 
     def linear_parts(self, drive: Drive):
         """``(v, u) -> (a, b)`` with :math:`d(v, u)/dt = a (v, u) + b`."""
