@@ -166,6 +166,8 @@ def check_name(name: str, value, *, owner: str = "") -> str:
     """``value``, which must be a name (a string): of a population, projection or variable."""
     if not isinstance(value, str):
         raise TypeError(f"{_where(owner)}`{name}` must be a name (a string); got {shown(value)}.")
+    if not value:
+        raise ValueError(f"{_where(owner)}`{name}` must be a non-empty name; got ''.")
     return value
 
 

@@ -106,8 +106,9 @@ def _shape_hint(network: Network, path, shape, want_shape) -> str:
         if keys[-1] == "ring" and want_shape and shape and shape[-1] % n == 0:
             return (
                 f"the state comes from a network with other delays into {pop}:{receptor} (a "
-                f"ring of {shape[-1] // n} steps; this network's longest delay into it is "
-                f"{want_shape[0] // n} steps). {_REMEDY[0].upper()}{_REMEDY[1:]}"
+                f"ring of {shape[-1] // n} rows, for delays up to {shape[-1] // n - 1} steps; "
+                f"this network's longest delay into it is {want_shape[0] // n - 1} steps). "
+                f"{_REMEDY[0].upper()}{_REMEDY[1:]}"
             )
         return (
             f"the state comes from a network where population {pop!r} has another size or "

@@ -313,20 +313,21 @@ def _tamper(path: Path, edit):
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    # s2 is .populations['N'].v, float32 (20,); s1 the PRNG key, stored as uint32 (2,).
-    (lambda m, h: m.update(s2=m["s2"][:-1]),
+    # s3 is .populations['N'].v, float32 (20,); s2 the PRNG key, stored as uint32 (2,) (s0 and
+    # s1 are the step and its epoch).
+    (lambda m, h: m.update(s3=m["s3"][:-1]),
      r"state leaf .populations\['N'\].v is stored with shape \(19,\) and dtype <f4 but its "
      r"header gives shape \(20,\) and dtype <f4"),
-    (lambda m, h: m.update(s2=m["s2"].astype(np.float64)),
+    (lambda m, h: m.update(s3=m["s3"].astype(np.float64)),
      r"is stored with shape \(20,\) and dtype <f8 but its header gives shape \(20,\) and "
      r"dtype <f4"),
-    (lambda m, h: m.update(s1=m["s1"][:1]),
+    (lambda m, h: m.update(s2=m["s2"][:1]),
      r"state leaf .key is stored with shape \(1,\) and dtype <u4 but its header gives shape "
      r"\(2,\)"),
     (lambda m, h: m.update({f"s{len(h['state']['leaves'])}": np.zeros(1)}),
      r"its header lists \d+ state arrays but it holds \d+"),
     (lambda m, h: h["state"].pop("leaves"), r"its header does not describe the state"),
-    (lambda m, h: h["state"]["leaves"][1].update(key_impl="nonsense"),
+    (lambda m, h: h["state"]["leaves"][2].update(key_impl="nonsense"),
      r"state leaf .key is stored with shape \(2,\) and dtype <u4 but its header gives shape "
      r"None"),
 ], ids=["truncated leaf", "other dtype", "truncated key", "extra array", "no leaves",

@@ -156,7 +156,7 @@ def test_spike_list_refuses_sizes_that_are_not_positive_integers(kwargs, name):
 
 @pytest.mark.parametrize("population", [3, "", None, ("N",)])
 def test_spike_list_population_must_be_a_name(population):
-    with pytest.raises(TypeError, match=r"SpikeList: `population` must be a population name"):
+    with pytest.raises((TypeError, ValueError), match=r"SpikeList: `population` must be a"):
         bs.SpikeList(population, 100)
 
 

@@ -35,9 +35,10 @@ def test_state_with_other_delays_is_refused():
     net, other = network(delay=1.0), network(delay=2.0)
     with pytest.raises(
         ValueError,
-        match=r"^simulate: state\.receptors\['E'\]\['exc'\]\.ring has shape \(100,\) but this "
-        r"network needs \(50,\): the state comes from a network with other delays into E:exc "
-        r"\(a ring of 20 steps; this network's longest delay into it is 10 steps\)",
+        match=r"^simulate: state\.receptors\['E'\]\['exc'\]\.ring has shape \(105,\) but this "
+        r"network needs \(55,\): the state comes from a network with other delays into E:exc "
+        r"\(a ring of 21 rows, for delays up to 20 steps; this network's longest delay into it "
+        r"is 10 steps\)",
     ):
         bs.simulate(net, 1.0, state=other.init(KEY))
 
@@ -113,7 +114,7 @@ def test_batched_state_is_refused_by_simulate_and_accepted_by_save_checkpoint(tm
 def test_every_entry_point_refuses_a_foreign_state(tmp_path):
     net, other = network(delay=1.0), network(delay=2.0)
     foreign = other.init(KEY)
-    ring = r"state\.receptors\['E'\]\['exc'\]\.ring has shape \(100,\)"
+    ring = r"state\.receptors\['E'\]\['exc'\]\.ring has shape \(105,\)"
     with pytest.raises(ValueError, match=r"^save_checkpoint: " + ring):
         bs.save_checkpoint(tmp_path / "x.npz", net, foreign)
     assert not (tmp_path / "x.npz").exists()
@@ -138,7 +139,7 @@ def test_loading_a_foreign_state_is_refused(tmp_path, monkeypatch):
     with pytest.raises(
         bs.CheckpointError,
         match=r"old\.npz.*: load_checkpoint: state\.receptors"
-        r"\['E'\]\['exc'\]\.ring has shape \(100,\) but this network needs \(50,\)",
+        r"\['E'\]\['exc'\]\.ring has shape \(105,\) but this network needs \(55,\)",
     ):
         bs.load_checkpoint(path, net, like=jax.eval_shape(other.init, KEY))
 
