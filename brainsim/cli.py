@@ -9,7 +9,8 @@ compiles and runs it, prints a summary and writes to ``--out`` (default ``./out`
   ``population_offsets[p] <= id < population_offsets[p + 1]``), ``population_names``,
   ``population_offsets``, ``population_sizes``, ``recorded`` (whether each population's spikes
   were recorded), ``dt_ms``, ``duration_ms``; spikes sorted by time then id;
-* ``summary.json`` — sizes, rates (Hz), ISI CV, timings, seed, versions and machine (and
+* ``summary.json`` — sizes, rates (Hz), ISI CV, timings, the timing conventions (``timing``:
+  ``"Brian2"`` or ``"NEST"``, :class:`brainsim.Timing`), seed, versions and machine (and
   ``plastic_weights``: synapse count, mean, min and max of each plastic projection's final
   weights);
 * ``raster.png`` — the spike raster (and ``traces.npz``/``traces.png`` when the config records
@@ -323,6 +324,7 @@ def _summary(experiment, result, spiking, spikes, monitors, timings):
         "seed": experiment.seed,
         "duration_ms": result.duration,
         "dt_ms": result.dt,
+        "timing": network.timing.describe(),
         "n_steps": result.n_steps,
         "n_neurons": network.n_neurons,
         "n_synapses": network.n_synapses,
@@ -483,7 +485,7 @@ def _report(s: dict) -> str:
     lines.append(f"{net}, {s['n_synapses']:,} synapses in {len(s['projections'])} projections")
     lines.append(
         f"run:       {s['duration_ms']:g} ms in {s['n_steps']:,} steps of "
-        f"{s['dt_ms']:g} ms on {s['machine']['jax_backend']} "
+        f"{s['dt_ms']:g} ms ({s['timing']} timing) on {s['machine']['jax_backend']} "
         f"({s['machine']['cpu_count']} CPUs)"
     )
     lines.append(

@@ -667,7 +667,8 @@ def test_bad_long_run_arguments_name_the_argument(net, tmp_path, kwargs, error, 
         (
             lambda: bs.SpikeList("out", capacity=True),
             ValueError,
-            r"SpikeList: `capacity` must be a positive integer \(spikes\); got True \(bool\)",
+            r"SpikeList: `capacity` must be a positive integer \(spike entries kept, e\.g\. 100_000\); "
+                r"got True \(bool\)",
         ),
         (lambda: bs.SpikeList("out", capacity=0), ValueError, r"SpikeList: `capacity`"),
         (
