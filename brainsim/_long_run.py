@@ -568,25 +568,24 @@ def run_long(
         ...                   chunk=1000.0, checkpoint_every=10_000.0)
         >>> times, ids = run.spikes("E", t_start=30_000.0, t_stop=31_000.0)
     """
+    # Arguments are checked before the folder (and its lock file) is created.
+    steps = _checked_arguments(network, duration, chunk, checkpoint_every, record)
     with _folder_lock(Path(out_dir)):
         return _run_long(
             network,
             duration,
             Path(out_dir),
+            *steps,
             key=key,
             state=state,
-            chunk=chunk,
-            record=record,
-            checkpoint_every=checkpoint_every,
             resume=resume,
             progress=progress,
         )
 
 
-def _run_long(
-    network, duration, out: Path, *, key, state, chunk, record, checkpoint_every, resume, progress
-) -> StoredRun:
-    """:func:`run_long` in the folder ``out``, which this process has locked."""
+def _checked_arguments(network, duration, chunk, checkpoint_every, record):
+    """``(chunk_steps, total_steps, checkpoint_steps or None, monitors)`` of valid arguments of
+    :func:`run_long`, or the error naming the bad one."""
     if not isinstance(network, Network):
         raise TypeError(
             f"run_long: `network` must be a brainsim.Network; got {type(network).__name__}."
@@ -597,10 +596,23 @@ def _run_long(
     if checkpoint_every is not None:
         check_positive("checkpoint_every", checkpoint_every, owner="run_long", unit="ms")
         ckpt_steps = max(1, int(round(checkpoint_every / network.dt)))
+    if isinstance(record, AbstractMonitor):
+        raise TypeError(
+            f"run_long: `record` must be a sequence of monitors; got one {type(record).__name__}. "
+            "Wrap it in a tuple: record=(monitor,)."
+        )
     monitors = tuple(record)
     for m in monitors:
         if not isinstance(m, AbstractMonitor):
             raise TypeError(f"run_long: `record` items must be monitors; got {type(m).__name__}.")
+    return chunk_steps, total_steps, ckpt_steps, monitors
+
+
+def _run_long(
+    network, duration, out: Path, chunk_steps, total_steps, ckpt_steps, monitors, *, key, state,
+    resume, progress,
+) -> StoredRun:
+    """:func:`run_long` in the folder ``out``, which this process has locked."""
     meta_path = out / _RUN_JSON
     ckpt_path = _inside(out, _CHECKPOINT)
     checkpoint: Checkpoint | None = None

@@ -385,6 +385,13 @@ class Network(eqx.Module):
                 "projection has none: pass modulator= a population name (its spike count per "
                 "step) or a current, e.g. brainsim.TimedArray(rewards, dt=100.0)."
             )
+        has_modulator = proj.modulator is not None or proj.modulator_population is not None
+        if has_modulator and not learner:
+            raise ValueError(
+                f"{where}: `modulator` is given but {type(proj.plasticity).__name__} does not "
+                "read one (rules that do set needs_modulator = True, e.g. RewardModulatedSTDP): "
+                "drop modulator= or use a modulated rule."
+            )
         if proj.modulator_population is not None and proj.modulator_population not in by_name:
             raise unknown_name_error(
                 "`modulator` population", proj.modulator_population, by_name, where=where

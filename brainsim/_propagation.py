@@ -41,6 +41,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from . import kernels
+from ._errors import check_positive_int
 from .connect import EdgeList, ProceduralEdges
 
 
@@ -233,8 +234,7 @@ class Sparse(AbstractLayout):
     )
 
     def build(self, edges, dt, *, owner, round_delays, dtype):
-        if self.chunk_size < 1:
-            raise ValueError(f"Sparse: `chunk_size` must be >= 1; got {self.chunk_size}.")
+        check_positive_int("chunk_size", self.chunk_size, owner="Sparse")
         edges = materialise(edges, owner)
         steps = delay_steps(edges.delay, dt, owner=owner, round_delays=round_delays)
         order = np.argsort(edges.pre, kind="stable")
@@ -357,8 +357,7 @@ class CSR(AbstractLayout):
     )
 
     def build(self, edges, dt, *, owner, round_delays, dtype):
-        if self.block_size < 1:
-            raise ValueError(f"CSR: `block_size` must be >= 1; got {self.block_size}.")
+        check_positive_int("block_size", self.block_size, owner="CSR")
         edges = materialise(edges, owner)
         if edges.n_synapses > np.iinfo(np.int32).max:
             raise ValueError(
@@ -486,8 +485,7 @@ class Procedural(AbstractLayout):
     )
 
     def build(self, edges, dt, *, owner, round_delays, dtype):
-        if self.chunk_size < 1:
-            raise ValueError(f"Procedural: `chunk_size` must be >= 1; got {self.chunk_size}.")
+        check_positive_int("chunk_size", self.chunk_size, owner="Procedural")
         if not isinstance(edges, ProceduralEdges):
             raise TypeError(
                 f"{owner}: the Procedural layout regenerates synapses from a rule; give it "

@@ -432,6 +432,12 @@ def simulate(
         >>> result = bs.simulate(net, 1000.0, key=jax.random.key(0), record=(bs.SpikeRaster(),))
         >>> times, ids = result.spikes("E")
     """
+    if key is not None and state is not None:
+        raise ValueError(
+            "simulate: pass `key` (a fresh run) or `state` (continue a run), not both: a state "
+            "carries its own random key, so `key` would be ignored. To continue with new "
+            "randomness, pass state=state._replace(key=jax.random.key(...))."
+        )
     network, state, monitors, n_steps = prepare(
         network, duration, n_steps=n_steps, key=key, state=state, record=record
     )

@@ -605,7 +605,7 @@ def net():
         (dict(n_steps=2, key=0), TypeError, r"simulate: `key` must be a JAX PRNG key.*0 \(int\)"),
         (dict(n_steps=2, key="k"), TypeError, r"simulate: `key`"),
         (
-            dict(n_steps=2, state={}),
+            dict(n_steps=2, key=None, state={}),
             TypeError,
             r"simulate: `state` must be a brainsim\.NetworkState",
         ),
@@ -699,3 +699,32 @@ def test_refused_models_leave_eqx_tree_at_alone():
     """Replacing a leaf with tree_at does not rebuild the model (no check, no error)."""
     lif = eqx.tree_at(lambda m: m.tau_m, bs.LIF(), jnp.asarray(np.nan))
     assert np.isnan(lif.tau_m)
+
+
+def test_silent_combinations_are_refused(tmp_path):
+    """Arguments that would be ignored: a key next to a state, a modulator no rule reads, a
+    single monitor passed to run_long, and layout sizes that are not positive integers."""
+    import jax
+
+    net = bs.Network([bs.Population("n", 2, bs.LIF())], dt=0.1)
+    state = net.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"simulate: pass `key` .* or `state` .*not both"):
+        bs.simulate(net, 1.0, key=jax.random.key(1), state=state)
+    pops = [bs.Population("a", 2, bs.PoissonSource(10.0)),
+            bs.Population("b", 2, bs.LIF(), receptors={"e": bs.Receptor(
+                bs.ExponentialSynapse(5.0), bs.CurrentBased())})]  # fmt: skip
+    proj = bs.Projection("a", "b", bs.connect.all_to_all(2, 2, weight=0.5), receptor="e",
+                         layout=bs.Dense(), plasticity=bs.plasticity.PairSTDP(),
+                         modulator=bs.ConstantCurrent(1.0))  # fmt: skip
+    with pytest.raises(ValueError, match=r"`modulator` is given but PairSTDP does not read one"):
+        bs.Network(pops, [proj], dt=0.1)
+    with pytest.raises(TypeError, match=r"run_long: `record` must be a sequence of monitors"):
+        bs.run_long(net, 1.0, tmp_path / "run", key=jax.random.key(0), record=bs.SpikeRaster())
+    assert not (tmp_path / "run").exists()  # refused before the folder is made
+    for layout, name in ((bs.Sparse(chunk_size=True), "chunk_size"),
+                         (bs.CSR(block_size=2.5), "block_size"),
+                         (bs.Procedural(chunk_size=0), "chunk_size")):  # fmt: skip
+        edges = (bs.connect.procedural_fixed_outdegree(2, 2, 1) if isinstance(layout, bs.Procedural)
+                 else bs.connect.all_to_all(2, 2))  # fmt: skip
+        with pytest.raises(ValueError, match=rf"{type(layout).__name__}: `{name}` must be a positive integer"):
+            bs.Network(pops, [bs.Projection("a", "b", edges, receptor="e", layout=layout)], dt=0.1)
