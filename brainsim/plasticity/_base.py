@@ -12,8 +12,10 @@ separate value::
 spike-source count adds to all-to-all traces), ``dt`` the step in ms and ``modulator`` an
 optional neuromodulator signal for this step (scalar or one value per postsynaptic neuron).
 Inside a :class:`~brainsim.Network` the projection's rule runs every step after the neurons
-have spiked and before their spikes are delivered, so a spike is transmitted with the weight
-after its own update (see :mod:`brainsim._network` for why).
+have spiked and, with Brian2's conventions (the default), after their spikes are delivered: a
+spike is transmitted with the weight before its own update, as Brian2's ``on_pre: g += w; ...;
+w = ...``. ``Timing(transmit_after_update=True)`` (the default of ``Timing.nest()``, as NEST's
+``stdp_synapse``) updates first (:mod:`brainsim._timing`, :mod:`brainsim._network`).
 
 Slow rules may also act between runs (after an example or an epoch):
 ``weights, state = rule.boundary(state, weights, synapses=synapses)``; for a whole network use
