@@ -383,7 +383,7 @@ ERRORS = [
      ["1.55 ms is not a whole number of steps"]),
     ('layout = { type = "dense" }', 'layout = "sprse"', "projections[0].layout",
      ["unknown layout 'sprse'", "Did you mean 'sparse'?"]),
-    ("chunk_size = 4", "chunk_size = 0", "projections[1].layout", ["`chunk_size` must be >= 1"]),
+    ("chunk_size = 4", "chunk_size = 0", "projections[1].layout", ["`chunk_size` must be a positive integer; got 0"]),
     ("chunk_size = 4", "chunk_size = 4.5", "projections[1].layout.chunk_size",
      ["an integer", "got a float"]),
     ("U = 0.4", "U = 2.0", "projections[1].stp.U", ["`U` must lie in (0, 1]"]),
