@@ -51,7 +51,7 @@ from ._clock import absolute_step
 from ._errors import SimulationError, check_positive, unknown_name_error
 from ._monitors import AbstractMonitor, PopulationRate, SpikeList, SpikeRaster, StateTrace
 from ._network import Network, NetworkState
-from ._simulate import _run_jit, n_steps_for, prepare
+from ._simulate import _run_jit, checked_monitors, n_steps_for, prepare
 from ._version import __version__
 
 RUN_FORMAT = "brainsim-run"
@@ -596,16 +596,7 @@ def _checked_arguments(network, duration, chunk, checkpoint_every, record):
     if checkpoint_every is not None:
         check_positive("checkpoint_every", checkpoint_every, owner="run_long", unit="ms")
         ckpt_steps = max(1, int(round(checkpoint_every / network.dt)))
-    if isinstance(record, AbstractMonitor):
-        raise TypeError(
-            f"run_long: `record` must be a sequence of monitors; got one {type(record).__name__}. "
-            "Wrap it in a tuple: record=(monitor,)."
-        )
-    monitors = tuple(record)
-    for m in monitors:
-        if not isinstance(m, AbstractMonitor):
-            raise TypeError(f"run_long: `record` items must be monitors; got {type(m).__name__}.")
-    return chunk_steps, total_steps, ckpt_steps, monitors
+    return chunk_steps, total_steps, ckpt_steps, checked_monitors(record, "run_long")
 
 
 def _run_long(

@@ -364,13 +364,18 @@ def prepare(
             )
         check_key(owner, key)
         state = network.init(key)
+    else:
+        check_state(network, state, owner=owner)
+    return network, state, checked_monitors(record, owner), int(n_steps)
+
+
+def checked_monitors(record, owner: str) -> tuple[AbstractMonitor, ...]:
+    """``record`` as a tuple of monitors, or a ``TypeError`` naming ``owner``'s argument."""
     if isinstance(record, AbstractMonitor):
         raise TypeError(
             f"{owner}: `record` must be a sequence of monitors; got one {type(record).__name__}. "
             "Wrap it in a tuple: record=(monitor,)."
         )
-    else:
-        check_state(network, state, owner=owner)
     monitors = tuple(record)
     for m in monitors:
         if not isinstance(m, AbstractMonitor):
@@ -378,7 +383,7 @@ def prepare(
                 f"{owner}: `record` items must be monitors (SpikeRaster, SpikeList, StateTrace, "
                 f"PopulationRate); got {type(m).__name__}."
             )
-    return network, state, monitors, int(n_steps)
+    return monitors
 
 
 def simulate(
