@@ -278,16 +278,17 @@ class StateTrace(AbstractMonitor):
     def _variable(self, network, state):
         p = network.population(self.population)
         receptor, field = self.receptor_field()
+        receptors = network.receptor_states(state, p.name)
         if receptor is None:
-            values = state.populations[p.name]
+            values = network.population_state(state, p.name)
         else:
-            rs = state.receptors[p.name].get(receptor)
+            rs = receptors.get(receptor)
             values = None if rs is None else rs.kinetics
         if field in getattr(values, "_fields", ()):
             return getattr(values, field)
-        valid = list(state.populations[p.name]._fields) + [
+        valid = list(network.population_state(state, p.name)._fields) + [
             f"{r}.{f}"
-            for r, rs in state.receptors[p.name].items()
+            for r, rs in receptors.items()
             for f in getattr(rs.kinetics, "_fields", ())
         ]
         raise unknown_name_error(

@@ -420,6 +420,19 @@ class Network(eqx.Module):
                 return p
         raise unknown_name_error("projection", name, [p.name for p in self.projections])
 
+    def population_state(self, state: NetworkState, name: str):
+        """The state of population ``name`` in ``state`` (a NamedTuple of ``(size,)`` arrays).
+
+        Use this rather than indexing ``state`` directly: the state's layout is the
+        network's business (populations may be stored merged into groups)."""
+        self.population(name)
+        return state.populations[name]
+
+    def receptor_states(self, state: NetworkState, name: str) -> dict:
+        """``{receptor: ReceptorState}`` of population ``name`` in ``state``."""
+        self.population(name)
+        return state.receptors[name]
+
     @property
     def n_neurons(self) -> int:
         return sum(p.size for p in self.populations if not p.is_source)
