@@ -229,6 +229,7 @@ class FaultContext(NamedTuple):
     ``jit`` can format it on the host."""
 
     population_names: tuple[str, ...]
+    """Names of what the state faults index: the groups of merged populations."""
     state_bounds: tuple[tuple[tuple[str, StateBound], ...], ...]
     monitors: tuple
     dt: float
@@ -333,7 +334,7 @@ def check_traced(result):
     under ``vmap`` the largest index over the batch wins, so it can name neither the step nor
     the value nor the batch member (and picked the wrong kind of fault when one member failed).
     """
-    context = FaultContext(result.population_names, result.state_bounds, result.monitors, result.dt)
+    context = FaultContext(result.group_names, result.state_bounds, result.monitors, result.dt)
 
     def host(step, faults, start_step, start_epoch):
         message = fault_message(context, faults, absolute_step(start_step, start_epoch))

@@ -43,14 +43,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from . import kernels
-from ._clock import advance, input_step, ring_cursor
-from ._clock import step_key as clock_step_key
+from . import _step
 from ._compile import jit
 from ._errors import check_name, check_positive, check_positive_int, unknown_name_error
 from ._inputs import AbstractCurrent
-from ._neurons._base import AbstractNeuron, AbstractSpikeSource, Drive, default_dtype
-from ._propagation import AbstractConnectivity, AbstractLayout, Procedural, Sparse, ring_row
+from ._neurons._base import AbstractNeuron, AbstractSpikeSource, default_dtype
+from ._plan import Plan, build_plan, concat_members, group_layout, member_view
+from ._propagation import AbstractConnectivity, AbstractLayout, Procedural, Sparse
 from ._synapses.kinetics import AbstractKinetics
 from ._synapses.outputs import AbstractOutput
 from ._synapses.stp import TsodyksMarkram
@@ -420,18 +419,72 @@ class Network(eqx.Module):
                 return p
         raise unknown_name_error("projection", name, [p.name for p in self.projections])
 
+    def layout(self):
+        """Which populations are merged into which group (:func:`brainsim._plan.group_layout`;
+        static, from the network's structure)."""
+        return group_layout(self)
+
+    def ungrouped(self, state: NetworkState) -> NetworkState:
+        """``state`` with one entry per population in ``populations`` and ``receptors`` (as
+        if no population were merged); :meth:`grouped` is the inverse."""
+        pops = {p.name: self.population_state(state, p.name) for p in self.populations}
+        receptors = {p.name: self.receptor_states(state, p.name) for p in self.populations}
+        return state._replace(populations=pops, receptors=receptors)
+
+    def grouped(self, state: NetworkState, *, rings: bool = True) -> NetworkState:
+        """The network's own layout of a state from :meth:`ungrouped` (``rings=False``: the
+        ring buffers left empty, for a view of the neurons' and traces' state only)."""
+        layout = self.layout()
+        pops, receptors = {}, {}
+        for name, members in layout.groups:
+            pops[name] = concat_members([state.populations[m.name] for m in members])
+            first = state.receptors[members[0].name]
+            receptors[name] = {
+                r: ReceptorState(
+                    concat_members([state.receptors[m.name][r].kinetics for m in members]),
+                    _join_rings([state.receptors[m.name][r].ring for m in members], members)
+                    if rings
+                    else jnp.zeros((0,), state.receptors[members[0].name][r].ring.dtype),
+                )
+                for r in first
+            }
+        return state._replace(populations=pops, receptors=receptors)
+
+    def plan(self) -> Plan:
+        """This network compiled to merged groups and deliveries (:mod:`brainsim._plan`), the
+        value :func:`brainsim.step` advances. Build it once per run, outside the time loop:
+        merging concatenates parameters and connectivity."""
+        return build_plan(self)
+
     def population_state(self, state: NetworkState, name: str):
         """The state of population ``name`` in ``state`` (a NamedTuple of ``(size,)`` arrays).
 
-        Use this rather than indexing ``state`` directly: the state's layout is the
-        network's business (populations may be stored merged into groups)."""
+        Use this rather than indexing ``state`` directly: populations merged into a group
+        share one state (``state.populations[group name]``), of which this is a slice."""
         self.population(name)
-        return state.populations[name]
+        layout = self.layout()
+        g, member = layout.group_of(name)
+        group_name, _ = layout.groups[g]
+        return member_view(state.populations[group_name], member, layout.size(g))
 
     def receptor_states(self, state: NetworkState, name: str) -> dict:
-        """``{receptor: ReceptorState}`` of population ``name`` in ``state``."""
+        """``{receptor: ReceptorState}`` of population ``name`` in ``state``: its traces, and
+        the rows of its ring buffer (``(D * size,)``; a copy for a merged population)."""
         self.population(name)
-        return state.receptors[name]
+        layout = self.layout()
+        g, member = layout.group_of(name)
+        group_name, _ = layout.groups[g]
+        n = layout.size(g)
+        out = {}
+        for r, rs in state.receptors[group_name].items():
+            ring = rs.ring
+            if member.size != n:
+                rows = ring.reshape(ring.shape[:-1] + (-1, n))
+                ring = rows[..., member.offset : member.offset + member.size].reshape(
+                    ring.shape[:-1] + (-1,)
+                )
+            out[r] = ReceptorState(member_view(rs.kinetics, member, n), ring)
+        return out
 
     @property
     def n_neurons(self) -> int:
@@ -442,11 +495,15 @@ class Network(eqx.Module):
         return sum(p.connectivity.n_synapses for p in self.projections)
 
     def ring_length(self, population: str, receptor: str) -> int:
-        """Rows ``D`` of a receptor's ring buffer: the longest delay (steps) into it."""
+        """Rows ``D`` of a receptor's ring buffer: the longest lag (steps) into it, over
+        every population of the group ``population`` is merged into."""
+        layout = self.layout()
+        g, _ = layout.group_of(population)
+        members = {m.name for m in layout.groups[g][1]}
         delays = [
             p.connectivity.max_delay
             for p in self.projections
-            if p.post == population and p.receptor == receptor
+            if p.post in members and p.receptor == receptor
         ]
         return max(delays, default=1)
 
@@ -477,13 +534,25 @@ class Network(eqx.Module):
                 old = getattr(state, var)
                 state = state._replace(**{var: dist(k, old.shape, old.dtype)})
             pops[p.name] = state
-            receptors[p.name] = {
+        layout = self.layout()
+        grouped = {}
+        for g, (name, members) in enumerate(layout.groups):
+            grouped[name] = concat_members([pops[m.name] for m in members])
+            first = self.populations[members[0].index]
+            n = layout.size(g)
+            receptors[name] = {
                 r: ReceptorState(
-                    rec.kinetics.init(p.size, dtype),
-                    jnp.zeros((self.ring_length(p.name, r) * p.size,), dtype),
+                    concat_members(
+                        [
+                            self.populations[m.index].receptors[r].kinetics.init(m.size, dtype)
+                            for m in members
+                        ]
+                    ),
+                    jnp.zeros((self.ring_length(first.name, r) * n,), dtype),
                 )
-                for r, rec in p.receptors.items()
+                for r in first.receptors
             }
+        pops = grouped
         plastic = {}
         for proj in self.projections:
             if proj.stp is not None:
@@ -498,69 +567,9 @@ class Network(eqx.Module):
 
     def step(self, state: NetworkState):
         """Advance the whole network by one step; return ``(state, spikes)`` with ``spikes`` a
-        dict of float arrays (one per population)."""
-        dt = self.dt
-        # Inputs see the absolute step (saturated far beyond any schedule); rings index rows by
-        # the absolute step modulo their length (``_clock``), so both stay exact past 2**31.
-        k = input_step(state.step, state.epoch)
-        t = k.astype(jnp.result_type(float)) * dt
-        step_key = clock_step_key(state.key, state.step, state.epoch)
-        pops, receptors, spikes, pending_clears = {}, {}, {}, {}
-        for i, p in enumerate(self.populations):
-            pkey = jax.random.fold_in(step_key, i)
-            pstate = state.populations[p.name]
-            if p.is_source:
-                pops[p.name], spikes[p.name] = p.model.step(pstate, k, dt, pkey)
-                receptors[p.name] = {}
-                continue
-            pops[p.name], spikes[p.name], receptors[p.name], clears = self._update_population(
-                p, pstate, state.receptors[p.name], state, k, t, pkey, defer_clears=True
-            )
-            pending_clears.update(clears)
-        if self.timing.transmit_after_update:
-            plastic = self._plasticity(state, spikes, k, step_key)
-            stp, receptors = self._propagate(state, spikes, receptors, plastic, pending_clears)
-        else:
-            stp, receptors = self._propagate(
-                state, spikes, receptors, state.plasticity, pending_clears
-            )
-            plastic = self._plasticity(state, spikes, k, step_key, delivered=receptors)
-        step, epoch = advance(state.step, state.epoch)
-        new_state = NetworkState(step, epoch, state.key, pops, receptors, stp, plastic)
-        return new_state, spikes
-
-    def _plasticity(self, state, spikes, k, key, delivered=None):
-        """Long-term plasticity of every plastic projection, after this step's spikes.
-
-        With ``delivered`` (the receptors after this step's deliveries; Brian2's order, the
-        spikes were transmitted with the weights before this update) each update waits for
-        its projection's delivery: XLA then updates the weights in place after the delivery
-        has read them, instead of copying them every step."""
-        out = {}
-        for n, proj in enumerate(self.projections):
-            if proj.plasticity is None:
-                continue
-            ps = state.plasticity[proj.name]
-            pre_spikes = spikes[proj.pre]
-            if delivered is not None:
-                ring = delivered[proj.post][proj.receptor].ring
-                pre_spikes = kernels.after(pre_spikes, ring[:1])
-            mod = proj.modulator
-            if proj.modulator_population is not None:
-                mod = kernels.fast_sum(spikes[proj.modulator_population])
-            elif mod is not None:
-                mod = mod.current(k, self.dt, jax.random.fold_in(key, 2000 + n))
-            w, rs = proj.plasticity.update(
-                ps.rule,
-                ps.weights,
-                pre_spikes,
-                spikes[proj.post],
-                self.dt,
-                synapses=proj.synapses,
-                modulator=mod,
-            )
-            out[proj.name] = PlasticState(w.astype(ps.weights.dtype), rs)
-        return out
+        dict of float arrays (one per population). ``brainsim.step(network.plan(), state)``
+        is the same function; drivers build the plan once, outside their loop."""
+        return _step.step(self.plan(), state)
 
     def with_weights(self, state: NetworkState) -> Network:
         """This network with the plastic projections' weights taken from ``state`` (e.g. to
@@ -580,92 +589,15 @@ class Network(eqx.Module):
             return proj.connectivity.to_dense()
         return proj.synapses.to_dense(state.plasticity[projection].weights)
 
-    def _propagate(self, state, spikes, receptors, plastic=None, pending_clears=None):
-        """Short-term plasticity, then delivery into the postsynaptic ring buffers.
 
-        ``pending_clears`` maps ``(population, receptor)`` to the arrays a deferred ring-row
-        clear waits for (:meth:`_update_population`); the first projection into that receptor
-        clears the row as part of its delivery."""
-        stp = {}
-        pending_clears = dict(pending_clears or {})
-        plastic = state.plasticity if plastic is None else plastic
-        for proj in self.projections:
-            values = spikes[proj.pre]
-            if proj.stp is not None:
-                stp[proj.name], values = proj.stp.step(state.stp[proj.name], values, self.dt)
-            rs = receptors[proj.post][proj.receptor]
-            conn = proj.connectivity
-            if proj.plasticity is not None:
-                w = plastic[proj.name].weights
-                conn = eqx.tree_at(lambda c: c.weights, conn, w.astype(conn.weights.dtype))
-            after = pending_clears.pop((proj.post, proj.receptor), None)
-            cursor = ring_cursor(state.step, state.epoch, rs.ring.shape[0] // conn.n_post)
-            if after is None:
-                ring = conn.deliver(rs.ring, cursor, values)
-            else:
-                ring = conn.clear_and_deliver(rs.ring, cursor, values, after=after)
-            receptors[proj.post][proj.receptor] = rs._replace(ring=ring)
-        if pending_clears:
-            raise AssertionError(f"ring clears deferred to no projection: {list(pending_clears)}")
-        return stp, receptors
-
-    def _update_population(
-        self, p: Population, pstate, rstates, state, k, t, key, defer_clears=False
-    ):
-        """Steps 1–3 for one neuron population: ``(state, spikes, receptor states, clears)``.
-
-        The receptors' traces are decayed and their ring rows cleared *after* the neuron
-        update and depending on its result: XLA then knows that every read of the old trace
-        and ring row comes before their in-place rewrite, and does not copy the loop-carried
-        traces and rings every step (for a delayed projection the copy is the whole ring,
-        ``D × n`` values, which cost more than the rest of the step).
-
-        With ``defer_clears`` the row of a receptor that some projection delivers into is not
-        cleared here: ``clears`` maps ``(population, receptor)`` to the arrays the clear
-        must wait for, and :meth:`_propagate` has the first delivery do it.
-        """
-        drive, arrived = self._drive(p, pstate, rstates, state, k, key)
-        new_pstate, spikes = p.model.step(pstate, drive, t, self.dt)
-        v_new = p.model.voltage(new_pstate)
-        dtype = v_new.dtype
-        new, clears = {}, {}
-        fed = {proj.receptor for proj in self.projections if proj.post == p.name}
-        for name, rec in p.receptors.items():
-            ring = rstates[name].ring
-            decayed = jax.tree.map(
-                lambda x: kernels.after(x.astype(dtype), v_new),
-                rec.kinetics.decay(arrived[name], self.dt),
-            )
-            if defer_clears and name in fed:
-                clears[(p.name, name)] = tuple(jax.tree.leaves(decayed))
-            else:
-                row = ring_cursor(state.step, state.epoch, ring.shape[0] // p.size)
-                ring = kernels.clear_ring_row(
-                    ring, row, n_post=p.size, after=jax.tree.leaves(decayed)
-                )
-            new[name] = ReceptorState(decayed, ring)
-        return new_pstate, spikes, new, clears
-
-    def _drive(self, p: Population, pstate, rstates, state, k, key):
-        """The membrane input of step ``k`` and each receptor's trace after this step's
-        arrivals (step 1–2 of the module docstring)."""
-        dt = self.dt
-        v = p.model.voltage(pstate)
-        dtype = v.dtype
-        current = jnp.zeros((p.size,), dtype)
-        conductance = jnp.zeros((p.size,), dtype)
-        arrived = {}
-        for name, rec in p.receptors.items():
-            rs = rstates[name]
-            row = ring_cursor(state.step, state.epoch, rs.ring.shape[0] // p.size)
-            kin = rec.kinetics.arrive(rs.kinetics, ring_row(rs.ring, row, p.size))
-            contribution = rec.output.drive(rec.kinetics.mean(kin, dt), v)
-            current = current + contribution.current
-            conductance = conductance + contribution.conductance
-            arrived[name] = kin
-        for j, c in enumerate(p.currents):
-            current = current + c.current(k, dt, jax.random.fold_in(key, 1000 + j))
-        return Drive(current.astype(dtype), conductance.astype(dtype)), arrived
+def _join_rings(rings, members):
+    """Members' ring buffers (``(..., D * size)`` each, rows of their neurons) as one ring of
+    the group (rows of all members' neurons side by side)."""
+    if len(rings) == 1:
+        return rings[0]
+    rows = [r.reshape(r.shape[:-1] + (-1, m.size)) for r, m in zip(rings, members, strict=True)]
+    joined = jnp.concatenate(rows, axis=-1)
+    return joined.reshape(joined.shape[:-2] + (-1,))
 
 
 @jit

@@ -32,6 +32,9 @@ Dense, Sparse and CSR also accept a procedural rule, which they materialise at b
 from __future__ import annotations
 
 import abc
+import dataclasses
+from collections.abc import Hashable
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -141,6 +144,69 @@ class AbstractConnectivity(eqx.Module):
     @abc.abstractmethod
     def to_dense(self) -> Float[Array, "n_pre n_post"]:
         """Summed weight matrix (duplicates added; for inspection and tests)."""
+
+    # The plan (brainsim._plan) merges populations into groups and projections into one
+    # delivery per receptor of a group. A format takes part through these three methods; the
+    # defaults keep it apart (a population receiving it is not merged with others).
+
+    placeable: ClassVar[bool] = False
+    """Whether :meth:`placed` can shift this format's targets into a wider ring."""
+
+    def placed(self, offset: int, width: int) -> AbstractConnectivity:
+        """This connectivity delivering into neurons ``offset .. offset + n_post - 1`` of a
+        ring ``width`` neurons wide (its population's place in a merged group)."""
+        if offset == 0 and width == self.n_post:
+            return self
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot deliver into a merged group; set placeable = True "
+            "and implement placed()."
+        )
+
+    def merge_key(self) -> Hashable | None:
+        """Connectivities with equal keys are merged by :meth:`merge` into one delivery;
+        ``None`` (the default) delivers this one on its own."""
+        return None
+
+    @classmethod
+    def merge(cls, rows, width: int) -> list:
+        """Merge connectivities into as few as possible.
+
+        ``rows``: ``[(block, [(connectivity, offset), ...]), ...]``: for each block of rows
+        (one presynaptic spike vector), the connectivities from it and the offsets of their
+        targets in the ring of ``width`` neurons. Returns ``[(blocks, connectivity), ...]``,
+        each connectivity delivering the spikes of its blocks, concatenated in order."""
+        raise NotImplementedError(f"{cls.__name__} does not merge.")
+
+
+def _merge_key(conn, kind: str, tile: int):
+    """Merge key of the event-driven formats: same kernel, tiling and weight dtype. A shared
+    (scalar) weight merges only where a weight per synapse costs no more memory than the
+    neurons do (one-to-one and sparser projections, e.g. background drives): for dense
+    projections the per-synapse weights would cost more memory traffic than the kernel call
+    the merge saves."""
+    if jnp.ndim(conn.weights) == 0 and conn.n_synapses > 2 * (conn.n_pre + conn.n_post):
+        return None
+    return (kind, tile, conn.implementation, jnp.dtype(conn.weights.dtype))
+
+
+def _synapse_delays(conn, shape):
+    """Per-synapse lags of an ELL/CSR connectivity (its one static lag broadcast)."""
+    if conn.delays is not None:
+        return conn.delays.astype(jnp.int32)
+    return jnp.full(shape, conn.homogeneous_delay or 1, jnp.int32)
+
+
+def _fan_out_buckets(blocks, fan_out):
+    """Blocks of rows grouped so that within a group the widest is at most twice the
+    narrowest (padding to the widest then at most doubles the work of a spike)."""
+    ordered = sorted(blocks, key=fan_out, reverse=True)
+    buckets: list[list] = []
+    for b in ordered:
+        if buckets and 2 * fan_out(b) >= fan_out(buckets[-1][0]):
+            buckets[-1].append(b)
+        else:
+            buckets.append([b])
+    return buckets
 
 
 # ----------------------------------------------------------------------------------- dense
@@ -330,6 +396,58 @@ class EllConnectivity(AbstractConnectivity):
     def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
         return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
 
+    placeable: ClassVar[bool] = True
+
+    def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
+        targets = jnp.where(self.targets < self.n_post, self.targets + offset, width)
+        return dataclasses.replace(self, targets=targets.astype(jnp.int32), n_post=width)
+
+    def merge_key(self):
+        return _merge_key(self, "ell", self.chunk_size)
+
+    @classmethod
+    def merge(cls, rows, width):
+        """Stack the blocks' rows (each block's connectivities side by side in its rows),
+        in buckets of similar fan-out so that padding at most doubles a bucket's work."""
+        blocks = []
+        for block, parts in rows:
+            shifted = [c.placed(offset, width) for c, offset in parts]
+            targets = jnp.concatenate([c.targets for c in shifted], axis=1)
+            weights = jnp.concatenate(
+                [jnp.broadcast_to(c.weights, c.targets.shape) for c in shifted], axis=1
+            )
+            delays = jnp.concatenate([_synapse_delays(c, c.targets.shape) for c in shifted], 1)
+            blocks.append((block, shifted, targets, weights, delays))
+        out = []
+        for bucket in _fan_out_buckets(blocks, lambda b: b[2].shape[1]):
+            fan_out = max(b[2].shape[1] for b in bucket)
+
+            def pad(x, value, fan_out=fan_out):
+                return jnp.pad(x, ((0, 0), (0, fan_out - x.shape[1])), constant_values=value)
+
+            convs = [c for b in bucket for c in b[1]]
+            first = convs[0]
+            single = len(convs) == 1
+            homogeneous = len({c.homogeneous_delay for c in convs}) == 1 and all(
+                c.delays is None for c in convs
+            )
+            conn = EllConnectivity(
+                jnp.concatenate([pad(b[2], width) for b in bucket]),
+                first.weights if single else jnp.concatenate([pad(b[3], 0) for b in bucket]),
+                None if homogeneous else jnp.concatenate([pad(b[4], 1) for b in bucket]),
+                first.homogeneous_delay if homogeneous else 0,
+                first.chunk_size,
+                first.implementation,
+                sum(b[2].shape[0] for b in bucket),
+                width,
+                max(c.max_delay for c in convs),
+                sum(c.n_synapses for c in convs),
+            )
+            out.append(([b[0] for b in bucket], conn))
+        return out
+
     def to_dense(self):
         w = jnp.broadcast_to(self.weights, self.targets.shape)
         rows = jnp.broadcast_to(jnp.arange(self.n_pre)[:, None], self.targets.shape)
@@ -454,6 +572,64 @@ class CsrConnectivity(AbstractConnectivity):
 
     def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
         return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
+
+    placeable: ClassVar[bool] = True
+
+    def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
+        return dataclasses.replace(self, indices=self.indices + offset, n_post=width)
+
+    def merge_key(self):
+        return _merge_key(self, "csr", self.block_size)
+
+    @classmethod
+    def merge(cls, rows, width):
+        """One CSR of all blocks: each block's rows hold the synapses of its connectivities
+        one after the other (no padding, so no buckets)."""
+        indptr, indices, weights, delays, convs = [jnp.zeros((1,), jnp.int32)], [], [], [], []
+        for _, parts in rows:
+            shifted = [c.placed(offset, width) for c, offset in parts]
+            convs += shifted
+            n_pre = shifted[0].n_pre
+            counts = [jnp.diff(c.indptr) for c in shifted]
+            starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(sum(counts))])
+            nnz = sum(c.indices.shape[0] for c in shifted)
+            idx = jnp.zeros((nnz,), jnp.int32)
+            w = jnp.zeros((nnz,), shifted[0].weights.dtype)
+            d = jnp.zeros((nnz,), jnp.int32)
+            before = jnp.zeros((n_pre,), jnp.int32)
+            for c, count in zip(shifted, counts, strict=True):
+                m = c.indices.shape[0]
+                row = jnp.repeat(jnp.arange(n_pre), count, total_repeat_length=m)
+                pos = starts[row] + before[row] + jnp.arange(m, dtype=jnp.int32) - c.indptr[row]
+                idx = idx.at[pos].set(c.indices.astype(jnp.int32))
+                w = w.at[pos].set(jnp.broadcast_to(c.weights, (m,)))
+                d = d.at[pos].set(_synapse_delays(c, (m,)))
+                before = before + count
+            indptr.append(starts[1:] + indptr[-1][-1])
+            indices.append(idx)
+            weights.append(w)
+            delays.append(d)
+        first = convs[0]
+        single = len(convs) == 1
+        homogeneous = len({c.homogeneous_delay for c in convs}) == 1 and all(
+            c.delays is None for c in convs
+        )
+        conn = CsrConnectivity(
+            jnp.concatenate(indptr),
+            jnp.concatenate(indices),
+            first.weights if single else jnp.concatenate(weights),
+            None if homogeneous else jnp.concatenate(delays),
+            first.homogeneous_delay if homogeneous else 0,
+            first.block_size,
+            first.implementation,
+            sum(parts[0][0].n_pre for _, parts in rows),
+            width,
+            max(c.max_delay for c in convs),
+            sum(c.n_synapses for c in convs),
+        )
+        return [([block for block, _ in rows], conn)]
 
     def to_dense(self):
         n_syn = self.indices.shape[0]

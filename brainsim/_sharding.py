@@ -94,9 +94,11 @@ from ._faults import StateFaults, check_step, combine_devices
 from ._inputs import AbstractCurrent
 from ._monitors import AbstractMonitor, StateTrace
 from ._network import Network, NetworkState, Population, Projection, ReceptorState
+from ._plan import build_plan, concat_members, member_view
 from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
 from ._simulate import SimulationResult, check_result, collect_result, prepare
 from ._state_check import float_dtype
+from ._step import _propagate, _update_group
 
 # ------------------------------------------------------------------------ jax versions
 
@@ -514,7 +516,9 @@ def _count_synapses(conn) -> int:
 
 def _check_state_shapes(network: Network) -> None:
     """Every state leaf of a neuron population (and its synaptic traces) must be per neuron."""
-    shapes = jax.eval_shape(lambda: network._init(jax.random.key(0), jnp.zeros(()).dtype))
+    shapes = jax.eval_shape(
+        lambda: network.ungrouped(network._init(jax.random.key(0), jnp.zeros(()).dtype))
+    )
     for p in network.populations:
         if p.is_source:
             continue
@@ -640,28 +644,35 @@ def _gather_compact(plan: _Plan, local: dict) -> dict:
 
 
 def _local_step(plan: _Plan, net: Network, state: NetworkState):
-    """:meth:`Network.step` on one device's block, with the spike exchange in the middle."""
+    """The step of :mod:`brainsim._step` on one device's block (one group per population of
+    the local network), with the spike exchange between the neuron update and delivery."""
+    local_plan = build_plan(net, merge="sources")
     dt = net.dt
     k = input_step(state.step, state.epoch)
     t = k.astype(jnp.result_type(float)) * dt
     step_key = clock_step_key(state.key, state.step, state.epoch)
-    pops, receptors, spikes, local = {}, {}, {}, {}
-    for i, p in enumerate(net.populations):
-        pkey = jax.random.fold_in(step_key, i)
-        pstate = state.populations[p.name]
-        if p.is_source:
-            pops[p.name], spikes[p.name] = p.model.step(pstate, k, dt, pkey)
-            receptors[p.name] = {}
+    pops, receptors, spikes, local, clears = {}, {}, {}, {}, {}
+    for g, group in enumerate(local_plan.groups):
+        pkey = jax.random.fold_in(step_key, group.members[0].index)
+        if group.is_source:  # replicated, merged as on one device (same random draws)
+            members = [state.populations[m.name] for m in group.members]
+            new, fired = group.model.step(concat_members(members), k, dt, pkey)
+            for m in group.members:
+                pops[m.name] = member_view(new, m, group.size)
+                spikes[m.name] = member_view(fired, m, group.size)
+                receptors[m.name] = {}
             continue
-        pops[p.name], local[p.name], receptors[p.name], _ = net._update_population(
-            p, pstate, state.receptors[p.name], state, k, t, pkey
+        pstate = state.populations[group.name]
+        pops[group.name], local[group.name], receptors[group.name], pending = _update_group(
+            local_plan, g, pstate, state.receptors[group.name], state, k, t, step_key
         )
+        clears.update(pending)
     local = {n: jnp.where(_valid(plan, n), s, 0) for n, s in local.items()}
     if local:
         exchange = _gather_vector if plan.capacity is None else _gather_compact
         spikes.update(exchange(plan, local))
     spikes = {p.name: spikes[p.name] for p in net.populations}
-    stp, receptors = net._propagate(state, spikes, receptors)
+    stp, receptors = _propagate(local_plan, state, spikes, receptors, state.plasticity, clears)
     step, epoch = advance(state.step, state.epoch)
     return NetworkState(step, epoch, state.key, pops, receptors, stp), spikes
 
@@ -699,7 +710,7 @@ def _global_view(plan: _Plan, state: NetworkState, monitors) -> NetworkState:
 @jit
 def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps):
     start = (state.step, state.epoch)
-    blocks = _to_blocks(plan, state)
+    blocks = _to_blocks(plan, skeleton.ungrouped(state))
     specs = _state_specs(plan, blocks)
     dynamic, static = eqx.partition(local, eqx.is_array)
 
@@ -713,7 +724,7 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
         def body(carry, _):
             state, buffers, faults, local = carry  # local: steps of this run so far
             new_state, spikes = _local_step(plan, net, state)
-            view = _global_view(plan, state, monitors)
+            view = skeleton.grouped(_global_view(plan, state, monitors), rings=False)
             buffers = tuple(
                 m.update(skeleton, b, view, spikes, local)
                 for m, b in zip(monitors, buffers, strict=True)
@@ -742,6 +753,8 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     )(*args)
     # Back to the single-device layout, replicated (the reshapes need whole arrays).
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
+    by_population = [final.populations[p.name] for p in skeleton.populations]
+    final = skeleton.grouped(final)
     return collect_result(
         final,
         buffers,
@@ -753,6 +766,8 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
         n_steps=n_steps,
         start=start,
         timing=skeleton.timing,
+        groups=skeleton.populations,
+        group_states=by_population,
     )
 
 

@@ -37,6 +37,7 @@ from ._monitors import (
 )
 from ._network import Network, NetworkState
 from ._state_check import check_state, float_dtype
+from ._step import step
 from ._timing import BRIAN2, Timing
 
 
@@ -62,8 +63,11 @@ class SimulationResult(eqx.Module):
     timing: Timing = eqx.field(static=True, default=BRIAN2)
     """The network's conventions: a spike of step ``k`` is recorded at ``t_k`` or ``t_{k+1}``."""
     state_bounds: tuple = eqx.field(static=True, default=())
-    """Per population: the ``(variable, StateBound)`` pairs its model declares, in the order
-    ``faults.out_of_bounds_variable`` indexes."""
+    """Per group of merged populations (:meth:`Network.layout`): the ``(variable,
+    StateBound)`` pairs its model declares, in the order ``faults.out_of_bounds_variable``
+    indexes."""
+    group_names: tuple[str, ...] = eqx.field(static=True, default=())
+    """The groups the state faults are indexed by (a population's name when it is alone)."""
 
     @property
     def duration(self) -> float:
@@ -88,7 +92,7 @@ class SimulationResult(eqx.Module):
         """Raise :class:`SimulationError` describing the first fault, if any: the population,
         variable, value, step and time of a non-finite or diverged state, or the monitor that
         overflowed, and for a batched result the batch member. Returns ``self`` otherwise."""
-        context = FaultContext(self.population_names, self.state_bounds, self.monitors, self.dt)
+        context = FaultContext(self.group_names, self.state_bounds, self.monitors, self.dt)
         message = fault_message(context, self.faults, self.start_step)
         if message is not None:
             raise SimulationError(message)
@@ -237,13 +241,19 @@ def collect_result(
     n_steps,
     start,
     timing,
+    groups,
+    group_states=None,
 ) -> SimulationResult:
     """The :class:`SimulationResult` of a finished scan: each monitor's recording (its scan
     output, or its buffer if it records into one), overflow counts and faults.
 
-    ``populations``: the network's :class:`Population` values (their models declare the
-    bounds of their state, reported with the faults).
+    ``populations``: the network's :class:`Population` values; ``groups``: what the state
+    faults are indexed by, the plan's groups (their models declare the bounds of their
+    state, reported with the faults), with their states ``group_states`` (default: by
+    group name in ``state.populations``).
     """
+    if group_states is None:
+        group_states = [state.populations[g.name] for g in groups]
     recordings = tuple(b if o is None else o for b, o in zip(buffers, outputs, strict=True))
     overflow = (
         jnp.stack(
@@ -273,7 +283,10 @@ def collect_result(
         n_steps=n_steps,
         start=start,
         timing=timing,
-        state_bounds=tuple(population_bounds(p, state.populations[p.name]) for p in populations),
+        state_bounds=tuple(
+            population_bounds(g, s) for g, s in zip(groups, group_states, strict=True)
+        ),
+        group_names=tuple(g.name for g in groups),
     )
 
 
@@ -286,12 +299,13 @@ def _run(
     unroll: int = 1,
 ):
     buffers = tuple(m.init(network, n_steps, float_dtype(state)) for m in monitors)
-    faults = StateFaults.init(len(network.populations))
+    plan = network.plan()  # merged once, outside the loop
+    faults = StateFaults.init(len(plan.groups))
     start = (state.step, state.epoch)
 
     def body(carry, _):
         net_state, buffers, faults, local = carry
-        new_state, spikes = network.step(net_state)
+        new_state, spikes = step(plan, net_state)
         # Monitors and faults count the steps of this run (int32: a run's buffers could not
         # hold more steps); the network's own step is the (step, epoch) pair.
         buffers = tuple(
@@ -299,8 +313,8 @@ def _run(
             for m, b in zip(monitors, buffers, strict=True)
         )
         outputs = tuple(m.per_step(network, net_state, spikes, local) for m in monitors)
-        new_pops = [new_state.populations[p.name] for p in network.populations]
-        faults = check_step(network.populations, new_pops, local, faults)
+        new_groups = [new_state.populations[g.name] for g in plan.groups]
+        faults = check_step(plan.groups, new_groups, local, faults)
         return (new_state, buffers, faults, local + 1), outputs
 
     local = jnp.zeros((), jnp.int32)
@@ -318,6 +332,7 @@ def _run(
         n_steps=n_steps,
         start=start,
         timing=network.timing,
+        groups=plan.groups,
     )
 
 
