@@ -161,6 +161,7 @@ def summary(runs: list[dict]) -> dict:
     names = runs[0]["rates"]
     return {
         "run_s": times,
+        "cpu_s": [r["cpu_s"] for r in runs],  # process CPU time: above run_s if multithreaded
         "min_s": min(times),
         "median_s": statistics.median(times),
         "rates": {k: statistics.mean(r["rates"][k] for r in runs) for k in names},

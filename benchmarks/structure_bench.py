@@ -11,10 +11,12 @@ network, this script
   compile, timed apart) after a small warm-up compilation that absorbs JAX's one-time start-up;
 * reads the optimised HLO (``compiled.as_text()``), finds the simulation loop (the largest
   ``while`` of the entry computation) and counts in its body, following nested loops,
-  conditionals and calls but not entering fusions: ``instructions`` (all), ``ops`` (all but
-  parameter, constant, get-tuple-element, tuple and bitcast, which cost nothing at run time:
-  about the kernels launched per step), ``fusion`` and ``custom-call`` instructions, the
-  instructions inside the fusions' computations, and nested loops;
+  conditionals (every branch) and calls but not entering fusions: ``instructions`` (all),
+  ``ops`` (all but parameter, constant, get-tuple-element, tuple and bitcast, which cost
+  nothing at run time), ``fusion`` and ``custom-call`` instructions, the instructions inside
+  the fusions' computations, and nested loops; and ``top-level ops``, the ops of the body
+  computation itself (each runs once per step: on a CPU one thunk, on a GPU about one kernel
+  launch; a nested loop or conditional counts as one);
 * optionally runs the compiled loop (``--repeats``, default 1) for the time per step.
 
 It prints the table with the ratio PD / COBA, appends it to ``--output`` (default
@@ -156,8 +158,17 @@ def loop_body_counts(text: str) -> dict:
     if not loops:
         raise ValueError("no while loop in the entry computation; was the loop unrolled away?")
     counts, body = max(loops, key=lambda x: x[0]["instructions"])
+    # The body's own ops, without what nested loops and conditionals' branches hold: every
+    # one of them runs once per step, while a branch runs only when selected.
+    top = sum(op not in FREE for op, _ in computations[body])
     module = sum(len(c) for c in computations.values())
-    return {**counts, "body": body, "entry_loops": len(loops), "module_instructions": module}
+    return {
+        **counts,
+        "top_level_ops": top,
+        "body": body,
+        "entry_loops": len(loops),
+        "module_instructions": module,
+    }
 
 
 def networks(seed: int) -> dict:
@@ -210,12 +221,13 @@ def measure(name, build, record, duration, repeats, seed) -> tuple[dict, str]:
 
 COLUMNS = [
     "date", "machine", "jax", "commit", "network", "populations", "projections",
-    "trace (s)", "lower (s)", "XLA compile (s)", "body instructions", "body ops", "fusions",
+    "trace (s)", "lower (s)", "XLA compile (s)", "body instructions", "body ops", "top-level ops", "fusions",
     "custom calls", "fused instr.", "nested loops", "µs / step (min)", "command",
 ]  # fmt: skip
 RATIO_KEYS = [
     ("trace (s)", "trace_s"), ("lower (s)", "lower_s"), ("XLA compile (s)", "compile_s"),
-    ("body instructions", "instructions"), ("body ops", "ops"), ("fusions", "fusions"),
+    ("body instructions", "instructions"), ("body ops", "ops"), ("top-level ops", "top_level_ops"),
+    ("fusions", "fusions"),
     ("custom calls", "custom_calls"), ("fused instr.", "fused_instructions"),
     ("nested loops", "nested_loops"), ("µs / step (min)", "us_per_step"),
     ("populations", "populations"), ("projections", "projections"),
@@ -294,7 +306,7 @@ def main(argv=None) -> int:
         print(
             f"{name}: build {r['build_s']:.1f} s, trace {r['trace_s']:.2f} s, lower {r['lower_s']:.2f} s, XLA "
             f"{r['compile_s']:.2f} s; loop body: {r['instructions']} instructions, {r['ops']} "
-            f"ops, {r['fusions']} fusions, {r['custom_calls']} custom calls, "
+            f"ops ({r['top_level_ops']} top-level), {r['fusions']} fusions, {r['custom_calls']} custom calls, "
             f"{r['fused_instructions']} fused instructions, {r['nested_loops']} nested loops"
             + (f"; {r['us_per_step']:.1f} µs/step" if r["us_per_step"] else ""),
             flush=True,
