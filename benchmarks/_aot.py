@@ -94,19 +94,21 @@ def compile_simulation(network, state, n_steps: int, record) -> CompiledRun:
 
 
 def git_revision() -> str:
-    """Short commit of the checkout being measured, ``+dirty`` with uncommitted changes to
-    tracked files."""
+    """The checkout being measured: its short commit (``+dirty`` with uncommitted changes to
+    tracked files) and the last commit that changed the library (``brainsim/``, ``kernels/``),
+    which identifies the measured code across branches that differ only elsewhere."""
+
+    def git(*args):
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty=+dirty", "--abbrev=10"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        head = git("describe", "--always", "--dirty=+dirty", "--abbrev=10")
+        library = git("log", "-1", "--format=%h", "--abbrev=10", "--", "brainsim", "kernels")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "brainsim", "kernels")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return out.stdout.strip()
+    return f"{head} (library {library}{'+dirty' if dirty else ''})"
 
 
 def append_rows(path: Path, title: str, intro: str, columns: list[str], rows: list[dict]) -> str:
