@@ -9,8 +9,8 @@ network, this script
 
 * compiles ``simulate`` ahead of time (``_aot.compile_simulation``: trace, lower and XLA
   compile, timed apart) after a small warm-up compilation that absorbs JAX's one-time start-up;
-* reads the optimised HLO (``compiled.as_text()``), finds the simulation loop (the largest
-  ``while`` of the entry computation) and counts in its body, following nested loops,
+* reads the optimised HLO (``compiled.as_text()``), finds the simulation loop (the ``while``
+  with the largest body) and counts in its body, following nested loops,
   conditionals (every branch) and calls but not entering fusions: ``instructions`` (all),
   ``ops`` (all but parameter, constant, get-tuple-element, tuple and bitcast, which cost
   nothing at run time), ``fusion`` and ``custom-call`` instructions, the instructions inside
@@ -144,20 +144,22 @@ def count_ops(computations, root: str) -> dict:
 
 
 def loop_body_counts(text: str) -> dict:
-    """Counts in the body of the simulation loop: the ``while`` of the entry computation with
-    the most instructions in its body (the time loop; others are set-up loops)."""
+    """Counts in the body of the simulation loop: the ``while`` whose body holds the most
+    instructions (the time loop holds every other loop of the step; it is looked for in the
+    whole module, as a GPU compiler may move it into a command-buffer computation)."""
     computations, entry = parse_hlo(text)
     if entry is None:
         raise ValueError("no ENTRY computation in the HLO text; has the text format changed?")
-    loops = []
-    for op, line in computations[entry]:
-        if op == "while":
-            m = re.search(r"\bbody=%?([\w.\-]+)", line)
-            if m:
-                loops.append((count_ops(computations, m.group(1)), m.group(1)))
-    if not loops:
-        raise ValueError("no while loop in the entry computation; was the loop unrolled away?")
-    counts, body = max(loops, key=lambda x: x[0]["instructions"])
+    bodies = {
+        m.group(1)
+        for instructions in computations.values()
+        for op, line in instructions
+        if op == "while" and (m := re.search(r"\bbody=%?([\w.\-]+)", line))
+    }
+    if not bodies:
+        raise ValueError("no while loop in the HLO module; was the loop unrolled away?")
+    counts, body = max(((count_ops(computations, b), b) for b in bodies),
+                       key=lambda x: x[0]["instructions"])  # fmt: skip
     # The body's own ops, without what nested loops and conditionals' branches hold: every
     # one of them runs once per step, while a branch runs only when selected.
     top = sum(op not in FREE for op, _ in computations[body])
@@ -166,7 +168,7 @@ def loop_body_counts(text: str) -> dict:
         **counts,
         "top_level_ops": top,
         "body": body,
-        "entry_loops": len(loops),
+        "module_loops": len(bodies),
         "module_instructions": module,
     }
 
