@@ -3,7 +3,7 @@
 # for minutes, so one command does it all). Run from the repository root:
 #
 #     bash benchmarks/gpu_suite.sh [PART ...]   # env tests coba variants graphs kernels unrolled
-#                                              # monitors microcircuit hlo cpu stdp
+#                                              # monitors microcircuit hlo cpu stdp structure
 #
 # Without PARTs every part runs. Logs go to $OUT (default /tmp/gpu_suite) as logs.tar.gz plus a
 # summary; each part has its own time limit so one slow part cannot starve the others.
@@ -19,6 +19,8 @@
 #   microcircuit  the Potjans-Diesmann microcircuit at full scale
 #   hlo       the optimised HLO of COBA 4k (in logs.tar.gz), to count kernels per step
 #   stdp      benchmarks/stdp_bench.py on the GPU (STDP over static cost)
+#   structure benchmarks/structure_bench.py on the GPU: ops, fusions, custom calls and compile
+#             times of the loop body, COBA 4k against Potjans-Diesmann 0.1 (not in the default set)
 set -u
 OUT=${OUT:-/tmp/gpu_suite}
 LOGS=$(mktemp -d)
@@ -115,6 +117,9 @@ jaxlib.__version__, jax.devices())'; c++ --version | head -1; nproc; free -g" ;;
     stdp)
         part stdp 90 $PY benchmarks/stdp_bench.py --n-neurons 40000 --duration 200 \
             --repeats 5 ;;
+    structure)
+        part structure 240 $PY benchmarks/structure_bench.py --repeats 1 \
+            --output "$OUT/structure_gpu.md" --json "$OUT/structure_gpu.json" ;;
     *) echo "unknown part $p" | tee -a "$SUMMARY" ;;
     esac
 done
