@@ -22,8 +22,6 @@ from ._dispatch import Implementation
 from ._procedural_rng import ProceduralRule
 from ._ring import checked_after, clear_first, clear_tangent
 
-# ------------------------------------------------------------------------------- the op
-
 
 def procedural_deliver(
     ring,

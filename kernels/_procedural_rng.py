@@ -134,15 +134,22 @@ def half_bits(n_range: int) -> int:
 
 
 class ProceduralRule(NamedTuple):
-    """Static description of a procedural projection (hashable: part of the compiled program)."""
+    """Static description of a procedural projection (hashable: part of the compiled program).
+
+    The synapses it describes are :func:`procedural_synapses` (jnp) or
+    :func:`procedural_synapses_numpy` (host) of it; see the module docstring for the hash.
+    """
 
     n_pre: int
     n_post: int
     fan_out: int
     """Synapses per presynaptic neuron (or the largest count when ``counts`` is given)."""
     seed: int
+    """uint32 seed of the connectivity."""
     replace: bool
+    """Targets drawn with replacement (multapses possible) instead of distinct ones."""
     allow_self: bool
+    """``False`` excludes ``i → i`` (needs ``n_pre == n_post``)."""
 
     @property
     def n_range(self) -> int:
@@ -175,8 +182,11 @@ def targets_and_variates(rule: ProceduralRule, rows, j, active, xp, walk, need_g
     return x.astype(xp.int32), (unit_float(b, xp) if need_g else None)
 
 
-def procedural_synapses_numpy(rule: ProceduralRule, rows: np.ndarray, j: np.ndarray, active=None, need_g=True):
-    """Host (NumPy) targets and ``g`` of synapses ``(rows, j)`` (broadcast uint32 arrays)."""
+def procedural_synapses_numpy(
+    rule: ProceduralRule, rows: np.ndarray, j: np.ndarray, active=None, need_g=True
+):
+    """:func:`procedural_synapses` on the host, in NumPy, bit for bit the same targets and
+    ``g``; ``active=None`` walks every synapse."""
     rows = np.asarray(rows, np.uint32)
     j = np.asarray(j, np.uint32)
 
@@ -196,7 +206,18 @@ def procedural_synapses_numpy(rule: ProceduralRule, rows: np.ndarray, j: np.ndar
 
 
 def procedural_synapses(rule: ProceduralRule, rows, j, active, need_g=True):
-    """jnp targets and ``g`` of synapses ``(rows, j)``; ``active`` masks the cycle walk."""
+    """Targets and weight variates of synapses ``(rows, j)`` of ``rule``, in jnp.
+
+    Arguments:
+        rule: the projection.
+        rows, j: presynaptic neurons and synapse numbers (integer arrays, broadcast together).
+        active: boolean mask (broadcast like them) of the synapses whose target is wanted; the
+            cycle walk of distinct targets stops once these are in range (others: unspecified).
+        need_g: also compute the weight variate ``g``, uniform on ``[0, 1)``.
+
+    Returns ``(targets, g)``: int32 targets in ``[0, n_post)`` and float32 ``g`` (``None``
+    without ``need_g``); a weight is ``loc + scale · g``.
+    """
     rows = jnp.asarray(rows).astype(jnp.uint32)
     j = jnp.asarray(j).astype(jnp.uint32)
 
