@@ -5,6 +5,7 @@ Usage (from anywhere; paths are relative to this file's folder):
 
     python3 tasks.py run [ARGS...]   set up, then `brainsim run ARGS...` (default COBA network)
     python3 tasks.py test [ARGS...]  set up with the test extra, then `pytest ARGS...`, `ruff check`
+                                     and `lint-imports` (the import contracts in pyproject.toml)
     python3 tasks.py setup [--test]  only set up
 
 Set-up creates ``.venv`` with ``python3 -m venv`` and installs the package in editable mode
@@ -29,6 +30,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,11 +50,11 @@ def venv_bin(name: str) -> Path:
     return VENV / "bin" / name
 
 
-def run(cmd: list[str], **kwargs) -> int:
-    say("$ " + shlex.join(str(c) for c in cmd))
+def run(cmd: list[str], *, cwd: Path = ROOT, **kwargs) -> int:
+    say("$ " + shlex.join(str(c) for c in cmd) + ("" if cwd == ROOT else f"  (in {cwd})"))
     env = dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     env.update(kwargs.pop("env", {}))
-    return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+    return subprocess.call([str(c) for c in cmd], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                            **kwargs)
 
 
@@ -105,14 +107,32 @@ def task_run(args: list[str]) -> int:
     return run([venv_bin("brainsim"), "run", *args])
 
 
+def lint_imports() -> int:
+    """``lint-imports`` with the contracts of ``pyproject.toml``, on a staged copy of the sources.
+
+    import-linter reads a package from its folder tree, and kernels/ becomes brainsim.kernels
+    only through the install's package-dir mapping. So the check runs on a copy in which
+    kernels/ is brainsim/kernels/ (the layout of an installed wheel), from the copy's folder,
+    which lint-imports puts first on the path.
+    """
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    with tempfile.TemporaryDirectory(prefix="brainsim-imports-") as stage:
+        package = Path(stage) / "brainsim"
+        shutil.copytree(ROOT / "brainsim", package, ignore=skip)
+        shutil.copytree(ROOT / "kernels", package / "kernels", ignore=skip)
+        return run([venv_bin("lint-imports"), "--no-cache", ROOT / "pyproject.toml"],
+                   cwd=Path(stage))
+
+
 def task_test(args: list[str]) -> int:
     python = setup(test=True)
     started = time.perf_counter()
     tests = run([python, "-m", "pytest", *args])
     lint = run([python, "-m", "ruff", "check", "."])
-    say(f"pytest exit code {tests}, ruff exit code {lint} "
+    imports = lint_imports()
+    say(f"pytest exit code {tests}, ruff exit code {lint}, lint-imports exit code {imports} "
         f"({time.perf_counter() - started:.0f} s)")
-    return tests or lint
+    return tests or lint or imports
 
 
 def main(argv: list[str]) -> int:

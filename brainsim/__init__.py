@@ -8,7 +8,6 @@ nS, pA, Hz.
 from . import analysis as analysis
 from . import connect as connect
 from . import fit as fit
-from . import hlop as hlop
 from . import init as init
 from . import networks as networks
 from . import plasticity as plasticity

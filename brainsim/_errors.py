@@ -14,9 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-class BrainsimWarning(UserWarning):
-    """Warnings emitted by brainsim itself (turned into errors in the test suite)."""
+# Defined in the kernels, the bottom layer, which warn too and import nothing from here.
+from .kernels import BrainsimWarning as BrainsimWarning
 
 
 class SimulationError(RuntimeError):

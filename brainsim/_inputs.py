@@ -32,9 +32,9 @@ from ._errors import (
     check_that,
     integer_array,
 )
-from ._events import cpu_loop_or_single
 from ._neurons._base import AbstractSpikeSource, default_dtype
 from ._timing import BRIAN2, Timing, follow_timing, with_static_field
+from .kernels import cpu_loop_or_single
 
 
 def _whole_steps(value_ms: float, dt: float, *, owner: str, name: str) -> int:

@@ -25,8 +25,7 @@ import numpy as np
 from jax import lax
 
 from ._errors import check_name, check_positive_int, integer_array, unknown_name_error
-from ._events import for_each_chunk, spike_events
-from .kernels import fast_sum
+from .kernels import fast_sum, for_each_chunk, spike_events
 
 INT32_MAX = int(np.iinfo(np.int32).max)
 

@@ -693,7 +693,7 @@ class ProceduralConnectivity(AbstractConnectivity):
     weight_loc: Float[Array, ""]
     weight_scale: Float[Array, ""] | None
     counts: Int[Array, " n_pre"] | None
-    rule: kernels._procedural.Rule = eqx.field(static=True)
+    rule: kernels.ProceduralRule = eqx.field(static=True)
     delay: int = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
     implementation: kernels.Implementation = eqx.field(static=True)
@@ -746,7 +746,7 @@ class ProceduralConnectivity(AbstractConnectivity):
             else jnp.reshape(self.counts, (-1, 1))
         )
         valid = jnp.broadcast_to(j[None, :] < count, (self.n_pre, self.rule.fan_out))
-        targets, g = kernels._procedural.jnp_synapses(
+        targets, g = kernels.procedural_synapses(
             self.rule, eye_rows[:, None], j[None, :], valid, need_g=self.weight_scale is not None
         )
         w = self.weight_loc if self.weight_scale is None else self.weight_loc + self.weight_scale * g

@@ -43,6 +43,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import kernels
 from ._errors import (
     check_positive_int,
     check_that,
@@ -851,7 +852,7 @@ class ProceduralEdges:
     r"""A connectivity *rule* whose synapses are regenerated on demand, never stored.
 
     The targets (and random weights) of presynaptic neuron ``i`` are a pure function of
-    ``(seed, i, j)`` for ``j < count_i`` (see :mod:`brainsim.kernels._procedural`): the same on
+    ``(seed, i, j)`` for ``j < count_i`` (see :class:`brainsim.kernels.ProceduralRule`): the same on
     every device count, chunk size and kernel. Build one with
     :func:`procedural_fixed_outdegree` or :func:`procedural_fixed_probability` and pass it to a
     :class:`~brainsim.Projection` (default layout :class:`~brainsim.Procedural`; any other layout
@@ -882,22 +883,18 @@ class ProceduralEdges:
 
     @property
     def rule(self):
-        from .kernels._procedural import Rule
-
-        return Rule(
+        return kernels.ProceduralRule(
             self.n_pre, self.n_post, self.fan_out, self.seed, self.replace, self.allow_self
         )
 
     def synapses(self, rows: np.ndarray):
         """Targets ``(len(rows), fan_out)``, weights of the same shape and a validity mask
         (``j < count``) of presynaptic neurons ``rows``, regenerated on the host."""
-        from .kernels._procedural import numpy_synapses
-
         rows = np.asarray(rows, np.int64)
         j = np.arange(self.fan_out)[None, :]
         count = self.fan_out if self.counts is None else self.counts[rows][:, None]
         valid = np.broadcast_to(j < count, (rows.size, self.fan_out))
-        targets, g = numpy_synapses(
+        targets, g = kernels.procedural_synapses_numpy(
             self.rule, rows[:, None], j, valid, need_g=self.weight_scale is not None
         )
         if self.weight_scale is None:

@@ -14,17 +14,6 @@ import numpy as np
 from . import connect
 from ._network import Network, Population, Projection, Receptor
 from ._neurons.lif import LIF
-from ._pattern_detector import PatternDetectorEvaluation as PatternDetectorEvaluation
-from ._pattern_detector import PatternDetectorParameters as PatternDetectorParameters
-from ._pattern_detector import PatternDetectorTraining as PatternDetectorTraining
-from ._pattern_detector import pattern_detector_evaluate as pattern_detector_evaluate
-from ._pattern_detector import pattern_detector_network as pattern_detector_network
-from ._pattern_detector import pattern_detector_overlap_sweep as pattern_detector_overlap_sweep
-from ._pattern_detector import pattern_detector_patterns as pattern_detector_patterns
-from ._pattern_detector import pattern_detector_responses as pattern_detector_responses
-from ._pattern_detector import pattern_detector_rule as pattern_detector_rule
-from ._pattern_detector import pattern_detector_spikes as pattern_detector_spikes
-from ._pattern_detector import pattern_detector_train as pattern_detector_train
 from ._propagation import AbstractLayout
 from ._synapses.kinetics import ExponentialSynapse
 from ._synapses.outputs import ConductanceBased, CurrentBased

@@ -6,7 +6,7 @@ consumer loops ``ceil(count / size)`` times and never drops a spike.
 
 Two implementations with the same results:
 
-* the reference (:mod:`brainsim._events`: spikes packed 32 to a word, word offsets by a
+* the reference (:mod:`brainsim.kernels._events`: spikes packed 32 to a word, word offsets by a
   prefix sum, a search per entry), portable to every backend;
 * a native CPU kernel (``kernels/cpu/active_indices.cc``): one pass over the spike vector that
   skips blocks of zeros. XLA's CPU runtime makes the reference cost ~75 µs per step for 32,000
@@ -26,9 +26,9 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Int
 
-from .._events import all_indices, chunk_indices, cpu_loop_or_single, spike_events
 from . import _dispatch
-from ._ell import Implementation
+from ._dispatch import Implementation
+from ._events import all_indices, chunk_indices, cpu_loop_or_single, spike_events
 
 
 def _reference(spikes, start, size):
@@ -102,7 +102,7 @@ def for_each_active(
     call with a window of all ``n`` neurons instead (no loop); ``None`` (default): the loop on a
     CPU, the single call on any other platform, where XLA would evaluate the loop's
     data-dependent predicate on the host, a device round trip per iteration (see
-    :mod:`brainsim._events`). Same visits either way.
+    :mod:`brainsim.kernels._events`). Same visits either way.
     """
 
     def loop(carry):

@@ -39,7 +39,7 @@ from pathlib import Path
 import jax
 import jaxlib
 
-from .._errors import BrainsimWarning
+from ._warnings import BrainsimWarning
 
 _SOURCES = ("ell_deliver.cc", "csr_deliver.cc", "procedural_deliver.cc", "active_indices.cc",
             "stdp_update.cc", "ring_clear.cc", "sum.cc")

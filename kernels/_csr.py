@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _batching, _compact, _dispatch, _pallas_csr, _reference
-from ._ell import Implementation
+from ._dispatch import Implementation
 from ._ring import checked_after, clear_first, clear_ring_row, clear_tangent
 
 

@@ -1,7 +1,7 @@
 """Which implementation of an op runs where: the one place that decides.
 
-:func:`select` applies the rules of :class:`~brainsim.kernels.Implementation` (documented in
-:mod:`brainsim.kernels._ell`, whose own dispatch follows the same table):
+:class:`Implementation` names the implementations; :func:`select` applies its rules (documented
+in :mod:`brainsim.kernels._ell`, whose own dispatch follows the same table):
 
 * ``REFERENCE`` / ``NATIVE_CPU``: that implementation, on any platform / on CPU.
 * ``PALLAS_TRITON`` / ``PALLAS_PORTABLE`` (CUDA), ``PALLAS_TPU`` (TPU): compiled on their own
@@ -17,10 +17,23 @@ a native CPU kernel. Batching is :mod:`brainsim.kernels._batching`.
 
 from __future__ import annotations
 
+import enum
+
 from jax import lax
 
 from . import _cpu
-from ._ell import Implementation
+
+
+class Implementation(enum.Enum):
+    """An implementation of a kernel op (module docstring); a static choice, part of the
+    compiled program."""
+
+    AUTO = "auto"
+    REFERENCE = "reference"
+    NATIVE_CPU = "native_cpu"
+    PALLAS_TRITON = "pallas_triton"
+    PALLAS_PORTABLE = "pallas_portable"
+    PALLAS_TPU = "pallas_tpu"
 
 PALLAS_PLATFORM = {
     Implementation.PALLAS_TRITON: "cuda",

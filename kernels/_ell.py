@@ -43,7 +43,6 @@ batch (``jax.custom_batching.custom_vmap``; nested ``vmap``\ s merge into one ba
 
 from __future__ import annotations
 
-import enum
 from functools import partial
 
 import jax
@@ -52,15 +51,8 @@ import numpy as np
 
 from . import _compact, _pallas_gpu, _pallas_tpu, _reference
 from ._batching import run_batched, run_in_place
-
-
-class Implementation(enum.Enum):
-    AUTO = "auto"
-    REFERENCE = "reference"
-    NATIVE_CPU = "native_cpu"
-    PALLAS_TRITON = "pallas_triton"
-    PALLAS_PORTABLE = "pallas_portable"
-    PALLAS_TPU = "pallas_tpu"
+from ._dispatch import Implementation, select
+from ._ring import checked_after, clear_first, clear_tangent
 
 
 def ell_deliver(
@@ -104,9 +96,6 @@ def ell_deliver(
         raise ValueError(
             f"ell_deliver: ring length {ring.shape[0]} is not a multiple of n_post = {n_post}."
         )
-    # Imported here: _ring builds on this module's Implementation enum.
-    from ._ring import checked_after
-
     after = checked_after("ell_deliver", clear_row, after)
     hd = 0 if delays is not None else int(homogeneous_delay)
     ring, spikes, targets, weights = map(jnp.asarray, (ring, spikes, targets, weights))
@@ -133,9 +122,6 @@ def _deliver(
     n_post, hd, chunk, capacity, impl, clear, ring, spikes, weights, cursor, targets, delays, after
 ):
     args = (ring, cursor, spikes, targets, weights, delays, *after)
-    # Imported here: _ring builds on this module's Implementation enum.
-    from ._ring import clear_first
-
     def without_after(args):
         return clear_first(args, 6, clear=clear, n_post=n_post)
 
@@ -158,9 +144,6 @@ def _deliver(
 
         return run
 
-    # Imported here: _dispatch builds on this module's Implementation enum.
-    from ._dispatch import select
-
     # Pallas' generic interpreter serves CPU lowering: ``pltpu.InterpretParams`` (TPU-faithful)
     # carries IO effects, which ``vmap`` of ``platform_dependent`` rejects; tests run the TPU
     # kernel under it directly.
@@ -176,8 +159,6 @@ def _deliver_jvp(n_post, hd, chunk, capacity, impl, clear, primals, tangents):
     dense = partial(_reference.ell_deliver_dense, n_post=n_post, homogeneous_delay=hd)
     zero = jnp.zeros_like(ring)
     if clear:  # the cleared row carries no tangent either
-        from ._ring import clear_tangent
-
         ring_dot = clear_tangent(ring_dot, cursor, n_post)
     out_dot = (
         ring_dot

@@ -1,6 +1,6 @@
 r"""Pallas kernels for procedural delivery: synapses regenerated from ``(seed, pre, k)``.
 
-Every kernel evaluates the integer hash of :mod:`brainsim.kernels._procedural` (Threefry-2x32
+Every kernel evaluates the integer hash of :mod:`brainsim.kernels._procedural_rng` (Threefry-2x32
 words, the keyed Feistel permutation with cycle walking, Lemire's multiply-shift, the 24-bit
 weight variate) with the same uint32 operations as the jnp reference, so every implementation,
 capacity and tile size regenerates bit-identical targets and variates. Every argument has a
@@ -36,7 +36,8 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
-from . import _compact, _pallas_gpu, _pallas_tpu, _procedural, _reference
+from . import _compact, _pallas_gpu, _pallas_tpu, _reference
+from ._procedural_rng import ProceduralRule, feistel, targets_and_variates
 
 LANE_TILE = 32
 """Synapses regenerated per atomic tile (at most; a power of two)."""
@@ -56,19 +57,19 @@ def _prepare(ring, cursor, spikes, loc, scale, counts):
     return args, max(a.shape[0] for a in args if a is not None)
 
 
-def _kernel_walk(rule: _procedural.Rule):
+def _kernel_walk(rule: ProceduralRule):
     """The cycle walk for in-kernel use: the loop condition is a ``max`` (Triton has no
     ``reduce_or``). Live lanes end on the same value as the reference's walk."""
     n_range = np.uint32(rule.n_range)
 
     def walk(j, keys, active):
-        x = _procedural.feistel(j, keys, rule.half_bits)
+        x = feistel(j, keys, rule.half_bits)
 
         def cond(x):
             return jnp.max(jnp.where(active & (x >= n_range), 1, 0)) > 0
 
         def body(x):
-            return jnp.where(x >= n_range, _procedural.feistel(x, keys, rule.half_bits), x)
+            return jnp.where(x >= n_range, feistel(x, keys, rule.half_bits), x)
 
         return lax.while_loop(cond, body, x)
 
@@ -113,7 +114,7 @@ def _atomic_kernel(
         def tile(i, carry):
             k = i * lanes + lane
             ok = (k < cnt_ref[bn, row_c]) & (k < rule.fan_out) if has_counts else k < rule.fan_out
-            t, g = _procedural._targets_and_variates(
+            t, g = targets_and_variates(
                 rule, rows, k.astype(jnp.uint32), ok, jnp, walk, random
             )
             w = loc if g is None else loc + scale * g.astype(loc.dtype)

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._events import SpikeEvents, cpu_loop_or_single, for_each_chunk, spike_events
+from ._events import SpikeEvents, cpu_loop_or_single, for_each_chunk, spike_events
+from ._procedural_rng import dense_block_rows, procedural_synapses
 
 
 def flat_slots(targets, delays, homogeneous_delay: int, cursor, n_ring: int, n_post: int):
@@ -33,7 +34,7 @@ def ell_deliver(
 
     Only the rows of neurons with a non-zero spike are read, ``chunk_size`` at a time, for
     exactly ``ceil(count / chunk_size)`` iterations (on a CPU; elsewhere one chunk of every
-    neuron, see :func:`brainsim._events.for_each_chunk`).
+    neuron, see :func:`brainsim.kernels._events.for_each_chunk`).
     """
     events = spike_events(spikes) if events is None else events._replace(values=spikes)
     n_ring = ring.shape[0] // n_post
@@ -95,7 +96,7 @@ def csr_deliver(
     work is proportional to the delivered synapses (plus an O(n_pre) scan for the spikes), and
     a neuron with a huge fan-out costs no more than many neurons with small ones. That loop runs
     on a CPU; elsewhere one block covers every stored synapse (no loop whose trip count the host
-    must read, see :mod:`brainsim._events`).
+    must read, see :mod:`brainsim.kernels._events`).
     """
     n_pre = spikes.shape[0]
     if indices.shape[0] == 0:
@@ -151,12 +152,10 @@ def csr_deliver_dense(
 def _procedural_rows(rule, rows, j, live, counts, terms, dtype):
     """Targets, validity and summed values ``Σ_t spikes_t[i] (loc_t + scale_t g_ij)`` of the
     synapses ``(rows, j)``; ``terms`` is a sequence of ``(spikes, loc, scale)``."""
-    from . import _procedural  # imported here: _procedural imports this module
-
     count = rule.fan_out if counts is None else counts.at[rows].get(mode="fill", fill_value=0)
     valid = live[:, None] & (j[None, :] < jnp.reshape(count, (-1, 1)))
     random = any(scale is not None for _, _, scale in terms)
-    targets, g = _procedural.jnp_synapses(rule, rows[:, None], j[None, :], valid, need_g=random)
+    targets, g = procedural_synapses(rule, rows[:, None], j[None, :], valid, need_g=random)
     contrib = jnp.zeros(valid.shape, dtype)
     for spikes, loc, scale in terms:
         w = loc.astype(dtype)
@@ -171,9 +170,9 @@ def procedural_deliver(
     ring, cursor, spikes, loc, scale, counts, *, rule, delay: int, chunk_size: int, events=None
 ):
     """Event-driven procedural delivery in jnp: the synapses of ``chunk_size`` spiking neurons
-    at a time are regenerated (see :mod:`brainsim.kernels._procedural`) and scattered, for
+    at a time are regenerated (see :mod:`brainsim.kernels._procedural_rng`) and scattered, for
     exactly ``ceil(count / chunk_size)`` iterations (on a CPU; elsewhere one chunk of every
-    neuron, see :func:`brainsim._events.for_each_chunk`)."""
+    neuron, see :func:`brainsim.kernels._events.for_each_chunk`)."""
     if rule.fan_out == 0:
         return ring
     events = spike_events(spikes) if events is None else events._replace(values=spikes)
@@ -200,14 +199,12 @@ def procedural_deliver_dense(ring, cursor, terms, counts, *, rule, delay: int):
     A ``lax.scan`` over blocks of presynaptic neurons with a rematerialised body: linear in
     each term's spikes and weights, transposable, and its memory is one block of synapses.
     """
-    from . import _procedural
-
     if rule.fan_out == 0:
         return ring
     n_post = rule.n_post
     n_ring = ring.shape[0] // n_post
     base = ((cursor + delay) % n_ring) * n_post
-    block = min(_procedural.dense_block_rows(rule.fan_out), rule.n_pre)
+    block = min(dense_block_rows(rule.fan_out), rule.n_pre)
     n_blocks = -(-rule.n_pre // block)
     j = jnp.arange(rule.fan_out, dtype=jnp.int32)
 

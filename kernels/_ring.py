@@ -37,7 +37,7 @@ import numpy as np
 from jax import lax
 
 from . import _dispatch
-from ._ell import Implementation
+from ._dispatch import Implementation
 
 
 def after(x, *values):

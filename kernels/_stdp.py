@@ -41,7 +41,7 @@ from jaxtyping import Array
 
 from . import _cpu, _pallas_stdp
 from ._batching import batched
-from ._ell import Implementation
+from ._dispatch import Implementation, select
 from ._plasticity import ell_update_post, ell_update_pre
 
 _KINDS = {"additive": 0, "multiplicative": 1, "power": 2}
@@ -212,9 +212,6 @@ def _update(values, index, spikes, amplitude, partner, params, dep, cfg, impl):
         return functools.partial(_pallas_stdp.update, step=step, columns=cfg.columns,
                                  n_post=cfg.n_post, capacity=cfg.capacity,
                                  interpret=interpret)  # fmt: skip
-
-    # Imported here: _dispatch builds on _ell's Implementation enum, as this module does.
-    from ._dispatch import select
 
     return select(impl, args, reference=reference, native=native, pallas=pallas,
                   tpu_supported=False)  # fmt: skip

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _dispatch
-from ._ell import Implementation
+from ._dispatch import Implementation
 
 _NATIVE_DTYPES = (jnp.float32, jnp.float64)
 

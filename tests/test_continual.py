@@ -23,7 +23,7 @@ import optax
 import pytest
 
 import brainsim as bs
-from brainsim import hlop
+from brainsim.examples import hlop
 
 N_TASKS = 5
 SETTINGS = dict(epochs=5, batch_size=64, optimizer=optax.adam(3e-3), seed=0)

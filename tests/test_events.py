@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from brainsim._events import chunk_indices, for_each_chunk, n_chunks, spike_events
+from brainsim.kernels._events import chunk_indices, for_each_chunk, n_chunks, spike_events
 
 SIZES = [1, 31, 32, 33, 1000, 4000, 40_000]  # 40,000 neurons = 1250 words: the "scan" search
 DENSITIES = [0.0, 0.01, 0.5, 1.0]

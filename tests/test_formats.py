@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brainsim.kernels import Implementation
-from brainsim.kernels import _procedural as gen
+from brainsim.kernels import _procedural_rng as gen
 
 import brainsim as bs
 from brainsim import connect, kernels
@@ -287,8 +287,8 @@ def test_hash_is_threefry_and_numpy_equals_jnp():
         j = np.arange(spec.fan_out)[None, :]
         count_ = spec.fan_out if spec.counts is None else spec.counts[:, None]
         valid = np.broadcast_to(j < count_, (N_PRE, spec.fan_out))
-        t_np, g_np = gen.numpy_synapses(spec.rule, rows, j, valid)
-        t_j, g_j = jax.jit(lambda r, j_, v, rule=spec.rule: gen.jnp_synapses(rule, r, j_, v))(
+        t_np, g_np = gen.procedural_synapses_numpy(spec.rule, rows, j, valid)
+        t_j, g_j = jax.jit(lambda r, j_, v, rule=spec.rule: gen.procedural_synapses(rule, r, j_, v))(
             rows, j, valid)
         np.testing.assert_array_equal(np.where(valid, t_np, -1), np.where(valid, t_j, -1), name)
         np.testing.assert_array_equal(g_np, g_j, name)

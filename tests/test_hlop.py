@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import brainsim as bs
-from brainsim import hlop
+from brainsim.examples import hlop
 
 N, M = 32, 4
 # Well-separated top-4 (then top-8) spectrum so the principal subspaces are well defined.

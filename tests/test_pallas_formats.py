@@ -14,7 +14,7 @@ ulp): the kernels add the same terms in another order. Procedural synapses are c
 bit: with one spiking neuron per batch element and a zero ring each slot receives at most one
 synapse (rules without replacement), or integer-valued sums (constant weight 1), so any
 difference would be a differently regenerated synapse. The oracle regenerates them on the host
-(``numpy_synapses``, itself checked bit for bit against jnp in ``tests/test_formats.py``).
+(``procedural_synapses_numpy``, itself checked bit for bit against jnp in ``tests/test_formats.py``).
 
 Interpret mode compiles slowly: each compiled function serves several data variants at once
 (a batch), and every shape is used by one test only.
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brainsim.kernels import Implementation, _compact, _compat
-from brainsim.kernels import _procedural as gen
+from brainsim.kernels import _procedural_rng as gen
 from conftest import pallas_grids as _pallas_grids
 
 from brainsim import kernels
@@ -260,7 +260,7 @@ def _proc_args(name):
 def _proc_oracle(name, spikes):
     rule_kw = RULES[name]
     counts, loc, scale = _proc_args(name)
-    rule = gen.Rule(
+    rule = gen.ProceduralRule(
         P_PRE,
         rule_kw["n_post"],
         rule_kw["fan_out"],
@@ -273,7 +273,7 @@ def _proc_oracle(name, spikes):
     valid = np.broadcast_to(
         j < (rule.fan_out if counts is None else counts[:, None]), (P_PRE, rule.fan_out)
     )
-    t, g = gen.numpy_synapses(rule, rows, j, valid, need_g=scale is not None)
+    t, g = gen.procedural_synapses_numpy(rule, rows, j, valid, need_g=scale is not None)
     w = np.float32(loc) + (0 if scale is None else np.float32(scale) * g)
     w = np.broadcast_to(np.float32(w), t.shape)
     out = np.zeros((spikes.shape[0], P_RING * rule.n_post), np.float32)
@@ -361,12 +361,12 @@ def test_procedural_vmap_grad_equals_the_dense_sum():
     grids = _pallas_grids(jax.make_jaxpr(fn)(*args))
     assert grids and all(g[0] == 2 for g in grids), grids  # one batched launch
     g_s, g_loc, g_scale = jax.jit(fn)(*args)
-    r = gen.Rule(
+    r = gen.ProceduralRule(
         P_PRE, rule["n_post"], rule["fan_out"], rule["seed"], rule["replace"], rule["allow_self"]
     )
     j = np.arange(r.fan_out)[None, :]
     valid = np.broadcast_to(j < counts[:, None], (P_PRE, r.fan_out))
-    t, g = gen.numpy_synapses(r, np.arange(P_PRE)[:, None], j, valid)
+    t, g = gen.procedural_synapses_numpy(r, np.arange(P_PRE)[:, None], j, valid)
     c = np.where(valid, cot[((P_CURSOR + P_DELAY) % P_RING) * P_PRE + np.where(valid, t, 0)], 0)
     w = loc + scale * g.astype(np.float64)
     for b in range(2):

@@ -13,19 +13,19 @@ import dataclasses
 import numpy as np
 import pytest
 
-from brainsim import networks
-from brainsim._pattern_detector import DEFAULT
+from brainsim import examples
+from brainsim.examples._pattern_detector import DEFAULT
 
 SEEDS = (0, 1, 2, 3)
 
 
 def train_one(seed, params=DEFAULT):
-    patterns = networks.pattern_detector_patterns(1, seed=seed)
-    return patterns, networks.pattern_detector_train(patterns, params, seed=seed)
+    patterns = examples.pattern_detector_patterns(1, seed=seed)
+    return patterns, examples.pattern_detector_train(patterns, params, seed=seed)
 
 
 def evaluate(weights, patterns, params=DEFAULT, seed=0):
-    return networks.pattern_detector_evaluate(
+    return examples.pattern_detector_evaluate(
         weights, patterns, params, n_repeats=20, n_distractors=40, seed=seed
     )
 
@@ -90,7 +90,7 @@ def test_accuracy_falls_with_pattern_overlap():
     detector's weight, above the 68 % it needs to fire, so both detectors answer both patterns
     (accuracy → the distractor share, 1/3). Measured: 1, 1, 1, 0.33 for every seed."""
     overlaps = (0.0, 0.25, 0.5, 0.75)
-    acc = networks.pattern_detector_overlap_sweep(overlaps, SEEDS, n_repeats=10)
+    acc = examples.pattern_detector_overlap_sweep(overlaps, SEEDS, n_repeats=10)
     mean = acc.mean(axis=1)
     assert np.all(np.diff(mean) <= 1e-12), mean
     assert mean[0] - mean[-1] > 0.5, mean
@@ -105,7 +105,7 @@ def test_the_drop_follows_the_detection_fraction():
     assert DEFAULT.detection_fraction() == pytest.approx(0.680, abs=1e-3)
     assert strong.detection_fraction() == pytest.approx(0.598, abs=1e-3)
     acc = {
-        prm.total_weight: networks.pattern_detector_overlap_sweep(
+        prm.total_weight: examples.pattern_detector_overlap_sweep(
             (0.5, 0.625), SEEDS, prm, n_repeats=10
         ).mean(axis=1)
         for prm in (DEFAULT, strong)
@@ -117,7 +117,7 @@ def test_the_drop_follows_the_detection_fraction():
 
 def test_patterns_have_the_requested_overlap():
     for overlap, shared in ((0.0, 0), (0.25, 4), (0.5, 8), (0.75, 12), (1.0, 16)):
-        p = networks.pattern_detector_patterns(3, overlap=overlap, seed=5)
+        p = examples.pattern_detector_patterns(3, overlap=overlap, seed=5)
         assert p.shape == (3, 64) and (p.sum(axis=1) == 16).all()
         for a, b in ((0, 1), (0, 2), (1, 2)):
             assert (p[a] & p[b]).sum() == shared
@@ -126,8 +126,8 @@ def test_patterns_have_the_requested_overlap():
 
 def test_spikes_put_one_volley_per_presentation_on_the_grid():
     prm = dataclasses.replace(DEFAULT, jitter=0.0, noise_rate=0.0)
-    volleys = networks.pattern_detector_patterns(2, overlap=0.5)
-    x, teach = networks.pattern_detector_spikes(volleys, prm, teacher=np.array([1, -1]))
+    volleys = examples.pattern_detector_patterns(2, overlap=0.5)
+    x, teach = examples.pattern_detector_spikes(volleys, prm, teacher=np.array([1, -1]))
     assert x.shape == (int((10.0 + 2 * 40.0) / 0.5), 64) and teach.shape == (x.shape[0], 2)
     k0, k1 = int(10.0 / 0.5), int(50.0 / 0.5)
     np.testing.assert_array_equal(x[k0], volleys[0])
@@ -139,17 +139,17 @@ def test_spikes_put_one_volley_per_presentation_on_the_grid():
 @pytest.mark.parametrize(
     ("call", "fragment"),
     [
-        (lambda: networks.pattern_detector_patterns(3, overlap=0.0, n_active=30), "`overlap`"),
-        (lambda: networks.pattern_detector_patterns(2, overlap=1.5), "`overlap` must lie in"),
-        (lambda: networks.pattern_detector_patterns(0), "`n_patterns`"),
-        (lambda: networks.PatternDetectorParameters(dt=0.0), "`dt` must be"),
-        (lambda: networks.PatternDetectorParameters(period=40.3), "whole number of steps"),
-        (lambda: networks.PatternDetectorParameters(response_window=50.0), "`response_window`"),
-        (lambda: networks.pattern_detector_train(np.array([[0, 2]])), "only 0/1"),
-        (lambda: networks.pattern_detector_train(np.zeros((1, 4))), "at least one active"),
-        (lambda: networks.pattern_detector_evaluate(np.ones((4, 2)), np.ones((1, 4))),
+        (lambda: examples.pattern_detector_patterns(3, overlap=0.0, n_active=30), "`overlap`"),
+        (lambda: examples.pattern_detector_patterns(2, overlap=1.5), "`overlap` must lie in"),
+        (lambda: examples.pattern_detector_patterns(0), "`n_patterns`"),
+        (lambda: examples.PatternDetectorParameters(dt=0.0), "`dt` must be"),
+        (lambda: examples.PatternDetectorParameters(period=40.3), "whole number of steps"),
+        (lambda: examples.PatternDetectorParameters(response_window=50.0), "`response_window`"),
+        (lambda: examples.pattern_detector_train(np.array([[0, 2]])), "only 0/1"),
+        (lambda: examples.pattern_detector_train(np.zeros((1, 4))), "at least one active"),
+        (lambda: examples.pattern_detector_evaluate(np.ones((4, 2)), np.ones((1, 4))),
          "`weights`"),
-        (lambda: networks.pattern_detector_network(np.zeros((5, 4)), -np.ones((4, 1))),
+        (lambda: examples.pattern_detector_network(np.zeros((5, 4)), -np.ones((4, 1))),
          "`weights` must be finite and >= 0"),
     ],
 )  # fmt: skip
@@ -157,4 +157,4 @@ def test_bad_arguments_name_the_argument(call, fragment):
     with pytest.raises(ValueError, match=fragment):
         call()
     with pytest.raises(TypeError, match="`params`"):
-        networks.pattern_detector_rule(params={"dt": 0.5})
+        examples.pattern_detector_rule(params={"dt": 0.5})

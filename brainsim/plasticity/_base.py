@@ -33,8 +33,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._errors import as_parameter, is_concrete
-from ..kernels import TraceDependence
-from ..kernels._stdp import dependence_factor
+from ..kernels import TraceDependence, dependence_factor
 from ._synapses import AbstractSynapses
 
 

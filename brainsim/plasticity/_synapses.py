@@ -31,8 +31,6 @@ import numpy as np
 from jaxtyping import Array, Bool, Int
 
 from .. import kernels
-from ..kernels import _plasticity as kp
-from ..kernels._stdp import trace_event
 
 
 class AbstractSynapses(eqx.Module):
@@ -91,7 +89,7 @@ def _trace_event(amplitude, trace, dependence, potentiate: bool, *, pre_side: bo
     """The block function of :meth:`AbstractSynapses.trace_update_pre` / ``_post`` for any
     weight dependence (the formula of the STDP kernels)."""
     factor = dependence.potentiation if potentiate else dependence.depression
-    return trace_event(amplitude, trace, factor, dependence.clip, potentiate=potentiate,
+    return kernels.trace_event(amplitude, trace, factor, dependence.clip, potentiate=potentiate,
                        pre_side=pre_side)  # fmt: skip
 
 
@@ -115,10 +113,10 @@ class DenseSynapses(AbstractSynapses):
         return new if self.mask is None else jnp.where(self.mask, new, old)
 
     def on_pre(self, values, spikes, fn):
-        return self._restrict(values, kp.dense_update_pre(values, spikes, fn))
+        return self._restrict(values, kernels.dense_update_pre(values, spikes, fn))
 
     def on_post(self, values, spikes, fn):
-        return self._restrict(values, kp.dense_update_post(values, spikes, fn))
+        return self._restrict(values, kernels.dense_update_post(values, spikes, fn))
 
     def map(self, values, fn):
         rows = jnp.arange(self.n_pre)[:, None]

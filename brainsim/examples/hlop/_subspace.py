@@ -96,7 +96,7 @@ class Subspace(eqx.Module):
 def _check_subspace(subspace, owner):
     if not isinstance(subspace, Subspace):
         raise TypeError(
-            f"{owner}: `subspace` must be a brainsim.hlop.Subspace; got {type(subspace).__name__}."
+            f"{owner}: `subspace` must be a brainsim.examples.hlop.Subspace; got {type(subspace).__name__}."
         )
 
 

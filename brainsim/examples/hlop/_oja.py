@@ -30,7 +30,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-from .._compile import jit
+from brainsim import jit
+
 from ._subspace import Subspace, _check_subspace
 
 

@@ -71,16 +71,22 @@ from typing import NoReturn
 import jax
 import numpy as np
 
-from . import connect
-from ._inputs import SpikeArray
-from ._monitors import SpikeRaster
-from ._network import Network, Population, Projection, Receptor
-from ._neurons.lif import LIF
-from ._propagation import Dense
-from ._simulate import SimulationResult, simulate
-from ._synapses.kinetics import ExponentialSynapse
-from ._synapses.outputs import CurrentBased
-from .plasticity import Additive, Normalization, PairSTDP, chain
+from brainsim import (
+    LIF,
+    CurrentBased,
+    Dense,
+    ExponentialSynapse,
+    Network,
+    Population,
+    Projection,
+    Receptor,
+    SimulationResult,
+    SpikeArray,
+    SpikeRaster,
+    connect,
+    simulate,
+)
+from brainsim.plasticity import Additive, Normalization, PairSTDP, chain
 
 _OWNER = "pattern_detector"
 INPUT, TEACHER, OUTPUT = "input", "teacher", "output"

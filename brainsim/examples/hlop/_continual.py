@@ -35,10 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._compile import jit
-from ..fit._driver import fit
-from ..fit._losses import membrane_cross_entropy
-from ..fit._online import SpikingRNN
+from brainsim import jit
+from brainsim.fit import SpikingRNN, fit, membrane_cross_entropy
+
 from ._oja import Oja, learn
 from ._subspace import Subspace, freeze, grow, project_updates
 from ._tasks import Task
@@ -155,7 +154,7 @@ def _check(model, tasks, owner):
     if model.w_rec is not None:
         raise ValueError(f"{owner}: recurrent models are not supported (build with recurrent=False).")
     if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise TypeError(f"{owner}: `tasks` must be a non-empty sequence of brainsim.hlop.Task.")
+        raise TypeError(f"{owner}: `tasks` must be a non-empty sequence of brainsim.examples.hlop.Task.")
 
 
 def continual_learning(
@@ -195,7 +194,7 @@ def continual_learning(
     """
     _check(model, tasks, "continual_learning")
     if hlop is not None and not isinstance(hlop, HLOP):
-        raise TypeError(f"continual_learning: `hlop` must be a brainsim.hlop.HLOP; got {type(hlop).__name__}.")
+        raise TypeError(f"continual_learning: `hlop` must be a brainsim.examples.hlop.HLOP; got {type(hlop).__name__}.")
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     start = time.perf_counter()
     n_tasks = len(tasks)
