@@ -124,7 +124,9 @@ class AbstractMonitor(eqx.Module):
     single-device layout, computed identically on every device (its buffer and outputs are
     therefore replicated and need no combining). The driver builds that view by all-gathering
     the partitioned state; the compiler removes the gathers of the state no monitor reads, so a
-    monitor costs the communication of what it reads. A monitor has nothing to declare.
+    monitor costs the communication of what it reads. A monitor has nothing to declare. (The
+    ``network`` it is given there holds the structure, names, sizes and static fields, but
+    not the arrays: parameters and synapses stay split over the devices.)
 
     **Streaming to disk.** :func:`~brainsim.run_long` runs the same loop in chunks and appends
     each chunk's recording to files:
