@@ -49,6 +49,7 @@ from ._monitors import PopulationRate as PopulationRate
 from ._monitors import SpikeList as SpikeList
 from ._monitors import SpikeRaster as SpikeRaster
 from ._monitors import StateTrace as StateTrace
+from ._monitors import Stream as Stream
 from ._monitors import WeightTrace as WeightTrace
 from ._network import Network as Network
 from ._network import NetworkState as NetworkState

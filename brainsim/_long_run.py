@@ -7,14 +7,15 @@ to files in ``out_dir``, writes checkpoints and updates the progress line, so me
 most two chunks of recordings whatever the duration. A run resumed from its last
 checkpoint produces exactly the spikes of an uninterrupted one.
 
-**Folder layout** (format version 2), read by :func:`load_run`:
+**Folder layout** (format version 3), read by :func:`load_run`:
 
 * ``run.json`` — format and versions, ``dt``, the timing's ``spike_stamp_steps``, population
   names and sizes, the chunk length, the monitors, and the streams: one append-only raw
-  little-endian array file per recorded quantity (``spikes_<p>_steps.bin`` int64 absolute
-  network steps, exact however long the run, and ``spikes_<p>_ids.bin`` int32
-  neuron indices per spike, ``rate_<p>.bin`` float32 spike counts per step,
-  ``trace_<j>.bin`` samples × neurons), with dtype and row shape;
+  little-endian array file per quantity a monitor records (:meth:`AbstractMonitor.streams`:
+  e.g. ``spikes/<p>/steps`` int64 absolute network steps, exact however long the run, and
+  ``spikes/<p>/ids`` int32 neuron indices per spike, ``spike_counts/<p>`` float32 spikes per
+  step, ``trace/<p>/<variable>`` samples × neurons), each with the monitor it belongs to, its
+  key, dtype, row shape and sampling interval;
 * ``index.bin`` — int64 rows ``[end_step, rows of stream 0, rows of stream 1, ...]``, one per
   completed chunk: the data a reader may use (bytes past the last row, written by a run that
   crashed, are ignored);
@@ -34,6 +35,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -49,14 +51,16 @@ from ._checkpoint import Checkpoint, CheckpointError, atomic_write, fsync_dir, l
 from ._checkpoint import save_checkpoint as _save_checkpoint
 from ._clock import absolute_step
 from ._errors import SimulationError, check_positive, unknown_name_error
-from ._monitors import AbstractMonitor, PopulationRate, SpikeList, SpikeRaster, StateTrace
+from ._monitors import AbstractMonitor, SpikeRaster, Stream
 from ._network import Network, NetworkState
-from ._simulate import _run_jit, checked_monitors, n_steps_for, prepare
+from ._simulate import _run, _run_jit, checked_monitors, n_steps_for, prepare
 from ._version import __version__
 
 RUN_FORMAT = "brainsim-run"
-RUN_FORMAT_VERSION = 2
-"""Version 2: spike steps are int64 (absolute network steps, exact past 2**31 steps)."""
+RUN_FORMAT_VERSION = 3
+"""Version 2: spike steps are int64 (absolute network steps, exact past 2**31 steps).
+Version 3: every monitor's streams are its own, declared by the monitor (keyed, one set of
+files per monitor in ``record``), so any monitor streams."""
 _RUN_JSON = "run.json"
 _INDEX = "index.bin"
 _CHECKPOINT = "checkpoint.npz"
@@ -66,119 +70,48 @@ _LOCK = "run.lock"
 # ------------------------------------------------------------------------------ streams
 
 
-def _plan_streams(network: Network, monitors: tuple, chunk_steps: int, dtype) -> dict:
-    """What each monitor writes: spike, rate and trace streams with dtype and row shape."""
-    streams, spikes, rates, traces = [], {}, {}, []
-
-    def add(file, dtype, shape=()):
-        streams.append({"file": file, "dtype": np.dtype(dtype).str, "shape": list(shape)})
-        return len(streams) - 1
-
-    index = {p.name: i for i, p in enumerate(network.populations)}
-    for m in monitors:
-        if isinstance(m, SpikeRaster | SpikeList):
-            names = m.names(network) if isinstance(m, SpikeRaster) else (m.population,)
-            for name in names:
-                if name not in index:
-                    raise unknown_name_error("population", name, list(index), where="SpikeList")
-                if name not in spikes:
-                    i = index[name]
-                    spikes[name] = [
-                        add(f"spikes_{i}_steps.bin", np.int64),
-                        add(f"spikes_{i}_ids.bin", np.int32),
-                    ]
-        elif isinstance(m, PopulationRate):
-            for name in m.names(network):
-                if name not in rates:
-                    rates[name] = add(f"rate_{index[name]}.bin", np.float32)
-        elif isinstance(m, StateTrace):
-            if chunk_steps % m.every:
-                raise ValueError(
-                    f"run_long: StateTrace {m.population}.{m.variable} samples every {m.every} "
-                    f"steps but a chunk is {chunk_steps} steps; make `chunk` a multiple of "
-                    f"{m.every} steps."
-                )
-            example = jax.eval_shape(lambda m=m: m.init(network, 1, dtype))
-            j = len(traces)
-            traces.append(
-                {
-                    "population": m.population,
-                    "variable": m.variable,
-                    "every": m.every,
-                    "neurons": None if m.neurons is None else list(m.neurons),
-                    "stream": add(f"trace_{j}.bin", example.dtype, example.shape[1:]),
-                }
-            )
-        else:
+def _plan_streams(network: Network, state, monitors: tuple, chunk_steps: int) -> dict:
+    """The files of the run: every monitor's :meth:`~AbstractMonitor.streams` for a chunk of
+    ``chunk_steps`` steps, each with its file name and the monitor it belongs to."""
+    shapes = jax.eval_shape(lambda: _run(network, state, monitors, chunk_steps)).recordings
+    streams = []
+    for i, (m, shape) in enumerate(zip(monitors, shapes, strict=True)):
+        declared = m.streams(network, shape, chunk_steps)
+        keys = [s.key for s in declared]
+        if not all(isinstance(s, Stream) for s in declared) or len(set(keys)) != len(keys):
             raise TypeError(
-                f"run_long: `record` items must be SpikeRaster, SpikeList, PopulationRate or "
-                f"StateTrace; got {type(m).__name__}."
+                f"run_long: {type(m).__name__}.streams must return brainsim Stream values with "
+                f"distinct keys; got {declared!r}."
             )
-    return {"streams": streams, "spikes": spikes, "rates": rates, "traces": traces}
-
-
-_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(bool)
-"""Row ``v``: the bits of byte ``v``, most significant first (the order of ``packbits``)."""
-
-
-def _raster_events(rows: np.ndarray, is_source: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(steps, ids)`` of the spikes in a SpikeRaster recording, sorted by step then id.
-
-    Neuron rows are packed bits (big-endian, so the row-major bit order is the neuron order);
-    source rows are one count byte per channel and a count of ``c`` gives ``c`` entries.
-    Spikes are sparse: the rows are scanned 8 bytes at a time and only nonzero words are
-    unpacked (unpacking every bit costs more than simulating a small network).
-    """
-    n_cols = rows.shape[1]
-    flat = np.ascontiguousarray(rows, np.uint8).reshape(-1)
-    if flat.size % 8:
-        flat = np.concatenate([flat, np.zeros(-flat.size % 8, np.uint8)])
-    words = np.flatnonzero(flat.view(np.uint64))
-    j = np.flatnonzero(flat.reshape(-1, 8)[words])
-    byte = words[j // 8] * 8 + j % 8  # indices of the nonzero bytes, in order
-    values = flat[byte]
-    if is_source:
-        steps, cols = np.divmod(byte, n_cols)
-        reps = values.astype(np.int64)
-        if np.any(reps > 1):
-            steps, cols = np.repeat(steps, reps), np.repeat(cols, reps)
-        return steps, cols
-    which, bit = np.nonzero(_BITS[values])
-    return np.divmod(byte[which] * 8 + bit, n_cols * 8)
+        for s in declared:
+            slug = re.sub(r"[^A-Za-z0-9_-]+", "_", s.key)
+            file = f"m{i}_{len(streams)}_{slug}.bin"
+            streams.append({"file": file, "monitor": i, **s.to_json()})
+    return {"streams": streams}
 
 
 def _chunk_rows(network: Network, plan: dict, monitors: tuple, result, k0: int) -> list:
     """The rows each stream gets from one chunk's recordings (NumPy, on the host)."""
     rows: list = [None] * len(plan["streams"])
-    sources = {p.name for p in network.populations if p.is_source}
-    for m, rec in zip(monitors, result.recordings, strict=True):
-        if isinstance(m, SpikeRaster):
-            for name in m.names(network):
-                s_steps, s_ids = plan["spikes"][name]
-                if rows[s_steps] is not None:
-                    continue
-                steps, ids = _raster_events(np.asarray(rec[name]), name in sources)
-                rows[s_steps] = steps.astype(np.int64) + k0
-                rows[s_ids] = ids.astype(np.int32)
-        elif isinstance(m, SpikeList):
-            s_steps, s_ids = plan["spikes"][m.population]
-            if rows[s_steps] is not None:
-                continue
-            # Slice on the host: slicing the device arrays would compile one op per length.
-            n = min(int(np.asarray(rec.total)), m.capacity)
-            reps = np.asarray(rec.counts)[:n].astype(np.int64)
-            rows[s_steps] = np.repeat(np.asarray(rec.steps)[:n], reps).astype(np.int64) + k0
-            rows[s_ids] = np.repeat(np.asarray(rec.ids)[:n], reps).astype(np.int32)
-        elif isinstance(m, PopulationRate):
-            for name in m.names(network):
-                i = plan["rates"][name]
-                if rows[i] is None:
-                    rows[i] = np.asarray(rec[name], np.float32)
-    trace_recs = [
-        r for m, r in zip(monitors, result.recordings, strict=True) if isinstance(m, StateTrace)
-    ]
-    for t, rec in zip(plan["traces"], trace_recs, strict=True):
-        rows[t["stream"]] = np.asarray(rec)
+    by_monitor: dict = {}
+    for j, s in enumerate(plan["streams"]):
+        by_monitor.setdefault(s["monitor"], {})[s["key"]] = j
+    for i, (m, rec) in enumerate(zip(monitors, result.recordings, strict=True)):
+        wanted = by_monitor.get(i, {})
+        got = m.rows(network, rec, k0)
+        if set(got) != set(wanted):
+            raise TypeError(
+                f"run_long: {type(m).__name__}.rows returned keys {sorted(got)}; its streams "
+                f"declare {sorted(wanted)}."
+            )
+        for key, j in wanted.items():
+            r = np.asarray(got[key])
+            if list(r.shape[1:]) != plan["streams"][j]["shape"]:
+                raise TypeError(
+                    f"run_long: {type(m).__name__}.rows gave {key!r} rows of shape "
+                    f"{r.shape[1:]}; its stream declares {tuple(plan['streams'][j]['shape'])}."
+                )
+            rows[j] = r
     return rows
 
 
@@ -426,11 +359,12 @@ def _run_meta(network, monitors, chunk_steps, plan, start_step) -> dict:
     }
 
 
-def _overflow_advice(monitors, recordings, chunk_steps: int, resumes_at: float | None) -> str:
-    """How to go on after a full SpikeList: a larger capacity in a resumed call."""
-    for m, r in zip(monitors, recordings, strict=True):
-        if isinstance(m, SpikeList) and int(np.asarray(m.overflow(r))) > 0:
-            needed = m.capacity + int(np.asarray(m.overflow(r)))
+def _overflow_advice(monitors, overflow, chunk_steps: int, resumes_at: float | None) -> str:
+    """How to go on after a monitor's buffer filled up (``overflow``: the items each monitor
+    could not store): a larger one in a resumed call."""
+    for m, count in zip(monitors, np.asarray(overflow).tolist(), strict=True):
+        advice = m.resized_for(count) if count > 0 else None
+        if advice is not None:
             continues = (
                 f"resumes from the last checkpoint (t = {resumes_at:g} ms), keeping the chunks "
                 "before it"
@@ -440,8 +374,8 @@ def _overflow_advice(monitors, recordings, chunk_steps: int, resumes_at: float |
             )
             return (
                 f" To go on, call run_long again with the same arguments and out_dir but "
-                f"SpikeList({m.population!r}, capacity >= {needed}) in `record` (the capacity "
-                f"holds the spikes of one chunk, {chunk_steps} steps): the run {continues}."
+                f"{advice} in `record` (its buffer holds one chunk, {chunk_steps} steps): the "
+                f"run {continues}."
             )
     return ""
 
@@ -471,38 +405,37 @@ def _compatible(out: Path, old: dict, new: dict) -> None:
         raise ValueError(
             f"run_long: {str(out)!r} holds recordings that this call's `record` would not "
             f"continue: {'; '.join(differences)}. Resume with a `record` that writes the same "
-            "files (a SpikeList's capacity may change) or use another folder."
+            "streams (a SpikeList's capacity may change) or use another folder."
         )
 
 
 def _record_differences(old: dict, new: dict) -> list[str]:
     """What the files of the run in the folder (``old``) and of this call (``new``) record
-    differently. Only the files count: a SpikeList's capacity, which bounds one chunk in
-    memory, may change."""
+    differently. Only the files count: a monitor that writes the same streams may replace
+    another (a SpikeList's capacity, which bounds one chunk in memory, may change)."""
 
-    def traces(meta):
+    def recorded(meta):
         return [
-            f"StateTrace({t['population']!r}, {t['variable']!r}, neurons={t['neurons']}, "
-            f"every={t['every']})"
-            for t in meta.get("traces", [])
+            (s.get("monitor"), s.get("key"), s.get("dtype"), s.get("shape"), s.get("every"))
+            for s in meta.get("streams", [])
         ]
 
-    differences = []
-    for what, a, b in (
-        ("spikes", sorted(old.get("spikes", {})), sorted(new["spikes"])),
-        ("PopulationRate", sorted(old.get("rates", {})), sorted(new["rates"])),
-        ("traces", traces(old), traces(new)),
-    ):
-        if a != b:
-            differences.append(f"{what} of {a} in the folder, {b} in this call")
-    if not differences and any(
-        old.get(k) != new[k] for k in ("streams", "spikes", "rates", "traces")
-    ):
-        differences.append(
-            "the same recordings in other files (another order of `record`, or another dtype): "
-            f"{old.get('streams')} in the folder, {new['streams']} in this call"
-        )
-    return differences
+    def text(items):
+        return "[" + ", ".join(f"record[{i}] {k} {d}{tuple(sh)}" for i, k, d, sh, _ in items) + "]"
+
+    a, b = recorded(old), recorded(new)
+    if a == b and [s.get("file") for s in old.get("streams", [])] == [
+        s["file"] for s in new["streams"]
+    ]:
+        return []
+    if sorted(x[1:] for x in a) == sorted(x[1:] for x in b):
+        return [
+            "the same recordings in other files (another order of `record`): "
+            f"{text(a)} in the folder, {text(b)} in this call"
+        ]
+    gone = [x for x in a if x not in b]
+    extra = [x for x in b if x not in a]
+    return [f"{text(gone)} in the folder, {text(extra)} in this call"]
 
 
 def run_long(
@@ -539,9 +472,10 @@ def run_long(
             COBA 4k: about 15 % over one scan with 100 ms chunks, 5-9 % with 250 ms), so
             use chunks of a second or more for small networks; smaller chunks bound memory
             more tightly and give finer progress.
-        record: :class:`SpikeRaster` / :class:`SpikeList` (spikes; a SpikeList's
-            ``capacity`` is per chunk), :class:`PopulationRate`, :class:`StateTrace`
-            (``every`` must divide the chunk).
+        record: monitors, built-in or your own (:class:`AbstractMonitor`): each streams
+            its recording to its own files (:meth:`AbstractMonitor.streams`). A SpikeList's
+            ``capacity`` is per chunk; a StateTrace's or WeightTrace's ``every`` must divide
+            the chunk.
         checkpoint_every: write ``out_dir/checkpoint.npz`` (atomically) at the first chunk
             boundary after every this many ms and at the end; ``None``: no checkpoints.
         resume: if ``out_dir`` already holds a run of this network: continue it from its
@@ -556,9 +490,10 @@ def run_long(
         state.
 
     Raises:
-        SimulationError: non-finite state or a full SpikeList in a chunk (the files hold the
-            chunks before it; the last checkpoint is in ``out_dir``). For a full SpikeList the
-            message says how to continue: call again with a larger capacity, which resumes.
+        SimulationError: non-finite state or a full monitor buffer in a chunk (the files
+            hold the chunks before it; the last checkpoint is in ``out_dir``). For a full
+            SpikeList the message says how to continue: call again with a larger capacity,
+            which resumes.
         CheckpointError: the folder's checkpoint is corrupted or of another network, or
             ``run.json`` names a file outside the folder.
         RuntimeError: another run (in any process) is writing ``out_dir``.
@@ -600,8 +535,18 @@ def _checked_arguments(network, duration, chunk, checkpoint_every, record):
 
 
 def _run_long(
-    network, duration, out: Path, chunk_steps, total_steps, ckpt_steps, monitors, *, key, state,
-    resume, progress,
+    network,
+    duration,
+    out: Path,
+    chunk_steps,
+    total_steps,
+    ckpt_steps,
+    monitors,
+    *,
+    key,
+    state,
+    resume,
+    progress,
 ) -> StoredRun:
     """:func:`run_long` in the folder ``out``, which this process has locked."""
     meta_path = out / _RUN_JSON
@@ -645,8 +590,7 @@ def _run_long(
             "run_long: runs one network state; batched (vmap-ed) states are not supported."
         )
     step = int(absolute_step(state.step, state.epoch))
-    floats = [x for x in jax.tree.leaves(state.populations) if np.issubdtype(x.dtype, np.inexact)]
-    plan = _plan_streams(network, monitors, chunk_steps, floats[0].dtype if floats else None)
+    plan = _plan_streams(network, state, monitors, chunk_steps)
     if lengths is None:
         lengths = [0] * len(plan["streams"])
     new_meta = _run_meta(
@@ -682,7 +626,9 @@ def _run_long(
                 f"{e} (run_long: in the chunk from t = {(k0 - start_step) * network.dt:g} ms; "
                 f"{str(out)!r} holds the recordings before it"
                 + (" and the last checkpoint)." if resumes_at is not None else ").")
-                + _overflow_advice(monitors, result.recordings, chunk_steps, resumes_at)
+                + _overflow_advice(
+                    monitors, result.faults.recording_overflow, chunk_steps, resumes_at
+                )
             ) from None
         writer.append(k0 + n0, _chunk_rows(network, plan, monitors, result, k0))
         done = k0 + n0
@@ -737,7 +683,9 @@ def _read_meta(out: Path) -> dict:
     if meta.get("format_version") != RUN_FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has run format version {meta.get('format_version')}; this brainsim "
-            f"({__version__}) reads version {RUN_FORMAT_VERSION}."
+            f"({__version__}) reads version {RUN_FORMAT_VERSION}. Read the folder with the "
+            f"brainsim that wrote it (version {meta.get('brainsim_version')}), or run again "
+            "into a new folder."
         )
     streams = meta.get("streams")
     if not isinstance(streams, list) or not all(_valid_stream(s) for s in streams):
@@ -753,9 +701,12 @@ def _valid_stream(stream) -> bool:
         dtype = np.dtype(stream["dtype"])
     except (TypeError, KeyError, ValueError):
         return False
-    shape = stream.get("shape")
+    shape, every = stream.get("shape"), stream.get("every")
     return (
         isinstance(stream.get("file"), str)
+        and isinstance(stream.get("key"), str)
+        and isinstance(stream.get("monitor"), int)
+        and (every is None or (isinstance(every, int) and every >= 1))
         and dtype.kind in "biuf"
         and isinstance(shape, list)
         and all(isinstance(d, int) and d >= 0 for d in shape)
@@ -814,12 +765,64 @@ class StoredRun:
         )
         return mm[lo:hi]
 
-    def _spike_streams(self, population: str) -> list[int]:
+    def _find(self, key: str) -> int | None:
+        """The first stream (in the order of ``record``) holding quantity ``key``."""
+        return next((j for j, s in enumerate(self.meta["streams"]) if s["key"] == key), None)
+
+    def _spike_streams(self, population: str) -> tuple[int, int]:
         if population not in self.population_names:
             raise unknown_name_error("population", population, self.population_names)
-        if population not in self.meta["spikes"]:
+        steps = self._find(f"spikes/{population}/steps")
+        if steps is None:
             raise ValueError(f"No spike recording of population {population!r} in this run.")
-        return self.meta["spikes"][population]
+        monitor = self.meta["streams"][steps]["monitor"]
+        ids = next(
+            j
+            for j, s in enumerate(self.meta["streams"])
+            if s["key"] == f"spikes/{population}/ids" and s["monitor"] == monitor
+        )
+        return steps, ids
+
+    @property
+    def monitors(self) -> tuple[str, ...]:
+        """The monitors of the run (their ``repr``), in the order of ``record``."""
+        return tuple(self.meta["monitors"])
+
+    def recording(self, monitor) -> dict[str, np.ndarray]:
+        """``{stream key: rows}`` of one monitor (memory-mapped), all completed chunks.
+
+        ``monitor``: its position in ``record``, or the monitor itself (found by ``repr``).
+        For a monitor streamed by default (one row per step) the rows are what
+        :func:`~brainsim.simulate` returns over the whole run: ``run.recording(m)["values"]``
+        equals ``result.recordings[i]`` for a monitor whose recording is one array.
+        """
+        names = self.monitors
+        if isinstance(monitor, AbstractMonitor):
+            if repr(monitor) not in names:
+                raise ValueError(f"{monitor!r} is not a monitor of this run; it has {list(names)}.")
+            monitor = names.index(repr(monitor))
+        if not (isinstance(monitor, int) and 0 <= monitor < len(names)):
+            raise ValueError(
+                f"`monitor` must be a position in `record` (0..{len(names) - 1}) or one of the "
+                f"run's monitors; got {monitor!r}."
+            )
+        return {
+            s["key"]: self._stream(j)
+            for j, s in enumerate(self.meta["streams"])
+            if s["monitor"] == monitor
+        }
+
+    def samples(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(times_ms, values)`` of the first sampled stream named ``key`` (values
+        memory-mapped; times from the run's start): ``"trace/<population>/<variable>"``,
+        ``"weights/<projection>"``, ``"spike_counts/<population>"`` or a key of your own
+        monitor's streams."""
+        j = self._find(key)
+        if j is None or self.meta["streams"][j]["every"] is None:
+            sampled = [s["key"] for s in self.meta["streams"] if s["every"] is not None]
+            raise ValueError(f"No sampled stream {key!r} in this run; it has {sampled}.")
+        values = self._stream(j)
+        return np.arange(values.shape[0]) * self.meta["streams"][j]["every"] * self.dt, values
 
     def _step(self, t: float | None, default: int) -> int:
         """The first step whose spikes are recorded at or after ``t`` (ms from the start)."""
@@ -860,8 +863,9 @@ class StoredRun:
 
     def rate(self, population: str) -> float:
         """Mean firing rate of ``population`` over the completed run (Hz)."""
-        if population in self.meta["rates"]:
-            count = float(np.sum(self._stream(self.meta["rates"][population]), dtype=np.float64))
+        counts = self._find(f"spike_counts/{population}")
+        if counts is not None:
+            count = float(np.sum(self._stream(counts), dtype=np.float64))
         else:
             count = self.n_spikes(population)
         size = self.population_sizes[self.population_names.index(population)]
@@ -869,17 +873,21 @@ class StoredRun:
 
     def spike_counts(self, population: str) -> np.ndarray:
         """Spikes of ``population`` per step (memory-mapped; needs a PopulationRate)."""
-        if population not in self.meta["rates"]:
+        if self._find(f"spike_counts/{population}") is None:
             raise ValueError(f"No PopulationRate of population {population!r} in this run.")
-        return self._stream(self.meta["rates"][population])
+        return self.samples(f"spike_counts/{population}")[1]
 
     def trace(self, population: str, variable: str) -> tuple[np.ndarray, np.ndarray]:
         """``(times_ms, values)`` of a :class:`StateTrace` (values memory-mapped)."""
-        for t in self.meta["traces"]:
-            if t["population"] == population and t["variable"] == variable:
-                values = self._stream(t["stream"])
-                return np.arange(values.shape[0]) * t["every"] * self.dt, values
-        raise ValueError(f"No StateTrace({population!r}, {variable!r}) in this run.")
+        if self._find(f"trace/{population}/{variable}") is None:
+            raise ValueError(f"No StateTrace({population!r}, {variable!r}) in this run.")
+        return self.samples(f"trace/{population}/{variable}")
+
+    def weight_trace(self, projection: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(times_ms, weights[samples, ...])`` of a :class:`WeightTrace` (memory-mapped)."""
+        if self._find(f"weights/{projection}") is None:
+            raise ValueError(f"No WeightTrace({projection!r}) in this run.")
+        return self.samples(f"weights/{projection}")
 
     def load_checkpoint(self, network: Network) -> Checkpoint:
         """The run's last checkpoint (network and state) for ``network``."""

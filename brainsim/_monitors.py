@@ -10,6 +10,12 @@ run and reported by ``monitor.nbytes(network, n_steps)``:
   than that is a run-time fault reported after the run with the capacity needed.
 * :class:`StateTrace` — one state variable of chosen neurons every ``every`` steps.
 * :class:`PopulationRate` — the number of spikes of each population in every step.
+* :class:`WeightTrace` — the weights of a plastic projection every ``every`` steps.
+
+Every driver treats every monitor alike, through the protocol of :class:`AbstractMonitor`
+(what it records per step, what it sees under :func:`~brainsim.simulate_sharded`, how
+:func:`~brainsim.run_long` streams it to disk); the built-in monitors are ordinary users of
+that protocol, so a monitor written outside brainsim works in every driver.
 """
 
 from __future__ import annotations
@@ -63,9 +69,97 @@ def _population_names(network, populations, owner) -> tuple[str, ...]:
     return tuple(populations)
 
 
+class Stream(NamedTuple):
+    """One quantity a monitor streams to disk in :func:`~brainsim.run_long`: an append-only
+    file of rows, every row of ``shape`` and ``dtype``.
+
+    Example: ``Stream("values", "<f4", ())`` is one float32 per row; ``Stream("spikes/E/ids",
+    "<i4", (), every=None)`` one neuron index per spike.
+    """
+
+    key: str
+    """What the rows hold, unique among the monitor's streams; :meth:`StoredRun.recording`
+    returns ``{key: rows}`` and the run's accessors look quantities up by key
+    (``"spikes/<population>/steps"`` and ``".../ids"``, ``"spike_counts/<population>"``,
+    ``"trace/<population>/<variable>"``, ``"weights/<projection>"``)."""
+    dtype: str
+    """NumPy dtype string of the rows (``np.dtype(x).str``, e.g. ``"<f4"``)."""
+    shape: tuple[int, ...] = ()
+    """Shape of one row."""
+    every: int | None = 1
+    """Rows are samples: row ``i`` holds the value at step ``i * every`` of the run (times
+    ``i * every * dt`` from its start). ``None``: rows are events (spike entries), any number
+    per chunk, with their own step stream."""
+
+    def to_json(self) -> dict:
+        return {
+            "key": self.key,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "every": self.every,
+        }
+
+
 class AbstractMonitor(eqx.Module):
-    """A recording. ``init`` makes the carried buffer, ``update`` fills it each step,
-    ``per_step`` returns the per-step output stacked by ``scan`` (either may be ``None``)."""
+    """A recording, and everything a driver needs to know about it.
+
+    The per-step part (every driver; all methods are traced inside the compiled loop):
+
+    * ``init(network, n_steps, dtype)``: the buffer carried through the loop (or ``None``);
+    * ``update(network, buffer, state_before, spikes, k)``: the buffer after step ``k``;
+    * ``per_step(network, state_before, spikes, k)``: a value stacked by ``lax.scan`` into the
+      ``(n_steps, ...)`` recording (or ``None``);
+    * ``nbytes`` and ``describe`` (abstract): the memory of a run's recording, one line for it;
+    * ``overflow`` / ``describe_overflow``: items that did not fit a fixed buffer.
+
+    ``state_before`` is the :class:`~brainsim.NetworkState` at the start of step ``k`` (read a
+    population with ``network.population_state(state, name)`` and
+    ``network.receptor_states(state, name)``), ``spikes`` maps every population to its spikes
+    of step ``k``. The recording is the ``per_step`` output if there is one, else the buffer
+    (``result.recordings[i]``).
+
+    **Across shards (gather).** In :func:`~brainsim.simulate_sharded` a monitor sees exactly
+    what it sees in :func:`~brainsim.simulate`: the whole network's state and spikes, in the
+    single-device layout, computed identically on every device (its buffer and outputs are
+    therefore replicated and need no combining). The driver builds that view by all-gathering
+    the partitioned state; the compiler removes the gathers of the state no monitor reads, so a
+    monitor costs the communication of what it reads. A monitor has nothing to declare. (The
+    ``network`` it is given there holds the structure, names, sizes and static fields, but
+    not the arrays: parameters and synapses stay split over the devices.)
+
+    **Streaming to disk.** :func:`~brainsim.run_long` runs the same loop in chunks and appends
+    each chunk's recording to files:
+
+    * ``streams(network, recording, n_steps)``: the files, as :class:`Stream` values, given the
+      shapes (:class:`jax.ShapeDtypeStruct`) of one ``n_steps``-step chunk's recording;
+    * ``rows(network, recording, k0)``: on the host, one chunk's recording (NumPy-convertible
+      arrays; ``k0`` the network's absolute step at the chunk's start) as ``{key: rows}``.
+
+    By default every array of the recording is one stream of per-step rows keyed by its path
+    in the recording (``"values"`` for a single array), which is right for any monitor whose
+    recording has one row per step (every ``per_step`` monitor); other monitors override both.
+    :class:`~brainsim.StoredRun` reads the rows back (``run.recording(monitor)``).
+
+    Example (a monitor written outside brainsim: it works in ``simulate``, ``run_long`` and
+    ``simulate_sharded`` as it stands)::
+
+        class MeanVoltage(bs.AbstractMonitor):
+            population: str = eqx.field(static=True)
+
+            def per_step(self, network, state_before, spikes, k):
+                return jnp.mean(network.population_state(state_before, self.population).v)
+
+            def nbytes(self, network, n_steps):
+                return 4 * n_steps
+
+            def describe(self, network, n_steps):
+                return f"MeanVoltage {self.population}: {4 * n_steps / 1e6:.2f} MB"
+
+        result = bs.simulate(net, 100.0, key=key, record=(MeanVoltage("E"),))
+        v_mean = result.recordings[0]                       # (n_steps,)
+        run = bs.run_long(net, 60_000.0, "out", key=key, record=(MeanVoltage("E"),))
+        v_mean = run.recording(0)["values"]                 # (n_steps,), memory-mapped
+    """
 
     def init(self, network, n_steps: int, dtype):
         return None
@@ -92,6 +186,55 @@ class AbstractMonitor(eqx.Module):
     def describe_overflow(self, count: int) -> str:
         """The error message for ``count`` items that did not fit (``count`` > 0)."""
         return f"{type(self).__name__}: {count_text(count)} items did not fit its buffer."
+
+    def resized_for(self, count: int) -> str | None:
+        """The monitor to record instead after ``count`` items did not fit, as code for a
+        message (``None``: no advice); :func:`~brainsim.run_long` tells the user to resume
+        with it."""
+        return None
+
+    def streams(self, network, recording, n_steps: int) -> tuple[Stream, ...]:
+        """The files ``run_long`` appends this monitor's recording to, from the shapes of one
+        ``n_steps``-step chunk's recording (a pytree of :class:`jax.ShapeDtypeStruct`)."""
+        return per_step_streams(self, recording, n_steps)
+
+    def rows(self, network, recording, k0: int) -> dict:
+        """``{stream key: rows}`` of one chunk's recording, on the host (NumPy).
+
+        ``k0`` is the network's absolute step at the chunk's start (spike steps are stored
+        absolute)."""
+        return dict(_keyed_leaves(recording))
+
+
+def _keyed_leaves(tree, prefix: str = ""):
+    """``(key, leaf)`` pairs of a recording: the leaf's path joined by ``/`` (after
+    ``prefix``), ``"values"`` for a recording that is a single array."""
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        parts = [prefix] if prefix else []
+        for entry in path:
+            for attr in ("key", "name", "idx"):
+                if hasattr(entry, attr):
+                    parts.append(str(getattr(entry, attr)))
+                    break
+        out.append(("/".join(parts) or "values", leaf))
+    return out
+
+
+def per_step_streams(monitor, recording, n_steps: int, prefix: str = "") -> tuple[Stream, ...]:
+    """One stream of per-step rows per array of ``recording`` (the default of
+    :meth:`AbstractMonitor.streams`); refused for arrays without one row per step."""
+    streams = []
+    for key, leaf in _keyed_leaves(recording, prefix):
+        if leaf.shape[:1] != (n_steps,):
+            raise TypeError(
+                f"run_long: cannot stream {type(monitor).__name__}: its recording {key!r} has "
+                f"shape {leaf.shape}, not one row per step of a {n_steps}-step chunk. Record "
+                "per step (per_step) or give the monitor `streams` and `rows` methods "
+                "(brainsim.AbstractMonitor)."
+            )
+        streams.append(Stream(key, np.dtype(leaf.dtype).str, tuple(leaf.shape[1:])))
+    return tuple(streams)
 
 
 class SpikeRaster(AbstractMonitor):
@@ -152,6 +295,58 @@ class SpikeRaster(AbstractMonitor):
             f"SpikeRaster {list(self.names(network))}: {self.nbytes(network, n_steps) / 1e6:.2f} MB"
         )
 
+    def streams(self, network, recording, n_steps):
+        return tuple(s for name in self.names(network) for s in spike_streams(name))
+
+    def rows(self, network, recording, k0):
+        out = {}
+        for name in self.names(network):
+            steps, ids = _raster_events(
+                np.asarray(recording[name]), network.population(name).is_source
+            )
+            out[f"spikes/{name}/steps"] = steps.astype(np.int64) + k0
+            out[f"spikes/{name}/ids"] = ids.astype(np.int32)
+        return out
+
+
+def spike_streams(population: str) -> tuple[Stream, Stream]:
+    """The two streams of a population's spikes: the absolute step (int64, exact however
+    long the run) and the neuron index (int32) of every spike, sorted by step then index."""
+    return (
+        Stream(f"spikes/{population}/steps", np.dtype(np.int64).str, every=None),
+        Stream(f"spikes/{population}/ids", np.dtype(np.int32).str, every=None),
+    )
+
+
+_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(bool)
+"""Row ``v``: the bits of byte ``v``, most significant first (the order of ``packbits``)."""
+
+
+def _raster_events(rows: np.ndarray, is_source: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, ids)`` of the spikes in a SpikeRaster recording, sorted by step then id.
+
+    Neuron rows are packed bits (big-endian, so the row-major bit order is the neuron order);
+    source rows are one count byte per channel and a count of ``c`` gives ``c`` entries.
+    Spikes are sparse: the rows are scanned 8 bytes at a time and only nonzero words are
+    unpacked (unpacking every bit costs more than simulating a small network).
+    """
+    n_cols = rows.shape[1]
+    flat = np.ascontiguousarray(rows, np.uint8).reshape(-1)
+    if flat.size % 8:
+        flat = np.concatenate([flat, np.zeros(-flat.size % 8, np.uint8)])
+    words = np.flatnonzero(flat.view(np.uint64))
+    j = np.flatnonzero(flat.reshape(-1, 8)[words])
+    byte = words[j // 8] * 8 + j % 8  # indices of the nonzero bytes, in order
+    values = flat[byte]
+    if is_source:
+        steps, cols = np.divmod(byte, n_cols)
+        reps = values.astype(np.int64)
+        if np.any(reps > 1):
+            steps, cols = np.repeat(steps, reps), np.repeat(cols, reps)
+        return steps, cols
+    which, bit = np.nonzero(_BITS[values])
+    return np.divmod(byte[which] * 8 + bit, n_cols * 8)
+
 
 class SpikeListBuffer(NamedTuple):
     steps: jax.Array
@@ -182,7 +377,10 @@ class SpikeList(AbstractMonitor):
             "capacity", capacity, owner="SpikeList", what=" (spike entries kept, e.g. 100_000)"
         )
         self.chunk_size = check_positive_int(
-            "chunk_size", chunk_size, owner="SpikeList", what=" (spikes stored per loop pass, e.g. 64)"
+            "chunk_size",
+            chunk_size,
+            owner="SpikeList",
+            what=" (spikes stored per loop pass, e.g. 64)",
         )
 
     def init(self, network, n_steps, dtype):
@@ -227,6 +425,20 @@ class SpikeList(AbstractMonitor):
             f"above 255) did not fit capacity {self.capacity}; rerun with capacity {needed} "
             "or record with SpikeRaster."
         )
+
+    def resized_for(self, count):
+        return f"SpikeList({self.population!r}, capacity >= {self.capacity + count})"
+
+    def streams(self, network, recording, n_steps):
+        return spike_streams(self.population)
+
+    def rows(self, network, recording, k0):
+        # Sliced on the host: slicing the device arrays would compile one op per length.
+        n = min(int(np.asarray(recording.total)), self.capacity)
+        reps = np.asarray(recording.counts)[:n].astype(np.int64)
+        steps = np.repeat(np.asarray(recording.steps)[:n], reps).astype(np.int64) + k0
+        ids = np.repeat(np.asarray(recording.ids)[:n], reps).astype(np.int32)
+        return {f"spikes/{self.population}/steps": steps, f"spikes/{self.population}/ids": ids}
 
     def nbytes(self, network, n_steps):
         return self.capacity * 9
@@ -286,9 +498,7 @@ class StateTrace(AbstractMonitor):
         if field in getattr(values, "_fields", ()):
             return getattr(values, field)
         valid = list(network.population_state(state, p.name)._fields) + [
-            f"{r}.{f}"
-            for r, rs in receptors.items()
-            for f in getattr(rs.kinetics, "_fields", ())
+            f"{r}.{f}" for r, rs in receptors.items() for f in getattr(rs.kinetics, "_fields", ())
         ]
         raise unknown_name_error(
             f"variable of {type(p.model).__name__} population (or 'receptor.field' of a "
@@ -320,12 +530,7 @@ class StateTrace(AbstractMonitor):
         return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
 
     def update(self, network, buffer, state_before, spikes, k):
-        x = self._select(network, state_before)
-        if self.every == 1:
-            return lax.dynamic_update_index_in_dim(buffer, x, k, 0)
-        i = k // self.every
-        old = lax.dynamic_index_in_dim(buffer, i, 0, keepdims=False)
-        return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % self.every == 0, x, old), i, 0)
+        return _sample(buffer, self._select(network, state_before), k, self.every)
 
     def nbytes(self, network, n_steps):
         example = _recorded_example(self._select, network, None)
@@ -336,6 +541,34 @@ class StateTrace(AbstractMonitor):
             f"StateTrace {self.population}.{self.variable} every {self.every} step(s): "
             f"{self.nbytes(network, n_steps) / 1e6:.2f} MB"
         )
+
+    def streams(self, network, recording, n_steps):
+        what = f"StateTrace {self.population}.{self.variable}"
+        key = f"trace/{self.population}/{self.variable}"
+        return (sample_stream(what, key, recording, n_steps, self.every),)
+
+    def rows(self, network, recording, k0):
+        return {f"trace/{self.population}/{self.variable}": np.asarray(recording)}
+
+
+def _sample(buffer, x, k, every: int):
+    """``buffer`` with ``x`` stored as sample ``k // every`` if step ``k`` is a sampled one."""
+    if every == 1:
+        return lax.dynamic_update_index_in_dim(buffer, x, k, 0)
+    i = k // every
+    old = lax.dynamic_index_in_dim(buffer, i, 0, keepdims=False)
+    return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % every == 0, x, old), i, 0)
+
+
+def sample_stream(what: str, key: str, recording, n_steps: int, every: int) -> Stream:
+    """The stream of a recording sampled every ``every`` steps; a chunk must hold a whole
+    number of samples, or the samples of the next chunk would fall on other steps."""
+    if n_steps % every:
+        raise ValueError(
+            f"run_long: {what} samples every {every} steps but a chunk is {n_steps} steps; "
+            f"make `chunk` a multiple of {every} steps."
+        )
+    return Stream(key, np.dtype(recording.dtype).str, tuple(recording.shape[1:]), every)
 
 
 def _recorded_example(select, network, dtype):
@@ -363,6 +596,12 @@ class PopulationRate(AbstractMonitor):
 
     def describe(self, network, n_steps):
         return f"PopulationRate {list(self.names(network))}: {self.nbytes(network, n_steps) / 1e6:.2f} MB"
+
+    def streams(self, network, recording, n_steps):
+        return per_step_streams(self, recording, n_steps, prefix="spike_counts")
+
+    def rows(self, network, recording, k0):
+        return dict(_keyed_leaves(recording, "spike_counts"))
 
 
 class WeightTrace(AbstractMonitor):
@@ -423,12 +662,7 @@ class WeightTrace(AbstractMonitor):
         return jnp.zeros((self.n_samples(n_steps),) + example.shape, example.dtype)
 
     def update(self, network, buffer, state_before, spikes, k):
-        x = self._select(network, state_before)
-        if self.every == 1:
-            return lax.dynamic_update_index_in_dim(buffer, x, k, 0)
-        i = k // self.every
-        old = lax.dynamic_index_in_dim(buffer, i, 0, keepdims=False)
-        return lax.dynamic_update_index_in_dim(buffer, jnp.where(k % self.every == 0, x, old), i, 0)
+        return _sample(buffer, self._select(network, state_before), k, self.every)
 
     def nbytes(self, network, n_steps):
         example = _recorded_example(self._select, network, None)
@@ -440,3 +674,12 @@ class WeightTrace(AbstractMonitor):
             f"WeightTrace {self.projection} ({what}) every {self.every} step(s): "
             f"{self.nbytes(network, n_steps) / 1e6:.2f} MB"
         )
+
+    def streams(self, network, recording, n_steps):
+        key = f"weights/{self.projection}"
+        return (
+            sample_stream(f"WeightTrace {self.projection}", key, recording, n_steps, self.every),
+        )
+
+    def rows(self, network, recording, k0):
+        return {f"weights/{self.projection}": np.asarray(recording)}

@@ -92,7 +92,7 @@ from ._clock import step_key as clock_step_key
 from ._compile import jit
 from ._faults import StateFaults, check_step, combine_devices
 from ._inputs import AbstractCurrent
-from ._monitors import AbstractMonitor, StateTrace
+from ._monitors import AbstractMonitor
 from ._network import Network, NetworkState, Population, Projection, ReceptorState
 from ._plan import build_plan, concat_members, member_view
 from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
@@ -684,27 +684,18 @@ def _valid(plan: _Plan, name: str):
     return first + jnp.arange(b.n_local) < b.size
 
 
-def _global_view(plan: _Plan, state: NetworkState, monitors) -> NetworkState:
-    """The state as monitors see it: traced variables of neuron populations (and their
-    synaptic traces) all-gathered."""
-    pops = dict(state.populations)
-    receptors = {name: dict(r) for name, r in state.receptors.items()}
-    for m in monitors:
-        if not isinstance(m, StateTrace) or plan.block(m.population).is_source:
-            continue
-        size = plan.block(m.population).size
-        receptor, field = m.receptor_field()
-        rs = receptors[m.population].get(receptor)
-        values = pops[m.population] if receptor is None else getattr(rs, "kinetics", None)
-        if field not in getattr(values, "_fields", ()):
-            continue  # the monitor raises its own error naming the variable
-        full = lax.all_gather(getattr(values, field), plan.axis, tiled=True)[:size]
-        values = values._replace(**{field: full})
-        if receptor is None:
-            pops[m.population] = values
-        else:
-            receptors[m.population][receptor] = rs._replace(kinetics=values)
-    return state._replace(populations=pops, receptors=receptors)
+def _global_view(plan: _Plan, state: NetworkState, specs) -> NetworkState:
+    """The state as every monitor sees it (:class:`AbstractMonitor`): the whole network's, in
+    the single-device layout. Every partitioned array is all-gathered; XLA removes the gathers
+    whose values no monitor reads, so monitors cost the communication of what they read."""
+    split = P(plan.axis)
+    whole = jax.tree.map(
+        lambda s, x: lax.all_gather(x, plan.axis, tiled=True) if s == split else x,
+        specs,
+        state,
+        is_leaf=lambda x: isinstance(x, P),
+    )
+    return _from_blocks(plan, whole)
 
 
 @jit
@@ -724,7 +715,7 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
         def body(carry, _):
             state, buffers, faults, local = carry  # local: steps of this run so far
             new_state, spikes = _local_step(plan, net, state)
-            view = skeleton.grouped(_global_view(plan, state, monitors), rings=False)
+            view = skeleton.grouped(_global_view(plan, state, specs))
             buffers = tuple(
                 m.update(skeleton, b, view, spikes, local)
                 for m, b in zip(monitors, buffers, strict=True)

@@ -396,7 +396,8 @@ def checked_monitors(record, owner: str) -> tuple[AbstractMonitor, ...]:
         if not isinstance(m, AbstractMonitor):
             raise TypeError(
                 f"{owner}: `record` items must be monitors (SpikeRaster, SpikeList, StateTrace, "
-                f"PopulationRate); got {type(m).__name__}."
+                f"PopulationRate, WeightTrace or a brainsim.AbstractMonitor of your own); got "
+                f"{type(m).__name__}."
             )
     return monitors
 
@@ -421,7 +422,8 @@ def simulate(
         key: PRNG key for the initial state and all randomness (required without ``state``).
         state: continue from this state (e.g. ``previous.state``) instead of a fresh one.
         record: monitors (:class:`SpikeRaster`, :class:`SpikeList`, :class:`StateTrace`,
-            :class:`PopulationRate`); their memory is fixed before the run.
+            :class:`PopulationRate`, :class:`WeightTrace`, or your own
+            :class:`AbstractMonitor`); their memory is fixed before the run.
         check: raise :class:`SimulationError` after the run on a run-time fault: non-finite
             state, a state variable outside the range its model allows
             (:meth:`AbstractNeuron.state_bounds`: a diverged integration), or a full recording

@@ -100,7 +100,7 @@ def test_streamed_files_hold_all_spikes(reference, uninterrupted):
     for pop in ("P", "N"):
         n = len(ref.spikes(pop)[0])
         steps_file, ids_file = (out / stored.meta["streams"][i]["file"]
-                                for i in stored.meta["spikes"][pop])
+                                for i in stored._spike_streams(pop))
         # 8-byte step (absolute, exact past 2**31 steps) and 4-byte id per spike, nothing else.
         assert steps_file.stat().st_size == 8 * n
         assert ids_file.stat().st_size == 4 * n
@@ -116,25 +116,41 @@ def test_streamed_files_hold_all_spikes(reference, uninterrupted):
         assert _same_steps(tw, t[mask]) and np.array_equal(iw, ids[mask])
 
 
-def test_crash_and_resume_writes_the_uninterrupted_files(reference, uninterrupted, tmp_path,
-                                                         monkeypatch):
-    net, _ = reference
-    whole_dir, _ = uninterrupted
-    out = tmp_path / "crashed"
+def crash_in_chunk(monkeypatch, chunk: int, run) -> None:
+    """Call ``run()`` (a run_long) and kill it, as a crash would, when it is about to write
+    chunk ``chunk`` (counted from 1): the chunks before it are written, later ones not."""
     real_append = long_run._Writer.append
     calls = []
 
     def append_then_die(self, end_step, rows):
         calls.append(end_step)
-        if len(calls) == 4:  # chunks 1-3 written, checkpoint after chunk 2
+        if len(calls) == chunk:
             raise KeyboardInterrupt("killed")
         real_append(self, end_step, rows)
 
     monkeypatch.setattr(long_run._Writer, "append", append_then_die)
     with pytest.raises(KeyboardInterrupt):
-        bs.run_long(net, DURATION, out, key=KEY, chunk=CHUNK, record=RECORD,
-                    checkpoint_every=2 * CHUNK, progress=False)
+        run()
     monkeypatch.undo()
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    """The folders ``a`` and ``b`` hold the same stream files, byte for byte."""
+    names = sorted(p.name for p in a.iterdir() if p.suffix == ".bin")
+    assert names == sorted(p.name for p in b.iterdir() if p.suffix == ".bin")
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_crash_and_resume_writes_the_uninterrupted_files(reference, uninterrupted, tmp_path,
+                                                         monkeypatch):
+    net, _ = reference
+    whole_dir, _ = uninterrupted
+    out = tmp_path / "crashed"
+    # Killed in chunk 4: chunks 1-3 written, checkpoint after chunk 2.
+    crash_in_chunk(monkeypatch, 4, lambda: bs.run_long(
+        net, DURATION, out, key=KEY, chunk=CHUNK, record=RECORD, checkpoint_every=2 * CHUNK,
+        progress=False))
     crashed = bs.load_run(out)
     assert crashed.n_steps == 360  # the completed chunks are readable
     assert crashed.load_checkpoint(net).metadata["step"] == 240
@@ -143,10 +159,7 @@ def test_crash_and_resume_writes_the_uninterrupted_files(reference, uninterrupte
     run = bs.run_long(net, DURATION, out, chunk=CHUNK, record=RECORD, checkpoint_every=2 * CHUNK,
                       progress=False)
     assert run.n_steps == 500
-    names = sorted(p.name for p in whole_dir.iterdir() if p.suffix == ".bin")
-    assert names == sorted(p.name for p in out.iterdir() if p.suffix == ".bin")
-    for name in names:
-        assert (out / name).read_bytes() == (whole_dir / name).read_bytes(), name
+    assert_same_files(out, whole_dir)
 
 
 def test_extending_and_refusing_runs(reference, uninterrupted, tmp_path):
@@ -355,14 +368,13 @@ def test_overflow_advice_can_be_followed(reference, uninterrupted, tmp_path):
     assert len(messages) == 2 and capacity == 13
     assert messages[0].endswith(
         "To go on, call run_long again with the same arguments and out_dir but "
-        "SpikeList('N', capacity >= 3) in `record` (the capacity holds the spikes of one "
-        "chunk, 120 steps): the run starts again from t = 0 (there is no checkpoint yet; "
-        "`checkpoint_every` makes runs resumable).")
+        "SpikeList('N', capacity >= 3) in `record` (its buffer holds one chunk, 120 steps): "
+        "the run starts again from t = 0 (there is no checkpoint yet; `checkpoint_every` "
+        "makes runs resumable).")
     assert "rerun with capacity >= 13" in messages[1]
     assert messages[1].endswith(
-        "SpikeList('N', capacity >= 13) in `record` (the capacity holds the spikes of one "
-        "chunk, 120 steps): the run resumes from the last checkpoint (t = 12 ms), keeping the "
-        "chunks before it.")
+        "SpikeList('N', capacity >= 13) in `record` (its buffer holds one chunk, 120 steps): "
+        "the run resumes from the last checkpoint (t = 12 ms), keeping the chunks before it.")
     assert run.n_steps == 500
     assert _same_steps(run.spikes("N")[0], ref.spikes("N")[0])
     for name in (p.name for p in whole_dir.iterdir() if p.suffix == ".bin"):
@@ -373,10 +385,11 @@ def test_resume_names_what_differs(reference, uninterrupted, tmp_path):
     net, _ = reference
     whole_dir, _ = uninterrupted
     with pytest.raises(ValueError, match=re.escape(
-            "would not continue: PopulationRate of ['N', 'P'] in the folder, [] in this call; "
-            "traces of [\"StateTrace('N', 'v', neurons=[0, 3], every=4)\"] in the folder, [] "
-            "in this call. Resume with a `record` that writes the same files (a SpikeList's "
-            "capacity may change) or use another folder.")):
+            "would not continue: [record[1] spikes/N/steps <i8(), record[1] spikes/N/ids <i4(), "
+            "record[2] spike_counts/N <f4(), record[2] spike_counts/P <f4(), record[3] "
+            "trace/N/v <f4(2,)] in the folder, [record[0] spikes/N/steps <i8(), record[0] "
+            "spikes/N/ids <i4()] in this call. Resume with a `record` that writes the same "
+            "streams (a SpikeList's capacity may change) or use another folder.")):
         bs.run_long(net, DURATION, whole_dir, chunk=CHUNK, record=(bs.SpikeRaster(),),
                     progress=False)
     swapped = (RECORD[1], RECORD[0], *RECORD[2:])  # the same recordings in other files
@@ -417,9 +430,11 @@ def test_a_planted_link_is_never_written_through(reference, uninterrupted, tmp_p
     shutil.copytree(whole_dir, out)
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious" * 512)
-    (out / "rate_0.bin").unlink()
-    (out / "rate_0.bin").symlink_to(victim)
-    with pytest.raises(bs.CheckpointError, match="the file 'rate_0.bin', a link to"):
+    rates = next(s["file"] for s in bs.load_run(out).meta["streams"]
+                 if s["key"] == "spike_counts/P")
+    (out / rates).unlink()
+    (out / rates).symlink_to(victim)
+    with pytest.raises(bs.CheckpointError, match=f"the file '{rates}', a link to"):
         bs.run_long(net, DURATION, out, chunk=CHUNK, record=RECORD, progress=False)
     assert victim.read_bytes() == b"precious" * 512
 
