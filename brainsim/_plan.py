@@ -65,9 +65,22 @@ class Block(NamedTuple):
     stp: str | None
 
 
+class DeviceBlock(NamedTuple):
+    """A group partitioned over mesh axis ``axis``: this device holds neurons
+    ``index * n_local .. (index + 1) * n_local - 1`` of the group's ``n_global`` (the last
+    block padded with inert neurons)."""
+
+    axis: str
+    n_global: int
+    n_local: int
+
+
 class Group(eqx.Module):
     """Merged populations: one model with per-neuron parameters, one state, one ring per
-    receptor. ``currents[m]`` are the injected currents of member ``m``."""
+    receptor. ``currents[m]`` are the injected currents of member ``m``.
+
+    In a partitioned run (``block`` set) ``size`` is the device's share, ``n_local``; members
+    keep their offsets and sizes in the whole group."""
 
     name: str = eqx.field(static=True)
     members: tuple[Member, ...] = eqx.field(static=True)
@@ -76,6 +89,11 @@ class Group(eqx.Module):
     model: object
     receptors: dict
     currents: tuple
+    block: DeviceBlock | None = eqx.field(static=True, default=None)
+
+    @property
+    def n_global(self) -> int:
+        return self.size if self.block is None else self.block.n_global
 
     def member(self, name: str) -> Member:
         for m in self.members:
@@ -94,6 +112,8 @@ class Delivery(eqx.Module):
     blocks: tuple[Block, ...] = eqx.field(static=True)
     plastic: str | None = eqx.field(static=True)
     conn: AbstractConnectivity
+    projections: tuple[str, ...] = eqx.field(static=True, default=())
+    """Names of the projections this delivery carries."""
 
 
 class Plan(eqx.Module):
@@ -103,13 +123,16 @@ class Plan(eqx.Module):
     """The :class:`~brainsim.Network` it was built from (dt, timing, plasticity, STP)."""
     groups: tuple[Group, ...]
     deliveries: tuple[Delivery, ...]
-    ring_lengths: dict = eqx.field(static=True)
-    """``{(group index, receptor): rows D}`` of every receptor's ring buffer."""
-    locations: dict = eqx.field(static=True)
-    """``{population name: (group index, member)}``."""
+    ring_lengths: tuple = eqx.field(static=True)
+    """``((group index, receptor), rows D)`` of every receptor's ring buffer."""
+    locations: tuple = eqx.field(static=True)
+    """``(population name, (group index, member))`` pairs (static fields must hash)."""
+    exchange: object = eqx.field(static=True, default=None)
+    """Partitioned runs: ``exchange({group: local spikes})`` returns every group's spikes
+    over the whole network (a collective over the devices); ``None`` on one device."""
 
     def group_of(self, population: str) -> tuple[Group, Member]:
-        g, member = self.locations[population]
+        g, member = dict(self.locations)[population]
         return self.groups[g], member
 
 
@@ -244,7 +267,13 @@ def build_plan(network, merge: bool | str = True) -> Plan:
             rings[(g, r)] = 1
     for d in deliveries:
         rings[(d.group, d.receptor)] = max(rings[(d.group, d.receptor)], d.conn.max_delay)
-    return Plan(network, tuple(groups), tuple(deliveries), rings, layout.locations)
+    return Plan(
+        network,
+        tuple(groups),
+        tuple(deliveries),
+        tuple(rings.items()),
+        tuple(layout.locations.items()),
+    )
 
 
 def _deliveries(network, groups, locations, merge: bool) -> list[Delivery]:
@@ -265,16 +294,19 @@ def _deliveries(network, groups, locations, merge: bool) -> list[Delivery]:
                 conn = proj.connectivity.placed(offset, width)
                 plastic = proj.name if proj.plasticity is not None else None
                 block = Block(proj.pre, proj.name if proj.stp is not None else None)
-                out.append(Delivery(g, receptor, (block,), plastic, conn))
+                out.append(Delivery(g, receptor, (block,), plastic, conn, (proj.name,)))
                 continue
             mergeable.setdefault(key, []).append((proj, offset))
         for same in mergeable.values():
             rows: dict[Block, list] = {}
+            names: dict[Block, list[str]] = {}
             for proj, offset in same:
                 block = Block(proj.pre, proj.name if proj.stp is not None else None)
                 rows.setdefault(block, []).append((proj.connectivity, offset))
+                names.setdefault(block, []).append(proj.name)
             for blocks, conn in type(same[0][0].connectivity).merge(list(rows.items()), width):
-                out.append(Delivery(g, receptor, tuple(blocks), None, conn))
+                carried = tuple(n for b in blocks for n in names[b])
+                out.append(Delivery(g, receptor, tuple(blocks), None, conn, carried))
     return out
 
 

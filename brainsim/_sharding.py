@@ -87,18 +87,15 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ._clock import advance, input_step
-from ._clock import step_key as clock_step_key
 from ._compile import jit
 from ._faults import StateFaults, check_step, combine_devices
-from ._inputs import AbstractCurrent
 from ._monitors import AbstractMonitor
-from ._network import Network, NetworkState, Population, Projection, ReceptorState
-from ._plan import build_plan, concat_members, member_view
+from ._network import Network, NetworkState, Projection, ReceptorState
+from ._plan import Delivery, DeviceBlock, Group, Plan, build_plan
 from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
 from ._simulate import SimulationResult, check_result, collect_result, prepare
 from ._state_check import float_dtype
-from ._step import _propagate, _update_group
+from ._step import step
 
 # ------------------------------------------------------------------------ jax versions
 
@@ -220,35 +217,22 @@ def _slice_neurons(tree, size: int, n_local: int, n_devices: int, d: int):
     return jax.tree.map(cut, tree)
 
 
-class _LocalCurrent(AbstractCurrent):
-    """An injected current evaluated for the whole population (same key, same values as on
-    one device) and cut to this device's block; padding neurons get zero."""
-
-    inner: AbstractCurrent
-    size: int = eqx.field(static=True)
-    n_local: int = eqx.field(static=True)
-    n_devices: int = eqx.field(static=True)
-    axis: str = eqx.field(static=True)
-
-    def current(self, step, dt, key):
-        full = jnp.asarray(self.inner.current(step, dt, key))
-        if full.ndim == 0:
-            return full
-        full = _pad(jnp.broadcast_to(full, (self.size,)), self.n_local * self.n_devices, "zero")
-        start = lax.axis_index(self.axis) * self.n_local
-        return lax.dynamic_slice(full, (start,), (self.n_local,))
-
-
-def _local_population(p: Population, plan: _Plan, d: int) -> Population:
-    if p.is_source:
-        return p
-    n_local = plan.block(p.name).n_local
-    return Population(
-        p.name,
-        n_local,
-        _slice_neurons(p.model, p.size, n_local, plan.n_devices, d),
-        receptors=_slice_neurons(p.receptors, p.size, n_local, plan.n_devices, d),
-        currents=[_LocalCurrent(c, p.size, n_local, plan.n_devices, plan.axis) for c in p.currents],
+def _local_group(group: Group, plan: _Plan, d: int) -> Group:
+    """Device ``d``'s share of a group: its block of every per-neuron parameter; the
+    members' injected currents are evaluated whole and cut in the step (same values and
+    keys as one device)."""
+    if group.is_source:
+        return group  # replicated: the draws for channel i depend on the whole vector
+    b = plan.block(group.name)
+    return Group(
+        group.name,
+        group.members,
+        b.n_local,
+        False,
+        _slice_neurons(group.model, group.size, b.n_local, plan.n_devices, d),
+        _slice_neurons(group.receptors, group.size, b.n_local, plan.n_devices, d),
+        group.currents,
+        DeviceBlock(plan.axis, group.size, b.n_local),
     )
 
 
@@ -363,25 +347,34 @@ _SPLITTERS = {
 }
 
 
-def _split_connectivity(proj: Projection, n_local: int, n_devices: int):
-    conn = proj.connectivity
+def _split_delivery(delivery: Delivery, where: str, n_local: int, n_devices: int):
+    conn = delivery.conn
     splitter = _SPLITTERS.get(type(conn))
     if splitter is None:
         raise ValueError(
-            f"simulate_sharded: projection {proj.name!r} uses {type(conn).__name__}, which "
-            "cannot be partitioned by postsynaptic neuron; build it with layout=bs.Sparse() "
-            "or bs.CSR() (or bs.Dense())."
+            f"simulate_sharded: {where} uses {type(conn).__name__}, which cannot be "
+            "partitioned by postsynaptic neuron; build it with layout=bs.Sparse() or bs.CSR() "
+            "(or bs.Dense())."
         )
-    return splitter(conn, n_local, n_devices, proj.name)
+    return splitter(conn, n_local, n_devices, where)
 
 
-def _assemble(populations, projections, dt) -> Network:
-    """A :class:`Network` value from already-built parts (the constructor would rebuild and
-    re-validate the projections against the *global* presynaptic sizes)."""
+def _without_synapses(network: Network) -> Network:
+    """The network a device's plan carries for the step's per-projection work (short-term
+    plasticity, names, dt): its synapses left out, since each device stores only its share
+    (in the plan's deliveries) and a replicated copy would cost every device the whole
+    network's memory."""
+    projections = []
+    for proj in network.projections:
+        bare = object.__new__(Projection)
+        for f in dataclasses.fields(proj):
+            object.__setattr__(bare, f.name, getattr(proj, f.name))
+        object.__setattr__(bare, "connectivity", None)
+        projections.append(bare)
     net = object.__new__(Network)
-    object.__setattr__(net, "populations", tuple(populations))
+    for f in dataclasses.fields(network):
+        object.__setattr__(net, f.name, getattr(network, f.name))
     object.__setattr__(net, "projections", tuple(projections))
-    object.__setattr__(net, "dt", dt)
     return net
 
 
@@ -457,39 +450,35 @@ class ShardedNetwork:
             )
         axis, n_devices = _check_mesh(mesh, axis)
         capacity = _check_capacity(capacity)
+        whole = _merged_plan(network)
         blocks = tuple(
-            _Block(p.name, p.size, -(-p.size // n_devices), p.is_source)
-            for p in network.populations
+            _Block(g.name, g.size, -(-g.size // n_devices), g.is_source) for g in whole.groups
         )
         plan = _Plan(mesh, axis, n_devices, blocks, capacity)
         _check_state_shapes(network)
-        projections = []
-        for proj in network.projections:
-            parts = _split_connectivity(proj, plan.block(proj.post).n_local, n_devices)
-            projections.append(parts)
+        deliveries = []
+        for d in whole.deliveries:
+            group = whole.groups[d.group]
+            where = "projection " + ", ".join(d.projections)
+            deliveries.append(_split_delivery(d, where, plan.block(group.name).n_local, n_devices))
+        bare = _without_synapses(network)
+        exchange = _Exchange(plan)
         locals_ = []
-        for d in range(n_devices):
-            pops = [_local_population(p, plan, d) for p in network.populations]
-            projs = [
-                Projection(
-                    proj.pre,
-                    proj.post,
-                    parts[d],
-                    receptor=proj.receptor,
-                    layout=proj.layout,
-                    stp=proj.stp,
-                    round_delays=proj.round_delays,
-                    name=proj.name,
-                )
-                for proj, parts in zip(network.projections, projections, strict=True)
-            ]
-            locals_.append(_assemble(pops, projs, network.dt))
+        for dev in range(n_devices):
+            groups = tuple(_local_group(g, plan, dev) for g in whole.groups)
+            mine = tuple(
+                Delivery(d.group, d.receptor, d.blocks, d.plastic, parts[dev], d.projections)
+                for d, parts in zip(whole.deliveries, deliveries, strict=True)
+            )
+            locals_.append(
+                Plan(bare, groups, mine, whole.ring_lengths, whole.locations, exchange)
+            )
         self.network = network
         self.plan = plan
         self.local, self.local_specs = _stack(locals_, mesh, axis)
         self.skeleton = eqx.filter(network, eqx.is_array, inverse=True)
         self._synapses = tuple(
-            sum(_count_synapses(parts[d]) for parts in projections) for d in range(n_devices)
+            sum(_count_synapses(parts[dev]) for parts in deliveries) for dev in range(n_devices)
         )
 
     @property
@@ -514,20 +503,28 @@ def _count_synapses(conn) -> int:
     return int(np.count_nonzero(np.asarray(conn.weights)))
 
 
+def _merged_plan(network: Network) -> Plan:
+    """The network's plan with concrete arrays (merging compiled once per structure)."""
+    return _build_plan_jit(network)
+
+
+_build_plan_jit = jit(build_plan)
+
+
 def _check_state_shapes(network: Network) -> None:
-    """Every state leaf of a neuron population (and its synaptic traces) must be per neuron."""
-    shapes = jax.eval_shape(
-        lambda: network.ungrouped(network._init(jax.random.key(0), jnp.zeros(()).dtype))
-    )
-    for p in network.populations:
-        if p.is_source:
+    """Every state leaf of a neuron group (and its synaptic traces) must be per neuron."""
+    shapes = jax.eval_shape(lambda: network._init(jax.random.key(0), jnp.zeros(()).dtype))
+    layout = network.layout()
+    for g, (name, members) in enumerate(layout.groups):
+        if network.populations[members[0].index].is_source:
             continue
-        kinetics = [rs.kinetics for rs in shapes.receptors[p.name].values()]
-        for x in jax.tree.leaves((shapes.populations[p.name], kinetics)):
-            if x.shape[:1] != (p.size,):
+        kinetics = [rs.kinetics for rs in shapes.receptors[name].values()]
+        for x in jax.tree.leaves((shapes.populations[name], kinetics)):
+            if x.shape[:1] != (layout.size(g),):
                 raise ValueError(
-                    f"simulate_sharded: population {p.name!r} has a state array of shape "
-                    f"{x.shape}, not one value per neuron; its model cannot be partitioned."
+                    f"simulate_sharded: population {members[0].name!r} has a state array of "
+                    f"shape {x.shape[1:] or '()'} per group of {layout.size(g)} neurons, not "
+                    "one value per neuron; its model cannot be partitioned."
                 )
 
 
@@ -643,38 +640,19 @@ def _gather_compact(plan: _Plan, local: dict) -> dict:
     return _split_gathered(plan, names, every)
 
 
-def _local_step(plan: _Plan, net: Network, state: NetworkState):
-    """The step of :mod:`brainsim._step` on one device's block (one group per population of
-    the local network), with the spike exchange between the neuron update and delivery."""
-    local_plan = build_plan(net, merge="sources")
-    dt = net.dt
-    k = input_step(state.step, state.epoch)
-    t = k.astype(jnp.result_type(float)) * dt
-    step_key = clock_step_key(state.key, state.step, state.epoch)
-    pops, receptors, spikes, local, clears = {}, {}, {}, {}, {}
-    for g, group in enumerate(local_plan.groups):
-        pkey = jax.random.fold_in(step_key, group.members[0].index)
-        if group.is_source:  # replicated, merged as on one device (same random draws)
-            members = [state.populations[m.name] for m in group.members]
-            new, fired = group.model.step(concat_members(members), k, dt, pkey)
-            for m in group.members:
-                pops[m.name] = member_view(new, m, group.size)
-                spikes[m.name] = member_view(fired, m, group.size)
-                receptors[m.name] = {}
-            continue
-        pstate = state.populations[group.name]
-        pops[group.name], local[group.name], receptors[group.name], pending = _update_group(
-            local_plan, g, pstate, state.receptors[group.name], state, k, t, step_key
-        )
-        clears.update(pending)
-    local = {n: jnp.where(_valid(plan, n), s, 0) for n, s in local.items()}
-    if local:
-        exchange = _gather_vector if plan.capacity is None else _gather_compact
-        spikes.update(exchange(plan, local))
-    spikes = {p.name: spikes[p.name] for p in net.populations}
-    stp, receptors = _propagate(local_plan, state, spikes, receptors, state.plasticity, clears)
-    step, epoch = advance(state.step, state.epoch)
-    return NetworkState(step, epoch, state.key, pops, receptors, stp), spikes
+@dataclasses.dataclass(frozen=True)
+class _Exchange:
+    """The spike exchange of a partitioned step (:attr:`Plan.exchange`): padding neurons
+    masked, then every group's local spikes gathered from all devices in one collective."""
+
+    plan: _Plan
+
+    def __call__(self, local: dict) -> dict:
+        local = {n: jnp.where(_valid(self.plan, n), s, 0) for n, s in local.items()}
+        if not local:
+            return {}
+        gather = _gather_vector if self.plan.capacity is None else _gather_compact
+        return gather(self.plan, local)
 
 
 def _valid(plan: _Plan, name: str):
@@ -701,28 +679,28 @@ def _global_view(plan: _Plan, state: NetworkState, specs) -> NetworkState:
 @jit
 def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps):
     start = (state.step, state.epoch)
-    blocks = _to_blocks(plan, skeleton.ungrouped(state))
+    blocks = _to_blocks(plan, state)
     specs = _state_specs(plan, blocks)
     dynamic, static = eqx.partition(local, eqx.is_array)
 
     def run(dynamic, state, buffers):
         mine = jax.tree.map(lambda x, s: x[0] if s == P(plan.axis) else x, dynamic, local_specs)
-        net = eqx.combine(mine, static)
-        faults = StateFaults.init(len(plan.blocks))
+        device_plan = eqx.combine(mine, static)
+        faults = StateFaults.init(len(device_plan.groups))
         # Padding slots are not neurons: their state is not checked for faults.
         valid = {b.name: _valid(plan, b.name) for b in plan.blocks if not b.is_source}
 
         def body(carry, _):
             state, buffers, faults, local = carry  # local: steps of this run so far
-            new_state, spikes = _local_step(plan, net, state)
-            view = skeleton.grouped(_global_view(plan, state, specs))
+            new_state, spikes = step(device_plan, state)
+            view = _global_view(plan, state, specs)
             buffers = tuple(
                 m.update(skeleton, b, view, spikes, local)
                 for m, b in zip(monitors, buffers, strict=True)
             )
             outputs = tuple(m.per_step(skeleton, view, spikes, local) for m in monitors)
-            new_pops = [new_state.populations[b.name] for b in plan.blocks]
-            faults = check_step(net.populations, new_pops, local, faults, valid)
+            new_groups = [new_state.populations[g.name] for g in device_plan.groups]
+            faults = check_step(device_plan.groups, new_groups, local, faults, valid)
             return (new_state, buffers, faults, local + 1), outputs
 
         local = jnp.zeros((), jnp.int32)
@@ -744,8 +722,6 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
     )(*args)
     # Back to the single-device layout, replicated (the reshapes need whole arrays).
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
-    by_population = [final.populations[p.name] for p in skeleton.populations]
-    final = skeleton.grouped(final)
     return collect_result(
         final,
         buffers,
@@ -757,8 +733,7 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
         n_steps=n_steps,
         start=start,
         timing=skeleton.timing,
-        groups=skeleton.populations,
-        group_states=by_population,
+        groups=eqx.combine(dynamic, static).groups,
     )
 
 

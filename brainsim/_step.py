@@ -38,22 +38,27 @@ def step(plan: Plan, state):
     k = input_step(state.step, state.epoch)
     t = k.astype(jnp.result_type(float)) * dt
     step_key = clock_step_key(state.key, state.step, state.epoch)
-    pops, receptors, clears, spikes = {}, {}, {}, {}
+    pops, receptors, clears, fired = {}, {}, {}, {}
     for g, group in enumerate(plan.groups):
         gstate = state.populations[group.name]
         gkey = jax.random.fold_in(step_key, group.members[0].index)
         if group.is_source:
-            pops[group.name], fired = group.model.step(gstate, k, dt, gkey)
+            pops[group.name], fired[group.name] = group.model.step(gstate, k, dt, gkey)
             receptors[group.name] = {}
         else:
-            pops[group.name], fired, receptors[group.name], pending = _update_group(
+            pops[group.name], fired[group.name], receptors[group.name], pending = _update_group(
                 plan, g, gstate, state.receptors[group.name], state, k, t, step_key
             )
             clears.update(pending)
+    if plan.exchange is not None:  # partitioned: every device needs every spike
+        fired.update(plan.exchange({g.name: fired[g.name] for g in plan.groups if g.block}))
+    spikes = {}
+    for group in plan.groups:
+        whole = fired[group.name]
         if len(group.members) > 1:
-            fired = _materialised(fired, state.step)
+            whole = _materialised(whole, state.step)
         for m in group.members:
-            spikes[m.name] = member_view(fired, m, group.size)
+            spikes[m.name] = member_view(whole, m, group.n_global)
     spikes = {p.name: spikes[p.name] for p in network.populations}
     if network.timing.transmit_after_update:
         plastic = _plasticity(plan, state, spikes, k, step_key)
@@ -141,12 +146,25 @@ def _drive(plan: Plan, g: int, gstate, rstates, state, k, step_key):
         mkey = jax.random.fold_in(step_key, m.index)
         for j, c in enumerate(currents):
             value = c.current(k, dt, jax.random.fold_in(mkey, 1000 + j))
-            if m.size == n:
+            if group.block is not None:
+                current = current + _device_share(value, m, group.block)
+            elif m.size == n:
                 current = current + value
             else:  # the member's slice, added in the same order as for a lone population
                 part = current[m.offset : m.offset + m.size] + value
                 current = jax.lax.dynamic_update_slice(current, part.astype(dtype), (m.offset,))
     return Drive(current.astype(dtype), conductance.astype(dtype)), arrived
+
+
+def _device_share(value, member, block):
+    """A member's injected current (evaluated for the whole member, with the key and values
+    of a single-device run) cut to this device's neurons; zero on the others."""
+    full = jnp.zeros((block.n_local * jax.lax.axis_size(block.axis),), jnp.result_type(value))
+    full = jax.lax.dynamic_update_slice(
+        full, jnp.broadcast_to(value, (member.size,)).astype(full.dtype), (member.offset,)
+    )
+    start = jax.lax.axis_index(block.axis) * block.n_local
+    return jax.lax.dynamic_slice(full, (start,), (block.n_local,))
 
 
 def _propagate(plan: Plan, state, spikes, receptors, plastic, pending_clears):
