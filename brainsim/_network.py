@@ -625,7 +625,7 @@ class Network(eqx.Module):
         must wait for, and :meth:`_propagate` has the first delivery do it.
         """
         drive, arrived = self._drive(p, pstate, rstates, state, k, key)
-        new_pstate, spikes = p.model.step(pstate, drive, t, self.dt)
+        new_pstate, spikes = p.model.step(pstate, drive, t, self.dt, key)
         v_new = p.model.voltage(new_pstate)
         dtype = v_new.dtype
         new, clears = {}, {}

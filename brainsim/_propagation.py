@@ -90,7 +90,9 @@ def host_to_device(values, dtype) -> jax.Array:
 
 
 def materialise(edges, owner: str) -> EdgeList:
-    """An :class:`EdgeList` for stored layouts (a procedural rule is regenerated in full)."""
+    """The :class:`~brainsim.connect.EdgeList` a stored layout builds from: ``edges`` itself,
+    or every synapse of a procedural rule generated in full; anything else is a ``TypeError``
+    naming ``owner``."""
     if isinstance(edges, ProceduralEdges):
         return edges.edges()
     if not isinstance(edges, EdgeList):
@@ -101,10 +103,14 @@ def materialise(edges, owner: str) -> EdgeList:
 
 
 def ring_row(ring, row, n_post: int):
+    """Row ``row`` (the ``n_post`` values arriving at one step) of a flat ring buffer."""
     return lax.dynamic_slice(ring, (row * n_post,), (n_post,))
 
 
 def add_to_ring_row(ring, row, values, n_post: int):
+    """The ring buffer with ``values`` (``(n_post,)``, cast to the ring's dtype) added to row
+    ``row``: how a connectivity's ``deliver`` schedules input ``l`` steps ahead, with
+    ``row = (cursor + l) % D`` and ``D = ring.shape[0] // n_post``."""
     current = ring_row(ring, row, n_post)
     return lax.dynamic_update_slice(ring, current + values.astype(ring.dtype), (row * n_post,))
 

@@ -19,7 +19,7 @@ def run(model, current, dt=DT, state=None):
     @jax.jit
     def go(state, current):
         def body(s, i):
-            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt)
+            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt, jax.random.key(0))
             return s, spikes
 
         return jax.lax.scan(body, state, current)
@@ -94,7 +94,7 @@ def test_exponential_is_guarded_against_overflow():
     state = model.init(1)._replace(v=jnp.array([-0.5]))
 
     def loss(model):
-        s, spikes = model.step(state, bs.Drive(jnp.array([1e6]), jnp.zeros(1)), 0.0, 0.5)
+        s, spikes = model.step(state, bs.Drive(jnp.array([1e6]), jnp.zeros(1)), 0.0, 0.5, jax.random.key(0))
         return s.v.sum() + s.w.sum() + spikes.sum()
 
     value, grads = eqx.filter_jit(eqx.filter_value_and_grad(loss))(model)
