@@ -66,7 +66,14 @@ def _population_names(network, populations, owner) -> tuple[str, ...]:
 
 class AbstractMonitor(eqx.Module):
     """A recording. ``init`` makes the carried buffer, ``update`` fills it each step,
-    ``per_step`` returns the per-step output stacked by ``scan`` (either may be ``None``)."""
+    ``per_step`` returns the per-step output stacked by ``scan`` (either may be ``None``).
+
+    Both see the network, the state at the start of step ``k`` (``k`` counts the steps of
+    this run) and the spikes of that step (a dict of ``(size,)`` arrays by population); read
+    a population's state with ``network.population_state(state, name)`` and its synaptic
+    traces with ``network.receptor_states(state, name)``, never by indexing the state. The
+    recording is the buffer when ``init`` returns one, else the stacked per-step values.
+    """
 
     def init(self, network, n_steps: int, dtype):
         return None

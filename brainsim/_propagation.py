@@ -124,7 +124,12 @@ class AbstractLayout(eqx.Module):
 
 
 class AbstractConnectivity(eqx.Module):
-    """Built connectivity: weights are array leaves (fittable), sizes and delays structure."""
+    """Built connectivity: weights are array leaves (fittable), sizes and delays structure.
+
+    ``max_delay`` is the longest lag in steps (at least 1: :func:`delay_steps`); the
+    receptor's ring buffer has that many rows of ``n_post`` values. Weights kept in a field
+    named ``weights`` can be fitted and made plastic.
+    """
 
     n_pre: int = eqx.field(static=True)
     n_post: int = eqx.field(static=True)
