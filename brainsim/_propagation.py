@@ -153,6 +153,19 @@ class AbstractConnectivity(eqx.Module):
     def to_dense(self) -> Float[Array, "n_pre n_post"]:
         """Summed weight matrix (duplicates added; for inspection and tests)."""
 
+    def plastic_synapses(self, edges, *, owner: str):
+        """What a plasticity rule on this connectivity works through: ``(synapses,
+        weights)``, a :class:`~brainsim.plasticity.AbstractSynapses` view of the stored
+        synapses and the per-synapse weights in that view's layout (the network carries them
+        in its state and puts them back into ``weights`` before every delivery). ``edges``
+        is the :class:`~brainsim.connect.EdgeList` the connectivity was built from, or
+        ``None``. Formats that cannot carry plasticity keep this default, which refuses."""
+        raise TypeError(
+            f"{owner}: plasticity needs a Dense() or Sparse() layout, or a format whose "
+            f"connectivity gives plasticity a view of its synapses (plastic_synapses); "
+            f"{type(self).__name__} does not. Pass layout=brainsim.Sparse() or brainsim.Dense()."
+        )
+
 
 # ----------------------------------------------------------------------------------- dense
 
