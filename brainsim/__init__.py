@@ -7,6 +7,7 @@ nS, pA, Hz.
 
 from . import analysis as analysis
 from . import connect as connect
+from . import extend as extend
 from . import fit as fit
 from . import init as init
 from . import networks as networks

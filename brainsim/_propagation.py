@@ -93,7 +93,9 @@ def host_to_device(values, dtype) -> jax.Array:
 
 
 def materialise(edges, owner: str) -> EdgeList:
-    """An :class:`EdgeList` for stored layouts (a procedural rule is regenerated in full)."""
+    """The :class:`~brainsim.connect.EdgeList` a stored layout builds from: ``edges`` itself,
+    or every synapse of a procedural rule generated in full; anything else is a ``TypeError``
+    naming ``owner``."""
     if isinstance(edges, ProceduralEdges):
         return edges.edges()
     if not isinstance(edges, EdgeList):
@@ -104,10 +106,14 @@ def materialise(edges, owner: str) -> EdgeList:
 
 
 def ring_row(ring, row, n_post: int):
+    """Row ``row`` (the ``n_post`` values arriving at one step) of a flat ring buffer."""
     return lax.dynamic_slice(ring, (row * n_post,), (n_post,))
 
 
 def add_to_ring_row(ring, row, values, n_post: int):
+    """The ring buffer with ``values`` (``(n_post,)``, cast to the ring's dtype) added to row
+    ``row``: how a connectivity's ``deliver`` schedules input ``l`` steps ahead, with
+    ``row = (cursor + l) % D`` and ``D = ring.shape[0] // n_post``."""
     current = ring_row(ring, row, n_post)
     return lax.dynamic_update_slice(ring, current + values.astype(ring.dtype), (row * n_post,))
 
@@ -121,7 +127,12 @@ class AbstractLayout(eqx.Module):
 
 
 class AbstractConnectivity(eqx.Module):
-    """Built connectivity: weights are array leaves (fittable), sizes and delays structure."""
+    """Built connectivity: weights are array leaves (fittable), sizes and delays structure.
+
+    ``max_delay`` is the longest lag in steps (at least 1: :func:`delay_steps`); the
+    receptor's ring buffer has that many rows of ``n_post`` values. Weights kept in a field
+    named ``weights`` can be fitted and made plastic.
+    """
 
     n_pre: int = eqx.field(static=True)
     n_post: int = eqx.field(static=True)
@@ -144,6 +155,20 @@ class AbstractConnectivity(eqx.Module):
     @abc.abstractmethod
     def to_dense(self) -> Float[Array, "n_pre n_post"]:
         """Summed weight matrix (duplicates added; for inspection and tests)."""
+
+    def plastic_synapses(self, edges, *, owner: str):
+        """What a plasticity rule on this connectivity works through: ``(synapses,
+        weights)``, a :class:`~brainsim.plasticity.AbstractSynapses` view of the stored
+        synapses and the per-synapse weights in that view's layout (the network carries them
+        in its state and puts them back into ``weights`` before every delivery). ``edges``
+        is the :class:`~brainsim.connect.EdgeList` the connectivity was built from, or
+        ``None``. Formats that cannot carry plasticity keep this default, which refuses."""
+        raise TypeError(
+            f"{owner}: plasticity needs a Dense() or Sparse() layout, or a format whose "
+            f"connectivity gives plasticity a view of its synapses (plastic_synapses); "
+            f"{type(self).__name__} does not. Pass layout=brainsim.Sparse() or brainsim.Dense()."
+        )
+
 
     # The plan (brainsim._plan) merges populations into groups and projections into one
     # delivery per receptor of a group. A format takes part through these three methods; the

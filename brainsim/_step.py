@@ -101,7 +101,12 @@ def _update_group(plan: Plan, g: int, gstate, rstates, state, k, t, step_key):
     group = plan.groups[g]
     dt = plan.network.dt
     drive, arrived = _drive(plan, g, gstate, rstates, state, k, step_key)
-    new_gstate, spikes = group.model.step(gstate, drive, t, dt)
+    key = jax.random.fold_in(step_key, group.members[0].index)
+    if group.block is not None:
+        # Each device draws for its own neurons (a model draws for the neurons it is given;
+        # the same key on every device would repeat device 0's noise on the others).
+        key = jax.random.fold_in(key, jax.lax.axis_index(group.block.axis))
+    new_gstate, spikes = group.model.step(gstate, drive, t, dt, key)
     v_new = group.model.voltage(new_gstate)
     dtype = v_new.dtype
     fed = {d.receptor for d in plan.deliveries if d.group == g}

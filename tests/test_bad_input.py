@@ -227,7 +227,7 @@ def test_infinite_membrane_time_constant_is_a_perfect_integrator():
     lif = bs.LIF(tau_m=INF, C_m=200.0, E_L=-70.0, V_th=0.0, I_e=100.0)
     state = lif.init(1)
     for _ in range(3):
-        state, _ = lif.step(state, bs.Drive.zeros(1, jnp.float32), 0.0, 0.5)
+        state, _ = lif.step(state, bs.Drive.zeros(1, jnp.float32), 0.0, 0.5, jax.random.key(0))
     np.testing.assert_allclose(state.v, [-70.0 + 3 * 100.0 * 0.5 / 200.0], rtol=1e-6)
 
 

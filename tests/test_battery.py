@@ -49,7 +49,7 @@ def run_neuron(model, state, current, dt, steps):
 
     def body(s, _):
         drive = bs.Drive(jnp.full(s.v.shape, current, s.v.dtype), jnp.zeros_like(s.v))
-        return model.step(s, drive, 0.0, dt)
+        return model.step(s, drive, 0.0, dt, jax.random.key(0))  # deterministic models
 
     return jax.lax.scan(body, state, None, length=steps)
 

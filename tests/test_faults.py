@@ -95,7 +95,7 @@ class _Growing(bs.AbstractNeuron):
     def init(self, n, *, dtype=None):
         return _GrowingState(jnp.ones((n,), dtype or jnp.float32))
 
-    def step(self, state, drive, t, dt):
+    def step(self, state, drive, t, dt, key):
         return _GrowingState(state.v * 2.0), jnp.zeros_like(state.v)
 
     def voltage(self, state):

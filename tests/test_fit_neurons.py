@@ -75,7 +75,7 @@ def _adex_detaches_the_adaptation_jump() -> bool:
     state = adex.init(1)
 
     def w_after(v):  # starts 0.4 mV above V_peak: this step spikes
-        return adex.step(state._replace(v=v[None]), bs.Drive.zeros(1, jnp.float32), 0.0, 0.1)[0].w[0]
+        return adex.step(state._replace(v=v[None]), bs.Drive.zeros(1, jnp.float32), 0.0, 0.1, jax.random.key(0))[0].w[0]
 
     return abs(float(jax.grad(w_after)(jnp.float32(-40.0)))) < 1.0
 

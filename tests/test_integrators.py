@@ -139,7 +139,7 @@ def test_exponential_euler_is_exact_for_linear_dynamics(x64, dt):
     state = alif.init(1, dtype=jnp.float64)._replace(a=jnp.array([2.0]))
     step = eqx.filter_jit(alif.step)
     for _ in range(10):
-        state, _ = step(state, bs.Drive.zeros(1, jnp.float64), 0.0, dt)
+        state, _ = step(state, bs.Drive.zeros(1, jnp.float64), 0.0, dt, jax.random.key(0))
     assert float(state.a[0]) == pytest.approx(2.0 * np.exp(-10 * dt / 50.0), rel=1e-13)
 
 

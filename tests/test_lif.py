@@ -67,7 +67,7 @@ def test_conductance_drive_has_effective_time_constant(x64):
     state = lif.init(4)
 
     def body(s, _):
-        s, spikes = lif.step(s, drive, 0.0, dt)
+        s, spikes = lif.step(s, drive, 0.0, dt, jax.random.key(0))
         return s, s.v
 
     _, v = jax.lax.scan(body, state, None, length=n_steps)

@@ -19,7 +19,7 @@ def run(model, current, dt=DT, state=None):
     @jax.jit
     def go(state, current):
         def body(s, i):
-            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt)
+            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt, jax.random.key(0))
             return s, spikes
 
         return jax.lax.scan(body, state, current)
@@ -78,7 +78,7 @@ def test_tonic_spiking_with_adaptation():
 def test_spike_resets_and_increments_adaptation():
     model = bs.AdEx(b=80.5)
     state = model.init(1)._replace(v=jnp.array([-1.0]), w=jnp.array([10.0]))
-    state, spikes = eqx.filter_jit(model.step)(state, bs.Drive.zeros(1, jnp.float32), 0.0, DT)
+    state, spikes = eqx.filter_jit(model.step)(state, bs.Drive.zeros(1, jnp.float32), 0.0, DT, jax.random.key(0))
     assert float(spikes[0]) == 1.0
     assert float(state.v[0]) == pytest.approx(-70.6)
     # w decays exactly over the step (linear in itself) with drive a (V - E_L) frozen
@@ -94,7 +94,7 @@ def test_exponential_is_guarded_against_overflow():
     state = model.init(1)._replace(v=jnp.array([-0.5]))
 
     def loss(model):
-        s, spikes = model.step(state, bs.Drive(jnp.array([1e6]), jnp.zeros(1)), 0.0, 0.5)
+        s, spikes = model.step(state, bs.Drive(jnp.array([1e6]), jnp.zeros(1)), 0.0, 0.5, jax.random.key(0))
         return s.v.sum() + s.w.sum() + spikes.sum()
 
     value, grads = eqx.filter_jit(eqx.filter_value_and_grad(loss))(model)
@@ -109,7 +109,7 @@ def test_refractory_holds_voltage():
     drive = bs.Drive(jnp.array([2000.0]), jnp.zeros(1))
     step = eqx.filter_jit(model.step)
     for _ in range(25):
-        state, _ = step(state, drive, 0.0, DT)
+        state, _ = step(state, drive, 0.0, DT, jax.random.key(0))
         vs.append(float(state.v[0]))
     np.testing.assert_allclose(vs[:20], -70.6, atol=1e-5)  # 2 ms = 20 steps held at V_reset
     assert vs[20] > -70.6

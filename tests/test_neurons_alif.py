@@ -18,7 +18,7 @@ def run(model, current, n_steps, state=None):
     @jax.jit
     def go(state, current):
         def body(s, i):
-            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, DT)
+            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, DT, jax.random.key(0))
             return s, (s, spikes)
 
         return jax.lax.scan(body, state, current)

@@ -16,7 +16,7 @@ def run(model, current, dt, state=None):
     @jax.jit
     def go(state, current):
         def body(s, i):
-            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt)
+            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt, jax.random.key(0))
             return s, (s.v, spikes)
 
         return jax.lax.scan(body, state, current)
@@ -106,7 +106,7 @@ def test_expif_is_adex_without_adaptation():
 def test_large_overshoot_resets_exactly():
     for model in (bs.ExpIF(), bs.QIF()):
         state = model.init(1)._replace(v=jnp.asarray([model.V_peak - 0.1]))
-        state, spikes = model.step(state, bs.Drive(jnp.array([1e7]), jnp.zeros(1)), 0.0, 1.0)
+        state, spikes = model.step(state, bs.Drive(jnp.array([1e7]), jnp.zeros(1)), 0.0, 1.0, jax.random.key(0))
         assert float(spikes[0]) == 1.0
         assert float(state.v[0]) == float(model.V_reset)
 

@@ -31,7 +31,7 @@ def run(model, current, dt, state=None, record=True):
     @jax.jit
     def go(state, current):
         def body(s, i):
-            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt)
+            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt, jax.random.key(0))
             return s, ((s.v if record else None), spikes)
 
         return jax.lax.scan(body, state, current)

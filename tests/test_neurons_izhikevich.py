@@ -25,7 +25,7 @@ def run(model, current, dt=DT, state=None):
     @jax.jit
     def go(state, current):
         def body(s, i):
-            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt)
+            s, spikes = model.step(s, bs.Drive(i, jnp.zeros_like(i)), 0.0, dt, jax.random.key(0))
             return s, (s.v, spikes)
 
         return jax.lax.scan(body, state, current)
@@ -164,7 +164,7 @@ def test_resonator_rings_at_its_linear_frequency():
 def test_reset_and_recovery_jump():
     model = bs.Izhikevich.preset("CH", V_init=29.9)
     state = model.init(1)
-    state, spikes = model.step(state, bs.Drive.zeros(1, jnp.float32), 0.0, DT)
+    state, spikes = model.step(state, bs.Drive.zeros(1, jnp.float32), 0.0, DT, jax.random.key(0))
     assert float(spikes[0]) == 1.0
     assert float(state.v[0]) == pytest.approx(-50.0)
     u_free = 0.2 * 29.9 + DT * 0.02 * (0.2 * 29.9 - 0.2 * 29.9)

@@ -64,10 +64,17 @@ class AbstractNeuron(eqx.Module):
     """A neuron model: frozen parameters (scalars or per-neuron arrays) and pure functions.
 
     ``init(n)`` returns the resting state of ``n`` neurons as a NamedTuple of arrays;
-    ``step(state, drive, t, dt)`` advances it by ``dt`` ms and returns ``(state, spikes)`` with
-    ``spikes`` a float array (1.0 where the neuron fired during the step) that carries a
-    surrogate gradient. ``voltage(state)`` is the membrane potential (mV) that conductance
-    synapses see.
+    ``step(state, drive, t, dt, key)`` advances it by ``dt`` ms and returns ``(state, spikes)``
+    with ``spikes`` a float array (1.0 where the neuron fired during the step) that carries a
+    surrogate gradient. ``key`` is a JAX PRNG key for this population and this step (a
+    :class:`~brainsim.Network` derives it from the run's key, the step and the population, so
+    every step draws afresh and a rerun with the same key draws the same); deterministic models
+    ignore it, stochastic ones (noise currents, escape noise) draw from it.
+    ``voltage(state)`` is the membrane potential (mV) that conductance synapses see.
+
+    :mod:`brainsim.extend` holds the building blocks for writing one (threshold, reset and
+    refractoriness that follow the network's :class:`~brainsim.Timing`, parameter checks,
+    dtype helpers).
     """
 
     @abc.abstractmethod
@@ -75,8 +82,10 @@ class AbstractNeuron(eqx.Module):
         """Resting state of ``n`` neurons."""
 
     @abc.abstractmethod
-    def step(self, state, drive: Drive, t, dt):
-        """Advance one step; return ``(new_state, spikes)``."""
+    def step(self, state, drive: Drive, t, dt, key):
+        """Advance one step of ``dt`` ms from time ``t`` (ms) with the synaptic and injected
+        input ``drive``; ``key`` is this step's PRNG key (ignored by deterministic models).
+        Return ``(new_state, spikes)``."""
 
     @abc.abstractmethod
     def voltage(self, state) -> Float[Array, " n"]:

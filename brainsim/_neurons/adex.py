@@ -73,10 +73,11 @@ class AdEx(AbstractNeuron):
             detaches the spike-triggered jump ``w += b`` (gradients still reach ``b``).
 
     Example:
-        >>> import brainsim as bs, jax.numpy as jnp
+        >>> import brainsim as bs, jax, jax.numpy as jnp
         >>> adex = bs.AdEx(I_e=800.0)
         >>> state = adex.init(2)
-        >>> state, spikes = adex.step(state, bs.Drive.zeros(2, jnp.float32), 0.0, 0.1)
+        >>> drive = bs.Drive.zeros(2, jnp.float32)
+        >>> state, spikes = adex.step(state, drive, 0.0, 0.1, jax.random.key(0))
     """
 
     C_m: Float[Array, "*n"]
@@ -166,7 +167,7 @@ class AdEx(AbstractNeuron):
 
         return parts
 
-    def step(self, state: AdExState, drive: Drive, t, dt):
+    def step(self, state: AdExState, drive: Drive, t, dt, key):
         dtype = state.v.dtype
         held = state.refractory > 0
         v_start = jnp.where(held, self.V_reset, state.v)

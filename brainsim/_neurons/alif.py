@@ -50,10 +50,11 @@ class ALIF(AbstractNeuron):
         surrogate, detach_reset, integrator: as for :class:`LIF`.
 
     Example:
-        >>> import brainsim as bs, jax.numpy as jnp
+        >>> import brainsim as bs, jax, jax.numpy as jnp
         >>> alif = bs.ALIF(beta=2.0, tau_a=200.0, I_e=400.0)
         >>> state = alif.init(3)
-        >>> state, spikes = alif.step(state, bs.Drive.zeros(3, jnp.float32), 0.0, 0.1)
+        >>> drive = bs.Drive.zeros(3, jnp.float32)
+        >>> state, spikes = alif.step(state, drive, 0.0, 0.1, jax.random.key(0))
     """
 
     C_m: Float[Array, "*n"]
@@ -118,7 +119,7 @@ class ALIF(AbstractNeuron):
         """The current threshold :math:`V_{th} + \\beta a` (mV)."""
         return self.V_th + self.beta * state.a
 
-    def step(self, state: ALIFState, drive: Drive, t, dt):
+    def step(self, state: ALIFState, drive: Drive, t, dt, key):
         dtype = state.v.dtype
         g_L = self.C_m / self.tau_m
         inv_C = 1.0 / self.C_m  # one reciprocal, not two divisions per neuron (see LIF)

@@ -58,9 +58,10 @@ class ExpIF(AbstractNeuron):
         :class:`LIF`.
 
     Example:
-        >>> import brainsim as bs, jax.numpy as jnp
+        >>> import brainsim as bs, jax, jax.numpy as jnp
         >>> eif = bs.ExpIF(I_e=700.0)
-        >>> state, spikes = eif.step(eif.init(2), bs.Drive.zeros(2, jnp.float32), 0.0, 0.1)
+        >>> drive = bs.Drive.zeros(2, jnp.float32)
+        >>> state, spikes = eif.step(eif.init(2), drive, 0.0, 0.1, jax.random.key(0))
     """
 
     C_m: Float[Array, "*n"]
@@ -133,7 +134,7 @@ class ExpIF(AbstractNeuron):
 
         return parts
 
-    def step(self, state: SpikingState, drive: Drive, t, dt):
+    def step(self, state: SpikingState, drive: Drive, t, dt, key):
         v_start = jnp.where(state.refractory > 0, self.V_reset, state.v)
         return _fire(self, state, self.integrator.step(self.linear_parts(drive), v_start, dt), dt)
 
@@ -165,9 +166,10 @@ class QIF(AbstractNeuron):
         t_ref (ms), I_e (pA); surrogate, detach_reset, integrator as for :class:`LIF`.
 
     Example:
-        >>> import brainsim as bs, jax.numpy as jnp
+        >>> import brainsim as bs, jax, jax.numpy as jnp
         >>> qif = bs.QIF(I_e=100.0)
-        >>> state, spikes = qif.step(qif.init(2), bs.Drive.zeros(2, jnp.float32), 0.0, 0.1)
+        >>> drive = bs.Drive.zeros(2, jnp.float32)
+        >>> state, spikes = qif.step(qif.init(2), drive, 0.0, 0.1, jax.random.key(0))
     """
 
     C_m: Float[Array, "*n"]
@@ -238,6 +240,6 @@ class QIF(AbstractNeuron):
 
         return parts
 
-    def step(self, state: SpikingState, drive: Drive, t, dt):
+    def step(self, state: SpikingState, drive: Drive, t, dt, key):
         v_start = jnp.where(state.refractory > 0, self.V_reset, state.v)
         return _fire(self, state, self.integrator.step(self.linear_parts(drive), v_start, dt), dt)

@@ -159,9 +159,10 @@ class HodgkinHuxley(AbstractNeuron):
         integrator: default :class:`ExponentialEuler`.
 
     Example:
-        >>> import brainsim as bs, jax.numpy as jnp
+        >>> import brainsim as bs, jax, jax.numpy as jnp
         >>> hh = bs.HodgkinHuxley(I_e=10.0)
-        >>> state, spikes = hh.step(hh.init(2), bs.Drive.zeros(2, jnp.float32), 0.0, 0.01)
+        >>> drive = bs.Drive.zeros(2, jnp.float32)
+        >>> state, spikes = hh.step(hh.init(2), drive, 0.0, 0.01, jax.random.key(0))
     """
 
     C_m: Float[Array, "*n"]
@@ -236,7 +237,7 @@ class HodgkinHuxley(AbstractNeuron):
         """``(v, m, h, n) -> (a, b)`` with :math:`dy/dt = a y + b` elementwise."""
         return hh_linear_parts(self, drive)
 
-    def step(self, state: HHState, drive: Drive, t, dt):
+    def step(self, state: HHState, drive: Drive, t, dt, key):
         return hh_step(self, state, drive, dt)
 
 
@@ -267,9 +268,10 @@ class TraubMiles(AbstractNeuron):
         :class:`ExponentialEuler`).
 
     Example:
-        >>> import brainsim as bs, jax.numpy as jnp
+        >>> import brainsim as bs, jax, jax.numpy as jnp
         >>> tm = bs.TraubMiles(I_e=500.0)
-        >>> state, spikes = tm.step(tm.init(2), bs.Drive.zeros(2, jnp.float32), 0.0, 0.1)
+        >>> drive = bs.Drive.zeros(2, jnp.float32)
+        >>> state, spikes = tm.step(tm.init(2), drive, 0.0, 0.1, jax.random.key(0))
     """
 
     C_m: Float[Array, "*n"]
@@ -343,5 +345,5 @@ class TraubMiles(AbstractNeuron):
         """``(v, m, h, n) -> (a, b)`` with :math:`dy/dt = a y + b` elementwise."""
         return hh_linear_parts(self, drive)
 
-    def step(self, state: HHState, drive: Drive, t, dt):
+    def step(self, state: HHState, drive: Drive, t, dt, key):
         return hh_step(self, state, drive, dt)

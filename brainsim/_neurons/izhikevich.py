@@ -61,9 +61,10 @@ class Izhikevich(AbstractNeuron):
             detaches the jump ``u += d`` (gradients still reach ``d``).
 
     Example:
-        >>> import brainsim as bs, jax.numpy as jnp
+        >>> import brainsim as bs, jax, jax.numpy as jnp
         >>> rs = bs.Izhikevich.preset("RS", I_e=10.0)
-        >>> state, spikes = rs.step(rs.init(2), bs.Drive.zeros(2, jnp.float32), 0.0, 0.1)
+        >>> drive = bs.Drive.zeros(2, jnp.float32)
+        >>> state, spikes = rs.step(rs.init(2), drive, 0.0, 0.1, jax.random.key(0))
     """
 
     PRESETS: ClassVar[dict[str, tuple[float, float, float, float]]] = {
@@ -161,7 +162,7 @@ class Izhikevich(AbstractNeuron):
 
         return parts
 
-    def step(self, state: IzhikevichState, drive: Drive, t, dt):
+    def step(self, state: IzhikevichState, drive: Drive, t, dt, key):
         dtype = state.v.dtype
         held = state.refractory > 0
         v_start = jnp.where(held, self.c, state.v)

@@ -47,10 +47,11 @@ class LIF(AbstractNeuron):
         integrator: default exact exponential integration.
 
     Example:
-        >>> import brainsim as bs, jax.numpy as jnp
+        >>> import brainsim as bs, jax, jax.numpy as jnp
         >>> lif = bs.LIF(tau_m=20.0, C_m=200.0, E_L=-60.0, V_th=-50.0, V_reset=-60.0, I_e=250.0)
         >>> state = lif.init(2)
-        >>> state, spikes = lif.step(state, bs.Drive.zeros(2, jnp.float32), 0.0, 0.1)
+        >>> drive = bs.Drive.zeros(2, jnp.float32)
+        >>> state, spikes = lif.step(state, drive, 0.0, 0.1, jax.random.key(0))
     """
 
     C_m: Float[Array, "*n"]
@@ -118,7 +119,7 @@ class LIF(AbstractNeuron):
 
         return self.integrator.step(linear_parts, v, dt)
 
-    def step(self, state: LIFState, drive: Drive, t, dt):
+    def step(self, state: LIFState, drive: Drive, t, dt, key):
         dtype = state.v.dtype
         v = self.subthreshold(state.v, drive, dt)
         v, spikes, refractory = fire_and_reset(

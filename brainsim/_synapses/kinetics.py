@@ -31,7 +31,14 @@ def _like(x, ref):
 
 
 class AbstractKinetics(eqx.Module):
-    """Linear synaptic kinetics advanced exactly; see the module docstring for the step."""
+    r"""Linear synaptic kinetics advanced exactly.
+
+    A step from :math:`t_k` to :math:`t_{k+1}`: ``arrive(state, w)`` adds the weights of the
+    spikes arriving at :math:`t_k` (peak units: nS or pA), ``mean(state, dt)`` is the exact
+    average of the trace over the step (what the neuron sees, so the delivered charge is
+    exact), ``decay(state, dt)`` advances the trace to :math:`t_{k+1}`. The state is a
+    NamedTuple of ``(n,)`` arrays that keeps its dtype (parameters may be wider).
+    """
 
     @abc.abstractmethod
     def init(self, n: int, dtype):

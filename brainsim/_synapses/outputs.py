@@ -18,6 +18,9 @@ from .._neurons._base import Drive
 
 
 class AbstractOutput(eqx.Module):
+    """How a receptor's step-averaged trace acts on the membrane: a :class:`Drive` (current
+    ``i`` and conductance ``g``, :math:`I = i - gV`) for each postsynaptic neuron."""
+
     @abc.abstractmethod
     def drive(self, trace, v) -> Drive:
         """Membrane input from the step-averaged trace ``trace`` at potential ``v``."""

@@ -137,18 +137,25 @@ class SpikingRNN(eqx.Module):
         # and backward, and a loop body that holds only the neuron update.
         drive_in = inputs.astype(dtype) @ self.w_in
         zeros = jnp.zeros((self.n_hidden,), dtype)
+        key = _unused_key()
 
         def body(carry, current):
             state, z_prev = carry
             if self.w_rec is not None:
                 current = current + z_prev @ self.w_rec
-            state, z = self.neuron.step(state, Drive(current, zeros), 0.0, dt)
+            state, z = self.neuron.step(state, Drive(current, zeros), 0.0, dt, key)
             return (state, z), z
 
         init = (self.neuron.init(self.n_hidden, dtype=dtype), zeros)
         _, spikes = lax.scan(body, init, drive_in)
         kappa = jnp.exp(-dt / self.tau_out).astype(dtype)
         return spikes, leaky_filter(spikes @ self.w_out + self.b_out, kappa)
+
+
+def _unused_key():
+    """The key the hidden neuron's step takes: a :class:`~brainsim.LIF` (the only neuron a
+    :class:`SpikingRNN` accepts) is deterministic and ignores it."""
+    return jax.random.key(0)
 
 
 def leaky_filter(u: Float[Array, "T *n"], kappa) -> Float[Array, "T *n"]:
@@ -236,9 +243,10 @@ def _eprop(model: SpikingRNN, inputs, targets, loss, dt):
     recurrent = model.w_rec is not None
     zeros_n = jnp.zeros((n,), dtype)
     ones_n = jnp.ones((n,), dtype)
+    key = _unused_key()
 
     def membrane(state, v, current):
-        new, z = neuron.step(state._replace(v=v), Drive(current, zeros_n), 0.0, dt)
+        new, z = neuron.step(state._replace(v=v), Drive(current, zeros_n), 0.0, dt, key)
         return new.v, z
 
     def body(carry, xs):
@@ -246,7 +254,7 @@ def _eprop(model: SpikingRNN, inputs, targets, loss, dt):
         x = x.astype(dtype)
         state, z_prev, y, zbar, beta, traces, grads, total = carry
         current = model._current(x, z_prev)
-        new_state, z = neuron.step(state, Drive(current, zeros_n), 0.0, dt)
+        new_state, z = neuron.step(state, Drive(current, zeros_n), 0.0, dt, key)
         f = partial(membrane, state)
         # Per-neuron derivatives (every neuron's step depends only on its own v and I).
         _, (a, psi_v) = jax.jvp(f, (state.v, current), (ones_n, zeros_n))

@@ -194,10 +194,10 @@ class AdaptiveThreshold(AbstractNeuron):
         inner_type = next(k for k, v in _STATE_TYPES.items() if v is type(state))
         return inner_type(*tuple(state)[:-1])
 
-    def step(self, state, drive: Drive, t, dt):
+    def step(self, state, drive: Drive, t, dt, key):
         theta = state.theta
         model = eqx.tree_at(lambda m: m.V_th, self.model, self.model.V_th + theta)
-        inner, spikes = model.step(self._inner(state), drive, t, dt)
+        inner, spikes = model.step(self._inner(state), drive, t, dt, key)
         s = spikes.astype(theta.dtype)
         decay = jnp.exp(-dt / self.tau_theta)
         theta = theta * decay + self.theta_plus * (s - self.target_rate * 1e-3 * dt)

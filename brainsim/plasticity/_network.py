@@ -32,7 +32,8 @@ def synapses_for(connectivity, edges=None, *, owner: str = "Projection", capacit
     Returns ``(synapses, weights)``. Dense: the mask of existing synapses comes from ``edges``
     (an :class:`~brainsim.connect.EdgeList`; ``None`` = every pair). Sparse (ELL): a
     homogeneous weight is expanded to one value per synapse (0 on padding), and the
-    transposed index is built here, once.
+    transposed index is built here, once. Any other format provides its own view
+    (:meth:`~brainsim.AbstractConnectivity.plastic_synapses`).
     """
     if isinstance(connectivity, DenseConnectivity):
         mask = None
@@ -57,10 +58,7 @@ def synapses_for(connectivity, edges=None, *, owner: str = "Projection", capacit
         valid = connectivity.targets < connectivity.n_post
         w = jnp.where(valid, jnp.broadcast_to(connectivity.weights, valid.shape), 0)
         return syn, w.astype(jnp.asarray(connectivity.weights).dtype)
-    raise TypeError(
-        f"{owner}: plasticity needs a Dense() or Sparse() layout; got "
-        f"{type(connectivity).__name__}. Pass layout=brainsim.Sparse() or brainsim.Dense()."
-    )
+    return connectivity.plastic_synapses(edges, owner=owner)
 
 
 def _rules(rule):
@@ -90,13 +88,21 @@ def check_initial_weights(rule, synapses, weights, *, owner: str) -> None:
     if not is_concrete(weights):
         return
     w = np.asarray(weights)
-    rows = np.broadcast_to(np.arange(w.shape[0])[:, None], w.shape)
     if isinstance(synapses, EllSynapses):
+        rows = np.broadcast_to(np.arange(w.shape[0])[:, None], w.shape)
         cols = np.asarray(synapses.targets)
         valid = cols < synapses.n_post
-    else:
+    elif isinstance(synapses, DenseSynapses):
+        rows = np.broadcast_to(np.arange(w.shape[0])[:, None], w.shape)
         cols = np.broadcast_to(np.arange(w.shape[1]), w.shape)
         valid = np.ones(w.shape, bool) if synapses.mask is None else np.asarray(synapses.mask)
+    else:  # a format's own view: its map gives every synapse's indices and validity
+
+        def per_synapse(which: int, dtype):
+            pick = lambda v, i, j, ok: jnp.broadcast_to((i, j, ok)[which], v.shape)  # noqa: E731
+            return np.asarray(synapses.map(jnp.zeros(w.shape, dtype), pick))
+
+        rows, cols, valid = per_synapse(0, jnp.int32), per_synapse(1, jnp.int32), per_synapse(2, bool)
     for bounds in filter(None, map(_weight_bounds, _rules(rule))):
         what, lo, hi = bounds
         if not (is_concrete(lo) and is_concrete(hi)):
