@@ -75,6 +75,7 @@ from ._neurons.izhikevich import Izhikevich as Izhikevich
 from ._neurons.izhikevich import IzhikevichState as IzhikevichState
 from ._neurons.lif import LIF as LIF
 from ._neurons.lif import LIFState as LIFState
+from ._plan import Plan as Plan
 from ._propagation import CSR as CSR
 from ._propagation import AbstractConnectivity as AbstractConnectivity
 from ._propagation import AbstractLayout as AbstractLayout
@@ -85,11 +86,13 @@ from ._propagation import EllConnectivity as EllConnectivity
 from ._propagation import Procedural as Procedural
 from ._propagation import ProceduralConnectivity as ProceduralConnectivity
 from ._propagation import Sparse as Sparse
+from ._sharding import Sharded as Sharded
 from ._sharding import ShardedNetwork as ShardedNetwork
 from ._sharding import simulate_sharded as simulate_sharded
 from ._simulate import Faults as Faults
 from ._simulate import SimulationResult as SimulationResult
 from ._simulate import simulate as simulate
+from ._step import step as step
 from ._synapses.kinetics import AbstractKinetics as AbstractKinetics
 from ._synapses.kinetics import AlphaSynapse as AlphaSynapse
 from ._synapses.kinetics import DualExponentialSynapse as DualExponentialSynapse

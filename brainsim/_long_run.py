@@ -53,6 +53,7 @@ from ._clock import absolute_step
 from ._errors import SimulationError, check_positive, unknown_name_error
 from ._monitors import AbstractMonitor, SpikeRaster, Stream
 from ._network import Network, NetworkState
+from ._plan import host_plan
 from ._simulate import _run, _run_jit, checked_monitors, n_steps_for, prepare
 from ._version import __version__
 
@@ -450,6 +451,7 @@ def run_long(
     checkpoint_every: float | None = None,
     resume: bool = True,
     progress: bool | TextIO = True,
+    partition=None,
 ) -> StoredRun:
     """Simulate ``duration`` ms in compiled chunks, streaming the recordings to ``out_dir``.
 
@@ -484,6 +486,8 @@ def run_long(
         progress: print ``t``, steps/s, speed relative to real time and the ETA after every
             chunk (in place in a terminal or notebook; every 10 s in a log). ``False``: silent;
             a text stream: print there.
+        partition: as for :func:`~brainsim.simulate`: ``None`` (one device) or
+            :class:`~brainsim.Sharded` ``(mesh)``; the network is split once for all chunks.
 
     Returns:
         The run as a :class:`StoredRun` (also ``load_run(out_dir)``); ``.state`` is the final
@@ -505,6 +509,7 @@ def run_long(
     """
     # Arguments are checked before the folder (and its lock file) is created.
     steps = _checked_arguments(network, duration, chunk, checkpoint_every, record)
+    run_chunk = _chunk_runner(network, partition)
     with _folder_lock(Path(out_dir)):
         return _run_long(
             network,
@@ -515,7 +520,20 @@ def run_long(
             state=state,
             resume=resume,
             progress=progress,
+            run_chunk=run_chunk,
         )
+
+
+def _chunk_runner(network, partition):
+    """``run(state, monitors, n_steps) -> SimulationResult`` for one chunk: the compiled loop
+    of :func:`~brainsim.simulate`, on one device or partitioned (split once)."""
+    if partition is None:
+        plan = host_plan(network)  # merged once for all chunks
+        return lambda state, monitors, n: _run_jit(network, state, monitors, n, None, 1, plan)
+    from ._sharding import partitioned, run_partitioned
+
+    sharded = partitioned(network, partition)
+    return lambda state, monitors, n: run_partitioned(sharded, state, monitors, n)
 
 
 def _checked_arguments(network, duration, chunk, checkpoint_every, record):
@@ -547,6 +565,7 @@ def _run_long(
     state,
     resume,
     progress,
+    run_chunk,
 ) -> StoredRun:
     """:func:`run_long` in the folder ``out``, which this process has locked."""
     meta_path = out / _RUN_JSON
@@ -648,7 +667,7 @@ def _run_long(
             k = step
             while k < end_step:
                 n = min(chunk_steps, end_step - k)
-                result = _run_jit(network, state, monitors, n, None)
+                result = run_chunk(state, monitors, n)
                 state = result.state
                 if k == step:
                     bar.start(k + n - start_step)  # speeds exclude the first chunk (compiling)

@@ -43,8 +43,9 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._propagation import AbstractConnectivity
+from ._propagation import AbstractConnectivity, array_module
 
 
 class Member(NamedTuple):
@@ -176,12 +177,11 @@ def _merge_modules(modules: Sequence, sizes: Sequence[int]):
         return modules[0]
     flat = [jax.tree.leaves(m) for m in modules]
     treedef = jax.tree.structure(modules[0])
-    leaves = [
-        jnp.concatenate(
-            [jnp.broadcast_to(jnp.asarray(x), (n,)) for x, n in zip(column, sizes, strict=True)]
-        )
-        for column in zip(*flat, strict=True)
-    ]
+    leaves = []
+    for column in zip(*flat, strict=True):
+        xp = array_module(*column)
+        parts = [xp.broadcast_to(xp.asarray(x), (n,)) for x, n in zip(column, sizes, strict=True)]
+        leaves.append(xp.concatenate(parts))
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -234,6 +234,28 @@ def group_layout(network, merge: bool | str = True) -> Layout:
             locations[m.name] = (len(groups), m)
         groups.append((group_name([m.name for m in members], taken), tuple(members)))
     return Layout(tuple(groups), locations)
+
+
+def host_plan(network, merge: bool | str = True) -> Plan:
+    """:func:`build_plan` of a network of concrete values, merged with NumPy on the host and
+    put on the device: no tracing and no compilation of the merge (which for
+    Potjans–Diesmann compiled longer than the simulation loop). The drivers use it outside
+    transformations."""
+    arrays, rest = eqx.partition(network, eqx.is_array)
+    device = jax.tree.leaves(arrays)
+    host_leaves = [np.asarray(x) for x in device]
+    # Arrays the merge passes through unchanged keep their device copy (no second upload).
+    originals = {id(h): d for h, d in zip(host_leaves, device, strict=True)}
+    host = eqx.combine(jax.tree.unflatten(jax.tree.structure(arrays), host_leaves), rest)
+    plan = build_plan(host, merge)
+
+    def on_device(x):
+        if not isinstance(x, np.ndarray):
+            return x
+        return originals.get(id(x), None) if id(x) in originals else jnp.asarray(x)
+
+    plan = jax.tree.map(on_device, eqx.tree_at(lambda p: p.network, plan, replace=None))
+    return eqx.tree_at(lambda p: p.network, plan, network, is_leaf=lambda x: x is None)
 
 
 def build_plan(network, merge: bool | str = True) -> Plan:
@@ -321,5 +343,5 @@ def concat_members(trees: Sequence):
     """Members' states (or spikes) joined into their group's (one member: unchanged)."""
     if len(trees) == 1:
         return trees[0]
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *trees)
+    return jax.tree.map(lambda *xs: array_module(*xs).concatenate(xs), *trees)
 

@@ -170,6 +170,11 @@ class AbstractConnectivity(eqx.Module):
         )
 
 
+    def with_weights(self, weights) -> AbstractConnectivity:
+        """This connectivity with ``weights`` (same layout) in place of its own: how a plastic
+        projection transmits the weights of the plasticity state."""
+        return eqx.tree_at(lambda c: c.weights, self, weights)
+
     # The plan (brainsim._plan) merges populations into groups and projections into one
     # delivery per receptor of a group. A format takes part through these three methods; the
     # defaults keep it apart (a population receiving it is not merged with others).
@@ -211,14 +216,31 @@ def _merge_key(conn, kind: str, tile: int):
     the merge saves."""
     if jnp.ndim(conn.weights) == 0 and conn.n_synapses > 2 * (conn.n_pre + conn.n_post):
         return None
-    return (kind, tile, conn.implementation, jnp.dtype(conn.weights.dtype))
+    return (kind, tile, conn.implementation, np.dtype(conn.weights.dtype))
+
+
+def array_module(*arrays):
+    """NumPy when every array is a host (NumPy) array, else jax.numpy: the plan is merged on
+    the host for a network of concrete values (no compilation, no device round trips) and
+    in the traced program when the values are traced (gradients, vmap)."""
+    return np if all(isinstance(x, np.ndarray | np.generic) for x in arrays) else jnp
+
+
+def _scattered(array, positions, values):
+    """``array`` with ``values`` written at ``positions`` (NumPy or jax)."""
+    if isinstance(array, np.ndarray):
+        array = array.copy()
+        array[positions] = values
+        return array
+    return array.at[positions].set(values)
 
 
 def _synapse_delays(conn, shape):
     """Per-synapse lags of an ELL/CSR connectivity (its one static lag broadcast)."""
     if conn.delays is not None:
-        return conn.delays.astype(jnp.int32)
-    return jnp.full(shape, conn.homogeneous_delay or 1, jnp.int32)
+        return conn.delays.astype(np.int32)
+    xp = array_module(conn.weights)
+    return xp.full(shape, conn.homogeneous_delay or 1, np.int32)
 
 
 def _fan_out_buckets(blocks, fan_out):
@@ -426,8 +448,9 @@ class EllConnectivity(AbstractConnectivity):
     def placed(self, offset, width):
         if offset == 0 and width == self.n_post:
             return self
-        targets = jnp.where(self.targets < self.n_post, self.targets + offset, width)
-        return dataclasses.replace(self, targets=targets.astype(jnp.int32), n_post=width)
+        xp = array_module(self.targets)
+        targets = xp.where(self.targets < self.n_post, self.targets + offset, width)
+        return dataclasses.replace(self, targets=targets.astype(np.int32), n_post=width)
 
     def merge_key(self):
         return _merge_key(self, "ell", self.chunk_size)
@@ -439,18 +462,21 @@ class EllConnectivity(AbstractConnectivity):
         blocks = []
         for block, parts in rows:
             shifted = [c.placed(offset, width) for c, offset in parts]
-            targets = jnp.concatenate([c.targets for c in shifted], axis=1)
-            weights = jnp.concatenate(
-                [jnp.broadcast_to(c.weights, c.targets.shape) for c in shifted], axis=1
+            xp = array_module(*(c.targets for c in shifted), *(c.weights for c in shifted))
+            targets = xp.concatenate([c.targets for c in shifted], axis=1)
+            weights = xp.concatenate(
+                [xp.broadcast_to(c.weights, c.targets.shape) for c in shifted], axis=1
             )
-            delays = jnp.concatenate([_synapse_delays(c, c.targets.shape) for c in shifted], 1)
+            delays = xp.concatenate([_synapse_delays(c, c.targets.shape) for c in shifted], 1)
             blocks.append((block, shifted, targets, weights, delays))
         out = []
         for bucket in _fan_out_buckets(blocks, lambda b: b[2].shape[1]):
             fan_out = max(b[2].shape[1] for b in bucket)
 
-            def pad(x, value, fan_out=fan_out):
-                return jnp.pad(x, ((0, 0), (0, fan_out - x.shape[1])), constant_values=value)
+            xp = array_module(*(b[3] for b in bucket))
+
+            def pad(x, value, fan_out=fan_out, xp=xp):
+                return xp.pad(x, ((0, 0), (0, fan_out - x.shape[1])), constant_values=value)
 
             convs = [c for b in bucket for c in b[1]]
             first = convs[0]
@@ -459,9 +485,9 @@ class EllConnectivity(AbstractConnectivity):
                 c.delays is None for c in convs
             )
             conn = EllConnectivity(
-                jnp.concatenate([pad(b[2], width) for b in bucket]),
-                first.weights if single else jnp.concatenate([pad(b[3], 0) for b in bucket]),
-                None if homogeneous else jnp.concatenate([pad(b[4], 1) for b in bucket]),
+                xp.concatenate([pad(b[2], width) for b in bucket]),
+                first.weights if single else xp.concatenate([pad(b[3], 0) for b in bucket]),
+                None if homogeneous else xp.concatenate([pad(b[4], 1) for b in bucket]),
                 first.homogeneous_delay if homogeneous else 0,
                 first.chunk_size,
                 first.implementation,
@@ -603,7 +629,8 @@ class CsrConnectivity(AbstractConnectivity):
     def placed(self, offset, width):
         if offset == 0 and width == self.n_post:
             return self
-        return dataclasses.replace(self, indices=self.indices + offset, n_post=width)
+        indices = (self.indices + offset).astype(np.int32)
+        return dataclasses.replace(self, indices=indices, n_post=width)
 
     def merge_key(self):
         return _merge_key(self, "csr", self.block_size)
@@ -612,25 +639,30 @@ class CsrConnectivity(AbstractConnectivity):
     def merge(cls, rows, width):
         """One CSR of all blocks: each block's rows hold the synapses of its connectivities
         one after the other (no padding, so no buckets)."""
-        indptr, indices, weights, delays, convs = [jnp.zeros((1,), jnp.int32)], [], [], [], []
+        xp = array_module(*(c.indices for _, parts in rows for c, _ in parts))
+        indptr, indices, weights, delays, convs = [xp.zeros((1,), np.int32)], [], [], [], []
         for _, parts in rows:
             shifted = [c.placed(offset, width) for c, offset in parts]
             convs += shifted
             n_pre = shifted[0].n_pre
-            counts = [jnp.diff(c.indptr) for c in shifted]
-            starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(sum(counts))])
+            counts = [xp.diff(c.indptr).astype(np.int32) for c in shifted]
+            starts = xp.concatenate([xp.zeros((1,), np.int32), xp.cumsum(sum(counts))])
+            starts = starts.astype(np.int32)
             nnz = sum(c.indices.shape[0] for c in shifted)
-            idx = jnp.zeros((nnz,), jnp.int32)
-            w = jnp.zeros((nnz,), shifted[0].weights.dtype)
-            d = jnp.zeros((nnz,), jnp.int32)
-            before = jnp.zeros((n_pre,), jnp.int32)
+            idx = xp.zeros((nnz,), np.int32)
+            w = xp.zeros((nnz,), shifted[0].weights.dtype)
+            d = xp.zeros((nnz,), np.int32)
+            before = xp.zeros((n_pre,), np.int32)
             for c, count in zip(shifted, counts, strict=True):
                 m = c.indices.shape[0]
-                row = jnp.repeat(jnp.arange(n_pre), count, total_repeat_length=m)
-                pos = starts[row] + before[row] + jnp.arange(m, dtype=jnp.int32) - c.indptr[row]
-                idx = idx.at[pos].set(c.indices.astype(jnp.int32))
-                w = w.at[pos].set(jnp.broadcast_to(c.weights, (m,)))
-                d = d.at[pos].set(_synapse_delays(c, (m,)))
+                if xp is np:
+                    row = np.repeat(np.arange(n_pre), count)
+                else:
+                    row = jnp.repeat(jnp.arange(n_pre), count, total_repeat_length=m)
+                pos = starts[row] + before[row] + xp.arange(m, dtype=np.int32) - c.indptr[row]
+                idx = _scattered(idx, pos, c.indices.astype(np.int32))
+                w = _scattered(w, pos, xp.broadcast_to(c.weights, (m,)))
+                d = _scattered(d, pos, _synapse_delays(c, (m,)))
                 before = before + count
             indptr.append(starts[1:] + indptr[-1][-1])
             indices.append(idx)
@@ -642,10 +674,10 @@ class CsrConnectivity(AbstractConnectivity):
             c.delays is None for c in convs
         )
         conn = CsrConnectivity(
-            jnp.concatenate(indptr),
-            jnp.concatenate(indices),
-            first.weights if single else jnp.concatenate(weights),
-            None if homogeneous else jnp.concatenate(delays),
+            xp.concatenate(indptr),
+            xp.concatenate(indices),
+            first.weights if single else xp.concatenate(weights),
+            None if homogeneous else xp.concatenate(delays),
             first.homogeneous_delay if homogeneous else 0,
             first.block_size,
             first.implementation,

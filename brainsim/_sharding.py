@@ -87,13 +87,19 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ._checkpoint_scan import checkpointed_scan
 from ._compile import jit
 from ._faults import StateFaults, check_step, combine_devices
 from ._monitors import AbstractMonitor
 from ._network import Network, NetworkState, Projection, ReceptorState
-from ._plan import Delivery, DeviceBlock, Group, Plan, build_plan
-from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
-from ._simulate import SimulationResult, check_result, collect_result, prepare
+from ._plan import Delivery, DeviceBlock, Group, Plan, host_plan
+from ._propagation import (
+    AbstractConnectivity,
+    CsrConnectivity,
+    DenseConnectivity,
+    EllConnectivity,
+)
+from ._simulate import SimulationResult, collect_result
 from ._state_check import float_dtype
 from ._step import step
 
@@ -349,6 +355,8 @@ _SPLITTERS = {
 
 def _split_delivery(delivery: Delivery, where: str, n_local: int, n_devices: int):
     conn = delivery.conn
+    if delivery.plastic is not None:
+        return _windowed(conn, where, n_local, n_devices)
     splitter = _SPLITTERS.get(type(conn))
     if splitter is None:
         raise ValueError(
@@ -357,6 +365,73 @@ def _split_delivery(delivery: Delivery, where: str, n_local: int, n_devices: int
             "(or bs.Dense())."
         )
     return splitter(conn, n_local, n_devices, where)
+
+
+def _windowed(conn, where: str, n_local: int, n_devices: int):
+    """A plastic projection on every device: all its synapses (their weights are the
+    replicated plasticity state, updated identically everywhere from the exchanged spikes),
+    each device delivering only into its own block of neurons."""
+    if isinstance(conn, EllConnectivity):
+        targets = np.asarray(conn.targets)
+        parts = []
+        for d in range(n_devices):
+            local = targets - d * n_local
+            mine = (targets < conn.n_post) & (local >= 0) & (local < n_local)
+            t = np.where(mine, local, n_local).astype(np.int32)
+            parts.append(dataclasses.replace(conn, targets=t, n_post=n_local))
+        return parts
+    if isinstance(conn, DenseConnectivity):
+        return [_WindowedDense(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
+    raise ValueError(
+        f"simulate_sharded: {where} is plastic on {type(conn).__name__}; partitioned runs "
+        "carry plasticity on Sparse() and Dense() layouts."
+    )
+
+
+class _WindowedDense(AbstractConnectivity):
+    """A dense projection delivering into the columns ``first .. first + n_post - 1`` only
+    (``first`` an array: one value per device); its weights stay whole, so a plasticity rule
+    updates the same matrix on every device."""
+
+    inner: DenseConnectivity
+    first: jax.Array
+
+    def __init__(self, inner, first, n_local):
+        self.inner = inner
+        self.first = first
+        self.n_pre = inner.n_pre
+        self.n_post = n_local
+        self.max_delay = inner.max_delay
+        self.n_synapses = inner.n_synapses
+
+    @property
+    def weights(self):
+        return self.inner.weights
+
+    def with_weights(self, weights):
+        return eqx.tree_at(lambda c: c.inner.weights, self, weights)
+
+    def deliver(self, ring, cursor, spikes):
+        n_pad = -(-self.inner.n_post // self.n_post) * self.n_post
+
+        def window(x):
+            x = jnp.pad(x, ((0, 0), (0, n_pad - x.shape[1])))
+            return lax.dynamic_slice_in_dim(x, self.first, self.n_post, axis=1)
+
+        inner = self.inner
+        local = DenseConnectivity(
+            window(inner.weights),
+            None if inner.delays is None else window(inner.delays),
+            inner.distinct_delays,
+            inner.n_pre,
+            self.n_post,
+            inner.max_delay,
+            inner.n_synapses,
+        )
+        return local.deliver(ring, cursor, spikes)
+
+    def to_dense(self):
+        return self.inner.to_dense()
 
 
 def _without_synapses(network: Network) -> Network:
@@ -441,13 +516,6 @@ class ShardedNetwork:
                 "simulate_sharded: `network` must be a brainsim.Network or ShardedNetwork; got "
                 f"{type(network).__name__}."
             )
-        plastic = [proj.name for proj in network.projections if proj.plasticity is not None]
-        if plastic:
-            # The sharded step has no plasticity pass: plastic weights would stay frozen.
-            raise ValueError(
-                f"simulate_sharded: `network` has plastic projections {plastic}; long-term "
-                "plasticity is not supported in sharded runs yet. Run it with bs.simulate."
-            )
         axis, n_devices = _check_mesh(mesh, axis)
         capacity = _check_capacity(capacity)
         whole = _merged_plan(network)
@@ -504,11 +572,8 @@ def _count_synapses(conn) -> int:
 
 
 def _merged_plan(network: Network) -> Plan:
-    """The network's plan with concrete arrays (merging compiled once per structure)."""
-    return _build_plan_jit(network)
-
-
-_build_plan_jit = jit(build_plan)
+    """The network's plan with concrete arrays (merged on the host)."""
+    return host_plan(network)
 
 
 def _check_state_shapes(network: Network) -> None:
@@ -589,7 +654,13 @@ def _state_specs(plan: _Plan, state: NetworkState) -> NetworkState:
         pops[b.name] = jax.tree.map(lambda _: spec, state.populations[b.name])  # noqa: B023
         receptors[b.name] = jax.tree.map(lambda _: spec, state.receptors[b.name])  # noqa: B023
     return NetworkState(
-        whole, whole, whole, pops, receptors, jax.tree.map(lambda _: whole, state.stp)
+        whole,
+        whole,
+        whole,
+        pops,
+        receptors,
+        jax.tree.map(lambda _: whole, state.stp),
+        jax.tree.map(lambda _: whole, state.plasticity),
     )
 
 
@@ -677,7 +748,9 @@ def _global_view(plan: _Plan, state: NetworkState, specs) -> NetworkState:
 
 
 @jit
-def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps):
+def _run_sharded(
+    local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps, checkpoint, unroll
+):
     start = (state.step, state.epoch)
     blocks = _to_blocks(plan, state)
     specs = _state_specs(plan, blocks)
@@ -704,8 +777,8 @@ def _run_sharded(local, local_specs, skeleton, plan: _Plan, state, buffers, moni
             return (new_state, buffers, faults, local + 1), outputs
 
         local = jnp.zeros((), jnp.int32)
-        (state, buffers, faults, _), outputs = lax.scan(
-            body, (state, buffers, faults, local), None, length=n_steps
+        (state, buffers, faults, _), outputs = checkpointed_scan(
+            body, (state, buffers, faults, local), n_steps, checkpoint, unroll
         )
         # Each device tracked its own neurons; one reduction after the run (not one per step)
         # gives the first step at which any device saw a fault.
@@ -757,6 +830,72 @@ def _replicate(tree, mesh: Mesh):
 # ------------------------------------------------------------------------ public
 
 
+class Sharded(eqx.Module):
+    """A partition of the network's neurons over one axis of a device mesh: pass it as
+    ``simulate(..., partition=bs.Sharded(mesh))`` (and to :func:`~brainsim.run_long`).
+
+    Arguments:
+        mesh: a :class:`jax.sharding.Mesh`, e.g. ``jax.make_mesh((4,), ("neurons",))``.
+        axis: the mesh axis to partition neurons over (default: the only axis).
+        capacity: ``None`` (default) exchanges every step's spike vectors; an integer
+            exchanges compacted lists of at most ``capacity`` spiking neurons per device and
+            step, falling back to the vectors in steps with more (no spike is ever lost).
+
+    The split of the synapses is host work done for every call; to split once and run many
+    times, pass a :class:`ShardedNetwork` as the network instead.
+    """
+
+    mesh: Mesh = eqx.field(static=True)
+    axis: str | None = eqx.field(static=True, default=None)
+    capacity: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        _check_mesh(self.mesh, self.axis)
+        _check_capacity(self.capacity)
+
+    def split(self, network: Network) -> ShardedNetwork:
+        return ShardedNetwork(network, self.mesh, axis=self.axis, capacity=self.capacity)
+
+
+def partitioned(network, partition) -> ShardedNetwork:
+    """The :class:`ShardedNetwork` a run with ``partition`` uses (``network`` may already be
+    one, then ``partition`` must be ``None``)."""
+    if isinstance(network, ShardedNetwork):
+        if partition is not None:
+            raise ValueError(
+                "simulate: `network` is a ShardedNetwork, which fixes its partition; pass "
+                "partition=None (or the plain Network with the partition)."
+            )
+        return network
+    if not isinstance(partition, Sharded):
+        raise TypeError(
+            "simulate: `partition` must be None (one device) or a brainsim.Sharded value, e.g. "
+            f"bs.Sharded(jax.make_mesh((jax.device_count(),), ('neurons',))); got "
+            f"{type(partition).__name__}."
+        )
+    return partition.split(network)
+
+
+def run_partitioned(
+    sharded: ShardedNetwork, state, monitors, n_steps: int, checkpoint=None, unroll: int = 1
+) -> SimulationResult:
+    """The sharded loop for prepared arguments (``simulate`` and ``run_long`` call it)."""
+    buffers = tuple(m.init(sharded.network, n_steps, float_dtype(state)) for m in monitors)
+    state, buffers = _replicate((state, buffers), sharded.mesh)
+    return _run_sharded(
+        sharded.local,
+        sharded.local_specs,
+        sharded.skeleton,
+        sharded.plan,
+        state,
+        buffers,
+        monitors,
+        n_steps,
+        checkpoint,
+        unroll,
+    )
+
+
 def simulate_sharded(
     network: Network | ShardedNetwork,
     duration: float | None = None,
@@ -770,7 +909,8 @@ def simulate_sharded(
     record: Sequence[AbstractMonitor] = (),
     check: bool = True,
 ) -> SimulationResult:
-    """:func:`~brainsim.simulate` with the neurons partitioned over the devices of ``mesh``.
+    """:func:`~brainsim.simulate` with the neurons partitioned over the devices of ``mesh``:
+    ``simulate(network, ..., partition=bs.Sharded(mesh, axis, capacity))``.
 
     Same arguments and result as :func:`~brainsim.simulate` (``state`` and ``result.state``
     are ordinary single-device-layout :class:`NetworkState` values, so runs can be continued
@@ -800,7 +940,7 @@ def simulate_sharded(
                 f"simulate_sharded: `{given[0]}` is fixed by the ShardedNetwork; build a new "
                 "ShardedNetwork to change it."
             )
-        sharded = network
+        partition = None
     else:
         if mesh is None:
             raise ValueError(
@@ -812,26 +952,16 @@ def simulate_sharded(
                 "simulate_sharded: `network` must be a brainsim.Network or ShardedNetwork; got "
                 f"{type(network).__name__}."
             )
-        sharded = ShardedNetwork(network, mesh, axis=axis, capacity=capacity)
-    net, state, monitors, n_steps = prepare(
-        sharded.network,
+        partition = Sharded(mesh, axis, capacity)
+    from ._simulate import simulate
+
+    return simulate(
+        network,
         duration,
         n_steps=n_steps,
         key=key,
         state=state,
         record=record,
-        owner="simulate_sharded",
+        check=check,
+        partition=partition,
     )
-    buffers = tuple(m.init(net, n_steps, float_dtype(state)) for m in monitors)
-    state, buffers = _replicate((state, buffers), sharded.mesh)
-    result = _run_sharded(
-        sharded.local,
-        sharded.local_specs,
-        sharded.skeleton,
-        sharded.plan,
-        state,
-        buffers,
-        monitors,
-        n_steps,
-    )
-    return check_result(result) if check else result

@@ -36,6 +36,7 @@ from ._monitors import (
     WeightTrace,
 )
 from ._network import Network, NetworkState
+from ._plan import host_plan
 from ._state_check import check_state, float_dtype
 from ._step import step
 from ._timing import BRIAN2, Timing
@@ -216,6 +217,11 @@ def n_steps_for(duration: float, dt: float, *, owner: str = "simulate", name="du
     return n
 
 
+def is_concrete_tree(tree) -> bool:
+    """Whether no array in ``tree`` is traced (we are outside ``jit``/``vmap``/``grad``)."""
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
 def check_key(owner: str, key) -> None:
     """Raise unless ``key`` is a JAX PRNG key (a typed key or a raw ``uint32[2]`` one)."""
     dtype = getattr(key, "dtype", None)
@@ -297,9 +303,11 @@ def _run(
     n_steps: int,
     checkpoint: Checkpointing | None = None,
     unroll: int = 1,
+    plan=None,
 ):
     buffers = tuple(m.init(network, n_steps, float_dtype(state)) for m in monitors)
-    plan = network.plan()  # merged once, outside the loop
+    if plan is None:  # traced values: merged here, once, outside the loop
+        plan = network.plan()
     faults = StateFaults.init(len(plan.groups))
     start = (state.step, state.epoch)
 
@@ -413,6 +421,7 @@ def simulate(
     check: bool = True,
     checkpoint: Checkpointing | None = None,
     unroll: int = 1,
+    partition=None,
 ) -> SimulationResult:
     """Simulate ``network`` for ``duration`` ms (or ``n_steps`` steps) in one compiled scan.
 
@@ -460,6 +469,13 @@ def simulate(
             "carries its own random key, so `key` would be ignored. To continue with new "
             "randomness, pass state=state._replace(key=jax.random.key(...))."
         )
+    sharded = None
+    if partition is not None or not isinstance(network, Network):
+        from ._sharding import ShardedNetwork, partitioned
+
+        if partition is not None or isinstance(network, ShardedNetwork):
+            sharded = partitioned(network, partition)
+            network = sharded.network
     network, state, monitors, n_steps = prepare(
         network, duration, n_steps=n_steps, key=key, state=state, record=record
     )
@@ -470,7 +486,13 @@ def simulate(
         )
     what = " (time steps per loop iteration, e.g. 10 on a GPU)"
     check_positive_int("unroll", unroll, owner="simulate", what=what)
-    result = _run_jit(network, state, monitors, n_steps, checkpoint, int(unroll))
+    if sharded is None:
+        plan = host_plan(network) if is_concrete_tree(network) else None
+        result = _run_jit(network, state, monitors, n_steps, checkpoint, int(unroll), plan)
+    else:
+        from ._sharding import run_partitioned
+
+        result = run_partitioned(sharded, state, monitors, n_steps, checkpoint, int(unroll))
     if check:
         result = check_result(result)
     return result

@@ -8,7 +8,6 @@ per merged receptor).
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -191,7 +190,7 @@ def _propagate(plan: Plan, state, spikes, receptors, plastic, pending_clears):
         conn = d.conn
         if d.plastic is not None:
             w = plastic[d.plastic].weights
-            conn = eqx.tree_at(lambda c: c.weights, conn, w.astype(conn.weights.dtype))
+            conn = conn.with_weights(w.astype(conn.weights.dtype))
         after = pending_clears.pop((d.group, d.receptor), None)
         cursor = ring_cursor(state.step, state.epoch, rs.ring.shape[0] // conn.n_post)
         if after is None:

@@ -279,6 +279,14 @@ class SpikeCount(bx.AbstractMonitor):
     def describe(self, network, n_steps):
         return f"SpikeCount {self.population!r}: {self.nbytes(network, n_steps)} bytes"
 
+    # Streaming (run_long): one row per chunk, the counts of that chunk.
+    def streams(self, network, recording, n_steps):
+        size = network.population(self.population).size
+        return (bs.Stream("counts", "<i4", (size,), every=n_steps),)
+
+    def rows(self, network, recording, k0):
+        return {"counts": np.asarray(recording)[None]}
+
 
 class MeanVoltage(bx.AbstractMonitor):
     """Mean membrane potential of ``population`` at the start of every step (mV)."""
@@ -745,10 +753,15 @@ def test_run_long_with_resume_equals_simulate(reference, tmp_path):
 
 def test_run_long_streams_user_monitors(reference, tmp_path):
     net, _, result = reference
+    record = (bs.SpikeRaster(), SpikeCount("N"), MeanVoltage("N"))
     run = bs.run_long(net, 40.0, tmp_path / "run", key=jax.random.key(4), chunk=10.0,
-                      record=(bs.SpikeRaster(), SpikeCount("N"), MeanVoltage("N")),
-                      progress=False)  # fmt: skip
+                      record=record, progress=False)  # fmt: skip
     np.testing.assert_array_equal(run.spikes("N")[1], result.spikes("N")[1])
+    counts = np.asarray(run.recording(1)["counts"])
+    assert counts.shape[0] == 4  # one row per 10 ms chunk
+    np.testing.assert_array_equal(counts.sum(0), np.bincount(result.spikes("N")[1], minlength=counts.shape[1]))
+    np.testing.assert_allclose(np.asarray(run.recording(2)["values"]), result.recordings[2],
+                               rtol=1e-6)  # fmt: skip
 
 
 # ====================================================================== fit
