@@ -24,7 +24,9 @@ The update itself is a function ``fn(values, pre, post, valid) -> new_values`` o
 synapses: ``pre`` and ``post`` are the (broadcast) neuron indices of each synapse and ``valid``
 masks padding; entries where ``valid`` is false are never written. Every synapse appears at
 most once in a window, so the writes do not collide. These are pure-jnp references (the
-portable path); they differentiate forward-mode only where the loop trip count is static.
+portable path). They differentiate in forward and reverse mode as one window of every
+neuron, which needs no loop (:func:`~brainsim.kernels._active.for_each_active`): gradients
+equal those of the dense update (:func:`dense_update_pre` / ``_post``) on the same synapses.
 """
 
 from __future__ import annotations
@@ -91,11 +93,13 @@ def ell_update_pre(
     *,
     n_post: int,
     capacity: int | None = None,
+    single: bool | None = None,
 ) -> Float[Array, "n_pre fan_out"]:
     """Apply ``fn`` to the synapses of every presynaptic neuron with a non-zero spike.
 
     ``fn`` receives ``(values[rows], rows[:, None], targets[rows], valid)`` for a window of
-    active rows (``capacity`` of them; padding rows have index ``n_pre``).
+    active rows (``capacity`` of them; padding rows have index ``n_pre``). ``single``: one
+    window of every row, no loop (:func:`~brainsim.kernels._active.for_each_active`).
     """
     n_pre = values.shape[0]
     cap = _capacity(capacity, n_pre)
@@ -112,7 +116,7 @@ def ell_update_pre(
         new = jnp.where(valid, fn(block, rows[:, None], tgt, valid), block)
         return vals.at[rows].set(new.astype(vals.dtype), mode="drop")
 
-    return for_each_active(spikes, cap, body, values)
+    return for_each_active(spikes, cap, body, values, single=single)
 
 
 def ell_update_post(
@@ -122,11 +126,13 @@ def ell_update_post(
     fn: UpdateFn,
     *,
     capacity: int | None = None,
+    single: bool | None = None,
 ) -> Float[Array, "n_pre fan_out"]:
     """Apply ``fn`` to the synapses onto every postsynaptic neuron with a non-zero spike.
 
     ``fn`` receives ``(values at the slots, pre indices, cols[:, None], valid)`` for a window of
     active postsynaptic neurons, gathered through ``post_slots`` (:func:`ell_post_slots`).
+    ``single`` as in :func:`ell_update_pre`.
     """
     n_pre, fan_out = values.shape
     n_post = post_slots.shape[0]
@@ -142,7 +148,7 @@ def ell_update_post(
         new = jnp.where(valid, fn(block, pre, cols[:, None], valid), block)
         return flat.at[jnp.where(valid, slots, n_slots)].set(new.astype(flat.dtype), mode="drop")
 
-    out = for_each_active(spikes, cap, body, values.reshape(-1))
+    out = for_each_active(spikes, cap, body, values.reshape(-1), single=single)
     return out.reshape(values.shape)
 
 
