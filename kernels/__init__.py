@@ -15,6 +15,9 @@ from ._cpu import status as native_cpu_status
 from ._csr import csr_deliver as csr_deliver
 from ._ell import Implementation as Implementation
 from ._ell import ell_deliver as ell_deliver
+from ._plasticity import csr_post_index as csr_post_index
+from ._plasticity import csr_update_post as csr_update_post
+from ._plasticity import csr_update_pre as csr_update_pre
 from ._plasticity import ell_post_slots as ell_post_slots
 from ._plasticity import ell_update_post as ell_update_post
 from ._plasticity import ell_update_pre as ell_update_pre
@@ -40,6 +43,9 @@ __all__ = [
     "ell_post_slots",
     "ell_update_pre",
     "ell_update_post",
+    "csr_post_index",
+    "csr_update_pre",
+    "csr_update_post",
     "TraceDependence",
     "ell_trace_update_pre",
     "ell_trace_update_post",

@@ -10,9 +10,9 @@ import numpy as np
 from jaxtyping import Array
 
 from .._errors import is_concrete
-from .._propagation import DenseConnectivity, EllConnectivity
+from .._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
 from ._base import Chain
-from ._synapses import DenseSynapses, EllSynapses
+from ._synapses import CsrSynapses, DenseSynapses, EllSynapses
 
 
 class PlasticState(NamedTuple):
@@ -30,8 +30,8 @@ def synapses_for(connectivity, edges=None, *, owner: str = "Projection", capacit
     """A synapse view of built connectivity and its per-synapse weights.
 
     Returns ``(synapses, weights)``. Dense: the mask of existing synapses comes from ``edges``
-    (an :class:`~brainsim.connect.EdgeList`; ``None`` = every pair). Sparse (ELL): a
-    homogeneous weight is expanded to one value per synapse (0 on padding), and the
+    (an :class:`~brainsim.connect.EdgeList`; ``None`` = every pair). Sparse (ELL) and CSR: a
+    homogeneous weight is expanded to one value per synapse (0 on ELL padding), and the
     transposed index is built here, once.
     """
     if isinstance(connectivity, DenseConnectivity):
@@ -57,9 +57,15 @@ def synapses_for(connectivity, edges=None, *, owner: str = "Projection", capacit
         valid = connectivity.targets < connectivity.n_post
         w = jnp.where(valid, jnp.broadcast_to(connectivity.weights, valid.shape), 0)
         return syn, w.astype(jnp.asarray(connectivity.weights).dtype)
+    if isinstance(connectivity, CsrConnectivity):
+        syn = CsrSynapses(connectivity.indptr, connectivity.indices, connectivity.n_post,
+                          capacity=capacity)  # fmt: skip
+        w = jnp.broadcast_to(connectivity.weights, connectivity.indices.shape)
+        return syn, w.astype(jnp.asarray(connectivity.weights).dtype)
     raise TypeError(
-        f"{owner}: plasticity needs a Dense() or Sparse() layout; got "
-        f"{type(connectivity).__name__}. Pass layout=brainsim.Sparse() or brainsim.Dense()."
+        f"{owner}: plasticity needs a Dense(), Sparse() or CSR() layout (stored synapses); got "
+        f"{type(connectivity).__name__}. Pass layout=brainsim.Sparse(), brainsim.CSR() or "
+        "brainsim.Dense()."
     )
 
 
@@ -90,13 +96,7 @@ def check_initial_weights(rule, synapses, weights, *, owner: str) -> None:
     if not is_concrete(weights):
         return
     w = np.asarray(weights)
-    rows = np.broadcast_to(np.arange(w.shape[0])[:, None], w.shape)
-    if isinstance(synapses, EllSynapses):
-        cols = np.asarray(synapses.targets)
-        valid = cols < synapses.n_post
-    else:
-        cols = np.broadcast_to(np.arange(w.shape[1]), w.shape)
-        valid = np.ones(w.shape, bool) if synapses.mask is None else np.asarray(synapses.mask)
+    rows, cols, valid = synapses.pairs()
     for bounds in filter(None, map(_weight_bounds, _rules(rule))):
         what, lo, hi = bounds
         if not (is_concrete(lo) and is_concrete(hi)):
