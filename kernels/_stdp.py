@@ -77,7 +77,14 @@ def dependence_factor(w, dependence: TraceDependence, potentiate: bool):
         return jnp.ones_like(w)
     hat = jnp.clip((w - dependence.w_min) / (dependence.w_max - dependence.w_min), 0, 1)
     base = 1 - hat if potentiate else hat
-    return base if dependence.kind == "multiplicative" else base**dependence.mu
+    if dependence.kind == "multiplicative":
+        return base
+    # base ** mu, with finite derivatives at base = 0: absent synapses and padding sit there
+    # (w = 0 = w_min), and the masked-out update of one must not turn a gradient into
+    # 0 * inf = NaN. Same values (0 ** mu is 1 for mu = 0, else 0).
+    positive = base > 0
+    power = jnp.where(positive, base, 1) ** dependence.mu
+    return jnp.where(positive, power, jnp.where(dependence.mu == 0, 1, 0).astype(power.dtype))
 
 
 def _apply(w, amplitude, partner, factor, clip, potentiate: bool):
