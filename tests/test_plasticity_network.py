@@ -147,8 +147,12 @@ def test_weights_in_state_recorded_and_continued():
     )
     with pytest.raises(TypeError, match="plasticity"):
         bs.Projection("in", "out", bs.connect.all_to_all(2, 2), receptor="e", plasticity=1.0)
-    with pytest.raises(TypeError, match="Dense\\(\\) or Sparse\\(\\)"):
-        network(bs.CSR(), RULE)
+    # Procedural synapses are not stored: nothing to make plastic.
+    procedural = bs.connect.procedural_fixed_outdegree(60, 20, 5, weight=0.1, seed=1)
+    with pytest.raises(TypeError, match="Dense\\(\\), Sparse\\(\\) or CSR\\(\\)"):
+        bs.Network(net.populations, [bs.Projection("in", "out", procedural, receptor="e",
+                                                   layout=bs.Procedural(), plasticity=RULE)],
+                   dt=net.dt)  # fmt: skip
 
 
 def test_modulator_gates_reward_modulated_stdp():
