@@ -104,7 +104,8 @@ def test_the_transmit_order_changes_what_is_transmitted():
 
 
 @pytest.mark.parametrize("order", list(TRANSMIT))
-@pytest.mark.parametrize("layout", [bs.Dense(), bs.Sparse()], ids=["dense", "sparse"])
+@pytest.mark.parametrize("layout", [bs.Dense(), bs.Sparse(), bs.CSR()],
+                         ids=["dense", "sparse", "csr"])
 def test_plastic_weights_are_updated_in_place_in_either_order(layout, order):
     """The loop body copies no weight array: the update waits for the delivery that reads the
     old weights (Brian2's order), or the delivery reads the updated ones (NEST's); the one
