@@ -53,6 +53,7 @@ def _explicit(fn, x):
 
     return run, closed.consts
 
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _run(primal, tangent, n_primal, x, *consts):
     return primal(x, *consts[:n_primal])
@@ -65,7 +66,5 @@ def _run_jvp(primal, tangent, n_primal, primals, tangents):
     out = primal(x, *consts[:n_primal])
     # The primal's own closed-over values do not enter the tangent: the tangent form closes
     # over the same arrays and carries their tangents.
-    _, out_dot = jax.jvp(
-        tangent, (x, *consts[n_primal:]), (x_dot, *consts_dot[n_primal:])
-    )
+    _, out_dot = jax.jvp(tangent, (x, *consts[n_primal:]), (x_dot, *consts_dot[n_primal:]))
     return out, out_dot

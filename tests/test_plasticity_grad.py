@@ -49,6 +49,7 @@ CHECKPOINTS = {"plain": None, "checkpointed": bs.Checkpointing(levels=2)}
 # generic block updates; the kernel tests below cover the generic updates on ELL as well).
 RULE = pl.PairSTDP(A_plus=4.0, A_minus=4.2, weight_dependence=pl.Multiplicative(w_max=100.0))
 
+
 class _NoSurrogate(AbstractSurrogate):
     """Spikes without a derivative: the gradient is then the exact derivative of the loss at
     a fixed spike pattern, which finite differences measure."""
@@ -69,21 +70,37 @@ def _network(layout_name, surrogate_name):
     rng = np.random.default_rng(0)
     times = np.round(rng.uniform(0.0, 12.0, 50) / DT) * DT
     source = bs.SpikeGenerator(times, rng.integers(0, N_IN, 50))
-    lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0, t_ref=2.0,
-                 I_e=np.linspace(360.0, 420.0, N_OUT), surrogate=SURROGATES[surrogate_name]())
+    lif = bs.LIF(
+        C_m=250.0,
+        tau_m=10.0,
+        E_L=-70.0,
+        V_th=-55.0,
+        V_reset=-70.0,
+        t_ref=2.0,
+        I_e=np.linspace(360.0, 420.0, N_OUT),
+        surrogate=SURROGATES[surrogate_name](),
+    )
     receptors = {"e": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased())}
-    edges = connect.fixed_probability(N_IN, N_OUT, 0.5, seed=1,
-                                      weight=lambda r, k: r.uniform(30.0, 70.0, k))
-    pops = [bs.Population("in", N_IN, source), bs.Population("out", N_OUT, lif, receptors=receptors)]
-    proj = bs.Projection("in", "out", edges, receptor="e", layout=LAYOUTS[layout_name](),
-                         plasticity=RULE, name="ff")
+    edges = connect.fixed_probability(
+        N_IN, N_OUT, 0.5, seed=1, weight=lambda r, k: r.uniform(30.0, 70.0, k)
+    )
+    pops = [
+        bs.Population("in", N_IN, source),
+        bs.Population("out", N_OUT, lif, receptors=receptors),
+    ]
+    proj = bs.Projection(
+        "in", "out", edges, receptor="e", layout=LAYOUTS[layout_name](), plasticity=RULE, name="ff"
+    )
     return bs.Network(pops, [proj], dt=DT)
 
 
 def _where(net):
     """Initial weights, a neuron parameter and a rule parameter."""
-    return (net.projections[0].connectivity.weights, net.population("out").model.tau_m,
-            net.projections[0].plasticity.A_plus)
+    return (
+        net.projections[0].connectivity.weights,
+        net.population("out").model.tau_m,
+        net.projections[0].plasticity.A_plus,
+    )
 
 
 def _loss_and_grad(layout_name, checkpoint_name, surrogate_name):
@@ -97,10 +114,17 @@ def _loss_and_grad(layout_name, checkpoint_name, surrogate_name):
 
     def loss(params):
         n = tr.build(params)
-        r = bs.simulate(n, n_steps=150, key=jax.random.key(0), checkpoint=checkpoint,
-                        record=(fit.Trace("out"), fit.SpikeTrain("out")))
+        r = bs.simulate(
+            n,
+            n_steps=150,
+            key=jax.random.key(0),
+            checkpoint=checkpoint,
+            record=(fit.Trace("out"), fit.SpikeTrain("out")),
+        )
         w = n.weights(r.state, "ff")
-        value = 1e-3 * jnp.sum(w * jnp.cos(w / 30.0)) + 1e-3 * jnp.mean((r.recordings[0] + 60.0) ** 2)
+        value = 1e-3 * jnp.sum(w * jnp.cos(w / 30.0)) + 1e-3 * jnp.mean(
+            (r.recordings[0] + 60.0) ** 2
+        )
         return value + jnp.sum(r.recordings[1]), r
 
     (_, result), grad = jax.value_and_grad(loss, has_aux=True)(tr.init())
@@ -163,8 +187,9 @@ def _storages(seed, n_pre=9, n_post=7):
     """One random set of synapses in ELL, CSR and dense storage, with per-synapse weights and
     maps from a per-synapse vector to each storage and back."""
     rng = np.random.default_rng(seed)
-    edges = connect.fixed_probability(n_pre, n_post, 0.45, seed=seed,
-                                      weight=lambda r, k: r.uniform(0.2, 0.8, k))
+    edges = connect.fixed_probability(
+        n_pre, n_post, 0.45, seed=seed, weight=lambda r, k: r.uniform(0.2, 0.8, k)
+    )
     ell = bs.Sparse().build(edges, DT, owner="test", round_delays=False, dtype=jnp.float64)
     csr = bs.CSR().build(edges, DT, owner="test", round_delays=False, dtype=jnp.float64)
     views = {
@@ -184,8 +209,9 @@ def _storages(seed, n_pre=9, n_post=7):
 
 
 @pytest.mark.parametrize("pre_side", [True, False], ids=["pre", "post"])
-@pytest.mark.parametrize("storage", ["ell-generic", "ell-trace-reference", "ell-trace-native",
-                                     "csr-generic"])
+@pytest.mark.parametrize(
+    "storage", ["ell-generic", "ell-trace-reference", "ell-trace-native", "csr-generic"]
+)
 def test_event_driven_updates_have_the_dense_gradient(storage, pre_side, x64):
     """Forward values and the gradient with respect to the weights, the amplitude and the
     partner trace equal the dense update's: the generic block update (a function closing over
