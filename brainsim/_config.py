@@ -116,7 +116,7 @@ from ._errors import closest as _closest_by_spelling
 from ._monitors import AbstractMonitor, SpikeRaster, StateTrace, WeightTrace
 from ._network import Network, Population, Projection, Receptor
 from ._neurons._base import default_dtype
-from ._propagation import DenseConnectivity, EllConnectivity
+from ._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
 from ._timing import Timing
 
 NEURON_MODELS = ("LIF", "ALIF", "AdEx", "Izhikevich", "HodgkinHuxley", "TraubMiles", "ExpIF", "QIF")
@@ -977,12 +977,13 @@ class _Loader:
                 if message.startswith(owner):
                     raise ConfigError(f"{self.source}: {message}") from None
                 raise self.error(_join(path, "layout"), message) from None
-            if plasticity is not None and not isinstance(conn, DenseConnectivity | EllConnectivity):
+            stored = DenseConnectivity | EllConnectivity | CsrConnectivity
+            if plasticity is not None and not isinstance(conn, stored):
                 raise self.error(
                     _join(path, "layout"),
                     f"the {type(layout).__name__} layout cannot carry plasticity "
                     f"({_join(path, 'plasticity')}): plastic weights need layout = "
-                    '"sparse" or "dense". Change the layout or remove the plasticity.',
+                    '"sparse", "csr" or "dense". Change the layout or remove the plasticity.',
                 )
             try:
                 proj = Projection(

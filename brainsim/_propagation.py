@@ -164,9 +164,10 @@ class AbstractConnectivity(eqx.Module):
         is the :class:`~brainsim.connect.EdgeList` the connectivity was built from, or
         ``None``. Formats that cannot carry plasticity keep this default, which refuses."""
         raise TypeError(
-            f"{owner}: plasticity needs a Dense() or Sparse() layout, or a format whose "
+            f"{owner}: plasticity needs a Dense(), Sparse() or CSR() layout, or a format whose "
             f"connectivity gives plasticity a view of its synapses (plastic_synapses); "
-            f"{type(self).__name__} does not. Pass layout=brainsim.Sparse() or brainsim.Dense()."
+            f"{type(self).__name__} does not. Pass layout=brainsim.Sparse(), brainsim.CSR() or "
+            "brainsim.Dense()."
         )
 
 

@@ -380,11 +380,20 @@ def _windowed(conn, where: str, n_local: int, n_devices: int):
             t = np.where(mine, local, n_local).astype(np.int32)
             parts.append(dataclasses.replace(conn, targets=t, n_post=n_local))
         return parts
+    if isinstance(conn, CsrConnectivity):
+        indices = np.asarray(conn.indices)
+        parts = []
+        for d in range(n_devices):
+            local = indices - d * n_local
+            mine = (indices < conn.n_post) & (local >= 0) & (local < n_local)
+            t = np.where(mine, local, n_local).astype(np.int32)
+            parts.append(dataclasses.replace(conn, indices=t, n_post=n_local))
+        return parts
     if isinstance(conn, DenseConnectivity):
         return [_WindowedDense(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
     raise ValueError(
         f"simulate_sharded: {where} is plastic on {type(conn).__name__}; partitioned runs "
-        "carry plasticity on Sparse() and Dense() layouts."
+        "carry plasticity on Sparse(), CSR() and Dense() layouts."
     )
 
 

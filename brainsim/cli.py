@@ -422,19 +422,9 @@ def _write(out: Path, experiment, result, spiking, spikes, summary) -> list[Path
 
 def _final_synapses(proj, stored):
     """``(pre, post, weight)`` of every synapse of a plastic projection from its stored weights
-    (Dense: ``(n_pre, n_post)`` with an optional mask; Sparse: ELL rows aligned with targets)."""
-    from .plasticity import DenseSynapses
-
-    syn = proj.synapses
-    stored = np.asarray(stored)
-    if isinstance(syn, DenseSynapses):
-        mask = np.ones(stored.shape, bool) if syn.mask is None else np.asarray(syn.mask)
-        pre, post = np.nonzero(mask)
-        return pre, post, stored[pre, post]
-    targets = np.asarray(syn.targets)
-    valid = targets < syn.n_post
-    pre = np.nonzero(valid)[0]
-    return pre, targets[valid], stored[valid]
+    (in the projection's storage: Dense, ELL or CSR)."""
+    pre, post, valid = proj.synapses.pairs()
+    return pre[valid], post[valid], np.asarray(stored)[valid]
 
 
 def _write_weights(out: Path, plastic, result) -> list[Path]:

@@ -26,6 +26,9 @@ from ._events import SpikeEvents as SpikeEvents
 from ._events import cpu_loop_or_single as cpu_loop_or_single
 from ._events import for_each_chunk as for_each_chunk
 from ._events import spike_events as spike_events
+from ._plasticity import csr_post_index as csr_post_index
+from ._plasticity import csr_update_post as csr_update_post
+from ._plasticity import csr_update_pre as csr_update_pre
 from ._plasticity import dense_update_post as dense_update_post
 from ._plasticity import dense_update_pre as dense_update_pre
 from ._plasticity import ell_post_slots as ell_post_slots
@@ -68,6 +71,9 @@ __all__ = [
     "ell_update_post",
     "dense_update_pre",
     "dense_update_post",
+    "csr_post_index",
+    "csr_update_pre",
+    "csr_update_post",
     "TraceDependence",
     "dependence_factor",
     "trace_event",

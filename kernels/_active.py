@@ -29,6 +29,7 @@ from jaxtyping import Array, Int
 from . import _dispatch
 from ._dispatch import Implementation
 from ._events import all_indices, chunk_indices, cpu_loop_or_single, spike_events
+from ._tangent import differentiated_as
 
 
 def _reference(spikes, start, size):
@@ -103,6 +104,10 @@ def for_each_active(
     CPU, the single call on any other platform, where XLA would evaluate the loop's
     data-dependent predicate on the host, a device round trip per iteration (see
     :mod:`brainsim.kernels._events`). Same visits either way.
+
+    Derivatives (forward and reverse mode) are those of the single call, whatever runs
+    forward (:func:`~brainsim.kernels._tangent.differentiated_as`): a loop with a
+    data-dependent trip count cannot be transposed.
     """
 
     def loop(carry):
@@ -117,4 +122,8 @@ def for_each_active(
     def whole(carry):
         return body(all_indices(spike_events(lax.stop_gradient(jnp.asarray(spikes)))), carry)
 
-    return cpu_loop_or_single(init, loop, whole, force_single=single)
+    if single:
+        return whole(init)  # loop-free already
+    return differentiated_as(
+        lambda carry: cpu_loop_or_single(carry, loop, whole, force_single=single), whole, init
+    )

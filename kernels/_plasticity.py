@@ -10,6 +10,9 @@ target ``targets[i, s]``, padding ``n_post``):
   ``i * fan_out + s`` of the ``r``-th synapse onto neuron ``j``, padded with
   ``n_pre * fan_out``.
 
+:func:`csr_update_pre` / :func:`csr_update_post` do the same on CSR storage (flat weights,
+``indptr``), with a transposed index that is also compressed (:func:`csr_post_index`).
+
 Both work on windows of ``capacity`` active neurons (:func:`~brainsim.kernels._active.
 for_each_active`: a native scan on CPU): one window per loop iteration, ``ceil(count /
 capacity)`` iterations, so a step with more spikes than ``capacity`` costs more iterations and
@@ -24,7 +27,9 @@ The update itself is a function ``fn(values, pre, post, valid) -> new_values`` o
 synapses: ``pre`` and ``post`` are the (broadcast) neuron indices of each synapse and ``valid``
 masks padding; entries where ``valid`` is false are never written. Every synapse appears at
 most once in a window, so the writes do not collide. These are pure-jnp references (the
-portable path); they differentiate forward-mode only where the loop trip count is static.
+portable path). They differentiate in forward and reverse mode as one window of every
+neuron, which needs no loop (:func:`~brainsim.kernels._active.for_each_active`): gradients
+equal those of the dense update (:func:`dense_update_pre` / ``_post``) on the same synapses.
 """
 
 from __future__ import annotations
@@ -91,11 +96,13 @@ def ell_update_pre(
     *,
     n_post: int,
     capacity: int | None = None,
+    single: bool | None = None,
 ) -> Float[Array, "n_pre fan_out"]:
     """Apply ``fn`` to the synapses of every presynaptic neuron with a non-zero spike.
 
     ``fn`` receives ``(values[rows], rows[:, None], targets[rows], valid)`` for a window of
-    active rows (``capacity`` of them; padding rows have index ``n_pre``).
+    active rows (``capacity`` of them; padding rows have index ``n_pre``). ``single``: one
+    window of every row, no loop (:func:`~brainsim.kernels._active.for_each_active`).
     """
     n_pre = values.shape[0]
     cap = _capacity(capacity, n_pre)
@@ -112,7 +119,7 @@ def ell_update_pre(
         new = jnp.where(valid, fn(block, rows[:, None], tgt, valid), block)
         return vals.at[rows].set(new.astype(vals.dtype), mode="drop")
 
-    return for_each_active(spikes, cap, body, values)
+    return for_each_active(spikes, cap, body, values, single=single)
 
 
 def ell_update_post(
@@ -122,11 +129,13 @@ def ell_update_post(
     fn: UpdateFn,
     *,
     capacity: int | None = None,
+    single: bool | None = None,
 ) -> Float[Array, "n_pre fan_out"]:
     """Apply ``fn`` to the synapses onto every postsynaptic neuron with a non-zero spike.
 
     ``fn`` receives ``(values at the slots, pre indices, cols[:, None], valid)`` for a window of
     active postsynaptic neurons, gathered through ``post_slots`` (:func:`ell_post_slots`).
+    ``single`` as in :func:`ell_update_pre`.
     """
     n_pre, fan_out = values.shape
     n_post = post_slots.shape[0]
@@ -136,13 +145,10 @@ def ell_update_post(
     def body(cols, flat):
         slots = post_slots.at[cols].get(mode="fill", fill_value=n_slots)
         valid = (slots >= 0) & (slots < n_slots)  # padding (n_slots) and corrupt entries
-        slots = jnp.where(valid, slots, n_slots)
-        block = flat.at[slots].get(mode="fill", fill_value=0)
         pre = jnp.where(valid, slots // fan_out, n_pre)
-        new = jnp.where(valid, fn(block, pre, cols[:, None], valid), block)
-        return flat.at[jnp.where(valid, slots, n_slots)].set(new.astype(flat.dtype), mode="drop")
+        return _rewrite(flat, slots, valid, pre, cols[:, None], fn)
 
-    out = for_each_active(spikes, cap, body, values.reshape(-1))
+    out = for_each_active(spikes, cap, body, values.reshape(-1), single=single)
     return out.reshape(values.shape)
 
 
@@ -162,3 +168,104 @@ def dense_update_post(values, spikes, fn):
     cols = jnp.arange(n_post)[None, :]
     valid = jnp.broadcast_to(spikes[None, :] != 0, values.shape)
     return jnp.where(valid, fn(values, rows, cols, valid), values).astype(values.dtype)
+
+
+def _rewrite(flat, slots, valid, pre, post, fn):
+    """``flat`` with ``fn`` applied to the synapses at the flat ``slots`` where ``valid``
+    (``pre`` / ``post``: their neurons); every other entry, and the slots where ``valid`` is
+    false, are left as they are."""
+    n_slots = flat.shape[0]
+    slots = jnp.where(valid, slots, n_slots)
+    block = flat.at[slots].get(mode="fill", fill_value=0)
+    new = jnp.where(valid, fn(block, pre, post, valid), block)
+    return flat.at[slots].set(new.astype(flat.dtype), mode="drop")
+
+
+# ------------------------------------------------------------------------------------- CSR
+
+
+def csr_post_index(indptr: np.ndarray, indices: np.ndarray, n_post: int):
+    """The synapses of a CSR matrix by postsynaptic neuron (host side, at network build).
+
+    Returns ``(post_ptr, post_slots, max_fan_in)``: the synapses onto neuron ``j`` are the
+    flat slots ``post_slots[post_ptr[j] : post_ptr[j + 1]]`` (ascending), int32; memory
+    proportional to the synapses, like CSR itself.
+    """
+    indices = np.asarray(indices)
+    n_syn = indices.shape[0]
+    if n_syn >= np.iinfo(np.int32).max:
+        raise ValueError("csr_post_index: more than 2**31 synapses; split the projection.")
+    valid = np.flatnonzero((indices >= 0) & (indices < n_post))
+    order = valid[np.argsort(indices[valid], kind="stable")]
+    counts = np.bincount(indices[valid], minlength=n_post)
+    post_ptr = np.zeros(n_post + 1, np.int32)
+    np.cumsum(counts, out=post_ptr[1:])
+    return post_ptr, order.astype(np.int32), max(int(counts.max(initial=0)), 1)
+
+
+def _ranges(ptr, neurons, width: int):
+    """Flat positions ``ptr[e] + k`` (``k < width``) of the neurons ``neurons`` (padding
+    ``len(ptr) - 1``) and where they are inside their neuron's range."""
+    n = ptr.shape[0] - 1
+    active = neurons < n
+    safe = jnp.where(active, neurons, 0)
+    start = ptr[safe]
+    stop = jnp.where(active, ptr[safe + 1], start)
+    pos = start[:, None] + jnp.arange(width, dtype=start.dtype)[None, :]
+    return pos, pos < stop[:, None]
+
+
+def csr_update_pre(
+    values: Float[Array, " n_synapses"],
+    indptr: Int[Array, " n_pre_plus_1"],
+    indices: Int[Array, " n_synapses"],
+    spikes: Float[Array, " n_pre"],
+    fn: UpdateFn,
+    *,
+    n_post: int,
+    max_fan_out: int,
+    capacity: int | None = None,
+    single: bool | None = None,
+) -> Float[Array, " n_synapses"]:
+    """:func:`ell_update_pre` for CSR storage: ``fn`` on the synapses
+    ``indptr[i] .. indptr[i+1]-1`` of every presynaptic neuron ``i`` that spiked, read in
+    windows of ``capacity`` rows of ``max_fan_out`` (the longest row) slots."""
+    n_pre = indptr.shape[0] - 1
+    cap = _capacity(capacity, n_pre)
+
+    def body(rows, flat):
+        slots, valid = _ranges(indptr, rows, max_fan_out)
+        post = indices.at[slots].get(mode="fill", fill_value=n_post)
+        valid = valid & (post >= 0) & (post < n_post)
+        return _rewrite(flat, slots, valid, rows[:, None], jnp.where(valid, post, n_post), fn)
+
+    return for_each_active(spikes, cap, body, values, single=single)
+
+
+def csr_update_post(
+    values: Float[Array, " n_synapses"],
+    indptr: Int[Array, " n_pre_plus_1"],
+    post_ptr: Int[Array, " n_post_plus_1"],
+    post_slots: Int[Array, " n_synapses"],
+    spikes: Float[Array, " n_post"],
+    fn: UpdateFn,
+    *,
+    max_fan_in: int,
+    capacity: int | None = None,
+    single: bool | None = None,
+) -> Float[Array, " n_synapses"]:
+    """:func:`ell_update_post` for CSR storage: ``fn`` on the synapses onto every
+    postsynaptic neuron that spiked, found through :func:`csr_post_index`; the presynaptic
+    neuron of a slot is searched in ``indptr``."""
+    n_pre, n_slots = indptr.shape[0] - 1, values.shape[0]
+    n_post = post_ptr.shape[0] - 1
+    cap = _capacity(capacity, n_post)
+
+    def body(cols, flat):
+        pos, valid = _ranges(post_ptr, cols, max_fan_in)
+        slots = post_slots.at[jnp.where(valid, pos, n_slots)].get(mode="fill", fill_value=n_slots)
+        valid = valid & (slots >= 0) & (slots < n_slots)
+        pre = jnp.searchsorted(indptr, slots, side="right").astype(slots.dtype) - 1
+        return _rewrite(flat, slots, valid, jnp.where(valid, pre, n_pre), cols[:, None], fn)
+
+    return for_each_active(spikes, cap, body, values, single=single)

@@ -24,8 +24,9 @@ reference if it did not compile), Pallas on CUDA, the reference elsewhere.
 On the development CPU the reference costs ~0.3 ms per step and side for the 40k COBA E->E
 projection (a data-dependent loop, gathers, a scatter, each a separate XLA CPU op); the kernel
 is limited by the scattered memory accesses of the column update (BENCHMARKS.md §7).
-Forward-mode derivatives come from the reference (``custom_jvp``); ``vmap`` runs one batched
-kernel call.
+Derivatives come from the reference run as one window of every neuron (``custom_jvp``; no
+loop, so forward and reverse mode both work, and gradients equal the dense computation's);
+``vmap`` runs one batched kernel call.
 """
 
 from __future__ import annotations
@@ -76,7 +77,14 @@ def dependence_factor(w, dependence: TraceDependence, potentiate: bool):
         return jnp.ones_like(w)
     hat = jnp.clip((w - dependence.w_min) / (dependence.w_max - dependence.w_min), 0, 1)
     base = 1 - hat if potentiate else hat
-    return base if dependence.kind == "multiplicative" else base**dependence.mu
+    if dependence.kind == "multiplicative":
+        return base
+    # base ** mu, with finite derivatives at base = 0: absent synapses and padding sit there
+    # (w = 0 = w_min), and the masked-out update of one must not turn a gradient into
+    # 0 * inf = NaN. Same values (0 ** mu is 1 for mu = 0, else 0).
+    positive = base > 0
+    power = jnp.where(positive, base, 1) ** dependence.mu
+    return jnp.where(positive, power, jnp.where(dependence.mu == 0, 1, 0).astype(power.dtype))
 
 
 def _apply(w, amplitude, partner, factor, clip, potentiate: bool):
@@ -114,7 +122,7 @@ def trace_event(amplitude, partner, factor, clip, *, potentiate: bool, pre_side:
     return fn
 
 
-def _reference(values, index, spikes, amplitude, partner, params, *, dep, cfg):
+def _reference(values, index, spikes, amplitude, partner, params, *, dep, cfg, single=None):
     dependence = TraceDependence(dep, params[0], params[1], params[2])
     fn = trace_event(
         amplitude,
@@ -125,8 +133,9 @@ def _reference(values, index, spikes, amplitude, partner, params, *, dep, cfg):
         pre_side=not cfg.columns,
     )
     if cfg.columns:
-        return ell_update_post(values, index, spikes, fn, capacity=cfg.capacity)
-    return ell_update_pre(values, index, spikes, fn, n_post=cfg.n_post, capacity=cfg.capacity)
+        return ell_update_post(values, index, spikes, fn, capacity=cfg.capacity, single=single)
+    return ell_update_pre(values, index, spikes, fn, n_post=cfg.n_post, capacity=cfg.capacity,
+                          single=single)  # fmt: skip
 
 
 class _Config(NamedTuple):
@@ -220,7 +229,10 @@ def _update(values, index, spikes, amplitude, partner, params, dep, cfg, impl):
 @_update.defjvp
 def _update_jvp(dep, cfg, impl, primals, tangents):
     out = _update(*primals, dep, cfg, impl)
-    _, out_dot = jax.jvp(functools.partial(_reference, dep=dep, cfg=cfg), primals, tangents)
+    # The tangent is the reference's in one window of every neuron: no loop with a
+    # data-dependent trip count, so reverse mode can transpose it.
+    every = functools.partial(_reference, dep=dep, cfg=cfg, single=True)
+    _, out_dot = jax.jvp(every, primals, tangents)
     return out, out_dot
 
 

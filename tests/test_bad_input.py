@@ -527,7 +527,7 @@ def test_bad_network_is_refused(make, error, match):
         make()
 
 
-@pytest.mark.parametrize("layout", [bs.Sparse(), bs.Dense()])
+@pytest.mark.parametrize("layout", [bs.Sparse(), bs.Dense(), bs.CSR()])
 @pytest.mark.parametrize(
     "rule, weight, match",
     [
@@ -562,7 +562,7 @@ def test_initial_weights_outside_a_plastic_rules_bounds_are_refused(rule, weight
 def test_initial_weights_are_checked_only_on_existing_synapses():
     """Absent pairs of a Dense layout and ELL padding hold 0, outside [0.1, 1]: not checked."""
     edges = connect.from_arrays([0], [1], n_pre=2, n_post=2, weight=0.5)
-    for layout in (bs.Sparse(), bs.Dense()):
+    for layout in (bs.Sparse(), bs.Dense(), bs.CSR()):
         rule = pl.PairSTDP(weight_dependence=pl.Additive(w_max=1.0, w_min=0.1))
         _net(bs.Projection("in", "out", edges, receptor="e", plasticity=rule, layout=layout))
 

@@ -163,6 +163,19 @@ def test_config_is_exactly_the_python_network_and_run(config_run):
         np.testing.assert_array_equal(a, b)
 
 
+def test_csr_layout_carries_plasticity(config_run):
+    """The dense projection stored as CSR learns the same weights (summation order aside)."""
+    exp_dense, dense = config_run
+    exp = parse_config(edit('layout = "dense"', 'layout = "csr"'))
+    result = exp.simulate()
+    for a, b in zip(result.spikes("out"), dense.spikes("out"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert result.weights("dense").ndim == 1  # one weight per stored synapse
+    np.testing.assert_allclose(exp.network.weights(result.state, "dense"),
+                               exp_dense.network.weights(dense.state, "dense"), rtol=1e-5,
+                               atol=1e-7)  # fmt: skip
+
+
 def test_array_of_rules_is_chain_in_order():
     net = parse_config(BASE).network
     rule = net.projection("sparse").plasticity
@@ -335,9 +348,6 @@ ERRORS = [
     (SPARSE_RULES, 'plasticity = ["PairSTDP", 3]', "projections[1].plasticity[1]",
      ["expected a plasticity rule: a name (e.g. 'PairSTDP') or a table with 'type'",
       "got an integer"]),
-    ('layout = "dense"', 'layout = "csr"', "projections[0].layout",
-     ["CSR layout cannot carry plasticity (projections[0].plasticity)",
-      'layout = "sparse" or "dense"']),
     ('plasticity.type = "PairSTDP"', 'plasticity.type = "RewardModulatedSTDP"', P,
      ["needs the Python API", "projections[0].modulator"]),
     ('name = "dense"', 'name = "dense"\nmodulator = "reward"', "projections[0].modulator",

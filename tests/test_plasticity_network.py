@@ -1,4 +1,4 @@
-"""Plasticity inside simulated networks: dense and sparse (ELL) projections agree, weights
+"""Plasticity inside simulated networks: dense, sparse (ELL) and CSR projections agree, weights
 are part of the state and recorded, modulators reach the rule, and homeostasis drives rates to
 a target."""
 
@@ -66,27 +66,29 @@ TRANSMIT = {
 
 @pytest.mark.parametrize("order", list(TRANSMIT))
 def test_sparse_plasticity_equals_dense(x64, order):
-    """Same network in Dense and Sparse (ELL) layout, float64 so that the different summation
-    order of delivery cannot flip a spike: identical spikes and weights to 1e-12, whether a
-    spike is transmitted with the weight before (Brian2) or after (NEST) its own update."""
+    """Same network in Dense, Sparse (ELL) and CSR layout, float64 so that the different
+    summation order of delivery cannot flip a spike: identical spikes and weights to 1e-12,
+    whether a spike is transmitted with the weight before (Brian2) or after (NEST) its own
+    update."""
     results = {}
-    for layout in (bs.Dense(), bs.Sparse()):
+    for layout in (bs.Dense(), bs.Sparse(), bs.CSR()):
         net = network(layout, RULE, duration=300.0, timing=TRANSMIT[order])
         r = bs.simulate(net, 300.0, key=jax.random.key(0), record=(bs.SpikeRaster(("out",)),))
         results[type(layout).__name__] = (net, r)
-    (nd, rd), (ns, rs) = results["Dense"], results["Sparse"]
+    nd, rd = results.pop("Dense")
     assert rd.state.plasticity["ff"].weights.dtype == jnp.float64
     td, _ = rd.spikes("out")
-    ts, _ = rs.spikes("out")
     assert td.size > 50
-    np.testing.assert_array_equal(td, ts)
-    for name in ("ff", "rec"):
-        wd = np.asarray(nd.weights(rd.state, name))
-        ws = np.asarray(ns.weights(rs.state, name))
-        w0 = np.asarray(nd.projection(name).connectivity.to_dense())
-        assert np.abs(wd - w0).max() > 1e-3  # learning happened
-        np.testing.assert_allclose(ws, wd, rtol=1e-12, atol=1e-14)
-        assert np.all(wd[w0 == 0] == 0)  # no synapse appears
+    for ns, rs in results.values():
+        ts, _ = rs.spikes("out")
+        np.testing.assert_array_equal(td, ts)
+        for name in ("ff", "rec"):
+            wd = np.asarray(nd.weights(rd.state, name))
+            ws = np.asarray(ns.weights(rs.state, name))
+            w0 = np.asarray(nd.projection(name).connectivity.to_dense())
+            assert np.abs(wd - w0).max() > 1e-3  # learning happened
+            np.testing.assert_allclose(ws, wd, rtol=1e-12, atol=1e-14)
+            assert np.all(wd[w0 == 0] == 0)  # no synapse appears
 
 
 def test_the_transmit_order_changes_what_is_transmitted():
@@ -102,7 +104,8 @@ def test_the_transmit_order_changes_what_is_transmitted():
 
 
 @pytest.mark.parametrize("order", list(TRANSMIT))
-@pytest.mark.parametrize("layout", [bs.Dense(), bs.Sparse()], ids=["dense", "sparse"])
+@pytest.mark.parametrize("layout", [bs.Dense(), bs.Sparse(), bs.CSR()],
+                         ids=["dense", "sparse", "csr"])
 def test_plastic_weights_are_updated_in_place_in_either_order(layout, order):
     """The loop body copies no weight array: the update waits for the delivery that reads the
     old weights (Brian2's order), or the delivery reads the updated ones (NEST's); the one
@@ -145,8 +148,12 @@ def test_weights_in_state_recorded_and_continued():
     )
     with pytest.raises(TypeError, match="plasticity"):
         bs.Projection("in", "out", bs.connect.all_to_all(2, 2), receptor="e", plasticity=1.0)
-    with pytest.raises(TypeError, match="Dense\\(\\) or Sparse\\(\\)"):
-        network(bs.CSR(), RULE)
+    # Procedural synapses are not stored: nothing to make plastic.
+    procedural = bs.connect.procedural_fixed_outdegree(60, 20, 5, weight=0.1, seed=1)
+    with pytest.raises(TypeError, match="Dense\\(\\), Sparse\\(\\) or CSR\\(\\)"):
+        bs.Network(net.populations, [bs.Projection("in", "out", procedural, receptor="e",
+                                                   layout=bs.Procedural(), plasticity=RULE)],
+                   dt=net.dt)  # fmt: skip
 
 
 def test_modulator_gates_reward_modulated_stdp():

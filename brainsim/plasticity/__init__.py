@@ -1,6 +1,6 @@
 """Long-term plasticity and homeostasis: pure ``init``/``update`` rules, composable with
 :func:`chain`, that run inside a network's compiled simulation (``Projection(...,
-plasticity=rule)``) on dense and sparse (ELL) connectivity.
+plasticity=rule)``) on dense, sparse (ELL) and CSR connectivity.
 
 See :mod:`brainsim.plasticity._stdp` for the same-step ordering convention.
 """
@@ -28,5 +28,6 @@ from ._stdp import SymmetricSTDP as SymmetricSTDP
 from ._stdp import TripletSTDP as TripletSTDP
 from ._stdp import TripletTraces as TripletTraces
 from ._synapses import AbstractSynapses as AbstractSynapses
+from ._synapses import CsrSynapses as CsrSynapses
 from ._synapses import DenseSynapses as DenseSynapses
 from ._synapses import EllSynapses as EllSynapses

@@ -7,7 +7,8 @@ separate value::
     weights, state = rule.update(state, weights, pre_spikes, post_spikes, dt,
                                  synapses=synapses, modulator=None)
 
-``synapses`` (:class:`DenseSynapses` or :class:`EllSynapses`) says how the weights are stored;
+``synapses`` (:class:`DenseSynapses`, :class:`EllSynapses` or :class:`CsrSynapses`) says how the
+weights are stored;
 ``pre_spikes`` / ``post_spikes`` are this step's spikes (non-zero = spike; the value of a
 spike-source count adds to all-to-all traces), ``dt`` the step in ms and ``modulator`` an
 optional neuromodulator signal for this step (scalar or one value per postsynaptic neuron).

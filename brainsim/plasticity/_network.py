@@ -10,9 +10,9 @@ import numpy as np
 from jaxtyping import Array
 
 from .._errors import is_concrete
-from .._propagation import DenseConnectivity, EllConnectivity
+from .._propagation import CsrConnectivity, DenseConnectivity, EllConnectivity
 from ._base import Chain
-from ._synapses import DenseSynapses, EllSynapses
+from ._synapses import CsrSynapses, DenseSynapses, EllSynapses
 
 
 class PlasticState(NamedTuple):
@@ -30,8 +30,8 @@ def synapses_for(connectivity, edges=None, *, owner: str = "Projection", capacit
     """A synapse view of built connectivity and its per-synapse weights.
 
     Returns ``(synapses, weights)``. Dense: the mask of existing synapses comes from ``edges``
-    (an :class:`~brainsim.connect.EdgeList`; ``None`` = every pair). Sparse (ELL): a
-    homogeneous weight is expanded to one value per synapse (0 on padding), and the
+    (an :class:`~brainsim.connect.EdgeList`; ``None`` = every pair). Sparse (ELL) and CSR: a
+    homogeneous weight is expanded to one value per synapse (0 on ELL padding), and the
     transposed index is built here, once. Any other format provides its own view
     (:meth:`~brainsim.AbstractConnectivity.plastic_synapses`).
     """
@@ -57,6 +57,11 @@ def synapses_for(connectivity, edges=None, *, owner: str = "Projection", capacit
         syn = EllSynapses(connectivity.targets, connectivity.n_post, capacity=capacity)
         valid = connectivity.targets < connectivity.n_post
         w = jnp.where(valid, jnp.broadcast_to(connectivity.weights, valid.shape), 0)
+        return syn, w.astype(jnp.asarray(connectivity.weights).dtype)
+    if isinstance(connectivity, CsrConnectivity):
+        syn = CsrSynapses(connectivity.indptr, connectivity.indices, connectivity.n_post,
+                          capacity=capacity)  # fmt: skip
+        w = jnp.broadcast_to(connectivity.weights, connectivity.indices.shape)
         return syn, w.astype(jnp.asarray(connectivity.weights).dtype)
     return connectivity.plastic_synapses(edges, owner=owner)
 
@@ -88,21 +93,7 @@ def check_initial_weights(rule, synapses, weights, *, owner: str) -> None:
     if not is_concrete(weights):
         return
     w = np.asarray(weights)
-    if isinstance(synapses, EllSynapses):
-        rows = np.broadcast_to(np.arange(w.shape[0])[:, None], w.shape)
-        cols = np.asarray(synapses.targets)
-        valid = cols < synapses.n_post
-    elif isinstance(synapses, DenseSynapses):
-        rows = np.broadcast_to(np.arange(w.shape[0])[:, None], w.shape)
-        cols = np.broadcast_to(np.arange(w.shape[1]), w.shape)
-        valid = np.ones(w.shape, bool) if synapses.mask is None else np.asarray(synapses.mask)
-    else:  # a format's own view: its map gives every synapse's indices and validity
-
-        def per_synapse(which: int, dtype):
-            pick = lambda v, i, j, ok: jnp.broadcast_to((i, j, ok)[which], v.shape)  # noqa: E731
-            return np.asarray(synapses.map(jnp.zeros(w.shape, dtype), pick))
-
-        rows, cols, valid = per_synapse(0, jnp.int32), per_synapse(1, jnp.int32), per_synapse(2, bool)
+    rows, cols, valid = synapses.pairs()
     for bounds in filter(None, map(_weight_bounds, _rules(rule))):
         what, lo, hi = bounds
         if not (is_concrete(lo) and is_concrete(hi)):

@@ -17,8 +17,13 @@ is additive, multiplicative or Gütig; otherwise they fall back to :meth:`on_pre
 padding entries hold ``n_pre``/``n_post``), so a rule gathers its per-neuron traces with
 ``trace.at[post].get(mode="fill", fill_value=0)``. :class:`DenseSynapses` works on an
 ``(n_pre, n_post)`` matrix with an optional mask of existing synapses;
-:class:`EllSynapses` on ELL storage ``(n_pre, fan_out)`` and touches only the rows and
-columns of neurons that spiked (:mod:`brainsim.kernels._plasticity`).
+:class:`EllSynapses` on ELL storage ``(n_pre, fan_out)`` and :class:`CsrSynapses` on CSR
+storage ``(n_synapses,)`` touch only the rows and columns of neurons that spiked
+(:mod:`brainsim.kernels._plasticity`).
+
+Every view differentiates in forward and reverse mode, with the gradients of the dense
+computation on the same synapses: the event-driven updates differentiate as one window of
+every neuron (:func:`brainsim.kernels._active.for_each_active`).
 """
 
 from __future__ import annotations
@@ -84,6 +89,18 @@ class AbstractSynapses(eqx.Module):
     def zeros(self, dtype) -> Array:
         """A per-synapse array of zeros in this storage (e.g. for eligibility traces)."""
 
+    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Host arrays ``(pre, post, valid)`` of the storage's shape: the neurons of each
+        stored entry and whether it is a synapse (for checks and exports, not in a run).
+        The default reads them through :meth:`map`."""
+        shape = self.zeros(jnp.float32).shape
+
+        def per_synapse(which: int, dtype):
+            pick = lambda v, i, j, ok: jnp.broadcast_to((i, j, ok)[which], v.shape)  # noqa: E731
+            return np.asarray(self.map(jnp.zeros(shape, dtype), pick))
+
+        return per_synapse(0, jnp.int32), per_synapse(1, jnp.int32), per_synapse(2, bool)
+
 
 def _trace_event(amplitude, trace, dependence, potentiate: bool, *, pre_side: bool):
     """The block function of :meth:`AbstractSynapses.trace_update_pre` / ``_post`` for any
@@ -136,6 +153,11 @@ class DenseSynapses(AbstractSynapses):
 
     def zeros(self, dtype):
         return jnp.zeros((self.n_pre, self.n_post), dtype)
+
+    def pairs(self):
+        pre, post = np.indices((self.n_pre, self.n_post))
+        valid = np.ones(pre.shape, bool) if self.mask is None else np.asarray(self.mask)
+        return pre, post, valid
 
 
 class EllSynapses(AbstractSynapses):
@@ -216,3 +238,85 @@ class EllSynapses(AbstractSynapses):
 
     def zeros(self, dtype):
         return jnp.zeros(self.targets.shape, dtype)
+
+    def pairs(self):
+        post = np.asarray(self.targets)
+        pre = np.broadcast_to(np.arange(self.n_pre)[:, None], post.shape)
+        return pre, post, (post >= 0) & (post < self.n_post)
+
+
+class CsrSynapses(AbstractSynapses):
+    """CSR synapses by presynaptic neuron (``indptr``, ``indices``; weights flat, one per
+    synapse) with the synapses by postsynaptic neuron (:func:`brainsim.kernels.csr_post_index`),
+    both proportional to the number of synapses. Updates touch only the synapses of neurons
+    that spiked (:func:`brainsim.kernels.csr_update_pre` / ``_post``); ``capacity`` as in
+    :class:`EllSynapses`.
+    """
+
+    indptr: Int[Array, " n_pre_plus_1"]
+    indices: Int[Array, " n_synapses"]
+    post_ptr: Int[Array, " n_post_plus_1"]
+    post_slots: Int[Array, " n_synapses"]
+    max_fan_out: int = eqx.field(static=True)
+    max_fan_in: int = eqx.field(static=True)
+    capacity: int | None = eqx.field(static=True)
+
+    def __init__(self, indptr, indices, n_post: int, *, capacity: int | None = None):
+        indptr_np, indices_np = np.asarray(indptr), np.asarray(indices)
+        self.n_pre = int(indptr_np.shape[0]) - 1
+        self.n_post = int(n_post)
+        post_ptr, post_slots, self.max_fan_in = kernels.csr_post_index(
+            indptr_np, indices_np, self.n_post
+        )
+        self.max_fan_out = max(int(np.diff(indptr_np).max(initial=0)), 1)
+        self.indptr = jnp.asarray(indptr_np, jnp.int32)
+        self.indices = jnp.asarray(indices_np, jnp.int32)
+        self.post_ptr = jnp.asarray(post_ptr)
+        self.post_slots = jnp.asarray(post_slots)
+        self.capacity = capacity
+
+    def _pre(self):
+        """The presynaptic neuron of every synapse."""
+        n_syn = self.indices.shape[0]
+        counts = jnp.diff(self.indptr)
+        return jnp.repeat(jnp.arange(self.n_pre, dtype=jnp.int32), counts,
+                          total_repeat_length=n_syn)  # fmt: skip
+
+    def on_pre(self, values, spikes, fn):
+        return kernels.csr_update_pre(values, self.indptr, self.indices, spikes, fn,
+                                      n_post=self.n_post, max_fan_out=self.max_fan_out,
+                                      capacity=self.capacity)  # fmt: skip
+
+    def on_post(self, values, spikes, fn):
+        return kernels.csr_update_post(values, self.indptr, self.post_ptr, self.post_slots,
+                                       spikes, fn, max_fan_in=self.max_fan_in,
+                                       capacity=self.capacity)  # fmt: skip
+
+    def map(self, values, fn):
+        valid = (self.indices >= 0) & (self.indices < self.n_post)
+        new = fn(values, self._pre(), self.indices, valid)
+        return jnp.where(valid, new, values).astype(values.dtype)
+
+    def post_sum(self, values):
+        out = jnp.zeros((self.n_post,), values.dtype)
+        return out.at[self.indices].add(values, mode="drop")
+
+    def to_dense(self, values):
+        dense = jnp.zeros((self.n_pre, self.n_post), values.dtype)
+        return dense.at[self._pre(), self.indices].add(values, mode="drop")
+
+    def get(self, values, pre, post):
+        pre, post = jnp.asarray(pre), jnp.asarray(post)
+        start = self.indptr[pre][..., None]
+        slots = start + jnp.arange(self.max_fan_out, dtype=start.dtype)
+        inside = slots < self.indptr[pre + 1][..., None]
+        hit = inside & (self.indices.at[slots].get(mode="fill", fill_value=-1) == post[..., None])
+        return jnp.sum(jnp.where(hit, values.at[slots].get(mode="fill", fill_value=0), 0), axis=-1)
+
+    def zeros(self, dtype):
+        return jnp.zeros(self.indices.shape, dtype)
+
+    def pairs(self):
+        post = np.asarray(self.indices)
+        pre = np.repeat(np.arange(self.n_pre), np.diff(np.asarray(self.indptr)))
+        return pre, post, (post >= 0) & (post < self.n_post)
