@@ -358,12 +358,8 @@ def _split_delivery(delivery: Delivery, where: str, n_local: int, n_devices: int
     if delivery.plastic is not None:
         return _windowed(conn, where, n_local, n_devices)
     splitter = _SPLITTERS.get(type(conn))
-    if splitter is None:
-        raise ValueError(
-            f"simulate_sharded: {where} uses {type(conn).__name__}, which cannot be "
-            "partitioned by postsynaptic neuron; build it with layout=bs.Sparse() or bs.CSR() "
-            "(or bs.Dense())."
-        )
+    if splitter is None:  # procedural, learnable delays, a user's format
+        return [_Replicated(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
     return splitter(conn, n_local, n_devices, where)
 
 
@@ -391,10 +387,7 @@ def _windowed(conn, where: str, n_local: int, n_devices: int):
         return parts
     if isinstance(conn, DenseConnectivity):
         return [_WindowedDense(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
-    raise ValueError(
-        f"simulate_sharded: {where} is plastic on {type(conn).__name__}; partitioned runs "
-        "carry plasticity on Sparse(), CSR() and Dense() layouts."
-    )
+    return [_Replicated(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
 
 
 class _WindowedDense(AbstractConnectivity):
@@ -438,6 +431,48 @@ class _WindowedDense(AbstractConnectivity):
             inner.n_synapses,
         )
         return local.deliver(ring, cursor, spikes)
+
+    def to_dense(self):
+        return self.inner.to_dense()
+
+
+class _Replicated(AbstractConnectivity):
+    """Any connectivity on every device, delivering into the device's block of neurons.
+
+    The formats that cannot be split by postsynaptic neuron (procedural connectivity, which
+    stores no synapses to split; learnable delays; a user's own format) deliver into a
+    whole-width scratch ring of the step's new rows, of which each device adds its block to
+    its own ring: memory ``D × n`` per device instead of a share of the synapses, and every
+    device regenerates (or reads) every synapse of the spikes. The result is the
+    single-device delivery (up to the order in which a neuron sums inputs arriving in one
+    step from one delivery and earlier ones)."""
+
+    inner: AbstractConnectivity
+    first: jax.Array
+
+    def __init__(self, inner, first, n_local):
+        self.inner = inner
+        self.first = first
+        self.n_pre = inner.n_pre
+        self.n_post = n_local
+        self.max_delay = inner.max_delay
+        self.n_synapses = inner.n_synapses
+
+    @property
+    def weights(self):
+        return self.inner.weights
+
+    def with_weights(self, weights):
+        return eqx.tree_at(lambda c: c.inner, self, self.inner.with_weights(weights))
+
+    def deliver(self, ring, cursor, spikes):
+        n = self.inner.n_post
+        rows = ring.shape[0] // self.n_post
+        scratch = self.inner.deliver(jnp.zeros((rows * n,), ring.dtype), cursor, spikes)
+        n_pad = -(-n // self.n_post) * self.n_post
+        scratch = jnp.pad(scratch.reshape(rows, n), ((0, 0), (0, n_pad - n)))
+        mine = lax.dynamic_slice_in_dim(scratch, self.first, self.n_post, axis=1)
+        return ring + mine.reshape(-1)
 
     def to_dense(self):
         return self.inner.to_dense()
@@ -573,6 +608,8 @@ class ShardedNetwork:
 
 
 def _count_synapses(conn) -> int:
+    if isinstance(conn, _Replicated | _WindowedDense):
+        return int(conn.n_synapses)  # every device holds (or regenerates) all of them
     if isinstance(conn, EllConnectivity):
         return int(np.sum(np.asarray(conn.targets) < conn.n_post))
     if isinstance(conn, CsrConnectivity):
@@ -825,8 +862,8 @@ def _replicate(tree, mesh: Mesh):
     whole = NamedSharding(mesh, P())
 
     def put(x):
-        if not eqx.is_array(x):
-            return x
+        if not eqx.is_array(x) or isinstance(x, jax.core.Tracer):
+            return x  # traced (vmap over runs): placed by the program itself
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             data = put(jax.random.key_data(x))
             return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))

@@ -895,14 +895,8 @@ def _refused(reason):
             "a partitioned neuron group draws its noise per device (the group's key folded "
             "with the device index): statistically the single-device model, but not its "
             "draws; equal spike trains need draws keyed by the neuron's global index")),
-        pytest.param("user_format", marks=_refused(
-            "ShardedNetwork splits connectivity by postsynaptic neuron with a splitter per "
-            "built-in type (_sharding._SPLITTERS: Ell, CSR, Dense) and refuses any other "
-            "format: AbstractConnectivity has no partition method a user format could "
-            "implement")),
-        pytest.param("plasticity", marks=_refused(
-            "ShardedNetwork refuses plastic projections: the sharded step has no plasticity "
-            "pass (and plastic weights are not split by postsynaptic neuron)")),
+        "user_format",
+        "plasticity",
         "state_monitor",
     ],
 )  # fmt: skip

@@ -27,6 +27,7 @@ import textwrap
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -207,14 +208,29 @@ def test_sharded_network_fixes_its_mesh():
         bs.simulate_sharded(sharded, 1.0, mesh=_mesh(), key=jax.random.key(0))
 
 
-def test_unsupported_layout_is_named():
+def _same_as_one_device(net):
+    net = eqx.tree_at(lambda n: n.populations[0].model.I_e, net, jnp.asarray(500.0))
+    key = jax.random.key(0)
+    record = (bs.SpikeRaster(), bs.StateTrace("E", "v"))
+    one = bs.simulate(net, 20.0, key=key, record=record)
+    parted = bs.simulate(net, 20.0, key=key, record=record, partition=bs.Sharded(_mesh()))
+    assert one.spikes("E")[0].size >= 10
+    for a, b in zip(jax.tree.leaves(parted.recordings), jax.tree.leaves(one.recordings),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(parted.state.plasticity),
+                    jax.tree.leaves(one.state.plasticity), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+
+
+def test_procedural_connectivity_is_partitioned():
+    # Formats without a split by postsynaptic neuron run on every device (each keeping its
+    # block of the delivery); the multi-device equality is in tests/test_composability.py.
     rule = bs.connect.procedural_fixed_outdegree(10, 10, 3, weight=1.0, seed=0)
-    net = _small_network(edges=rule)
-    with pytest.raises(ValueError, match="E->E:exc.*Sparse"):
-        bs.ShardedNetwork(net, _mesh())
+    _same_as_one_device(_small_network(edges=rule))
 
 
-def test_plastic_projections_are_refused():
+def test_plastic_projections_are_partitioned():
     net = _small_network()
     proj = net.projections[0]
     plastic = bs.Network(
@@ -224,8 +240,7 @@ def test_plastic_projections_are_refused():
                        receptor="exc", plasticity=bs.plasticity.PairSTDP())],
         dt=0.1,
     )
-    with pytest.raises(ValueError, match="plastic projections.*E->E:exc"):
-        bs.ShardedNetwork(plastic, _mesh())
+    _same_as_one_device(plastic)
 
 
 def test_network_argument_type():
