@@ -193,6 +193,8 @@ class LearnableDelayConnectivity(AbstractConnectivity):
     placeable: ClassVar[bool] = True
 
     def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
         post_offset, width = placed_window(self, self.size, offset, width)
         return LearnableDelayConnectivity(
             self.pre,

@@ -361,6 +361,8 @@ class DenseConnectivity(AbstractConnectivity):
     placeable: ClassVar[bool] = True
 
     def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
         post_offset, width = placed_window(self, self.size, offset, width)
         return DenseConnectivity(
             self.weights,
@@ -861,6 +863,8 @@ class ProceduralConnectivity(AbstractConnectivity):
     placeable: ClassVar[bool] = True
 
     def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
         post_offset, width = placed_window(self, self.rule.n_post, offset, width)
         return ProceduralConnectivity(
             self.weight_loc,
