@@ -27,6 +27,14 @@ Layouts:
 
 Every layout gives the same delivery (up to float summation order) and the same gradients.
 Dense, Sparse and CSR also accept a procedural rule, which they materialise at build.
+
+A built connectivity can deliver into a ring other than its population's own
+(:meth:`AbstractConnectivity.placed`): target ``t`` goes to column ``t + offset`` of a ring
+``width`` neurons wide, the population's place in a merged group of the plan
+(:mod:`brainsim._plan`). Dense, Procedural and LearnableDelays do it as a *window*: a static
+offset with no copy of the synapses, and targets whose column falls outside ``[0, width)``
+skipped, which is also the share of the targets a device owning ``width`` neurons of the
+population keeps (``placed(-first, width)``).
 """
 
 from __future__ import annotations

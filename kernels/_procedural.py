@@ -96,6 +96,7 @@ def procedural_deliver(
             ``after`` arrays are ``(W,)``.
 
     Example (a population of 4 neurons as neurons 3..6 of a ring 8 wide):
+        >>> import jax.numpy as jnp
         >>> ring = procedural_deliver(jnp.zeros(2 * 8), 0, jnp.ones(3), 1.0, n_post=4,
         ...                           fan_out=2, seed=1, post_offset=3, ring_width=8)
         >>> float(ring[8:11].sum() + ring[15]), float(ring.sum())
