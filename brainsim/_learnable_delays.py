@@ -33,7 +33,7 @@ per-synapse ``weights``; train them with :class:`brainsim.fit.Trainable`, e.g. w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ._errors import check_positive
-from ._propagation import AbstractConnectivity, AbstractLayout, materialise
+from ._propagation import AbstractConnectivity, AbstractLayout, materialise, placed_window
 from .connect import EdgeList
 
 if TYPE_CHECKING:
@@ -115,15 +115,38 @@ class LearnableDelays(AbstractLayout):
 class LearnableDelayConnectivity(AbstractConnectivity):
     """Synapses as a list (``pre``, ``post``) with per-synapse ``weights`` and real ``delays``
     (ms, array leaves: both trainable); ``max_delay`` is the ring length in steps (the longest
-    lag, the longest delay plus one step)."""
+    lag, the longest delay plus one step).
+
+    ``post`` indexes the postsynaptic population (``size`` neurons). Placed (:meth:`placed`),
+    synapse ``s`` adds into column ``post[s] + post_offset`` of a ring ``n_post`` neurons wide,
+    and nowhere when that column lies outside ``[0, n_post)``; unplaced, ``post_offset = 0``
+    and ``n_post = size``.
+    """
 
     pre: Int[Array, " n_synapses"]
     post: Int[Array, " n_synapses"]
     weights: Float[Array, " n_synapses"]
     delays: Float[Array, " n_synapses"]
     dt: float = eqx.field(static=True)
+    size: int = eqx.field(static=True)
+    """Neurons of the postsynaptic population (the range of ``post``)."""
+    post_offset: int = eqx.field(static=True)
+    """Ring column of neuron 0 of the population (:meth:`placed`)."""
 
-    def __init__(self, pre, post, weights, delays, dt, n_pre, n_post, max_delay, n_synapses):
+    def __init__(
+        self,
+        pre,
+        post,
+        weights,
+        delays,
+        dt,
+        n_pre,
+        n_post,
+        max_delay,
+        n_synapses,
+        size=None,
+        post_offset=0,
+    ):
         self.pre = pre
         self.post = post
         self.weights = weights
@@ -133,6 +156,8 @@ class LearnableDelayConnectivity(AbstractConnectivity):
         self.n_post = n_post
         self.max_delay = max_delay
         self.n_synapses = n_synapses
+        self.size = n_post if size is None else size
+        self.post_offset = post_offset
 
     def taps(self):
         """Lower lag (steps, int) and the fraction ``f`` of the weight sent one step later."""
@@ -140,19 +165,59 @@ class LearnableDelayConnectivity(AbstractConnectivity):
         lower = jnp.minimum(jnp.floor(lag), self.max_delay - 1)
         return lower.astype(jnp.int32), lag - lower
 
+    def _columns(self):
+        """Ring columns of the synapses and, where the window can cut the population, which
+        of them lie in the ring (``None``: all)."""
+        if self.post_offset == 0:
+            columns = self.post
+        else:
+            columns = self.post + self.post_offset
+        if 0 <= self.post_offset and self.post_offset + self.size <= self.n_post:
+            return columns, None
+        return columns, (columns >= 0) & (columns < self.n_post)
+
     def deliver(self, ring, cursor, spikes):
         n_ring = ring.shape[0] // self.n_post
         lower, frac = self.taps()
         w = spikes.astype(self.weights.dtype)[self.pre] * self.weights
         row = (cursor + lower) % n_ring
-        first = row * self.n_post + self.post
-        second = ((row + 1) % n_ring) * self.n_post + self.post
+        columns, inside = self._columns()
+        first = row * self.n_post + columns
+        second = ((row + 1) % n_ring) * self.n_post + columns
+        slots = jnp.concatenate([first, second])
+        if inside is not None:  # outside the window: past the end, dropped
+            slots = jnp.where(jnp.concatenate([inside, inside]), slots, ring.shape[0])
         values = jnp.concatenate([w * (1 - frac), w * frac]).astype(ring.dtype)
-        return ring.at[jnp.concatenate([first, second])].add(values)
+        return ring.at[slots].add(values, mode="drop")
+
+    placeable: ClassVar[bool] = True
+
+    def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
+        post_offset, width = placed_window(self, self.size, offset, width)
+        return LearnableDelayConnectivity(
+            self.pre,
+            self.post,
+            self.weights,
+            self.delays,
+            self.dt,
+            self.n_pre,
+            width,
+            self.max_delay,
+            self.n_synapses,
+            self.size,
+            post_offset,
+        )
 
     def to_dense(self):
+        """Summed weights in ring columns, ``(n_pre, n_post)``."""
+        columns, inside = self._columns()
+        w = self.weights if inside is None else jnp.where(inside, self.weights, 0)
+        if inside is not None:
+            columns = jnp.where(inside, columns, self.n_post)
         dense = jnp.zeros((self.n_pre, self.n_post), self.weights.dtype)
-        return dense.at[self.pre, self.post].add(self.weights)
+        return dense.at[self.pre, columns].add(w, mode="drop")
 
     def rounded_edges(self) -> EdgeList:
         """The synapses as an :class:`~brainsim.connect.EdgeList` with the current weights and
@@ -164,7 +229,7 @@ class LearnableDelayConnectivity(AbstractConnectivity):
             np.asarray(self.weights, float),
             steps * self.dt,
             self.n_pre,
-            self.n_post,
+            self.size,
         )
 
 

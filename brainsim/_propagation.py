@@ -27,6 +27,14 @@ Layouts:
 
 Every layout gives the same delivery (up to float summation order) and the same gradients.
 Dense, Sparse and CSR also accept a procedural rule, which they materialise at build.
+
+A built connectivity can deliver into a ring other than its population's own
+(:meth:`AbstractConnectivity.placed`): target ``t`` goes to column ``t + offset`` of a ring
+``width`` neurons wide, the population's place in a merged group of the plan
+(:mod:`brainsim._plan`). Dense, Procedural and LearnableDelays do it as a *window*: a static
+offset with no copy of the synapses, and targets whose column falls outside ``[0, width)``
+skipped, which is also the share of the targets a device owning ``width`` neurons of the
+population keeps (``placed(-first, width)``).
 """
 
 from __future__ import annotations
@@ -110,12 +118,52 @@ def ring_row(ring, row, n_post: int):
     return lax.dynamic_slice(ring, (row * n_post,), (n_post,))
 
 
-def add_to_ring_row(ring, row, values, n_post: int):
-    """The ring buffer with ``values`` (``(n_post,)``, cast to the ring's dtype) added to row
-    ``row``: how a connectivity's ``deliver`` schedules input ``l`` steps ahead, with
-    ``row = (cursor + l) % D`` and ``D = ring.shape[0] // n_post``."""
-    current = ring_row(ring, row, n_post)
-    return lax.dynamic_update_slice(ring, current + values.astype(ring.dtype), (row * n_post,))
+def add_to_ring_row(ring, row, values, n_post: int, start: int = 0):
+    """The ring buffer with ``values`` (cast to the ring's dtype) added to row ``row`` (rows of
+    ``n_post``), from column ``start`` on: how a connectivity's ``deliver`` schedules input
+    ``l`` steps ahead, with ``row = (cursor + l) % D`` and ``D = ring.shape[0] // n_post``."""
+    at = row * n_post + start
+    current = lax.dynamic_slice(ring, (at,), (values.shape[0],))
+    return lax.dynamic_update_slice(ring, current + values.astype(ring.dtype), (at,))
+
+
+def check_window(offset, width, owner: str) -> tuple[int, int]:
+    """``(offset, width)`` of :meth:`AbstractConnectivity.placed` as Python ints, or an error
+    naming the bad one."""
+    width = check_positive_int("width", width, owner=f"{owner}.placed", what=" (neurons)")
+    if isinstance(offset, bool | np.bool_) or not isinstance(offset, int | np.integer):
+        raise TypeError(
+            f"{owner}.placed: `offset` must be an int (a static ring column); got {offset!r}."
+        )
+    return int(offset), width
+
+
+def placed_window(conn, size: int, offset, width) -> tuple[int, int]:
+    """The window ``(post_offset, width)`` of ``conn`` (a format with a static
+    ``post_offset``, its population ``size`` neurons) placed at ``(offset, width)``.
+
+    Placing is relative to the ring ``conn`` already delivers into: an unplaced connectivity
+    (offset 0, its population's width) takes the new window as it is; one placed whole inside a
+    wider ring shifts it by its own offset. A window that already cuts the population cannot be
+    placed again (the neurons it dropped are gone)."""
+    owner = type(conn).__name__
+    offset, width = check_window(offset, width, owner)
+    if conn.post_offset == 0 and conn.n_post == size:
+        return offset, width
+    if conn.post_offset >= 0 and conn.post_offset + size <= conn.n_post:
+        return conn.post_offset + offset, width
+    raise ValueError(
+        f"{owner}.placed: this connectivity keeps only the targets in columns "
+        f"[{conn.post_offset}, {conn.post_offset + size}) ∩ [0, {conn.n_post}) of its ring, so "
+        "it cannot be placed again; place the unplaced connectivity instead."
+    )
+
+
+def window_columns(size: int, offset: int, width: int) -> tuple[int, int]:
+    """The targets ``lo .. hi - 1`` of a population of ``size`` neurons that a window
+    ``(offset, width)`` keeps (``lo == hi``: none)."""
+    lo = min(max(0, -offset), size)
+    return lo, max(lo, min(size, width - offset))
 
 
 class AbstractLayout(eqx.Module):
@@ -185,7 +233,15 @@ class AbstractConnectivity(eqx.Module):
 
     def placed(self, offset: int, width: int) -> AbstractConnectivity:
         """This connectivity delivering into neurons ``offset .. offset + n_post - 1`` of a
-        ring ``width`` neurons wide (its population's place in a merged group)."""
+        ring ``width`` neurons wide (its population's place in a merged group).
+
+        Target ``t`` of the population goes to column ``t + offset`` of the wider ring. The
+        result's ``n_post`` is ``width``, the ring's row length (what the step and the ring
+        clearing read); the population's own size stays in the format (its weight matrix, its
+        rule). Formats with window delivery (Dense, Procedural, LearnableDelays) also accept
+        an ``offset`` below 0 or a ``width`` shorter than the population: the targets whose
+        column falls outside ``[0, width)`` are then skipped (a device owning neurons
+        ``f .. f + width - 1`` of the population: ``placed(-f, width)``)."""
         if offset == 0 and width == self.n_post:
             return self
         raise NotImplementedError(
@@ -299,13 +355,34 @@ class Dense(AbstractLayout):
 
 
 class DenseConnectivity(AbstractConnectivity):
-    """Dense weights ``(n_pre, n_post)``; delays homogeneous or one per pair."""
+    r"""Dense weights ``(n_pre, size)`` for a population of ``size`` neurons; delays
+    homogeneous or one per pair.
 
-    weights: Float[Array, "n_pre n_post"]
-    delays: Int[Array, "n_pre n_post"] | None
+    Window delivery (:meth:`placed`): with ``post_offset`` :math:`o` and ring width
+    ``n_post`` :math:`W`, a spike vector :math:`s` adds :math:`(s W_d)_t` to column
+    :math:`t + o` of ring row :math:`(c + d) \bmod D` for the targets with
+    :math:`0 \le t + o < W`, one matrix–vector product per distinct delay :math:`d` over those
+    columns only. Unplaced, :math:`o = 0` and :math:`W` = ``size``. Placing neither copies
+    nor pads the weights: a plastic projection's weights stay ``(n_pre, size)``.
+    """
+
+    weights: Float[Array, "n_pre size"]
+    delays: Int[Array, "n_pre size"] | None
     distinct_delays: tuple[int, ...] = eqx.field(static=True)
+    post_offset: int = eqx.field(static=True)
+    """Ring column of target 0 (:meth:`placed`)."""
 
-    def __init__(self, weights, delays, distinct_delays, n_pre, n_post, max_delay, n_synapses):
+    def __init__(
+        self,
+        weights,
+        delays,
+        distinct_delays,
+        n_pre,
+        n_post,
+        max_delay,
+        n_synapses,
+        post_offset=0,
+    ):
         self.weights = weights
         self.delays = delays
         self.distinct_delays = distinct_delays
@@ -313,21 +390,53 @@ class DenseConnectivity(AbstractConnectivity):
         self.n_post = n_post
         self.max_delay = max_delay
         self.n_synapses = n_synapses
+        self.post_offset = post_offset
+
+    @property
+    def size(self) -> int:
+        """Neurons of the postsynaptic population (columns of ``weights``)."""
+        return self.weights.shape[1]
 
     def deliver(self, ring, cursor, spikes):
         n_ring = ring.shape[0] // self.n_post
-        values = spikes.astype(self.weights.dtype)
+        lo, hi = window_columns(self.size, self.post_offset, self.n_post)
+        if lo == hi:  # no target in the window
+            return ring
+        whole = (lo, hi) == (0, self.size)
+        weights = self.weights if whole else self.weights[:, lo:hi]
+        delays = self.delays if whole or self.delays is None else self.delays[:, lo:hi]
+        values = spikes.astype(weights.dtype)
         for d in self.distinct_delays:
-            w = (
-                self.weights
-                if self.delays is None
-                else jnp.where(self.delays == d, self.weights, 0)
-            )
-            ring = add_to_ring_row(ring, (cursor + d) % n_ring, values @ w, self.n_post)
+            w = weights if delays is None else jnp.where(delays == d, weights, 0)
+            row = (cursor + d) % n_ring
+            ring = add_to_ring_row(ring, row, values @ w, self.n_post, self.post_offset + lo)
         return ring
 
+    placeable: ClassVar[bool] = True
+
+    def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
+        post_offset, width = placed_window(self, self.size, offset, width)
+        return DenseConnectivity(
+            self.weights,
+            self.delays,
+            self.distinct_delays,
+            self.n_pre,
+            width,
+            self.max_delay,
+            self.n_synapses,
+            post_offset,
+        )
+
     def to_dense(self):
-        return self.weights
+        """The weights in ring columns, ``(n_pre, n_post)``: ``weights`` itself unplaced."""
+        if self.post_offset == 0 and self.n_post == self.size:
+            return self.weights
+        lo, hi = window_columns(self.size, self.post_offset, self.n_post)
+        dense = jnp.zeros((self.n_pre, self.n_post), self.weights.dtype)
+        start = self.post_offset + lo
+        return dense.at[:, start : start + hi - lo].set(self.weights[:, lo:hi])
 
 
 # ----------------------------------------------------------------------------------- sparse
@@ -746,6 +855,12 @@ class ProceduralConnectivity(AbstractConnectivity):
     Weights are ``weight_loc`` or ``weight_loc + weight_scale · U[0, 1)`` with the uniform
     variate regenerated per synapse; ``counts`` (fixed probability) holds each presynaptic
     neuron's number of synapses.
+
+    Targets are drawn from the postsynaptic population, ``rule.n_post`` neurons, whatever the
+    ring: placed (:meth:`placed`), target ``t`` adds into column ``t + post_offset`` of a ring
+    ``n_post`` neurons wide, and is skipped where that column does not exist (the
+    ``post_offset`` / ``ring_width`` window of :func:`brainsim.kernels.procedural_deliver`).
+    The synapses never change with the placement.
     """
 
     weight_loc: Float[Array, ""]
@@ -755,9 +870,21 @@ class ProceduralConnectivity(AbstractConnectivity):
     delay: int = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
     implementation: kernels.Implementation = eqx.field(static=True)
+    post_offset: int = eqx.field(static=True)
+    """Ring column of target 0 (:meth:`placed`)."""
 
     def __init__(
-        self, weight_loc, weight_scale, counts, rule, delay, chunk_size, implementation, n_syn
+        self,
+        weight_loc,
+        weight_scale,
+        counts,
+        rule,
+        delay,
+        chunk_size,
+        implementation,
+        n_syn,
+        post_offset=0,
+        ring_width=None,
     ):
         self.weight_loc = weight_loc
         self.weight_scale = weight_scale
@@ -767,9 +894,10 @@ class ProceduralConnectivity(AbstractConnectivity):
         self.chunk_size = chunk_size
         self.implementation = implementation
         self.n_pre = rule.n_pre
-        self.n_post = rule.n_post
+        self.n_post = rule.n_post if ring_width is None else ring_width
         self.max_delay = delay
         self.n_synapses = n_syn
+        self.post_offset = post_offset
 
     def deliver(self, ring, cursor, spikes, *, clear_row=False, after=()):
         return kernels.procedural_deliver(
@@ -779,12 +907,14 @@ class ProceduralConnectivity(AbstractConnectivity):
             self.weight_loc,
             self.weight_scale,
             self.counts,
-            n_post=self.n_post,
+            n_post=self.rule.n_post,
             fan_out=self.rule.fan_out,
             seed=self.rule.seed,
             replace=self.rule.replace,
             allow_self=self.rule.allow_self,
             delay=self.delay,
+            post_offset=self.post_offset,
+            ring_width=self.n_post,
             chunk_size=self.chunk_size,
             implementation=self.implementation,
             clear_row=clear_row,
@@ -794,8 +924,28 @@ class ProceduralConnectivity(AbstractConnectivity):
     def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
         return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
 
+    placeable: ClassVar[bool] = True
+
+    def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
+        post_offset, width = placed_window(self, self.rule.n_post, offset, width)
+        return ProceduralConnectivity(
+            self.weight_loc,
+            self.weight_scale,
+            self.counts,
+            self.rule,
+            self.delay,
+            self.chunk_size,
+            self.implementation,
+            self.n_synapses,
+            post_offset,
+            width,
+        )
+
     def to_dense(self):
-        """Summed weight matrix, regenerated in jnp (differentiable in the weight leaves)."""
+        """Summed weight matrix in ring columns, ``(n_pre, n_post)``, regenerated in jnp
+        (differentiable in the weight leaves)."""
         eye_rows = jnp.arange(self.n_pre, dtype=jnp.int32)
         j = jnp.arange(self.rule.fan_out, dtype=jnp.int32)
         count = (
@@ -808,18 +958,21 @@ class ProceduralConnectivity(AbstractConnectivity):
             self.rule, eye_rows[:, None], j[None, :], valid, need_g=self.weight_scale is not None
         )
         w = self.weight_loc if self.weight_scale is None else self.weight_loc + self.weight_scale * g
+        columns = targets + self.post_offset
+        valid = valid & (columns >= 0) & (columns < self.n_post)
         w = jnp.where(valid, w, 0)
         rows = jnp.broadcast_to(eye_rows[:, None], valid.shape)
         dense = jnp.zeros((self.n_pre, self.n_post), w.dtype)
-        return dense.at[rows, jnp.where(valid, targets, self.n_post)].add(w, mode="drop")
+        return dense.at[rows, jnp.where(valid, columns, self.n_post)].add(w, mode="drop")
 
     def edges(self) -> EdgeList:
         """Every synapse as an :class:`~brainsim.connect.EdgeList` with the current weight
-        parameters (regenerated on the host; the delay, ``self.delay`` steps, is left out)."""
+        parameters (regenerated on the host; the delay, ``self.delay`` steps, is left out);
+        targets are the population's neurons, whatever the placement."""
         scale = None if self.weight_scale is None else float(self.weight_scale)
         spec = ProceduralEdges(
             self.n_pre,
-            self.n_post,
+            self.rule.n_post,
             self.rule.fan_out,
             None if self.counts is None else np.asarray(self.counts),
             self.rule.replace,

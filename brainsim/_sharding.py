@@ -358,6 +358,8 @@ def _split_delivery(delivery: Delivery, where: str, n_local: int, n_devices: int
     if delivery.plastic is not None:
         return _windowed(conn, where, n_local, n_devices)
     splitter = _SPLITTERS.get(type(conn))
+    if isinstance(conn, DenseConnectivity) and (conn.post_offset, conn.n_post) != (0, conn.size):
+        splitter = None  # placed into a merged group: its columns are not the group's
     if splitter is None:  # procedural, learnable delays, a user's format
         return [_Replicated(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
     return splitter(conn, n_local, n_devices, where)
@@ -366,7 +368,8 @@ def _split_delivery(delivery: Delivery, where: str, n_local: int, n_devices: int
 def _windowed(conn, where: str, n_local: int, n_devices: int):
     """A plastic projection on every device: all its synapses (their weights are the
     replicated plasticity state, updated identically everywhere from the exchanged spikes),
-    each device delivering only into its own block of neurons."""
+    each device delivering only into its own block of neurons (ELL and CSR by remapping
+    their targets, other formats through :class:`_Replicated`)."""
     if isinstance(conn, EllConnectivity):
         targets = np.asarray(conn.targets)
         parts = []
@@ -385,55 +388,7 @@ def _windowed(conn, where: str, n_local: int, n_devices: int):
             t = np.where(mine, local, n_local).astype(np.int32)
             parts.append(dataclasses.replace(conn, indices=t, n_post=n_local))
         return parts
-    if isinstance(conn, DenseConnectivity):
-        return [_WindowedDense(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
     return [_Replicated(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
-
-
-class _WindowedDense(AbstractConnectivity):
-    """A dense projection delivering into the columns ``first .. first + n_post - 1`` only
-    (``first`` an array: one value per device); its weights stay whole, so a plasticity rule
-    updates the same matrix on every device."""
-
-    inner: DenseConnectivity
-    first: jax.Array
-
-    def __init__(self, inner, first, n_local):
-        self.inner = inner
-        self.first = first
-        self.n_pre = inner.n_pre
-        self.n_post = n_local
-        self.max_delay = inner.max_delay
-        self.n_synapses = inner.n_synapses
-
-    @property
-    def weights(self):
-        return self.inner.weights
-
-    def with_weights(self, weights):
-        return eqx.tree_at(lambda c: c.inner.weights, self, weights)
-
-    def deliver(self, ring, cursor, spikes):
-        n_pad = -(-self.inner.n_post // self.n_post) * self.n_post
-
-        def window(x):
-            x = jnp.pad(x, ((0, 0), (0, n_pad - x.shape[1])))
-            return lax.dynamic_slice_in_dim(x, self.first, self.n_post, axis=1)
-
-        inner = self.inner
-        local = DenseConnectivity(
-            window(inner.weights),
-            None if inner.delays is None else window(inner.delays),
-            inner.distinct_delays,
-            inner.n_pre,
-            self.n_post,
-            inner.max_delay,
-            inner.n_synapses,
-        )
-        return local.deliver(ring, cursor, spikes)
-
-    def to_dense(self):
-        return self.inner.to_dense()
 
 
 class _Replicated(AbstractConnectivity):
@@ -608,7 +563,7 @@ class ShardedNetwork:
 
 
 def _count_synapses(conn) -> int:
-    if isinstance(conn, _Replicated | _WindowedDense):
+    if isinstance(conn, _Replicated):
         return int(conn.n_synapses)  # every device holds (or regenerates) all of them
     if isinstance(conn, EllConnectivity):
         return int(np.sum(np.asarray(conn.targets) < conn.n_post))

@@ -166,44 +166,59 @@ def _procedural_rows(rule, rows, j, live, counts, terms, dtype):
     return targets, valid, contrib
 
 
+def window_slots(targets, valid, base, *, offset: int, width: int, n_ring: int):
+    """Flat ring slots ``base + targets + offset`` of the synapses whose column
+    ``targets + offset`` lies in ``[0, width)`` (a ring ``width`` neurons wide); every other
+    synapse maps past the end (``n_ring * width``, dropped by the scatter)."""
+    columns = targets + offset
+    inside = valid & (columns >= 0) & (columns < width)
+    return jnp.where(inside, base + columns, n_ring * width)
+
+
 def procedural_deliver(
-    ring, cursor, spikes, loc, scale, counts, *, rule, delay: int, chunk_size: int, events=None
-):
+    ring, cursor, spikes, loc, scale, counts, *, rule, delay: int, chunk_size: int,
+    offset: int = 0, width: int | None = None, events=None
+):  # fmt: skip
     """Event-driven procedural delivery in jnp: the synapses of ``chunk_size`` spiking neurons
     at a time are regenerated (see :mod:`brainsim.kernels._procedural_rng`) and scattered, for
     exactly ``ceil(count / chunk_size)`` iterations (on a CPU; elsewhere one chunk of every
-    neuron, see :func:`brainsim.kernels._events.for_each_chunk`)."""
+    neuron, see :func:`brainsim.kernels._events.for_each_chunk`). A synapse with target ``t``
+    adds into column ``t + offset`` of a ring ``width`` wide (default ``rule.n_post``) when
+    that column exists (:func:`window_slots`)."""
     if rule.fan_out == 0:
         return ring
     events = spike_events(spikes) if events is None else events._replace(values=spikes)
-    n_post = rule.n_post
-    n_ring = ring.shape[0] // n_post
-    base = ((cursor + delay) % n_ring) * n_post
+    width = rule.n_post if width is None else width
+    n_ring = ring.shape[0] // width
+    base = ((cursor + delay) % n_ring) * width
     j = jnp.arange(rule.fan_out, dtype=jnp.int32)
 
     def body(rows, _start, ring):
         targets, valid, contrib = _procedural_rows(
             rule, rows, j, rows < rule.n_pre, counts, [(spikes, loc, scale)], ring.dtype
         )
-        slots = jnp.where(valid, base + targets, n_ring * n_post)
+        slots = window_slots(targets, valid, base, offset=offset, width=width, n_ring=n_ring)
         return ring.at[slots.ravel()].add(contrib.ravel(), mode="drop")
 
     return for_each_chunk(events, chunk_size, body, ring)
 
 
-def procedural_deliver_dense(ring, cursor, terms, counts, *, rule, delay: int):
+def procedural_deliver_dense(
+    ring, cursor, terms, counts, *, rule, delay: int, offset: int = 0, width: int | None = None
+):
     """The sum over *every* synapse of ``Σ_t spikes_t[i] (loc_t + scale_t g_ij)``, regenerated
     block by block: with ``terms = [(spikes, loc, scale)]`` the delivery itself, and with
-    ``[(spikes_dot, loc, scale), (spikes, loc_dot, scale_dot)]`` its tangent.
+    ``[(spikes_dot, loc, scale), (spikes, loc_dot, scale_dot)]`` its tangent. ``offset`` and
+    ``width`` place the targets as in :func:`procedural_deliver`.
 
     A ``lax.scan`` over blocks of presynaptic neurons with a rematerialised body: linear in
     each term's spikes and weights, transposable, and its memory is one block of synapses.
     """
     if rule.fan_out == 0:
         return ring
-    n_post = rule.n_post
-    n_ring = ring.shape[0] // n_post
-    base = ((cursor + delay) % n_ring) * n_post
+    width = rule.n_post if width is None else width
+    n_ring = ring.shape[0] // width
+    base = ((cursor + delay) % n_ring) * width
     block = min(dense_block_rows(rule.fan_out), rule.n_pre)
     n_blocks = -(-rule.n_pre // block)
     j = jnp.arange(rule.fan_out, dtype=jnp.int32)
@@ -214,7 +229,7 @@ def procedural_deliver_dense(ring, cursor, terms, counts, *, rule, delay: int):
         targets, valid, contrib = _procedural_rows(
             rule, rows, j, rows < rule.n_pre, counts, terms, acc.dtype
         )
-        slots = jnp.where(valid, base + targets, n_ring * n_post)
+        slots = window_slots(targets, valid, base, offset=offset, width=width, n_ring=n_ring)
         return acc.at[slots.ravel()].add(contrib.ravel(), mode="drop"), None
 
     acc, _ = lax.scan(body, jnp.zeros_like(ring), jnp.arange(n_blocks, dtype=jnp.int32))

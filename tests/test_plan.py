@@ -167,3 +167,79 @@ def test_parameters_of_one_population_stay_fittable(x64):
     unmerged = jax.grad(loss)(jnp.asarray(300.0), "sources")
     assert merged > 0
     np.testing.assert_allclose(merged, unmerged, rtol=1e-12)
+
+
+def _window_network():
+    """Two LIF populations with the same model (one group once merged) fed through the window
+    formats: Dense (homogeneous and per-pair delays), Procedural (fixed out-degree into A,
+    fixed probability with uniform weights into B) and LearnableDelays (a fractional delay),
+    plus a Poisson drive and a population of another model (its own group)."""
+    lif = dict(C_m=200.0, E_L=-65.0, V_reset=-65.0, V_th=-50.0, t_ref=2.0)
+    rec = {
+        "exc": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased()),
+        "inh": bs.Receptor(bs.ExponentialSynapse(5.0), bs.CurrentBased()),
+    }
+    pops = [
+        bs.Population("X", 20, bs.PoissonSource(60.0)),
+        bs.Population("A", 30, bs.LIF(tau_m=10.0, I_e=330.0, **lif), receptors=rec,
+                      initial={"v": bs.init.Uniform(-65.0, -50.0)}),
+        bs.Population("B", 25, bs.LIF(tau_m=15.0, I_e=np.linspace(250, 350, 25), **lif),
+                      receptors=rec, initial={"v": bs.init.Uniform(-65.0, -50.0)}),
+        bs.Population("Z", 10, bs.Izhikevich(), receptors={"exc": rec["exc"]}),
+    ]
+    rng = np.random.default_rng(3)
+    per_pair = connect.from_arrays(
+        np.repeat(np.arange(30), 25), np.tile(np.arange(25), 30), n_pre=30, n_post=25,
+        weight=np.where(rng.random(750) < 0.2, 25.0, 0.0), delay=rng.integers(0, 4, 750) * 0.1,
+    )
+    projs = [
+        bs.Projection("X", "A", connect.all_to_all(20, 30, weight=45.0, delay=0.2),
+                      receptor="exc", layout=bs.Dense(), name="dense"),
+        bs.Projection("A", "B", per_pair, receptor="exc", layout=bs.Dense()),
+        bs.Projection("A", "A", connect.procedural_fixed_outdegree(30, 30, 5, weight=20.0,
+                      delay=0.3, seed=4, allow_self=False), receptor="exc",
+                      layout=bs.Procedural()),
+        bs.Projection("X", "B", connect.procedural_fixed_probability(
+                      20, 25, 0.3, weight=connect.Uniform(40.0, 80.0), delay=0.1, seed=5),
+                      receptor="exc", layout=bs.Procedural()),
+        bs.Projection("B", "A", connect.fixed_probability(25, 30, 0.3, weight=-50.0,
+                      delay=1.0, seed=6), receptor="inh",
+                      layout=bs.LearnableDelays(max_delay=2.0), name="learned"),
+        bs.Projection("A", "Z", connect.fixed_probability(30, 10, 0.3, weight=2.0, seed=7),
+                      receptor="exc", layout=bs.Dense()),
+    ]
+    return bs.Network(pops, projs, dt=0.1)
+
+
+def test_window_formats_merge_and_give_the_unmerged_spikes(x64):
+    """Populations fed by Dense, Procedural and LearnableDelays projections merge (their
+    connectivities deliver into a window of the group's ring); spikes equal the unmerged
+    plan's in float64, and gradients with respect to a dense weight and a learnable delay
+    through the merged plan equal the unmerged ones."""
+    net = _window_network()
+    assert [(name, [m.name for m in members]) for name, members in net.layout().groups] == [
+        ("X", ["X"]), ("A+B", ["A", "B"]), ("Z", ["Z"])]
+    plan = _compare(net, reference_merge="sources")
+    into_ab = [d for d in plan.deliveries if d.group == 1]
+    assert len(into_ab) == 5  # none of these formats merges; each is placed into the ring
+    offsets = {type(d.conn).__name__: d.conn.post_offset for d in into_ab}
+    assert offsets == {"DenseConnectivity": 30, "ProceduralConnectivity": 30,
+                       "LearnableDelayConnectivity": 0}
+    assert all(d.conn.n_post == 55 for d in into_ab)
+
+    def loss(weight, delay, merge):
+        model = eqx.tree_at(lambda n: n.projections[0].connectivity.weights, net,
+                            jnp.full((20, 30), weight))
+        model = eqx.tree_at(lambda n: n.projections[4].connectivity.delays, model,
+                            jnp.full_like(model.projections[4].connectivity.delays, delay))
+        plan = build_plan(model, merge=merge)
+        v = _run(model, plan, 60, jax.random.key(2),
+                 record=lambda s, _: (model.population_state(s, "A").v
+                                      if merge is True else s.populations["A"].v))
+        return v.mean()
+
+    args = (jnp.asarray(45.0), jnp.asarray(1.05))
+    merged = jax.grad(loss, argnums=(0, 1))(*args, True)
+    unmerged = jax.grad(loss, argnums=(0, 1))(*args, "sources")
+    assert merged[0] > 0 and merged[1] != 0
+    np.testing.assert_allclose(merged, unmerged, rtol=1e-10)

@@ -10,8 +10,10 @@
 //     counter (i, 0);
 //   * allow_self = 0: draws from n_post - 1 values and skips i;
 //   * weight = loc (constant) or loc + scale * g, g = (b >> 8) * 2^-24 from the second word.
-// For each spiking neuron (ascending) and each j (ascending), ring[(cursor + delay) mod D, t]
-// += s_i * w: the summation order of the jnp reference.
+// For each spiking neuron (ascending) and each j (ascending), ring[(cursor + delay) mod D,
+// t + post_offset] += s_i * w: the summation order of the jnp reference. The ring has rows of
+// ring_width neurons; a synapse whose column t + post_offset lies outside [0, ring_width) is
+// skipped (a population placed in a merged group, or the window of neurons a device owns).
 //
 // With clear_row = 1 the row (cursor mod D) is zeroed first, as in ell_deliver.cc; the arguments
 // after `ring` are results the clearing waits for, not read.
@@ -81,7 +83,8 @@ inline uint32_t MulHi32(uint32_t a, uint32_t b) {
 }
 
 struct Rule {
-  int64_t n_pre, n_post, fan_out, n_range, half_bits, seed, delay, ring_len, batch;
+  int64_t n_pre, n_post, fan_out, n_range, half_bits, seed, delay, ring_len, post_offset,
+      ring_width, batch;
   bool replace, allow_self, random_weight, has_counts, clear_row;
 };
 
@@ -92,9 +95,9 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
                    int64_t count_copies, const T* loc, int64_t loc_copies, const T* scale,
                    int64_t scale_copies, const int32_t* cursor, int64_t cursor_copies,
                    const T* ring_in, int64_t ring_copies, T* ring_out) {
-  if (rule.ring_len % rule.n_post != 0)
-    return ffi::Error::InvalidArgument("ring length is not a multiple of n_post");
-  const int64_t n_ring = rule.ring_len / rule.n_post;
+  if (rule.ring_len % rule.ring_width != 0)
+    return ffi::Error::InvalidArgument("ring length is not a multiple of ring_width");
+  const int64_t n_ring = rule.ring_len / rule.ring_width;
   const uint32_t seed = uint32_t(rule.seed);
   const uint32_t n_range = uint32_t(rule.n_range);
   for (int64_t b = 0; b < rule.batch; ++b) {
@@ -106,8 +109,8 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
     T* out = ring_out + b * rule.ring_len;
     const T* in = ring_in + (ring_copies == 1 ? 0 : b * rule.ring_len);
     if (out != in) std::memcpy(out, in, rule.ring_len * sizeof(T));
-    if (rule.clear_row) brainsim::ClearRingRow(out, c, n_ring, rule.n_post);
-    T* row_out = out + ((c + rule.delay) % n_ring) * rule.n_post;
+    if (rule.clear_row) brainsim::ClearRingRow(out, c, n_ring, rule.ring_width);
+    T* row_out = out + ((c + rule.delay) % n_ring) * rule.ring_width;
     brainsim::ForEachSpike(s, rule.n_pre, [&](int64_t i) {
         const T si = s[i];
         const uint32_t row = uint32_t(i);
@@ -131,12 +134,14 @@ ffi::Error Deliver(const Rule& rule, const T* spikes, int64_t spike_copies, cons
           }
           if (!rule.allow_self && x >= row) x += 1u;
           if (x >= uint32_t(rule.n_post)) continue;  // unreachable; never write out of range
+          const int64_t column = int64_t(x) + rule.post_offset;
+          if (column < 0 || column >= rule.ring_width) continue;  // outside the window
           T w = w0;
           if (rule.random_weight) {
             const float g = float(word >> 8) * 0x1p-24f;
             w = w0 + w1 * T(g);
           }
-          row_out[x] += si * w;
+          row_out[column] += si * w;
         }
     });
   }
@@ -151,7 +156,8 @@ ffi::Error ProceduralDeliverImpl(ffi::AnyBuffer spikes, ffi::Buffer<ffi::S32> co
                                  int64_t n_post, int64_t fan_out, int64_t n_range,
                                  int64_t half_bits, int64_t seed, int64_t replace,
                                  int64_t allow_self, int64_t random_weight, int64_t has_counts,
-                                 int64_t delay, int64_t ring_len, int64_t clear_row) {
+                                 int64_t delay, int64_t ring_len, int64_t clear_row,
+                                 int64_t post_offset, int64_t ring_width) {
   const auto dtype = spikes.element_type();
   if (loc.element_type() != dtype || scale.element_type() != dtype ||
       ring.element_type() != dtype)
@@ -159,8 +165,11 @@ ffi::Error ProceduralDeliverImpl(ffi::AnyBuffer spikes, ffi::Buffer<ffi::S32> co
   if (n_pre < 1 || n_post < 1 || half_bits < 1 || half_bits > 16)
     return ffi::Error::InvalidArgument("procedural_deliver: invalid sizes");
   if (delay < 1) return ffi::Error::InvalidArgument("procedural_deliver: delay must be >= 1");
+  if (ring_width < 1)
+    return ffi::Error::InvalidArgument("procedural_deliver: ring_width must be >= 1");
   Rule rule{n_pre,         n_post,        fan_out,          n_range,
             half_bits,     seed,          delay,            ring_len,
+            post_offset,   ring_width,
             ProcCopies(ring_out->element_count(), ring_len),
             replace != 0,  allow_self != 0, random_weight != 0, has_counts != 0,
             clear_row != 0};
@@ -215,4 +224,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BrainsimProceduralDeliver, ProceduralDeliverImpl,
                                   .Attr<int64_t>("has_counts")
                                   .Attr<int64_t>("delay")
                                   .Attr<int64_t>("ring_len")
-                                  .Attr<int64_t>("clear_row"));
+                                  .Attr<int64_t>("clear_row")
+                                  .Attr<int64_t>("post_offset")
+                                  .Attr<int64_t>("ring_width"));
