@@ -161,8 +161,9 @@ class Projection(eqx.Module):
         name: unique name (default ``"pre->post:receptor"``).
         plasticity: optional long-term plasticity rule (:mod:`brainsim.plasticity`); the
             weights then become part of the simulated state (``state.plasticity[name]``,
-            ``result.weights(name)``). Needs a :class:`Dense` or :class:`Sparse` layout; the
-            initial weights must lie within the rule's bounds ``[w_min, w_max]``.
+            ``result.weights(name)``). Needs a :class:`Dense`, :class:`Sparse` or :class:`CSR`
+            layout (or a format with its own synapse view); the initial weights must lie
+            within the rule's bounds ``[w_min, w_max]``.
         modulator: the neuromodulator signal passed to the rule each step (reward-modulated
             rules, which require one): a current-like input (e.g. :class:`~brainsim.TimedArray`,
             :class:`~brainsim.ConstantCurrent`; its value at the step), or the name of a

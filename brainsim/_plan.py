@@ -243,7 +243,9 @@ def host_plan(network, merge: bool | str = True) -> Plan:
     transformations."""
     arrays, rest = eqx.partition(network, eqx.is_array)
     device = jax.tree.leaves(arrays)
-    host_leaves = [np.asarray(x) for x in device]
+    # Traced leaves (a gradient with respect to a parameter) stay traced: only they, and what
+    # is merged with them, go through jax.numpy.
+    host_leaves = [x if isinstance(x, jax.core.Tracer) else np.asarray(x) for x in device]
     # Arrays the merge passes through unchanged keep their device copy (no second upload).
     originals = {id(h): d for h, d in zip(host_leaves, device, strict=True)}
     host = eqx.combine(jax.tree.unflatten(jax.tree.structure(arrays), host_leaves), rest)
@@ -252,7 +254,7 @@ def host_plan(network, merge: bool | str = True) -> Plan:
     def on_device(x):
         if not isinstance(x, np.ndarray):
             return x
-        return originals.get(id(x), None) if id(x) in originals else jnp.asarray(x)
+        return originals[id(x)] if id(x) in originals else jnp.asarray(x)
 
     plan = jax.tree.map(on_device, eqx.tree_at(lambda p: p.network, plan, replace=None))
     return eqx.tree_at(lambda p: p.network, plan, network, is_leaf=lambda x: x is None)

@@ -572,10 +572,13 @@ class EllConnectivity(AbstractConnectivity):
         blocks = []
         for block, parts in rows:
             shifted = [c.placed(offset, width) for c, offset in parts]
-            xp = array_module(*(c.targets for c in shifted), *(c.weights for c in shifted))
+            # Structure and weights separately: traced weights (a gradient) leave the
+            # structure on the host, where a partitioned run splits it.
+            xp = array_module(*(c.targets for c in shifted))
+            xw = array_module(*(c.weights for c in shifted))
             targets = xp.concatenate([c.targets for c in shifted], axis=1)
-            weights = xp.concatenate(
-                [xp.broadcast_to(c.weights, c.targets.shape) for c in shifted], axis=1
+            weights = xw.concatenate(
+                [xw.broadcast_to(c.weights, c.targets.shape) for c in shifted], axis=1
             )
             delays = xp.concatenate([_synapse_delays(c, c.targets.shape) for c in shifted], 1)
             blocks.append((block, shifted, targets, weights, delays))
@@ -583,10 +586,12 @@ class EllConnectivity(AbstractConnectivity):
         for bucket in _fan_out_buckets(blocks, lambda b: b[2].shape[1]):
             fan_out = max(b[2].shape[1] for b in bucket)
 
-            xp = array_module(*(b[3] for b in bucket))
-
-            def pad(x, value, fan_out=fan_out, xp=xp):
+            def pad(x, value, fan_out=fan_out):
+                xp = array_module(x)
                 return xp.pad(x, ((0, 0), (0, fan_out - x.shape[1])), constant_values=value)
+
+            xp = array_module(*(b[2] for b in bucket))
+            xw = array_module(*(b[3] for b in bucket))
 
             convs = [c for b in bucket for c in b[1]]
             first = convs[0]
@@ -596,7 +601,7 @@ class EllConnectivity(AbstractConnectivity):
             )
             conn = EllConnectivity(
                 xp.concatenate([pad(b[2], width) for b in bucket]),
-                first.weights if single else xp.concatenate([pad(b[3], 0) for b in bucket]),
+                first.weights if single else xw.concatenate([pad(b[3], 0) for b in bucket]),
                 None if homogeneous else xp.concatenate([pad(b[4], 1) for b in bucket]),
                 first.homogeneous_delay if homogeneous else 0,
                 first.chunk_size,
@@ -759,8 +764,9 @@ class CsrConnectivity(AbstractConnectivity):
             starts = xp.concatenate([xp.zeros((1,), np.int32), xp.cumsum(sum(counts))])
             starts = starts.astype(np.int32)
             nnz = sum(c.indices.shape[0] for c in shifted)
+            xw = array_module(*(c.weights for c in shifted))
             idx = xp.zeros((nnz,), np.int32)
-            w = xp.zeros((nnz,), shifted[0].weights.dtype)
+            w = xw.zeros((nnz,), shifted[0].weights.dtype)
             d = xp.zeros((nnz,), np.int32)
             before = xp.zeros((n_pre,), np.int32)
             for c, count in zip(shifted, counts, strict=True):
@@ -771,7 +777,7 @@ class CsrConnectivity(AbstractConnectivity):
                     row = jnp.repeat(jnp.arange(n_pre), count, total_repeat_length=m)
                 pos = starts[row] + before[row] + xp.arange(m, dtype=np.int32) - c.indptr[row]
                 idx = _scattered(idx, pos, c.indices.astype(np.int32))
-                w = _scattered(w, pos, xp.broadcast_to(c.weights, (m,)))
+                w = _scattered(w, pos, xw.broadcast_to(c.weights, (m,)))
                 d = _scattered(d, pos, _synapse_delays(c, (m,)))
                 before = before + count
             indptr.append(starts[1:] + indptr[-1][-1])
@@ -786,7 +792,7 @@ class CsrConnectivity(AbstractConnectivity):
         conn = CsrConnectivity(
             xp.concatenate(indptr),
             xp.concatenate(indices),
-            first.weights if single else xp.concatenate(weights),
+            first.weights if single else array_module(*weights).concatenate(weights),
             None if homogeneous else xp.concatenate(delays),
             first.homogeneous_delay if homogeneous else 0,
             first.block_size,

@@ -1,56 +1,72 @@
-r"""Multi-device simulation: neurons partitioned over a device mesh, spikes exchanged each step.
+r"""Multi-device simulation: the network's plan partitioned over a device mesh, spikes exchanged
+every step.
 
-:func:`simulate_sharded` runs the same network as :func:`~brainsim.simulate` on the devices of a
-one-dimensional :class:`jax.sharding.Mesh` axis and returns the same
+``simulate(network, ..., partition=Sharded(mesh))`` (and :func:`simulate_sharded`, the same
+call) runs the same network as a single-device :func:`~brainsim.simulate` on the devices of
+one axis of a :class:`jax.sharding.Mesh` and returns the same
 :class:`~brainsim.SimulationResult`: with the same key and dtype, the same spikes, recordings
 and final state as a single-device run (see *Exactness* for the one caveat, FMA contraction).
+It is not a second simulator: the loop body is :func:`brainsim.step` on each device's share
+of the plan (:mod:`brainsim._plan`), inside one ``lax.scan`` inside one ``shard_map``.
 
-How the work is split (one ``lax.scan`` inside one ``shard_map``):
+How the work is split:
 
-* **Neurons.** Every neuron population of ``n`` neurons is cut into ``D`` equal blocks of
-  ``ceil(n / D)`` neurons, device ``d`` owning neurons ``d*ceil(n/D) ...``; the last block is
-  padded with inert neurons (no synapses, no injected current, spikes masked), so population
-  sizes need not divide the device count. A device keeps the state, per-neuron parameters,
-  synaptic traces and ring buffers of its own neurons only.
-* **Synapses live with their postsynaptic neuron.** At :class:`ShardedNetwork` construction each
-  projection's ELL/CSR/dense storage is split by the block of its *target*: device ``d`` stores
-  the synapses onto its neurons, with local target indices, in the original per-neuron order
-  (so every target sums its inputs in the same order as on one device).
-* **Spike exchange.** After the neuron update, the spikes of all neuron populations are
-  exchanged with one collective per step: an ``all_gather`` of the spike vector (default) or,
-  with ``capacity=c``, an ``all_gather`` of compacted lists of at most ``c`` spiking neurons per
-  device; a step in which any device has more than ``c`` spikes falls back to the full vector
-  for that step, so no spike is ever dropped. Every device then delivers the spikes of all
-  presynaptic neurons through its local synapses.
-* **Replicated parts.** Spike sources (:class:`PoissonSource`, generators, arrays), short-term
-  plasticity state (per presynaptic neuron) and the recordings are computed identically on every
-  device. Sources are replicated because their random draws must be those of the single-device
-  run (the draw for channel ``i`` depends on the whole vector); their cost does not shrink with
-  more devices, so very large Poisson populations are a serial part of the run.
+* **Neurons.** Every group of merged neuron populations of ``n`` neurons is cut into ``D``
+  equal blocks of ``ceil(n / D)`` neurons, device ``d`` owning neurons ``d*ceil(n/D) ...``;
+  the last block is padded with inert neurons (no synapses, no injected current, spikes
+  masked), so sizes need not divide the device count. A device keeps the state, per-neuron
+  parameters, synaptic traces and ring buffers of its own neurons only.
+* **Synapses live with their postsynaptic neuron.** At :class:`ShardedNetwork` construction
+  each delivery's ELL/CSR/dense storage is split by the block of its *target*: device ``d``
+  stores the synapses onto its neurons, with local target indices, in the original
+  per-neuron order (so every target sums its inputs in the same order as on one device).
+  Formats that cannot be split that way (procedural connectivity, which stores nothing to
+  split; learnable delays; a user's own format) run whole on every device into a scratch
+  ring, of which each device keeps its block. Plastic projections are replicated: every
+  device holds all their synapses and applies the same update (from the exchanged spikes)
+  to the replicated weights, delivering only into its own neurons.
+* **Spike exchange.** After the neuron update, the spikes of all neuron groups are exchanged
+  with one collective per step (the plan's ``exchange`` hook): an ``all_gather`` of the
+  spike vector (default) or, with ``capacity=c``, an ``all_gather`` of compacted lists of at
+  most ``c`` spiking neurons per device; a step in which any device has more than ``c``
+  spikes falls back to the full vector for that step, so no spike is ever dropped. Every
+  device then delivers the spikes of all presynaptic neurons through its local synapses.
+* **Replicated parts.** Spike sources (:class:`PoissonSource`, generators, arrays),
+  short-term plasticity state (per presynaptic neuron), plasticity state and the
+  recordings are computed identically on every device. Sources are replicated because their
+  random draws must be those of the single-device run (the draw for channel ``i`` depends on
+  the whole vector); their cost does not shrink with more devices.
+* **Monitors** see the whole network's state, all-gathered (XLA drops the gathers no monitor
+  reads), so any monitor records what it records on one device.
 
-Randomness follows :meth:`Network.step` exactly: step ``k`` uses ``fold_in(key, k)``, then the
-population index; injected currents are evaluated for the whole population and sliced.
+Randomness follows :func:`brainsim.step`: step ``k`` uses ``fold_in(key, k)``, then the
+group's first population index; injected currents are evaluated for the whole population
+and cut per device. A stochastic *neuron* model draws for the neurons it is given, so in a
+partitioned group each device folds in its index: the same statistics as one device, not
+the same draws.
 
-Exactness: every neuron goes through the floating-point operations of :meth:`Network.step`,
-every target sums its synaptic inputs in the single-device order and every random draw is the
-single-device draw, so spikes, recordings and state are equal bit for bit whenever XLA compiles
-the same arithmetic. XLA contracts ``a*b + c`` into fused multiply-adds depending on how it
-fuses the surrounding program, which differs between the two programs: membrane potentials can
-then differ in the last bit, and in a chaotic network the spike trains diverge after long
-enough (as between any two compilations of different programs). On CPU,
-``--xla_cpu_max_isa=AVX`` in ``XLA_FLAGS`` (no FMA instructions) removes that difference;
-``tests/test_sharding.py`` checks bitwise equality that way, and equal spikes over a short run
-with default flags. Dense projections are split by columns, and the matrix-vector product may
-then also sum in a different order. Procedural connectivity, learnable delays and
-long-term plasticity are not supported (use Sparse or CSR; simulate plastic networks with
-:func:`brainsim.simulate`).
+``vmap`` (over keys or parameters) and ``grad`` (with respect to parameters and weights)
+apply to a partitioned run as to a single-device one: the structure is split on the host,
+traced values are laid out by the program.
+
+Exactness: every neuron goes through the floating-point operations of the single-device
+step, every target sums its synaptic inputs in the single-device order and every random
+draw is the single-device draw, so spikes, recordings and state are equal bit for bit
+whenever XLA compiles the same arithmetic. XLA contracts ``a*b + c`` into fused
+multiply-adds depending on how it fuses the surrounding program, which differs between the
+two programs: membrane potentials can then differ in the last bit, and in a chaotic network
+the spike trains diverge after long enough (as between any two compilations of different
+programs). On CPU, ``--xla_cpu_max_isa=AVX`` in ``XLA_FLAGS`` (no FMA instructions) removes
+that difference; ``tests/test_sharding.py`` and ``tests/test_composability.py`` check
+bitwise equality that way. Dense projections are split by columns, and the matrix-vector
+product may then also sum in a different order.
 
 Launching on several GPUs of one host::
 
     import jax, brainsim as bs
     mesh = jax.make_mesh((jax.device_count(),), ("neurons",))
-    result = bs.simulate_sharded(net, 1000.0, mesh=mesh, key=jax.random.key(0),
-                                 record=(bs.SpikeRaster(),))
+    result = bs.simulate(net, 1000.0, key=jax.random.key(0), record=(bs.SpikeRaster(),),
+                         partition=bs.Sharded(mesh))
 
 On CPU the same code runs on ``N`` simulated devices with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before jax is imported.
@@ -67,8 +83,8 @@ script and the mesh spans the devices of all of them)::
     import brainsim as bs
     mesh = jax.make_mesh((jax.device_count(),), ("neurons",))  # all devices of all hosts
     net = build_network(seed=0)  # the same network (same seeds) in every process
-    result = bs.simulate_sharded(net, 1000.0, mesh=mesh, key=jax.random.key(0),
-                                 record=(bs.PopulationRate(),))
+    result = bs.simulate(net, 1000.0, key=jax.random.key(0), record=(bs.PopulationRate(),),
+                         partition=bs.Sharded(mesh))
 
 Each process builds the network on its host and uploads only its own devices' synapses. The
 recordings and the final state come back replicated on every process.
@@ -98,6 +114,7 @@ from ._propagation import (
     CsrConnectivity,
     DenseConnectivity,
     EllConnectivity,
+    array_module,
 )
 from ._simulate import SimulationResult, collect_result
 from ._state_check import float_dtype
@@ -183,6 +200,17 @@ def _check_mesh(mesh, axis) -> tuple[str, int]:
     return axis, int(mesh.shape[axis])
 
 
+def _auto_axes(mesh: Mesh) -> Mesh:
+    """``mesh`` with *auto* axes. ``jax.make_mesh`` gives explicit axes (jax >= 0.7), whose
+    sharding becomes part of every result's type; a gradient of a result then needs a mesh
+    context (``jax.set_mesh``) to build its cotangent. The run lays its arrays out itself, so
+    its results need not carry the mesh in their types."""
+    auto = getattr(jax.sharding.AxisType, "Auto", None)
+    if auto is None or all(t == auto for t in getattr(mesh, "axis_types", ())):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(auto,) * len(mesh.axis_names))
+
+
 def _check_capacity(capacity):
     if capacity is None:
         return None
@@ -242,6 +270,11 @@ def _local_group(group: Group, plan: _Plan, d: int) -> Group:
     )
 
 
+def _host_or_traced(x):
+    """``x`` as a NumPy array, unless it is traced (then as it is)."""
+    return x if isinstance(x, jax.core.Tracer) else np.asarray(x)
+
+
 def _owner(targets: np.ndarray, n_post: int, n_local: int, n_devices: int) -> np.ndarray:
     """Device owning each target index; padding entries (``>= n_post``) get ``n_devices``."""
     return np.where(targets < n_post, targets // n_local, n_devices)
@@ -251,7 +284,7 @@ def _split_ell(conn: EllConnectivity, n_local: int, n_devices: int, where: str):
     targets = np.asarray(conn.targets)
     owner = _owner(targets, conn.n_post, n_local, n_devices)
     width = max(1, int(max((owner == d).sum(axis=1).max(initial=0) for d in range(n_devices))))
-    weights = np.asarray(conn.weights)
+    weights = _host_or_traced(conn.weights)
     delays = None if conn.delays is None else np.asarray(conn.delays)
     parts = []
     for d in range(n_devices):
@@ -264,7 +297,9 @@ def _split_ell(conn: EllConnectivity, n_local: int, n_devices: int, where: str):
         t = np.where(keep, local, n_local).astype(np.int32)
         w = conn.weights  # a shared scalar stays one object (replicated, see _stack)
         if weights.ndim:
-            w = np.where(keep, np.take_along_axis(weights, order, axis=1), 0).astype(weights.dtype)
+            xw = array_module(weights)
+            w = xw.where(keep, xw.take_along_axis(weights, order, axis=1), 0)
+            w = w.astype(weights.dtype)
         dl = None
         if delays is not None:
             dl = np.where(keep, np.take_along_axis(delays, order, axis=1), 1).astype(np.int32)
@@ -291,7 +326,7 @@ def _split_csr(conn: CsrConnectivity, n_local: int, n_devices: int, where: str):
     rows = np.repeat(np.arange(conn.n_pre), np.diff(indptr))
     owner = _owner(indices, conn.n_post, n_local, n_devices)
     length = max(1, int(max((owner == d).sum() for d in range(n_devices))))
-    weights = np.asarray(conn.weights)
+    weights = _host_or_traced(conn.weights)
     delays = None if conn.delays is None else np.asarray(conn.delays)
     parts = []
     for d in range(n_devices):
@@ -302,7 +337,8 @@ def _split_csr(conn: CsrConnectivity, n_local: int, n_devices: int, where: str):
         idx = np.concatenate([indices[sel] - d * n_local, np.full(pad, n_local)]).astype(np.int32)
         w = conn.weights
         if weights.ndim:
-            w = np.concatenate([weights[sel], np.zeros(pad, weights.dtype)])
+            xw = array_module(weights)
+            w = xw.concatenate([weights[sel], xw.zeros(pad, weights.dtype)])
         dl = None
         if delays is not None:
             dl = np.concatenate([delays[sel], np.ones(pad, delays.dtype)]).astype(np.int32)
@@ -328,8 +364,8 @@ def _split_dense(conn: DenseConnectivity, n_local: int, n_devices: int, where: s
     n_pad = n_local * n_devices
 
     def columns(x, d):
-        x = np.asarray(x)
-        x = np.pad(x, ((0, 0), (0, n_pad - x.shape[1])))
+        x = _host_or_traced(x)
+        x = array_module(x).pad(x, ((0, 0), (0, n_pad - x.shape[1])))
         return x[:, d * n_local : (d + 1) * n_local]
 
     return [
@@ -467,6 +503,11 @@ def _stack(parts, mesh: Mesh, axis: str):
     def put(*xs):
         if not eqx.is_array(xs[0]):
             return _Placed(xs[0], None)  # Python scalars etc. stay as they are
+        if any(isinstance(x, jax.core.Tracer) for x in xs):
+            # Traced (a gradient with respect to it): laid out by the program (_place).
+            if all(x is xs[0] for x in xs):
+                return _Placed(xs[0], P())
+            return _Placed(jnp.stack(xs), P(axis))
         if all(x is xs[0] for x in xs):
             one = np.asarray(xs[0])
             return _Placed(jax.make_array_from_callback(one.shape, whole, lambda i: one[i]), P())
@@ -521,7 +562,7 @@ class ShardedNetwork:
         blocks = tuple(
             _Block(g.name, g.size, -(-g.size // n_devices), g.is_source) for g in whole.groups
         )
-        plan = _Plan(mesh, axis, n_devices, blocks, capacity)
+        plan = _Plan(_auto_axes(mesh), axis, n_devices, blocks, capacity)
         _check_state_shapes(network)
         deliveries = []
         for d in whole.deliveries:

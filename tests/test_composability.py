@@ -3,7 +3,8 @@ compared with plain single-device :func:`brainsim.simulate`.
 
 Drivers: ``simulate`` (the reference), ``simulate(partition=Sharded(mesh))`` on 2 and 4 host
 devices (in a subprocess, since JAX fixes its device count at import), ``run_long`` with a
-crash and a resume, ``vmap`` over keys and ``grad`` through the run. Formats: Dense, Sparse
+crash and a resume, ``vmap`` over keys and ``grad`` through the run (on one device, and on 2
+partitioned devices against one). Formats: Dense, Sparse
 (ELL), CSR and Procedural for the static projections; the plastic projection (pair STDP) is
 Sparse or Dense (the layouts plasticity works on). Monitors: every built-in one and a
 user-defined one (mean membrane potential), all recorded in every run.
@@ -41,12 +42,30 @@ WORKER = textwrap.dedent(
     r'''
     import sys, json
     sys.path.insert(0, ".")
-    import jax
+    import equinox as eqx
+    import jax, jax.numpy as jnp, numpy as np
     import brainsim as bs
-    from composability_cases import monitors, network, summary
+    from composability_cases import MeanVoltage, monitors, network, summary
     n_devices = int(sys.argv[1])
     cases = json.loads(sys.argv[2])
+    transforms = sys.argv[3] == "1"
     mesh = jax.make_mesh((n_devices,), ("neurons",))
+    partition = bs.Sharded(mesh)
+
+    def batched(net, record, partition):
+        keys = jax.random.split(jax.random.key(5), 2)
+        run = lambda k: bs.simulate(net, 10.0, key=k, record=record, check=False,
+                                    partition=partition)
+        return [np.asarray(x).tolist() for x in jax.tree.leaves(jax.vmap(run)(keys).recordings)]
+
+    def gradient(net, partition):
+        def loss(i_e):
+            model = eqx.tree_at(lambda n: n.populations[1].model.I_e, net, i_e)
+            res = bs.simulate(model, 5.0, key=jax.random.key(0), record=(MeanVoltage("E"),),
+                              checkpoint=bs.Checkpointing(), partition=partition)
+            return res.recordings[0].mean()
+        return float(jax.grad(loss)(jnp.asarray(150.0)))
+
     out = {}
     for fmt, plastic in cases:
         net = network(fmt, plastic)
@@ -54,10 +73,12 @@ WORKER = textwrap.dedent(
         key = jax.random.key(3)
         try:
             single = bs.simulate(net, 30.0, key=key, record=record)
-            sharded = bs.simulate(net, 30.0, key=key, record=record,
-                                  partition=bs.Sharded(mesh))
-            out[f"{fmt}-{plastic}"] = {"single": summary(single, plastic),
-                                       "sharded": summary(sharded, plastic)}
+            sharded = bs.simulate(net, 30.0, key=key, record=record, partition=partition)
+            result = {"single": summary(single, plastic), "sharded": summary(sharded, plastic)}
+            if transforms:
+                result["vmap"] = [batched(net, record, None), batched(net, record, partition)]
+                result["grad"] = [gradient(net, None), gradient(net, partition)]
+            out[f"{fmt}-{plastic}"] = result
         except Exception as e:  # reported by the test, which names the combination
             out[f"{fmt}-{plastic}"] = {"error": f"{type(e).__name__}: {e}"}
     print("RESULT" + json.dumps(out))
@@ -65,12 +86,12 @@ WORKER = textwrap.dedent(
 )
 
 
-def _sharded_runs(n_devices):
+def _sharded_runs(n_devices, transforms):
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_devices} --xla_cpu_max_isa=AVX"
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
-        [sys.executable, "-c", WORKER, str(n_devices), json.dumps(CASES)],
+        [sys.executable, "-c", WORKER, str(n_devices), json.dumps(CASES), str(int(transforms))],
         env=env, capture_output=True, text=True, timeout=1200, cwd=HERE,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -80,12 +101,12 @@ def _sharded_runs(n_devices):
 
 @pytest.fixture(scope="module")
 def sharded2():
-    return _sharded_runs(2)
+    return _sharded_runs(2, transforms=True)
 
 
 @pytest.fixture(scope="module")
 def sharded4():
-    return _sharded_runs(4)
+    return _sharded_runs(4, transforms=False)
 
 
 def _assert_same(a, b, what):
@@ -110,6 +131,20 @@ def test_sharded_equals_single_device(request, devices, fmt, plastic):
     assert "error" not in runs, runs.get("error")
     assert _spiking(runs["single"]) > 20  # the comparison means something
     _assert_same(runs["single"], runs["sharded"], f"{fmt} plastic={plastic} on {devices}")
+
+
+@pytest.mark.parametrize("fmt, plastic", CASES)
+def test_sharded_vmap_and_grad_equal_single_device(sharded2, fmt, plastic):
+    """vmap over keys and grad with respect to a population's parameter, partitioned over 2
+    devices, equal the single-device ones."""
+    runs = sharded2[f"{fmt}-{plastic}"]
+    assert "error" not in runs, runs.get("error")
+    single, sharded = runs["vmap"]
+    for i, (a, b) in enumerate(zip(single, sharded, strict=True)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"recording {i}")
+    g_single, g_sharded = runs["grad"]
+    assert g_single > 0
+    assert g_sharded == g_single
 
 
 @pytest.mark.parametrize("fmt, plastic", CASES)
