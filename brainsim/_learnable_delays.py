@@ -33,7 +33,7 @@ per-synapse ``weights``; train them with :class:`brainsim.fit.Trainable`, e.g. w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -190,7 +190,6 @@ class LearnableDelayConnectivity(AbstractConnectivity):
         values = jnp.concatenate([w * (1 - frac), w * frac]).astype(ring.dtype)
         return ring.at[slots].add(values, mode="drop")
 
-    placeable: ClassVar[bool] = True
 
     def placed(self, offset, width):
         if offset == 0 and width == self.n_post:

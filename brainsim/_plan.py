@@ -19,9 +19,9 @@ structure, without code generation) removes that growth:
   presynaptic population stacked, the targets shifted by the offset of their member in the
   group, per-synapse weights and delays kept. One kernel call delivers all of them in a step.
   A projection that cannot be merged (its own weights in the state, an unmergeable format)
-  is delivered on its own into the group's ring (:meth:`AbstractConnectivity.placed`); a
-  population that receives a projection whose format cannot address a merged ring stays a
-  group of its own.
+  is delivered on its own into the group's ring (:meth:`AbstractConnectivity.placed`).
+  Grouping depends on models and receptors only: the formats of the projections never
+  change which populations merge.
 * **Names** stay as static views: a member's state and spikes are slices of its group's, so
   monitors, results, plasticity rules and fitting address populations by name as before.
 
@@ -150,9 +150,12 @@ def _structure(module) -> Hashable:
     return jax.tree.structure(module)
 
 
-def group_key(population, incoming_placeable: bool) -> Hashable | None:
-    """The key under which populations merge; ``None`` keeps the population alone."""
-    if not incoming_placeable or population.currents and not _leaves_fit(
+def group_key(population) -> Hashable | None:
+    """The key under which populations merge; ``None`` keeps the population alone. It
+    depends on the population's model and receptors only, never on the formats of the
+    projections into it (any format can deliver into a merged group:
+    :meth:`AbstractConnectivity.placed`), so choosing a layout never regroups the network."""
+    if population.currents and not _leaves_fit(
         population.currents, population.size
     ):
         return None
@@ -214,14 +217,10 @@ def group_layout(network, merge: bool | str = True) -> Layout:
     gives every population a group of its own, ``merge="sources"`` merges spike sources
     only."""
     pops = network.populations
-    placeable = {p.name: True for p in pops}
-    for proj in network.projections:
-        if not proj.connectivity.placeable:
-            placeable[proj.post] = False
     keys: dict[Hashable, list[int]] = {}
     for i, p in enumerate(pops):
         wanted = merge is True or (merge == "sources" and p.is_source)
-        key = group_key(p, placeable[p.name]) if wanted else None
+        key = group_key(p) if wanted else None
         keys.setdefault(("alone", i) if key is None else key, []).append(i)
     taken = {p.name for p in pops}
     groups, locations = [], {}

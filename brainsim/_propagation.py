@@ -42,7 +42,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Hashable
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -226,10 +225,7 @@ class AbstractConnectivity(eqx.Module):
 
     # The plan (brainsim._plan) merges populations into groups and projections into one
     # delivery per receptor of a group. A format takes part through these three methods; the
-    # defaults keep it apart (a population receiving it is not merged with others).
-
-    placeable: ClassVar[bool] = False
-    """Whether :meth:`placed` can shift this format's targets into a wider ring."""
+    # defaults deliver it on its own, into its population's place through a scratch ring.
 
     def placed(self, offset: int, width: int) -> AbstractConnectivity:
         """This connectivity delivering into neurons ``offset .. offset + n_post - 1`` of a
@@ -241,13 +237,15 @@ class AbstractConnectivity(eqx.Module):
         rule). Formats with window delivery (Dense, Procedural, LearnableDelays) also accept
         an ``offset`` below 0 or a ``width`` shorter than the population: the targets whose
         column falls outside ``[0, width)`` are then skipped (a device owning neurons
-        ``f .. f + width - 1`` of the population: ``placed(-f, width)``)."""
+        ``f .. f + width - 1`` of the population: ``placed(-f, width)``).
+
+        The default (a format without its own placement, e.g. a user's) delivers into a
+        scratch ring of its population's width and adds that into the window
+        (:class:`ScratchPlaced`): correct for any format, at the cost of ``D × n`` values per
+        step; formats override it to shift their targets instead."""
         if offset == 0 and width == self.n_post:
             return self
-        raise NotImplementedError(
-            f"{type(self).__name__} cannot deliver into a merged group; set placeable = True "
-            "and implement placed()."
-        )
+        return ScratchPlaced(self, offset, width)
 
     def merge_key(self) -> Hashable | None:
         """Connectivities with equal keys are merged by :meth:`merge` into one delivery;
@@ -263,6 +261,54 @@ class AbstractConnectivity(eqx.Module):
         targets in the ring of ``width`` neurons. Returns ``[(blocks, connectivity), ...]``,
         each connectivity delivering the spikes of its blocks, concatenated in order."""
         raise NotImplementedError(f"{cls.__name__} does not merge.")
+
+
+class ScratchPlaced(AbstractConnectivity):
+    """A connectivity without its own placement, delivering into neurons ``offset ..
+    offset + size - 1`` of a ring ``width`` wide: it delivers into a zeroed ring of its own
+    population's width, which is then added into the window (any format, ``D × size`` values
+    of work per step)."""
+
+    inner: AbstractConnectivity
+    offset: int = eqx.field(static=True)
+
+    def __init__(self, inner, offset, width):
+        if offset < 0 or offset + inner.n_post > width:
+            raise ValueError(
+                f"{type(inner).__name__}.placed: a format without its own placement can only "
+                f"be placed whole inside a ring; got offset {offset} and width {width} for "
+                f"{inner.n_post} neurons."
+            )
+        self.inner = inner
+        self.offset = int(offset)
+        self.n_pre = inner.n_pre
+        self.n_post = int(width)
+        self.max_delay = inner.max_delay
+        self.n_synapses = inner.n_synapses
+
+    @property
+    def weights(self):
+        return self.inner.weights
+
+    def with_weights(self, weights):
+        return eqx.tree_at(lambda c: c.inner, self, self.inner.with_weights(weights))
+
+    def plastic_synapses(self, edges, *, owner):
+        return self.inner.plastic_synapses(edges, owner=owner)
+
+    def deliver(self, ring, cursor, spikes):
+        n = self.inner.n_post
+        rows = ring.shape[0] // self.n_post
+        scratch = self.inner.deliver(jnp.zeros((rows * n,), ring.dtype), cursor, spikes)
+        grid = ring.reshape(rows, self.n_post)
+        window = lax.dynamic_slice_in_dim(grid, self.offset, n, axis=1)
+        grid = lax.dynamic_update_slice_in_dim(grid, window + scratch.reshape(rows, n),
+                                               self.offset, axis=1)  # fmt: skip
+        return grid.reshape(-1)
+
+    def to_dense(self):
+        dense = self.inner.to_dense()
+        return jnp.pad(dense, ((0, 0), (self.offset, self.n_post - self.offset - dense.shape[1])))
 
 
 def _merge_key(conn, kind: str, tile: int):
@@ -412,7 +458,6 @@ class DenseConnectivity(AbstractConnectivity):
             ring = add_to_ring_row(ring, row, values @ w, self.n_post, self.post_offset + lo)
         return ring
 
-    placeable: ClassVar[bool] = True
 
     def placed(self, offset, width):
         if offset == 0 and width == self.n_post:
@@ -553,7 +598,6 @@ class EllConnectivity(AbstractConnectivity):
     def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
         return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
 
-    placeable: ClassVar[bool] = True
 
     def placed(self, offset, width):
         if offset == 0 and width == self.n_post:
@@ -739,7 +783,6 @@ class CsrConnectivity(AbstractConnectivity):
     def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
         return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
 
-    placeable: ClassVar[bool] = True
 
     def placed(self, offset, width):
         if offset == 0 and width == self.n_post:
@@ -930,7 +973,6 @@ class ProceduralConnectivity(AbstractConnectivity):
     def clear_and_deliver(self, ring, cursor, spikes, *, after=()):
         return self.deliver(ring, cursor, spikes, clear_row=True, after=after)
 
-    placeable: ClassVar[bool] = True
 
     def placed(self, offset, width):
         if offset == 0 and width == self.n_post:

@@ -646,7 +646,7 @@ def test_network_runs_and_user_monitors_agree(reference):
     np.testing.assert_array_equal(result.recordings[1], raster(result, "N").sum(axis=0))
     _, v = result.trace("N", "v")
     np.testing.assert_allclose(result.recordings[2], np.asarray(v).mean(axis=1), atol=1e-4)
-    assert result.state.populations["N"].v.dtype == jnp.float32
+    assert net.population_state(result.state, "N").v.dtype == jnp.float32
 
 
 def test_user_format_equals_dense(reference):

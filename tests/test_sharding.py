@@ -283,3 +283,18 @@ def test_recordings_keep_their_dtype_with_a_spike_generator_first():
     result = bs.simulate_sharded(bs.Network(pops, dt=0.1), 1.0, mesh=_mesh(),
                                  key=jax.random.key(0), record=record)
     assert [r.dtype for r in result.recordings] == [np.float32, np.int32]
+
+
+def test_partition_arguments_are_checked():
+    net = _small_network()
+    with pytest.raises(TypeError, match="`partition`.*Sharded"):
+        bs.simulate(net, 1.0, key=jax.random.key(0), partition="devices")
+    with pytest.raises(TypeError, match="`mesh`"):
+        bs.Sharded("mesh")
+    with pytest.raises(ValueError, match="`capacity`"):
+        bs.Sharded(_mesh(), capacity=0)
+    with pytest.raises(ValueError, match="`axis`"):
+        bs.Sharded(_mesh(), axis="time")
+    sharded = bs.ShardedNetwork(net, _mesh())
+    with pytest.raises(ValueError, match="ShardedNetwork.*partition=None"):
+        bs.simulate(sharded, 1.0, key=jax.random.key(0), partition=bs.Sharded(_mesh()))

@@ -121,7 +121,7 @@ def test_every_entry_point_refuses_a_foreign_state(tmp_path):
     with pytest.raises(ValueError, match=r"^run_long: " + ring):
         bs.run_long(net, 1.0, tmp_path / "run", state=foreign, progress=False)
     mesh = jax.make_mesh((1,), ("neurons",), devices=jax.devices()[:1])
-    with pytest.raises(ValueError, match=r"^simulate_sharded: " + ring):
+    with pytest.raises(ValueError, match=r"^simulate: " + ring):
         bs.simulate_sharded(net, 1.0, mesh=mesh, state=foreign)
 
 

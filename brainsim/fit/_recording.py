@@ -58,10 +58,10 @@ class SpikeTrain(AbstractMonitor):
     def nbytes(self, network, n_steps):
         size = self._check(network)
         n = size if self.neurons is None else len(self.neurons)
-        itemsize = jax.eval_shape(lambda: network.init(jax.random.key(0))).populations[
-            self.population
-        ]
-        itemsize = jax.tree.leaves(itemsize)[0].dtype.itemsize
+        pstate = jax.eval_shape(
+            lambda: network.population_state(network.init(jax.random.key(0)), self.population)
+        )
+        itemsize = jax.tree.leaves(pstate)[0].dtype.itemsize
         return n_steps * n * itemsize
 
     def describe(self, network, n_steps):
