@@ -82,7 +82,8 @@ def measure(
     states = [net.init(jax.random.key(seed + r)) for r in range(repeats)]
 
     start = time.perf_counter()
-    compiled = _run_jit.lower(net, states[0], monitors, n_steps, None, unroll).compile()
+    plan = net.plan()  # merged on the host, as simulate does
+    compiled = _run_jit.lower(net, states[0], monitors, n_steps, None, unroll, plan).compile()
     compile_s = time.perf_counter() - start
 
     # Mean fan-out of each population, to turn spike counts into synaptic events.
@@ -92,7 +93,7 @@ def measure(
     run_s, events, rates = [], [], []
     for state in states:
         start = time.perf_counter()
-        result = jax.block_until_ready(compiled(net, state, monitors, n_steps, None, unroll))
+        result = jax.block_until_ready(compiled(net, state, monitors, n_steps, None, unroll, plan))
         run_s.append(time.perf_counter() - start)
         result.raise_if_failed()
         counts = {name: float(np.asarray(c).sum()) for name, c in result.recordings[0].items()}

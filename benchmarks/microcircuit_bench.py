@@ -51,7 +51,8 @@ def measure(scale, k_scale, background, duration, transient, repeats, seed) -> d
     states = [net.init(jax.random.key(seed + r)) for r in range(repeats)]
 
     start = time.perf_counter()
-    compiled = _run_jit.lower(net, states[0], monitors, n_steps, None).compile()
+    plan = net.plan()  # merged on the host, as simulate does
+    compiled = _run_jit.lower(net, states[0], monitors, n_steps, None, 1, plan).compile()
     compile_s = time.perf_counter() - start
 
     fan_out = dict.fromkeys((p.name for p in net.populations), 0.0)
@@ -60,7 +61,7 @@ def measure(scale, k_scale, background, duration, transient, repeats, seed) -> d
     run_s, events, rates = [], [], []
     for state in states:
         start = time.perf_counter()
-        result = jax.block_until_ready(compiled(net, state, monitors, n_steps, None))
+        result = jax.block_until_ready(compiled(net, state, monitors, n_steps, None, 1, plan))
         run_s.append(time.perf_counter() - start)
         result.raise_if_failed()
         counts = {k: np.asarray(v, dtype=float) for k, v in result.recordings[0].items()}

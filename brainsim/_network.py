@@ -48,7 +48,7 @@ from ._compile import jit
 from ._errors import check_name, check_positive, check_positive_int, unknown_name_error
 from ._inputs import AbstractCurrent
 from ._neurons._base import AbstractNeuron, AbstractSpikeSource, default_dtype
-from ._plan import Plan, build_plan, concat_members, group_layout, member_view
+from ._plan import Plan, build_plan, concat_members, group_layout, host_plan, member_view
 from ._propagation import AbstractConnectivity, AbstractLayout, Procedural, Sparse
 from ._synapses.kinetics import AbstractKinetics
 from ._synapses.outputs import AbstractOutput
@@ -454,8 +454,11 @@ class Network(eqx.Module):
     def plan(self) -> Plan:
         """This network compiled to merged groups and deliveries (:mod:`brainsim._plan`), the
         value :func:`brainsim.step` advances. Build it once per run, outside the time loop:
-        merging concatenates parameters and connectivity."""
-        return build_plan(self)
+        merging concatenates parameters and connectivity. With concrete values the merge runs
+        in NumPy on the host (:func:`~brainsim._plan.host_plan`), else in the traced program."""
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(self)):
+            return build_plan(self)
+        return host_plan(self)
 
     def population_state(self, state: NetworkState, name: str):
         """The state of population ``name`` in ``state`` (a NamedTuple of ``(size,)`` arrays).

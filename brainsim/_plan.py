@@ -12,8 +12,9 @@ structure, without code generation) removes that growth:
   receptors have the same names, kinetics and outputs, and whose parameters are scalars or
   per-neuron arrays, are one group: one state (struct of arrays, the members' neurons one
   after the other), one model with per-neuron parameters (each member's parameters broadcast
-  to its neurons and concatenated), one ring buffer per receptor. Spike sources are grouped
-  the same way.
+  to its neurons and concatenated; a scalar that is one and the same object in every member,
+  as when populations share a model value, stays a scalar, so its exponentials are computed
+  once per step), one ring buffer per receptor. Spike sources are grouped the same way.
 * **Deliveries.** All projections into one receptor of one group that share a storage
   format (:meth:`AbstractConnectivity.merge_key`) become one connectivity: the rows of every
   presynaptic population stacked, the targets shifted by the offset of their member in the
@@ -182,6 +183,12 @@ def _merge_modules(modules: Sequence, sizes: Sequence[int]):
     treedef = jax.tree.structure(modules[0])
     leaves = []
     for column in zip(*flat, strict=True):
+        if jnp.ndim(column[0]) == 0 and all(x is column[0] for x in column):
+            # One parameter object shared by every member (one model value used for several
+            # populations): it stays a scalar, so a time constant's exponentials are computed
+            # once per step, not once per neuron.
+            leaves.append(column[0])
+            continue
         xp = array_module(*column)
         parts = [xp.broadcast_to(xp.asarray(x), (n,)) for x, n in zip(column, sizes, strict=True)]
         leaves.append(xp.concatenate(parts))
@@ -244,7 +251,12 @@ def host_plan(network, merge: bool | str = True) -> Plan:
     device = jax.tree.leaves(arrays)
     # Traced leaves (a gradient with respect to a parameter) stay traced: only they, and what
     # is merged with them, go through jax.numpy.
-    host_leaves = [x if isinstance(x, jax.core.Tracer) else np.asarray(x) for x in device]
+    converted: dict[int, object] = {}  # one host array per device array: sharing survives
+    host_leaves = []
+    for x in device:
+        if not isinstance(x, jax.core.Tracer) and id(x) not in converted:
+            converted[id(x)] = np.asarray(x)
+        host_leaves.append(x if isinstance(x, jax.core.Tracer) else converted[id(x)])
     # Arrays the merge passes through unchanged keep their device copy (no second upload).
     originals = {id(h): d for h, d in zip(host_leaves, device, strict=True)}
     host = eqx.combine(jax.tree.unflatten(jax.tree.structure(arrays), host_leaves), rest)

@@ -36,7 +36,7 @@ from ._monitors import (
     WeightTrace,
 )
 from ._network import Network, NetworkState
-from ._plan import host_plan
+from ._plan import Plan, host_plan
 from ._state_check import check_state, float_dtype
 from ._step import step
 from ._timing import BRIAN2, Timing
@@ -426,7 +426,9 @@ def simulate(
     """Simulate ``network`` for ``duration`` ms (or ``n_steps`` steps) in one compiled scan.
 
     Arguments:
-        network: the :class:`Network`.
+        network: the :class:`Network`, or its :class:`Plan` (``network.plan()``; built by
+            ``simulate`` itself otherwise, once per call, on the host when the network's
+            values are concrete).
         duration: simulated time in ms (a whole number of steps), or give ``n_steps``.
         key: PRNG key for the initial state and all randomness (required without ``state``).
         state: continue from this state (e.g. ``previous.state``) instead of a fresh one.
@@ -469,6 +471,9 @@ def simulate(
             "carries its own random key, so `key` would be ignored. To continue with new "
             "randomness, pass state=state._replace(key=jax.random.key(...))."
         )
+    plan = None
+    if isinstance(network, Plan):  # built once by the caller (network.plan(), host_plan)
+        plan, network = network, network.network
     sharded = None
     if partition is not None or not isinstance(network, Network):
         from ._sharding import ShardedNetwork, partitioned
@@ -487,7 +492,8 @@ def simulate(
     what = " (time steps per loop iteration, e.g. 10 on a GPU)"
     check_positive_int("unroll", unroll, owner="simulate", what=what)
     if sharded is None:
-        plan = host_plan(network) if is_concrete_tree(network) else None
+        if plan is None and is_concrete_tree(network):
+            plan = host_plan(network)
         result = _run_jit(network, state, monitors, n_steps, checkpoint, int(unroll), plan)
     else:
         from ._sharding import run_partitioned

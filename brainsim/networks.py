@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 
 from . import connect
@@ -383,16 +385,11 @@ def potjans_diesmann(
     layout = Sparse() if layout is None else layout
     receptors = {"syn": Receptor(ExponentialSynapse(0.5), CurrentBased())}
     populations, projections = [], []
+    # One cell value for every population, each with its own I_e: the shared parameters stay
+    # one object, so the merged group of the 8 populations keeps them scalar (brainsim._plan).
+    base = LIF(C_m=250.0, tau_m=10.0, E_L=-65.0, V_th=-50.0, V_reset=-65.0, t_ref=2.0)
     for i, name in enumerate(PD14_POPULATIONS):
-        cell = LIF(
-            C_m=250.0,
-            tau_m=10.0,
-            E_L=-65.0,
-            V_th=-50.0,
-            V_reset=-65.0,
-            t_ref=2.0,
-            I_e=float(params.dc[i]),
-        )
+        cell = eqx.tree_at(lambda m: m.I_e, base, jnp.asarray(float(params.dc[i])))
         initial = {"v": Normal(float(params.v0_mean[i]), float(params.v0_std[i]))}
         populations.append(
             Population(name, int(params.sizes[i]), cell, receptors=receptors, initial=initial)

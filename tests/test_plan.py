@@ -243,3 +243,22 @@ def test_window_formats_merge_and_give_the_unmerged_spikes(x64):
     unmerged = jax.grad(loss, argnums=(0, 1))(*args, "sources")
     assert merged[0] > 0 and merged[1] != 0
     np.testing.assert_allclose(merged, unmerged, rtol=1e-10)
+
+
+def test_simulate_takes_a_plan_and_shared_parameters_stay_scalar():
+    net = bs.networks.coba(n_neurons=500)
+    plan = net.plan()
+    group = plan.groups[0]
+    # E and I share one LIF value: its parameters stay scalars in the merged model (one
+    # exponential per step, not one per neuron); the receptors likewise.
+    assert jnp.ndim(group.model.tau_m) == 0
+    assert jnp.ndim(group.receptors["exc"].kinetics.tau) == 0
+    key = jax.random.key(2)
+    a = bs.simulate(plan, 50.0, key=key, record=(bs.SpikeRaster(),))
+    b = bs.simulate(net, 50.0, key=key, record=(bs.SpikeRaster(),))
+    for x, y in zip(jax.tree.leaves(a.recordings), jax.tree.leaves(b.recordings), strict=True):
+        np.testing.assert_array_equal(x, y)
+    # Different values of one parameter are per neuron after the merge.
+    mixed = eqx.tree_at(lambda n: n.populations[1].model.tau_m, net, jnp.asarray(10.0))
+    assert [g.name for g in mixed.plan().groups] == ["E+I"]
+    assert jnp.shape(mixed.plan().groups[0].model.tau_m) == (500,)

@@ -67,14 +67,15 @@ def main(argv=None) -> int:
     n_steps = int(round(args.duration / net.dt))
     monitors = (bs.PopulationRate(),)
     state0 = net.init(jax.random.key(args.seed))
-    compiled = _run_jit.lower(net, state0, monitors, n_steps).compile()
+    plan = net.plan()  # merged on the host, as simulate does
+    compiled = _run_jit.lower(net, state0, monitors, n_steps, None, 1, plan).compile()
     setup_s = time.perf_counter() - start
     sizes = {pop.name: pop.size for pop in net.populations}
 
     def run_once(r: int) -> dict:
         state = jax.block_until_ready(net.init(jax.random.key(args.seed + 1 + r)))
         cpu0, start = time.process_time(), time.perf_counter()
-        result = jax.block_until_ready(compiled(net, state, monitors, n_steps))
+        result = jax.block_until_ready(compiled(net, state, monitors, n_steps, None, 1, plan))
         run_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu0
         result.raise_if_failed()
         counts = {k: float(np.asarray(v).sum()) for k, v in result.recordings[0].items()}
