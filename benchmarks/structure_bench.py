@@ -173,15 +173,17 @@ def loop_body_counts(text: str) -> dict:
     }
 
 
-def networks(seed: int) -> dict:
-    """Builders of the two networks (brainsim's own) and the monitors each run records."""
+def networks(seed: int, background: str = "poisson") -> dict:
+    """Builders of the two networks (brainsim's own) and the monitors each run records;
+    ``background`` is Potjans–Diesmann's ("poisson", the default, or "dc")."""
     import brainsim as bs
     from brainsim.networks import PD14_POPULATIONS, coba, potjans_diesmann
 
+    pd = "PD 0.1" if background == "poisson" else f"PD 0.1 ({background})"
     return {
         "COBA 4k": (lambda: coba(n_neurons=4000, p=0.02, seed=seed), (bs.PopulationRate(),)),
-        "PD 0.1": (
-            lambda: potjans_diesmann(scale=0.1, k_scale=0.1, seed=seed),
+        pd: (
+            lambda: potjans_diesmann(scale=0.1, k_scale=0.1, seed=seed, background=background),
             (bs.PopulationRate(PD14_POPULATIONS),),
         ),
     }
@@ -271,6 +273,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--pd-background",
+        choices=("poisson", "dc"),
+        default="poisson",
+        help="Potjans-Diesmann's background input (dc: without the Poisson sampler)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=HERE / "structure_results.md",
@@ -302,7 +310,7 @@ def main(argv=None) -> int:
     compile_simulation(tiny, tiny.init(jax.random.key(0)), 10, (bs.PopulationRate(),))
 
     results = []
-    for name, (build, record) in networks(args.seed).items():
+    for name, (build, record) in networks(args.seed, args.pd_background).items():
         r, text = measure(name, build, record, args.duration, args.repeats, args.seed)
         results.append(r)
         print(
