@@ -22,7 +22,7 @@ deliberately not used: with it, jaxlib 0.10.2 computed a different voltage trace
 Hodgkin–Huxley neuron (a miscompile), which
 ``tests/test_simulate.py::test_brainsim_compiler_options_do_not_change_results`` would catch.
 The network step avoids those copies instead by ordering its updates with data dependencies
-(``Network._update_population`` and :mod:`brainsim.kernels._ring`), which XLA's default copy
+(``brainsim._step._update_group`` and :mod:`brainsim.kernels._ring`), which XLA's default copy
 insertion understands; ``tests/test_ring_clear.py`` checks that the loop holds no such copy.
 """
 

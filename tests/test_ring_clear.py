@@ -3,7 +3,7 @@
 The op must zero exactly one row (taken modulo the ring's row count) in every implementation,
 under vmap and under differentiation; and a compiled simulation loop must update the
 receptors' rings and traces in place, with no per-step copy of them (the property the op and
-the ordering of :meth:`Network._update_population` exist for).
+the ordering of ``brainsim._step._update_group`` exist for).
 """
 
 import re
