@@ -263,6 +263,13 @@ class AbstractConnectivity(eqx.Module):
         raise NotImplementedError(f"{cls.__name__} does not merge.")
 
 
+def scratch_delivery(conn, rows: int, dtype, cursor, spikes):
+    """``(rows, conn.n_post)``: what ``conn`` delivers this step into a zeroed ring of
+    ``rows`` rows (for wrappers that move it into another ring's window)."""
+    n = conn.n_post
+    return conn.deliver(jnp.zeros((rows * n,), dtype), cursor, spikes).reshape(rows, n)
+
+
 class ScratchPlaced(AbstractConnectivity):
     """A connectivity without its own placement, delivering into neurons ``offset ..
     offset + size - 1`` of a ring ``width`` wide: it delivers into a zeroed ring of its own
@@ -297,13 +304,11 @@ class ScratchPlaced(AbstractConnectivity):
         return self.inner.plastic_synapses(edges, owner=owner)
 
     def deliver(self, ring, cursor, spikes):
-        n = self.inner.n_post
         rows = ring.shape[0] // self.n_post
-        scratch = self.inner.deliver(jnp.zeros((rows * n,), ring.dtype), cursor, spikes)
+        scratch = scratch_delivery(self.inner, rows, ring.dtype, cursor, spikes)
         grid = ring.reshape(rows, self.n_post)
-        window = lax.dynamic_slice_in_dim(grid, self.offset, n, axis=1)
-        grid = lax.dynamic_update_slice_in_dim(grid, window + scratch.reshape(rows, n),
-                                               self.offset, axis=1)  # fmt: skip
+        window = lax.dynamic_slice_in_dim(grid, self.offset, scratch.shape[1], axis=1)
+        grid = lax.dynamic_update_slice_in_dim(grid, window + scratch, self.offset, axis=1)
         return grid.reshape(-1)
 
     def to_dense(self):

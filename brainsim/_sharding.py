@@ -115,6 +115,7 @@ from ._propagation import (
     DenseConnectivity,
     EllConnectivity,
     array_module,
+    scratch_delivery,
 )
 from ._simulate import SimulationResult, collect_result
 from ._state_check import float_dtype
@@ -406,23 +407,15 @@ def _windowed(conn, where: str, n_local: int, n_devices: int):
     replicated plasticity state, updated identically everywhere from the exchanged spikes),
     each device delivering only into its own block of neurons (ELL and CSR by remapping
     their targets, other formats through :class:`_Replicated`)."""
-    if isinstance(conn, EllConnectivity):
-        targets = np.asarray(conn.targets)
+    field = {EllConnectivity: "targets", CsrConnectivity: "indices"}.get(type(conn))
+    if field is not None:
+        targets = np.asarray(getattr(conn, field))
         parts = []
         for d in range(n_devices):
             local = targets - d * n_local
             mine = (targets < conn.n_post) & (local >= 0) & (local < n_local)
             t = np.where(mine, local, n_local).astype(np.int32)
-            parts.append(dataclasses.replace(conn, targets=t, n_post=n_local))
-        return parts
-    if isinstance(conn, CsrConnectivity):
-        indices = np.asarray(conn.indices)
-        parts = []
-        for d in range(n_devices):
-            local = indices - d * n_local
-            mine = (indices < conn.n_post) & (local >= 0) & (local < n_local)
-            t = np.where(mine, local, n_local).astype(np.int32)
-            parts.append(dataclasses.replace(conn, indices=t, n_post=n_local))
+            parts.append(dataclasses.replace(conn, **{field: t}, n_post=n_local))
         return parts
     return [_Replicated(conn, np.int32(d * n_local), n_local) for d in range(n_devices)]
 
@@ -457,11 +450,11 @@ class _Replicated(AbstractConnectivity):
         return eqx.tree_at(lambda c: c.inner, self, self.inner.with_weights(weights))
 
     def deliver(self, ring, cursor, spikes):
+        scratch = scratch_delivery(self.inner, ring.shape[0] // self.n_post, ring.dtype, cursor,
+                                   spikes)  # fmt: skip
         n = self.inner.n_post
-        rows = ring.shape[0] // self.n_post
-        scratch = self.inner.deliver(jnp.zeros((rows * n,), ring.dtype), cursor, spikes)
         n_pad = -(-n // self.n_post) * self.n_post
-        scratch = jnp.pad(scratch.reshape(rows, n), ((0, 0), (0, n_pad - n)))
+        scratch = jnp.pad(scratch, ((0, 0), (0, n_pad - n)))
         mine = lax.dynamic_slice_in_dim(scratch, self.first, self.n_post, axis=1)
         return ring + mine.reshape(-1)
 
@@ -558,7 +551,7 @@ class ShardedNetwork:
             )
         axis, n_devices = _check_mesh(mesh, axis)
         capacity = _check_capacity(capacity)
-        whole = _merged_plan(network)
+        whole = host_plan(network)
         blocks = tuple(
             _Block(g.name, g.size, -(-g.size // n_devices), g.is_source) for g in whole.groups
         )
@@ -611,11 +604,6 @@ def _count_synapses(conn) -> int:
     if isinstance(conn, CsrConnectivity):
         return int(np.asarray(conn.indptr)[-1])
     return int(np.count_nonzero(np.asarray(conn.weights)))
-
-
-def _merged_plan(network: Network) -> Plan:
-    """The network's plan with concrete arrays (merged on the host)."""
-    return host_plan(network)
 
 
 def _check_state_shapes(network: Network) -> None:
