@@ -317,14 +317,54 @@ class ScratchPlaced(AbstractConnectivity):
 
 
 def _merge_key(conn, kind: str, tile: int):
-    """Merge key of the event-driven formats: same kernel, tiling and weight dtype. A shared
-    (scalar) weight merges only where a weight per synapse costs no more memory than the
-    neurons do (one-to-one and sparser projections, e.g. background drives): for dense
-    projections the per-synapse weights would cost more memory traffic than the kernel call
-    the merge saves."""
-    if jnp.ndim(conn.weights) == 0 and conn.n_synapses > 2 * (conn.n_pre + conn.n_post):
-        return None
+    """Merge key of the event-driven formats: same kernel, tiling and weight dtype (which
+    weights share a delivery is decided by :func:`_weight_families`)."""
     return (kind, tile, conn.implementation, np.dtype(conn.weights.dtype))
+
+
+def _weight_families(rows) -> list:
+    """``rows`` (as :meth:`AbstractConnectivity.merge` takes them) split into families that
+    are merged separately, so that a shared (scalar) weight is not needlessly turned into
+    one weight per synapse.
+
+    A merge that mixes a scalar weight with other weights stores one weight per synapse.
+    That is worth it only where a weight per synapse costs no more memory than the neurons
+    do (one-to-one and sparser projections, e.g. background drives); for denser
+    projections the per-synapse weights would cost more memory traffic than the kernel call
+    the merge saves. So every denser projection with a scalar weight forms a family with
+    all others sharing that *same* weight (COBA's E→E and E→I: one delivery, still one
+    scalar), and everything else is one family."""
+    dense = {
+        _scalar_identity(c.weights)
+        for _, parts in rows
+        for c, _ in parts
+        if jnp.ndim(c.weights) == 0 and c.n_synapses > 2 * (c.n_pre + c.n_post)
+    }
+    families: dict[Hashable, dict] = {}
+    for block, parts in rows:
+        for c, offset in parts:
+            identity = _scalar_identity(c.weights) if jnp.ndim(c.weights) == 0 else None
+            family = families.setdefault(identity if identity in dense else None, {})
+            family.setdefault(block, []).append((c, offset))
+    return [list(f.items()) for f in families.values()]
+
+
+def _scalar_identity(w):
+    """What makes two scalar weights the same: the value of a concrete one; a traced weight
+    (a parameter being differentiated) is merged only with itself, so that its gradient is
+    not split."""
+    if isinstance(w, jax.core.Tracer):
+        return ("array", id(w))
+    return ("value", np.asarray(w).item())
+
+
+def _shared_scalar(convs):
+    """The weight all ``convs`` share, when each has the same scalar weight; else ``None``."""
+    if not all(jnp.ndim(c.weights) == 0 for c in convs):
+        return None
+    if len({_scalar_identity(c.weights) for c in convs}) != 1:
+        return None
+    return convs[0].weights
 
 
 def array_module(*arrays):
@@ -617,7 +657,13 @@ class EllConnectivity(AbstractConnectivity):
     @classmethod
     def merge(cls, rows, width):
         """Stack the blocks' rows (each block's connectivities side by side in its rows),
-        in buckets of similar fan-out so that padding at most doubles a bucket's work."""
+        in buckets of similar fan-out so that padding at most doubles a bucket's work;
+        separately per family of weights (:func:`_weight_families`)."""
+        return [out for family in _weight_families(rows) for out in cls._merged(family, width)]
+
+    @classmethod
+    def _merged(cls, rows, width):
+        shared = _shared_scalar([c for _, parts in rows for c, _ in parts])
         blocks = []
         for block, parts in rows:
             shifted = [c.placed(offset, width) for c, offset in parts]
@@ -626,7 +672,7 @@ class EllConnectivity(AbstractConnectivity):
             xp = array_module(*(c.targets for c in shifted))
             xw = array_module(*(c.weights for c in shifted))
             targets = xp.concatenate([c.targets for c in shifted], axis=1)
-            weights = xw.concatenate(
+            weights = None if shared is not None else xw.concatenate(
                 [xw.broadcast_to(c.weights, c.targets.shape) for c in shifted], axis=1
             )
             delays = xp.concatenate([_synapse_delays(c, c.targets.shape) for c in shifted], 1)
@@ -640,17 +686,19 @@ class EllConnectivity(AbstractConnectivity):
                 return xp.pad(x, ((0, 0), (0, fan_out - x.shape[1])), constant_values=value)
 
             xp = array_module(*(b[2] for b in bucket))
-            xw = array_module(*(b[3] for b in bucket))
-
             convs = [c for b in bucket for c in b[1]]
             first = convs[0]
-            single = len(convs) == 1
+            if shared is not None or len(convs) == 1:
+                weights = first.weights if shared is None else shared
+            else:
+                xw = array_module(*(b[3] for b in bucket))
+                weights = xw.concatenate([pad(b[3], 0) for b in bucket])
             homogeneous = len({c.homogeneous_delay for c in convs}) == 1 and all(
                 c.delays is None for c in convs
             )
             conn = EllConnectivity(
                 xp.concatenate([pad(b[2], width) for b in bucket]),
-                first.weights if single else xw.concatenate([pad(b[3], 0) for b in bucket]),
+                weights,
                 None if homogeneous else xp.concatenate([pad(b[4], 1) for b in bucket]),
                 first.homogeneous_delay if homogeneous else 0,
                 first.chunk_size,
@@ -800,8 +848,13 @@ class CsrConnectivity(AbstractConnectivity):
 
     @classmethod
     def merge(cls, rows, width):
-        """One CSR of all blocks: each block's rows hold the synapses of its connectivities
-        one after the other (no padding, so no buckets)."""
+        """One CSR of all blocks per family of weights (:func:`_weight_families`): each
+        block's rows hold the synapses of its connectivities one after the other (no
+        padding, so no buckets)."""
+        return [out for family in _weight_families(rows) for out in cls._merged(family, width)]
+
+    @classmethod
+    def _merged(cls, rows, width):
         xp = array_module(*(c.indices for _, parts in rows for c, _ in parts))
         indptr, indices, weights, delays, convs = [xp.zeros((1,), np.int32)], [], [], [], []
         for _, parts in rows:
@@ -833,14 +886,16 @@ class CsrConnectivity(AbstractConnectivity):
             weights.append(w)
             delays.append(d)
         first = convs[0]
-        single = len(convs) == 1
+        shared = _shared_scalar(convs)
+        if shared is None and len(convs) == 1:
+            shared = first.weights
         homogeneous = len({c.homogeneous_delay for c in convs}) == 1 and all(
             c.delays is None for c in convs
         )
         conn = CsrConnectivity(
             xp.concatenate(indptr),
             xp.concatenate(indices),
-            first.weights if single else array_module(*weights).concatenate(weights),
+            shared if shared is not None else array_module(*weights).concatenate(weights),
             None if homogeneous else xp.concatenate(delays),
             first.homogeneous_delay if homogeneous else 0,
             first.block_size,

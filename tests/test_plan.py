@@ -114,13 +114,39 @@ def test_coba_merges_populations_and_keeps_shared_weights(x64):
     net = bs.networks.coba(n_neurons=500)
     plan = _compare(net)
     assert [g.name for g in plan.groups] == ["E+I"]
-    # Shared (scalar) weights of projections denser than one synapse per neuron are not
-    # turned into one weight per synapse: E's projections are delivered one by one into the
-    # merged ring with their scalar weight; I's sparse ones (1000 synapses) are merged.
-    from_e = [d for d in plan.deliveries if d.blocks[0].population == "E"]
-    assert len(from_e) == 2
-    assert all(jnp.ndim(d.conn.weights) == 0 for d in from_e)
-    assert len(plan.deliveries) == 3
+    # E's two projections share one scalar weight (as do I's): each pair becomes one
+    # delivery that keeps the scalar, not one weight per synapse.
+    assert [[b.population for b in d.blocks] for d in plan.deliveries] == [["E"], ["I"]]
+    assert all(jnp.ndim(d.conn.weights) == 0 for d in plan.deliveries)
+    assert [d.conn.n_synapses for d in plan.deliveries] == [
+        sum(p.connectivity.n_synapses for p in net.projections if p.pre == pre) for pre in "EI"
+    ]
+
+
+def test_dense_projections_with_different_shared_weights_stay_apart(x64):
+    """Merging two dense projections with different scalar weights would store a weight per
+    synapse; they are delivered apart, each with its scalar, while sparse ones (fewer
+    synapses than twice the neurons) merge with per-synapse weights."""
+    rec = {"exc": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased())}
+    lif = bs.LIF(C_m=200.0, tau_m=10.0, E_L=-65.0, V_reset=-65.0, V_th=-50.0, I_e=380.0)
+    pops = [bs.Population(n, 50, lif, receptors=rec,
+                          initial={"v": bs.init.Uniform(-65.0, -50.0)}) for n in "ABC"]
+    projs = [
+        bs.Projection(pre, post, connect.fixed_probability(50, 50, p, weight=w, seed=i),
+                      receptor="exc")
+        for i, (pre, post, p, w) in enumerate([
+            ("A", "B", 0.5, 20.0), ("A", "C", 0.5, 20.0),  # dense, the same weight
+            ("B", "C", 0.5, 30.0),  # dense, its own weight
+            ("C", "A", 0.02, 25.0), ("B", "A", 0.02, 35.0),  # sparse: merged with weights
+        ])
+    ]
+    plan = _compare(bs.Network(pops, projs, dt=0.1))
+    shapes = sorted(
+        ([b.population for b in d.blocks], jnp.shape(d.conn.weights)) for d in plan.deliveries
+    )
+    assert [(blocks, len(shape)) for blocks, shape in shapes] == [
+        (["A"], 0), (["B"], 0), (["B", "C"], 2)
+    ], shapes
 
 
 def test_potjans_diesmann_heterogeneous_delays(x64):
