@@ -86,6 +86,14 @@ and whose other keys are the constructor's arguments. Connection
 ``weight`` and ``delay`` are a number, one value per synapse, or a distribution
 (``{ normal = [mean, std] }``, ``{ uniform = [low, high] }``) drawn per synapse.
 
+Your own classes and functions: wherever a config names a model, kinetics, output, current,
+integrator, surrogate, layout, plasticity rule, weight dependence, connectivity builder or
+network builder, an entry point ``"package.module:Name"`` names yours instead (``model =
+"my_models:NoisyLIF"``, ``kinetics = { type = "my_models:Biexp", tau = 3.0 }``). The module is
+imported as Python imports it, or else from the config file's folder; the object must be a
+subclass of the matching base class of :mod:`brainsim.extend` (a function for builders), and
+its arguments are checked against its signature like a built-in's.
+
 Seeds: the projection from the ``i``-th to the ``j``-th population (file order) is drawn with
 the NumPy seed ``[seed, i, j]`` (a further projection between the same pair ``[seed, i, j, k]``,
 ``k = 1, 2, ...``), so editing one projection never changes another's synapses and the
@@ -151,7 +159,8 @@ def registry() -> dict[str, dict[str, Callable]]:
     """The one table from config names to brainsim classes and functions, by kind.
 
     Built on first use from what ``brainsim`` exports, so neuron models added to the package
-    appear here without further changes. To use your own class in configs, add it:
+    appear here without further changes. To use your own class in configs, name it by its
+    entry point (``model = "my_models:MyNeuron"``), or add it here:
     ``registry()["neuron"]["MyNeuron"] = MyNeuron``.
     """
     import brainsim as bs
@@ -194,6 +203,49 @@ def registry() -> dict[str, dict[str, Callable]]:
         "weight_dependence": present(pl, WEIGHT_DEPENDENCES),
         "network": present(networks, ("coba", "cuba", "cobahh", "potjans_diesmann")),
     }
+
+
+def _entry_point_kind(kind: str) -> tuple[str, Callable[[Any], bool]]:
+    """``(what the key takes, in words; a test of it)`` for a user's entry point of ``kind``:
+    a subclass of the matching brainsim base class, or a function for builders."""
+    from . import extend as bx
+    from . import init
+    from . import plasticity as pl
+
+    bases = {
+        "neuron": ((bx.AbstractNeuron, "brainsim.extend.AbstractNeuron"),
+                   (bx.AbstractSpikeSource, "brainsim.extend.AbstractSpikeSource")),
+        "source": ((bx.AbstractSpikeSource, "brainsim.extend.AbstractSpikeSource"),),
+        "kinetics": ((bx.AbstractKinetics, "brainsim.extend.AbstractKinetics"),),
+        "output": ((bx.AbstractOutput, "brainsim.extend.AbstractOutput"),),
+        "current": ((bx.AbstractCurrent, "brainsim.extend.AbstractCurrent"),),
+        "integrator": ((bx.AbstractIntegrator, "brainsim.extend.AbstractIntegrator"),),
+        "surrogate": ((bx.AbstractSurrogate, "brainsim.extend.AbstractSurrogate"),),
+        "initializer": ((init.AbstractInitializer, "brainsim.init.AbstractInitializer"),),
+        "layout": ((bx.AbstractLayout, "brainsim.extend.AbstractLayout"),),
+        "plasticity": ((bx.AbstractPlasticity, "brainsim.extend.AbstractPlasticity"),),
+        "weight_dependence": (
+            (pl.AbstractWeightDependence, "brainsim.plasticity.AbstractWeightDependence"),
+        ),
+    }  # fmt: skip
+    if kind in bases:
+        classes = tuple(c for c, _ in bases[kind])
+        what = "a subclass of " + " or ".join(name for _, name in bases[kind])
+        return what, lambda obj: isinstance(obj, type) and issubclass(obj, classes)
+    words = {
+        "connect": "a connectivity builder (a function returning brainsim.connect.Edges)",
+        "network": "a network builder (a function returning a brainsim.Network)",
+    }
+    what = words.get(kind, f"a {_KIND_WORDS.get(kind, kind)} (a class or function)")
+    return what, callable
+
+
+def _described(obj) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    if callable(obj):
+        return f"the function {getattr(obj, '__qualname__', obj)!r}"
+    return f"a {type(obj).__name__} value"
 
 
 _KIND_WORDS = {
@@ -474,6 +526,8 @@ class _Loader:
         options = registry()[kind]
         if kind == "neuron":  # a population's model may be a neuron or a spike source
             options = {**options, **registry()["source"]}
+        if isinstance(name, str) and ":" in name:
+            return self.entry_point(kind, name, path)
         if not isinstance(name, str):
             raise self.error(
                 path,
@@ -487,6 +541,67 @@ class _Loader:
                 f"Valid: {', '.join(options)}.",
             )
         return options[name]
+
+    def entry_point(self, kind: str, name: str, path: str):
+        """A user's class or function named ``"package.module:Name"`` (``Name`` may be dotted,
+        ``Outer.Inner``), checked to be of the kind this key takes. The module is imported as
+        Python would; failing that, from the config file's folder (a ``models.py`` next to
+        the config)."""
+        module_name, _, attribute = name.partition(":")
+        form = "'package.module:Name', e.g. 'my_models:NoisyLIF'"
+        if not module_name or not attribute or ":" in attribute:
+            raise self.error(path, f"expected an entry point {form}; got {name!r}.")
+        module = self.import_module(module_name, name, path)
+        obj = module
+        for part in attribute.split("."):
+            if not hasattr(obj, part):
+                public = [n for n in dir(obj) if not n.startswith("_")]
+                raise self.error(
+                    path,
+                    f"{name!r}: {getattr(obj, '__name__', module_name)!r} has no attribute "
+                    f"{part!r}.{_closest(part, public)}",
+                )
+            obj = getattr(obj, part)
+        expected, accepts = _entry_point_kind(kind)
+        if not accepts(obj):
+            raise self.error(
+                path,
+                f"{name!r} is {_described(obj)}, not {expected}; point the entry point at "
+                f"{expected}.",
+            )
+        return obj
+
+    def import_module(self, module_name: str, name: str, path: str):
+        import importlib
+        import sys
+
+        folder = os.path.dirname(os.path.abspath(self.source)) if os.path.isfile(self.source) else None
+        try:
+            try:
+                return importlib.import_module(module_name)
+            except ModuleNotFoundError as e:
+                missing_self = e.name is not None and module_name.startswith(e.name)
+                if folder is None or not missing_self:
+                    raise
+                sys.path.insert(0, folder)  # a module next to the config file
+                try:
+                    return importlib.import_module(module_name)
+                finally:
+                    sys.path.remove(folder)
+        except ModuleNotFoundError as e:
+            if e.name is not None and not module_name.startswith(e.name):
+                fix = f"it imports {e.name!r}, which is not installed: install it"
+            else:
+                nearby = f", nor next to the config in {folder}" if folder else ""
+                fix = (
+                    f"no module {module_name!r} on the Python path{nearby}: install its "
+                    "package, add its folder to PYTHONPATH, or put the module next to the config"
+                )
+            raise self.error(path, f"{name!r}: cannot import {module_name!r}; {fix}.") from None
+        except Exception as e:  # the user's module itself fails: say where, keep the cause
+            raise self.error(
+                path, f"{name!r}: importing {module_name!r} failed: {type(e).__name__}: {e}"
+            ) from e
 
     # ------------------------------------------------------------------ objects
 
@@ -541,8 +656,16 @@ class _Loader:
             and not n.startswith("_")
             and n not in fixed
         }
+        # A user's class forwarding **kwargs (to a built-in model) takes any key; the
+        # callee's own error then names a wrong one.
+        forwards = any(
+            p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()
+        )
         converted = {}
         for key, value in kwargs.items():
+            if key not in params and forwards:
+                converted[key] = self.forwarded(value, _join(path, key), f"`{key}`")
+                continue
             if key not in params:
                 valid = ", ".join(params) or "none"
                 raise self.error(
@@ -560,6 +683,14 @@ class _Loader:
             # A message about one argument (the library names it as `name`) points at its key.
             named = [key for key in converted if f"`{key}`" in message]
             raise self.error(_join(path, named[0]) if len(named) == 1 else path, message) from None
+
+    def forwarded(self, value, path: str, what: str):
+        """A value for a ``**kwargs`` argument: numbers as floats, arrays as arrays."""
+        if _is_number(value):
+            return self.number(value, path, what)
+        if isinstance(value, list):
+            return self.array(value, path, what)
+        return value
 
     def argument(self, value, param: inspect.Parameter, path: str):
         """Convert one TOML value to what a constructor argument expects (by annotation)."""
@@ -803,7 +934,9 @@ class _Loader:
                 f"expected a table of {cls.__name__} arguments; got {_kind_of(params)}.",
             )
         model = self.construct(cls, params, _join(path, "params"))
-        if any(cls is c for c in registry()["source"].values()):
+        from ._neurons._base import AbstractSpikeSource
+
+        if isinstance(cls, type) and issubclass(cls, AbstractSpikeSource):
             for key in ("receptors", "currents", "initial"):
                 if key in spec:
                     raise self.error(

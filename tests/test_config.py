@@ -452,3 +452,120 @@ def test_overrides_are_checked():
         parse_config(BASE, duration_ms=0.05)
     with pytest.raises(ConfigError, match=r"seed \(--seed\): expected an integer >= 0"):
         parse_config(BASE, seed=-3)
+
+
+# --------------------------------------------------------------------- entry points
+
+USER_MODULE = '''\
+import brainsim as bs
+
+
+class ShiftedLIF(bs.LIF):
+    """A user's neuron: a LIF whose threshold sits 1 mV higher than given."""
+
+    def __init__(self, V_th=-50.0, **kwargs):
+        super().__init__(V_th=V_th + 1.0, **kwargs)
+
+
+class SlowExp(bs.ExponentialSynapse):
+    """A user's kinetics: an exponential synapse with twice the time constant."""
+
+    def __init__(self, tau=5.0):
+        super().__init__(2.0 * tau)
+
+
+def ring(n_pre, n_post, *, weight=1.0, seed=0):
+    """A user's connectivity builder: neuron i onto neuron i + 1 (mod n_post)."""
+    import numpy as np
+
+    pre = np.arange(n_pre)
+    return bs.connect.from_arrays(pre, (pre + 1) % n_post, n_pre=n_pre, n_post=n_post,
+                                  weight=weight)
+
+
+NOT_A_CLASS = 3.0
+'''
+
+
+def _user_config(tmp_path, model='"user_models:ShiftedLIF"',
+                 kinetics='{ type = "user_models:SlowExp", tau = 5.0 }',
+                 connect='{ type = "user_models:ring", weight = 2.0 }'):
+    (tmp_path / "user_models.py").write_text(USER_MODULE, encoding="utf-8")
+    text = edit('[populations.E]\nsize = 40\nmodel = "LIF"',
+                f'[populations.E]\nsize = 40\nmodel = {model}')
+    text = edit('kinetics = { type = "ExponentialSynapse", tau = 5.0 }',
+                f"kinetics = {kinetics}", text)
+    text = edit('connect = { type = "fixed_probability", p = 0.2, weight = { normal = [2.0, 0.5] }, '
+                'delay = 1.5 }', f"connect = {connect}", text)
+    return write(tmp_path, text)
+
+
+def test_entry_points_name_user_classes_next_to_the_config(tmp_path, monkeypatch):
+    """``package.module:Name`` builds the user's neuron, kinetics and connectivity builder
+    (imported from the config's folder, which is not on the path), with their arguments
+    checked like a built-in's, and the network runs."""
+    import sys
+
+    monkeypatch.chdir(ROOT)  # not the config's folder
+    monkeypatch.delitem(sys.modules, "user_models", raising=False)
+    exp = load_config(_user_config(tmp_path))
+    E = exp.network.population("E")
+    assert type(E.model).__name__ == "ShiftedLIF"
+    assert float(E.model.V_th) == -50.0 + 1.0  # the config's V_th, shifted by the class
+    assert float(E.receptors["exc"].kinetics.tau) == 10.0
+    (proj,) = [p for p in exp.network.projections if p.pre == "E"]
+    assert proj.connectivity.n_synapses == 40  # the ring: one synapse per presynaptic neuron
+    result = bs.simulate(exp.network, 5.0, key=jax.random.key(0))
+    assert np.isfinite(np.asarray(exp.network.population_state(result.state, "E").v)).all()
+    assert str(tmp_path) not in sys.path  # the config's folder was on the path for the import only
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ('"no_such_module:Model"',
+         r"populations\.E\.model: 'no_such_module:Model': cannot import 'no_such_module'; no "
+         r"module 'no_such_module' on the Python path, nor next to the config in .*: install"),
+        ('"user_models:ShiftedLif"',
+         r"populations\.E\.model: 'user_models:ShiftedLif': 'user_models' has no attribute "
+         r"'ShiftedLif'\. Did you mean 'ShiftedLIF'\?"),
+        ('"user_models:SlowExp"',
+         r"'user_models:SlowExp' is the class user_models\.SlowExp, not a subclass of "
+         r"brainsim\.extend\.AbstractNeuron or brainsim\.extend\.AbstractSpikeSource"),
+        ('"user_models:NOT_A_CLASS"', r"is a float value, not a subclass of"),
+        ('"user_models:"', r"expected an entry point 'package\.module:Name'"),
+        ('"user_models:ShiftedLIF:x"', r"expected an entry point 'package\.module:Name'"),
+    ],
+)  # fmt: skip
+def test_entry_point_mistakes_are_named(tmp_path, monkeypatch, model, message):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "user_models", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        load_config(_user_config(tmp_path, model=model))
+
+
+def test_entry_point_arguments_are_checked(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "user_models", raising=False)
+    path = _user_config(tmp_path, kinetics='{ type = "user_models:SlowExp", tua = 5.0 }')
+    with pytest.raises(ConfigError, match=r"kinetics\.tua: unknown argument 'tua' of "
+                                          r"SlowExp\. Did you mean 'tau'\?"):
+        load_config(path)
+
+
+def test_entry_point_whose_module_fails_says_why(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "broken_models", raising=False)
+    (tmp_path / "broken_models.py").write_text("import not_installed_dependency\n")
+    path = _user_config(tmp_path, model='"broken_models:Model"')
+    with pytest.raises(ConfigError, match=r"cannot import 'broken_models'; it imports "
+                                          r"'not_installed_dependency', which is not installed"):
+        load_config(path)
+    (tmp_path / "broken_models.py").write_text("raise RuntimeError('bad constant')\n")
+    monkeypatch.delitem(sys.modules, "broken_models", raising=False)
+    with pytest.raises(ConfigError, match=r"importing 'broken_models' failed: RuntimeError: "
+                                          r"bad constant"):
+        load_config(path)
