@@ -151,7 +151,9 @@ def _random_bits(key, bit_width, shape, *, n_local, n_global):
     threefry, offset = key[:2], key[2]
     axis = _neuron_axis(shape, n_local)
     if not _exact():
-        _warn_per_device("jax_threefry_partitionable is off; turn it on for the single-device draws")
+        _warn_per_device(
+            "jax_threefry_partitionable is off; turn it on for the single-device draws"
+        )
         device = offset // jnp.uint32(n_local)
         return threefry_prng_impl.random_bits(
             threefry_prng_impl.fold_in(threefry, device), bit_width, shape
