@@ -1,10 +1,10 @@
 r"""Random keys for one device's block of a partitioned neuron group: every draw a neuron model
 makes is the device's rows of the draw it makes on one device.
 
-With ``jax_threefry_partitionable`` (on by default since jax 0.5) the bits of element
-:math:`i` (flat, row-major) of a threefry draw of shape ``s`` are a function of the key and
-:math:`i` only: :math:`\mathrm{threefry2x32}(k, (\lfloor i/2^{32}\rfloor, i \bmod 2^{32}))`,
-whatever ``s`` is; ``split`` makes its keys the same way. A device holding neurons
+With ``jax_threefry_partitionable`` (on by default in the jax versions brainsim supports)
+the bits of element :math:`i` (flat, row-major) of a threefry draw are a function of the key
+and :math:`i` only, :math:`\mathrm{threefry2x32}(k, (\lfloor i/2^{32}\rfloor, i \bmod 2^{32}))`,
+whatever the draw's shape; ``split`` makes its keys the same way. A device holding neurons
 :math:`o \ldots o + n_\text{loc} - 1` of a group of :math:`N` can therefore compute its share
 of a draw of shape ``(N, ...)`` alone, by hashing the global counters of its rows: no extra
 work, no communication.
@@ -24,30 +24,43 @@ first neuron :math:`o`. Its operations:
   use), so blocks of 2 or 3 neurons are not mistaken for them.
 * ``fold_in`` folds the threefry key. Every derived key keeps :math:`o`.
 
-Which draws match the single-device draws exactly (checked in ``tests/test_block_random.py``):
-every sampler that maps each element's bits to its value (``bits``, ``uniform``, ``normal``,
-``truncated_normal``, ``bernoulli``, ``randint``, ``exponential``, ``gumbel``, ``laplace``,
-``logistic``, ``cauchy``, ``rademacher``, ``maxwell``, ``pareto``, ``rayleigh``,
-``weibull_min``, ``lognormal``, ``geometric``, ``triangular``, ``wald``), any chain of
-``split``/``fold_in`` before the draw, and the gamma family (``gamma``, ``loggamma``,
-``beta``, ``dirichlet`` over the last axis, ``chisquare``, ``t``, ``f``), which splits one key
-per element. ``poisson`` and ``binomial`` match where they use their inversion loop
-(``lam < 10``; ``n p < 10``), which leaves finished elements alone; their rejection loops
-(``lam >= 10``; ``n p >= 10``) overwrite an element's accepted value while any other element
-is still rejecting, so the result depends on the block's other elements. Draws that mix
-elements (``permutation``, ``choice`` without replacement, ``categorical`` over the neuron
-axis, ``orthogonal``, ``multivariate_normal`` across neurons) are not element-wise and differ.
+Which ``jax.random`` draws match the single-device draws bit for bit (checked in
+``tests/test_block_random.py``, and in a wider survey when this was written):
+
+* every sampler that maps each element's bits to its value: ``bits`` (8 to 64 bits),
+  ``uniform``, ``normal``, ``truncated_normal``, ``bernoulli``, ``randint``, ``choice`` with
+  replacement, ``exponential``, ``gumbel``, ``laplace``, ``logistic``, ``cauchy``,
+  ``rademacher``, ``maxwell``, ``double_sided_maxwell``, ``pareto``, ``rayleigh``,
+  ``weibull_min``, ``lognormal``, ``geometric``, ``triangular``, ``wald``, ``categorical``
+  and ``multinomial`` with one row per neuron; with the neurons on any one axis of the draw;
+* after any chain of ``split`` and ``fold_in``, and with one key per neuron
+  (``vmap`` over ``split(key, n)``) in blocks of more than 3 neurons;
+* the gamma family drawn with shape ``(n,)`` (``gamma``, ``loggamma``, ``beta``,
+  ``chisquare``, ``t``, ``f``, ``generalized_normal``), which splits one key per element and
+  runs its rejection loop per key, in blocks of more than 3 neurons;
+* ``binomial`` where it uses its inversion loop (:math:`n p < 10`), which leaves finished
+  elements alone.
+
+They differ where a draw is not element-wise over the neurons: ``permutation``, ``choice``
+without replacement, ``categorical`` across neurons, ``orthogonal``; where gamma is drawn
+with more than one value per neuron (``gamma(key, a, (n, k))``, ``dirichlet``, ``ball``:
+gamma splits a key per element of the flattened draw); and in ``binomial``'s rejection loop
+(:math:`n p \ge 10`), which overwrites an accepted value while another element of the draw
+still rejects, so a value depends on the other neurons of the block. ``poisson`` accepts
+jax's own threefry keys only: a model that calls it (:func:`step_block` catches the refusal)
+draws per device, as below.
 
 A size that happens to equal :math:`n_\text{loc}` is taken as the neuron axis: a model
-drawing a fixed-size vector of exactly the block's length (other than the 2 or 3 of a split)
-sees the block's rows of it. The neurons of the padded last block beyond :math:`N` draw
-counters past the end, values no device uses.
+drawing a fixed-size vector of exactly the block's length (other than a split into 2 or 3)
+gets the block's rows of it, and a draw with the neurons on two axes (``(n, n)``) is cut on
+the first only. The neurons of the padded last block beyond :math:`N` draw counters past the
+end: values no one uses.
 
-Where the single-device draws cannot be reproduced — ``jax_threefry_partitionable``
-turned off (threefry then lays a draw's counters out by its total size), or a key of
-another PRNG implementation (``rbg``, ``unsafe_rbg``) — each device draws with its own
-key, ``fold_in(key, device index)``, as before: the same statistics, not the same draws,
-with a :class:`BlockDrawWarning` when a draw is traced.
+Where the single-device draws cannot be reproduced — ``jax_threefry_partitionable`` turned
+off (threefry then lays a draw's counters out by its total size), a key of another PRNG
+implementation (``rbg``, ``unsafe_rbg``), a model calling ``poisson`` — each device draws
+with its own key, ``fold_in(key, device index)``: the same statistics as one device, not the
+same draws, with a :class:`~brainsim.BrainsimWarning` when the draw is traced.
 """
 
 from __future__ import annotations
@@ -62,12 +75,10 @@ import numpy as np
 from jax import lax
 from jax.extend.random import define_prng_impl, threefry2x32_p, threefry_prng_impl
 
+from ._errors import BrainsimWarning
+
 _NOT_NEURON_SPLITS = ((2,), (3,))
 _TAG = "fry_block"
-
-
-class BlockDrawWarning(UserWarning):
-    """A partitioned neuron group draws per device, not the single-device draws."""
 
 
 def step_block(model, state, drive, t, dt, key, block):
@@ -108,7 +119,7 @@ def _warn_per_device(why: str):
     warnings.warn(
         f"a partitioned neuron group draws per device ({why}): the group's key is folded with "
         "the device index, which gives the statistics of the single-device run, not its draws.",
-        BlockDrawWarning,
+        BrainsimWarning,
         stacklevel=3,
     )
 

@@ -23,7 +23,7 @@ import pytest
 
 import brainsim as bs
 from brainsim import extend as bx
-from brainsim._block_random import BlockDrawWarning, _impl, block_key, step_block
+from brainsim._block_random import _impl, block_key, step_block
 from brainsim._plan import DeviceBlock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,7 +135,7 @@ def per_device(draw, key, n_global, n_devices):
 def test_without_threefry_partitionable_each_device_draws_its_own():
     draw = lambda k, n: R.normal(k, (n,))  # noqa: E731
     with jax.threefry_partitionable(False):
-        with pytest.warns(BlockDrawWarning, match="jax_threefry_partitionable is off"):
+        with pytest.warns(bs.BrainsimWarning, match="jax_threefry_partitionable is off"):
             got = blocks(draw, R.key(4), 10, 2)
         np.testing.assert_array_equal(got, per_device(draw, R.key(4), 10, 2))
 
@@ -143,7 +143,7 @@ def test_without_threefry_partitionable_each_device_draws_its_own():
 def test_other_prng_implementations_draw_per_device():
     draw = lambda k, n: R.uniform(k, (n,))  # noqa: E731
     key = R.key(4, impl="rbg")
-    with pytest.warns(BlockDrawWarning, match="rbg"):
+    with pytest.warns(bs.BrainsimWarning, match="rbg"):
         got = blocks(draw, key, 10, 2)
     # (rbg draws differ under vmap: compared with the per-device keys under the same vmap)
     expected = jax.jit(jax.vmap(lambda d: draw(R.fold_in(key, d), 5)))(jnp.arange(2))
@@ -161,7 +161,7 @@ def test_a_model_calling_poisson_draws_per_device():
     # jax.random.poisson accepts jax's own threefry keys only.
     block = DeviceBlock("d", 10, 5)
     run = lambda _: step_block(_PoissonCounts(3.0), jnp.zeros(5), None, 0.0, 0.1, R.key(6), block)  # noqa: E731
-    with pytest.warns(BlockDrawWarning, match="poisson"):
+    with pytest.warns(bs.BrainsimWarning, match="poisson"):
         _, counts = jax.vmap(run, axis_name="d")(jnp.arange(2))
     expected = per_device(lambda k, n: R.poisson(k, 3.0, (n,)), R.key(6), 10, 2)
     np.testing.assert_array_equal(np.concatenate(list(np.asarray(counts))), expected)
