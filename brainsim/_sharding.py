@@ -41,9 +41,15 @@ How the work is split:
 
 Randomness follows :func:`brainsim.step`: step ``k`` uses ``fold_in(key, k)``, then the
 group's first population index; injected currents are evaluated for the whole population
-and cut per device. A stochastic *neuron* model draws for the neurons it is given, so in a
-partitioned group each device folds in its index: the same statistics as one device, not
-the same draws.
+and cut per device. A stochastic *neuron* model draws for the neurons it is given; in a
+partitioned group its key is a *block key* (:mod:`brainsim._block_random`): a draw of shape
+``(n, ...)`` over the device's ``n`` neurons hashes the global counters of those rows, so it
+is the device's rows of the single-device draw, with no extra work or communication. That
+holds for every element-wise ``jax.random`` sampler, after any ``split``/``fold_in``, with
+one key per neuron, and for the gamma family; the exceptions (draws that mix the neurons,
+``binomial``'s rejection loop, ``poisson``, which accepts only jax's own keys, other PRNG
+implementations, ``jax_threefry_partitionable`` off) are listed there, and the ones that
+fall back to per-device draws warn (:class:`~brainsim.BrainsimWarning`).
 
 ``vmap`` (over keys or parameters) and ``grad`` (with respect to parameters and weights)
 apply to a partitioned run as to a single-device one: the structure is split on the host,

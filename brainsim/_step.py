@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from . import kernels
+from ._block_random import step_block
 from ._clock import advance, input_step, ring_cursor
 from ._clock import step_key as clock_step_key
 from ._neurons._base import Drive
@@ -101,11 +102,10 @@ def _update_group(plan: Plan, g: int, gstate, rstates, state, k, t, step_key):
     dt = plan.network.dt
     drive, arrived = _drive(plan, g, gstate, rstates, state, k, step_key)
     key = jax.random.fold_in(step_key, group.members[0].index)
-    if group.block is not None:
-        # Each device draws for its own neurons (a model draws for the neurons it is given;
-        # the same key on every device would repeat device 0's noise on the others).
-        key = jax.random.fold_in(key, jax.lax.axis_index(group.block.axis))
-    new_gstate, spikes = group.model.step(gstate, drive, t, dt, key)
+    if group.block is None:
+        new_gstate, spikes = group.model.step(gstate, drive, t, dt, key)
+    else:  # the key draws this device's rows of the single-device draws
+        new_gstate, spikes = step_block(group.model, gstate, drive, t, dt, key, group.block)
     v_new = group.model.voltage(new_gstate)
     dtype = v_new.dtype
     fed = {d.receptor for d in plan.deliveries if d.group == g}

@@ -882,19 +882,13 @@ def sharded_runs():
     return json.loads(line[len("RESULT") :])
 
 
-def _refused(reason):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize(
     "case",
     [
         # user neuron (deterministic), user kinetics, user spike monitor: works today
         "deterministic",
-        pytest.param("noise", marks=_refused(
-            "a partitioned neuron group draws its noise per device (the group's key folded "
-            "with the device index): statistically the single-device model, but not its "
-            "draws; equal spike trains need draws keyed by the neuron's global index")),
+        # a stochastic user neuron: each device draws its rows of the single-device draws
+        "noise",
         "user_format",
         "plasticity",
         "state_monitor",

@@ -69,7 +69,9 @@ class AbstractNeuron(eqx.Module):
     surrogate gradient. ``key`` is a JAX PRNG key for this population and this step (a
     :class:`~brainsim.Network` derives it from the run's key, the step and the population, so
     every step draws afresh and a rerun with the same key draws the same); deterministic models
-    ignore it, stochastic ones (noise currents, escape noise) draw from it.
+    ignore it, stochastic ones (noise currents, escape noise) draw from it with ``jax.random``.
+    In a partitioned run it is a typed key whose draws of shape ``(n, ...)`` are the device's
+    rows of the single-device draws (:mod:`brainsim._block_random` lists what matches).
     ``voltage(state)`` is the membrane potential (mV) that conductance synapses see.
 
     :mod:`brainsim.extend` holds the building blocks for writing one (threshold, reset and
