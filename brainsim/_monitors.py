@@ -12,6 +12,10 @@ run and reported by ``monitor.nbytes(network, n_steps)``:
 * :class:`PopulationRate` — the number of spikes of each population in every step.
 * :class:`WeightTrace` — the weights of a plastic projection every ``every`` steps.
 
+The result reads recordings by name, whichever monitor made them: ``result.spikes("E")``,
+``result.trace("E", "v")``, ``result.rate("E")``, ``result.spike_counts("E", per="neuron")``
+(:mod:`brainsim._results`).
+
 Every driver treats every monitor alike, through the protocol of :class:`AbstractMonitor`
 (what it records per step, what it sees under :func:`~brainsim.simulate_sharded`, how
 :func:`~brainsim.run_long` streams it to disk); the built-in monitors are ordinary users of
@@ -123,7 +127,8 @@ class AbstractMonitor(eqx.Module):
     population with ``network.population_state(state, name)`` and
     ``network.receptor_states(state, name)``), ``spikes`` maps every population to its spikes
     of step ``k``. The recording is the ``per_step`` output if there is one, else the buffer
-    (``result.recordings[i]``).
+    (``result.recordings[i]``, or ``result[name]`` for a monitor with a ``name`` field: every
+    built-in monitor takes ``name=``, and a monitor of your own may declare one).
 
     **Across shards (gather).** In :func:`~brainsim.simulate_sharded` a monitor sees exactly
     what it sees in :func:`~brainsim.simulate`: the whole network's state and spikes, in the

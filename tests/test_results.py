@@ -162,12 +162,20 @@ def test_set_equals_building_the_network_with_the_value():
         for a, b in zip(res.spikes(pop), built.spikes(pop), strict=True):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(res.trace("E", "exc.g")[1], built.trace("E", "exc.g")[1])
-    # Per-synapse weights (the scalar given to every stored synapse) build the same network.
-    sparse = bs.Sparse()
-    per_syn = network(layout=sparse).set("in->E:exc", weights=np.float32(25.0))
-    res2 = bs.simulate(per_syn.set("E", I_e=I_e, **{"exc.tau": 3.0}), 40.0, key=KEY,
-                       record=record)
+    # Per-synapse weights (Sparse, from a distribution): the scalar goes to every synapse.
+    spread = network(weight=lambda rng, n: rng.uniform(20.0, 60.0, n))
+    assert spread.projection("in->E:exc").connectivity.weights.ndim == 2
+    res2 = bs.simulate(spread.set("in->E:exc", weights=25.0).set("E", I_e=I_e, **{"exc.tau": 3.0}),
+                       40.0, key=KEY, record=record)
     np.testing.assert_array_equal(res2.spikes("E")[1], built.spikes("E")[1])
+    # Dense: the matrix in its storage shape (zeros stay absent synapses).
+    dense = network(layout=bs.Dense(), weight=lambda rng, n: rng.uniform(20.0, 60.0, n))
+    W = np.asarray(dense.projection("in->E:exc").connectivity.weights)
+    dense = dense.set("in->E:exc", weights=25.0 * (W != 0)).set("E", I_e=I_e, **{"exc.tau": 3.0})
+    res3 = bs.simulate(dense, 40.0, key=KEY, record=record)
+    np.testing.assert_array_equal(res3.spikes("E")[1], built.spikes("E")[1])
+    with pytest.raises(ValueError, match=r"`weights` must have shape \(20, 10\); got \(10, 20\)"):
+        dense.set("in->E:exc", weights=W.T)
 
 
 def test_set_is_pure_and_keeps_dtype():
@@ -219,11 +227,14 @@ def test_set_errors():
 # ------------------------------------------------------------------------------ events
 
 EVENT_DTYPE = [("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "?")]  # tonic's fields, t in µs
+TONIC_DTYPES = [EVENT_DTYPE, [("x", int), ("y", int), ("t", int), ("p", int)],
+                [("x", int), ("y", int), ("t", float), ("p", int)]]  # the three tonic uses
 
 
-def test_events_binned_with_counts_and_documented_channel():
+@pytest.mark.parametrize("dtype", TONIC_DTYPES)
+def test_events_binned_with_counts_and_documented_channel(dtype):
     sensor = (3, 2, 2)
-    ev = np.zeros(6, dtype=EVENT_DTYPE)
+    ev = np.zeros(6, dtype=dtype)
     ev["x"] = [0, 2, 2, 1, 0, 2]
     ev["y"] = [0, 1, 1, 0, 1, 1]
     ev["p"] = [True, False, False, True, False, True]
@@ -233,7 +244,7 @@ def test_events_binned_with_counts_and_documented_channel():
     assert counts.shape == (3, 12)
     expected = np.zeros((3, 12))
     for x, y, t, p in ev.tolist():
-        expected[t // 100, (x * 2 + y) * 2 + int(p)] += 1
+        expected[int(t) // 100, (x * 2 + y) * 2 + int(p)] += 1
     np.testing.assert_array_equal(counts, expected)
     assert counts[0, (2 * 2 + 1) * 2 + 0] == 2  # two events of one channel in one step
 
