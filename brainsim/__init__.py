@@ -10,6 +10,7 @@ from . import connect as connect
 from . import extend as extend
 from . import fit as fit
 from . import init as init
+from . import interop as interop
 from . import networks as networks
 from . import plasticity as plasticity
 from . import plotting as plotting
@@ -25,6 +26,7 @@ from ._config import Experiment as Experiment
 from ._config import load_config as load_config
 from ._errors import BrainsimWarning as BrainsimWarning
 from ._errors import SimulationError as SimulationError
+from ._event_streams import events_to_spikes as events_to_spikes
 from ._inputs import AbstractCurrent as AbstractCurrent
 from ._inputs import ConstantCurrent as ConstantCurrent
 from ._inputs import PoissonSource as PoissonSource

@@ -12,6 +12,10 @@ run and reported by ``monitor.nbytes(network, n_steps)``:
 * :class:`PopulationRate` — the number of spikes of each population in every step.
 * :class:`WeightTrace` — the weights of a plastic projection every ``every`` steps.
 
+The result reads recordings by name, whichever monitor made them: ``result.spikes("E")``,
+``result.trace("E", "v")``, ``result.rate("E")``, ``result.spike_counts("E", per="neuron")``
+(:mod:`brainsim._results`).
+
 Every driver treats every monitor alike, through the protocol of :class:`AbstractMonitor`
 (what it records per step, what it sees under :func:`~brainsim.simulate_sharded`, how
 :func:`~brainsim.run_long` streams it to disk); the built-in monitors are ordinary users of
@@ -69,6 +73,13 @@ def _population_names(network, populations, owner) -> tuple[str, ...]:
     return tuple(populations)
 
 
+def check_monitor_name(name, owner: str) -> str | None:
+    """A monitor's optional ``name=``: ``None`` or a non-empty string."""
+    if name is None:
+        return None
+    return check_name("name", name, owner=owner)
+
+
 class Stream(NamedTuple):
     """One quantity a monitor streams to disk in :func:`~brainsim.run_long`: an append-only
     file of rows, every row of ``shape`` and ``dtype``.
@@ -116,7 +127,8 @@ class AbstractMonitor(eqx.Module):
     population with ``network.population_state(state, name)`` and
     ``network.receptor_states(state, name)``), ``spikes`` maps every population to its spikes
     of step ``k``. The recording is the ``per_step`` output if there is one, else the buffer
-    (``result.recordings[i]``).
+    (``result.recordings[i]``, or ``result[name]`` for a monitor with a ``name`` field: every
+    built-in monitor takes ``name=``, and a monitor of your own may declare one).
 
     **Across shards (gather).** In :func:`~brainsim.simulate_sharded` a monitor sees exactly
     what it sees in :func:`~brainsim.simulate`: the whole network's state and spikes, in the
@@ -238,9 +250,15 @@ def per_step_streams(monitor, recording, n_steps: int, prefix: str = "") -> tupl
 
 
 class SpikeRaster(AbstractMonitor):
-    """All spikes of ``populations`` (default all) as packed per-step bit rows."""
+    """All spikes of ``populations`` (default all) as packed per-step bit rows; read with
+    ``result.spikes(population)`` (times in ms, neuron indices)."""
 
     populations: tuple[str, ...] | None = eqx.field(static=True, default=None)
+    name: str | None = eqx.field(static=True, default=None, kw_only=True)
+    """Addresses the recording: ``result[name]``."""
+
+    def __check_init__(self):
+        check_monitor_name(self.name, "SpikeRaster")
 
     def names(self, network):
         return _population_names(network, self.populations, "SpikeRaster")
@@ -370,8 +388,13 @@ class SpikeList(AbstractMonitor):
     population: str = eqx.field(static=True)
     capacity: int = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True, default=64)
+    name: str | None = eqx.field(static=True, default=None)
+    """Addresses the recording: ``result[name]``."""
 
-    def __init__(self, population: str, capacity: int, chunk_size: int = 64):
+    def __init__(
+        self, population: str, capacity: int, chunk_size: int = 64, *, name: str | None = None
+    ):
+        self.name = check_monitor_name(name, "SpikeList")
         self.population = check_name("population", population, owner="SpikeList")
         self.capacity = check_positive_int(
             "capacity", capacity, owner="SpikeList", what=" (spike entries kept, e.g. 100_000)"
@@ -471,10 +494,19 @@ class StateTrace(AbstractMonitor):
     variable: str = eqx.field(static=True)
     neurons: tuple[int, ...] | None = eqx.field(static=True)
     every: int = eqx.field(static=True)
+    name: str | None = eqx.field(static=True, default=None)
+    """Addresses the recording: ``result[name]``."""
 
     def __init__(
-        self, population: str, variable: str, neurons: Sequence[int] | None = None, every: int = 1
+        self,
+        population: str,
+        variable: str,
+        neurons: Sequence[int] | None = None,
+        every: int = 1,
+        *,
+        name: str | None = None,
     ):
+        self.name = check_monitor_name(name, "StateTrace")
         self.population = check_name("population", population, owner="StateTrace")
         self.variable = check_name("variable", variable, owner="StateTrace")
         self.neurons = None if neurons is None else _indices("StateTrace", "neurons", neurons)
@@ -581,9 +613,14 @@ def _recorded_example(select, network, dtype):
 
 class PopulationRate(AbstractMonitor):
     """Total spike count of each population in every step (rates follow by dividing by
-    ``size * dt``)."""
+    ``size * dt``); read with ``result.spike_counts(population)`` or ``result.rate``."""
 
     populations: tuple[str, ...] | None = eqx.field(static=True, default=None)
+    name: str | None = eqx.field(static=True, default=None, kw_only=True)
+    """Addresses the recording: ``result[name]``."""
+
+    def __check_init__(self):
+        check_monitor_name(self.name, "PopulationRate")
 
     def names(self, network):
         return _population_names(network, self.populations, "PopulationRate")
@@ -617,8 +654,11 @@ class WeightTrace(AbstractMonitor):
     projection: str = eqx.field(static=True)
     synapses: tuple[tuple[int, int], ...] | None = eqx.field(static=True)
     every: int = eqx.field(static=True)
+    name: str | None = eqx.field(static=True, default=None)
+    """Addresses the recording: ``result[name]``."""
 
-    def __init__(self, projection: str, synapses=None, every: int = 1):
+    def __init__(self, projection: str, synapses=None, every: int = 1, *, name: str | None = None):
+        self.name = check_monitor_name(name, "WeightTrace")
         self.projection = check_name("projection", projection, owner="WeightTrace")
         flat = None if synapses is None else _indices("WeightTrace", "synapses", synapses)
         if flat is not None and len(flat) % 2:

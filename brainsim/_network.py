@@ -50,6 +50,7 @@ from ._inputs import AbstractCurrent
 from ._neurons._base import AbstractNeuron, AbstractSpikeSource, default_dtype
 from ._plan import Plan, build_plan, concat_members, group_layout, host_plan, member_view
 from ._propagation import AbstractConnectivity, AbstractLayout, Procedural, Sparse
+from ._set import set_population, set_projection
 from ._synapses.kinetics import AbstractKinetics
 from ._synapses.outputs import AbstractOutput
 from ._synapses.stp import TsodyksMarkram
@@ -405,6 +406,62 @@ class Network(eqx.Module):
         check_initial_weights(proj.plasticity, synapses, weights, owner=where)
         proj = eqx.tree_at(lambda p: p.connectivity.weights, proj, weights)
         return eqx.tree_at(lambda p: p.synapses, proj, synapses, is_leaf=lambda x: x is None)
+
+    # ------------------------------------------------------------------------------ by name
+
+    def set(self, name: str, **values) -> Network:
+        """A copy of this network with parameters of one population or projection replaced,
+        addressed by name (the network is a value: ``self`` is unchanged).
+
+        * population ``name``: a keyword per floating-point parameter of its model
+          (``I_e=`` pA, ``tau_m=`` ms, ``V_th=`` mV, a source's ``rate=`` Hz, a
+          :class:`SpikeArray`'s ``spikes=``, ...), a scalar or one value per neuron
+          ``(size,)``; ``"receptor.field"`` (passed as ``**{"exc.tau": 3.0}``) sets a field
+          of a receptor's kinetics or output (``tau`` ms, ``E_rev`` mV, ...).
+        * projection ``name``: ``weights=`` (the projection's weight unit: nS for a
+          conductance receptor, pA for a current one), in the storage's own shape (that of
+          ``network.projection(name).connectivity.weights``) or a scalar, which gives every
+          existing synapse that weight (refused for :class:`Dense`, whose zeros are absent
+          synapses); other floating-point leaves of the connectivity by their field name
+          (``weight_loc``/``weight_scale`` of :class:`Procedural`, ``delays`` of
+          :class:`LearnableDelays`).
+
+        Values keep the parameter's dtype. Traced values work: ``jax.vmap(lambda i_e:
+        simulate(net.set("E", I_e=i_e), ...))`` sweeps without recompiling, and
+        ``jax.grad`` differentiates through ``set``. Concrete values must be finite; the
+        model's other constraints (a positive time constant) are checked by its constructor
+        only, so build a new model to have them checked. Parameters ``set`` does not reach
+        (a plasticity rule's, an injected current's) are replaced with ``eqx.tree_at``.
+
+        Example:
+            >>> net2 = net.set("E", I_e=400.0).set("E->I:exc", weights=0.5)
+            >>> rates = jax.vmap(lambda i_e: bs.simulate(net.set("E", I_e=i_e), 100.0,
+            ...     key=key, record=(bs.PopulationRate(),), check=False).recordings[0]["E"])(
+            ...     jnp.linspace(300.0, 500.0, 8))
+        """
+        pops = [p.name for p in self.populations]
+        projs = [p.name for p in self.projections]
+        if not isinstance(name, str) or (name not in pops and name not in projs):
+            raise unknown_name_error(
+                "population or projection", name, pops + projs, where="Network.set"
+            )
+        if name in pops and name in projs:
+            raise ValueError(
+                f"Network.set: {name!r} names both a population and a projection; rename the "
+                "projection (Projection(..., name=...)) or use eqx.tree_at."
+            )
+        if not values:
+            raise ValueError(
+                f"Network.set({name!r}): give the parameters to set as keywords, e.g. "
+                f"net.set({name!r}, {'I_e=400.0' if name in pops else 'weights=0.5'})."
+            )
+        if name in pops:
+            i = pops.index(name)
+            p = set_population(self.populations[i], values)
+            return eqx.tree_at(lambda n: n.populations[i], self, p)
+        j = projs.index(name)
+        proj = set_projection(self.projections[j], values)
+        return eqx.tree_at(lambda n: n.projections[j], self, proj)
 
     # ------------------------------------------------------------------------------ lookup
 

@@ -27,26 +27,23 @@ from ._faults import (
     fault_message,
     population_bounds,
 )
-from ._monitors import (
-    AbstractMonitor,
-    PopulationRate,
-    SpikeList,
-    SpikeRaster,
-    StateTrace,
-    WeightTrace,
-)
+from ._monitors import AbstractMonitor
 from ._network import Network, NetworkState
 from ._plan import Plan, host_plan
+from ._results import ResultAccess, check_monitor_names
 from ._state_check import check_state, float_dtype
 from ._step import step
 from ._timing import BRIAN2, Timing
 
 
-class SimulationResult(eqx.Module):
+class SimulationResult(ResultAccess):
     """What :func:`simulate` returns: the final state, the recordings and the faults.
 
-    ``recordings[i]`` belongs to ``monitors[i]``. Host-side helpers (``spikes``, ``trace``,
-    ``rate``) convert to NumPy; under ``vmap`` every array has the batch axes in front.
+    ``recordings[i]`` belongs to ``monitors[i]`` (``result[name]`` for a monitor given
+    ``name=``). Host-side helpers read by population or projection name (``spikes``,
+    ``trace``, ``rate``, ``spike_counts``, ``weights``, ``weight_trace``; exporters
+    ``to_pandas``, ``to_neo``, ``to_nwb``: :mod:`brainsim._results`) and convert to NumPy;
+    under ``vmap`` every array has the batch axes in front.
     """
 
     state: NetworkState
@@ -98,106 +95,6 @@ class SimulationResult(eqx.Module):
         if message is not None:
             raise SimulationError(message)
         return self
-
-    # -------------------------------------------------------------- host-side conversions
-
-    def _find(self, kind, predicate):
-        for m, r in zip(self.monitors, self.recordings, strict=True):
-            if isinstance(m, kind) and predicate(m):
-                return m, r
-        return None
-
-    def spikes(self, population: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(times_ms, ids)`` of every spike of ``population`` (one entry per spike; a source
-        channel emitting 2 spikes in a step appears twice). Needs a SpikeRaster or SpikeList."""
-        if population not in self.population_names:
-            from ._errors import unknown_name_error
-
-            raise unknown_name_error("population", population, self.population_names)
-        found = self._find(
-            SpikeRaster, lambda m: m.populations is None or population in m.populations
-        )
-        t0 = self._t0()
-        if found is not None:
-            rows = np.asarray(found[1][population])
-            if rows.ndim != 2:
-                raise ValueError("spikes(): select one batch element first with result.batch(i).")
-            i = self.population_names.index(population)
-            # Sources are stored as one count byte per channel, neurons as packed bits.
-            counts = (
-                rows
-                if self.population_is_source[i]
-                else np.unpackbits(rows, axis=1, count=self.population_sizes[i])
-            )
-            steps, ids = np.nonzero(counts)
-            reps = counts[steps, ids].astype(np.int64)
-            steps, ids = np.repeat(steps, reps), np.repeat(ids, reps)
-            return t0 + self.timing.spike_time(steps, self.dt), ids
-        found = self._find(SpikeList, lambda m: m.population == population)
-        if found is not None:
-            buf = found[1]
-            total = int(np.asarray(buf.total))
-            n = min(total, found[0].capacity)
-            reps = np.asarray(buf.counts[:n]).astype(np.int64)
-            steps = np.repeat(np.asarray(buf.steps[:n]), reps)
-            ids = np.repeat(np.asarray(buf.ids[:n]), reps)
-            return t0 + self.timing.spike_time(steps, self.dt), ids
-        raise ValueError(
-            f"No spike recording of population {population!r}: pass record=(SpikeRaster(),) "
-            "or SpikeList(...) to simulate."
-        )
-
-    def trace(self, population: str, variable: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(times_ms, values)`` of a :class:`StateTrace`; values are ``(samples, neurons)``."""
-        found = self._find(
-            StateTrace, lambda m: m.population == population and m.variable == variable
-        )
-        if found is None:
-            raise ValueError(f"No StateTrace({population!r}, {variable!r}) was recorded.")
-        m, values = found
-        values = np.asarray(values)
-        times = self._t0() + np.arange(values.shape[-2]) * m.every * self.dt
-        return times, values
-
-    def spike_counts(self, population: str) -> np.ndarray:
-        """Number of spikes of ``population`` in every step (from any spike monitor)."""
-        found = self._find(
-            PopulationRate, lambda m: m.populations is None or population in m.populations
-        )
-        if found is not None:
-            return np.asarray(found[1][population])
-        times, _ = self.spikes(population)
-        steps = np.rint((times - self._t0()) / self.dt).astype(np.int64) - self.timing.stamp_steps
-        return np.bincount(steps, minlength=self.n_steps).astype(np.float32)
-
-    def rate(self, population: str) -> float:
-        """Mean firing rate of ``population`` over the run (Hz)."""
-        size = self.population_sizes[self.population_names.index(population)]
-        return float(self.spike_counts(population).sum() / (size * self.duration * 1e-3))
-
-    def weights(self, projection: str):
-        """Final weights of a plastic projection, in its storage (Dense: ``(n_pre, n_post)``;
-        Sparse: ``(n_pre, fan_out)`` aligned with ``connectivity.targets``); use
-        ``network.weights(result.state, name)`` for the dense matrix of any layout."""
-        plastic = self.state.plasticity
-        if projection not in plastic:
-            from ._errors import unknown_name_error
-
-            raise unknown_name_error("plastic projection", projection, list(plastic))
-        return np.asarray(plastic[projection].weights)
-
-    def weight_trace(self, projection: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(times_ms, weights[samples, ...])`` of a :class:`WeightTrace`."""
-        found = self._find(WeightTrace, lambda m: m.projection == projection)
-        if found is None:
-            raise ValueError(f"No WeightTrace({projection!r}) was recorded.")
-        m, values = found
-        values = np.asarray(values)
-        return self._t0() + np.arange(values.shape[0]) * m.every * self.dt, values
-
-    def batch(self, index) -> SimulationResult:
-        """One element of a batched (``vmap``-ed) result."""
-        return jax.tree.map(lambda x: x[index], self)
 
 
 def n_steps_for(duration: float, dt: float, *, owner: str = "simulate", name="duration") -> int:
@@ -407,6 +304,7 @@ def checked_monitors(record, owner: str) -> tuple[AbstractMonitor, ...]:
                 f"PopulationRate, WeightTrace or a brainsim.AbstractMonitor of your own); got "
                 f"{type(m).__name__}."
             )
+    check_monitor_names(monitors, owner)
     return monitors
 
 

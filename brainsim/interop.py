@@ -1,0 +1,289 @@
+r"""Results out to the ecosystem: pandas, Neo (so Elephant's analyses run) and NWB.
+
+These are optional: ``pip install "brainsim[interop]"`` installs pandas, neo, elephant,
+quantities and pynwb; each is imported only when its exporter is called. All take a
+:class:`~brainsim.SimulationResult` of one run (select a member of a batched result with
+``result.batch(i)``) and export every spike (:class:`~brainsim.SpikeRaster`,
+:class:`~brainsim.SpikeList`) and every :class:`~brainsim.StateTrace` it recorded.
+
+Units: brainsim's times are ms; pandas and Neo keep ms, NWB stores seconds (its standard).
+A trace's unit is that of its variable: ``v`` (membrane potential) in mV; other variables are
+exported without a unit (``"n/a"`` / dimensionless) and named in the metadata.
+
+Example:
+    >>> result = bs.simulate(net, 1000.0, key=key, record=(bs.SpikeRaster(), bs.StateTrace("E", "v")))
+    >>> df = result.to_pandas()                    # population, neuron, time_ms
+    >>> block = result.to_neo()                    # neo.Block; elephant works on its SpikeTrains
+    >>> result.to_nwb("run.nwb")                   # units table + TimeSeries
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import os
+
+import numpy as np
+
+from ._monitors import SpikeList, SpikeRaster, StateTrace
+
+EXTRA = "interop"
+
+
+def _require(module: str, exporter: str):
+    """Import ``module`` or raise an ImportError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"{exporter} needs the optional package {module!r}: pip install "
+            f"'brainsim[{EXTRA}]' (or pip install {module})."
+        ) from e
+
+
+def _one_run(result, exporter: str):
+    if result.batch_shape:
+        raise ValueError(
+            f"{exporter}: the result is batched (batch shape {result.batch_shape}); export one "
+            "member at a time: result.batch(i)."
+        )
+
+
+def spiking_populations(result) -> list[str]:
+    """The populations whose spikes ``result`` recorded, in network order."""
+    names = []
+    for name in result.population_names:
+        for m in result.monitors:
+            if (
+                isinstance(m, SpikeRaster) and (m.populations is None or name in m.populations)
+            ) or (isinstance(m, SpikeList) and m.population == name):
+                names.append(name)
+                break
+    return names
+
+
+def traces(result) -> list[tuple[StateTrace, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(monitor, times_ms, values, neuron ids)`` of every :class:`StateTrace` recorded."""
+    out = []
+    for m in result.monitors:
+        if isinstance(m, StateTrace):
+            times, values = result.trace(m.population, m.variable)
+            n = values.shape[-1]
+            ids = np.arange(n) if m.neurons is None else np.asarray(m.neurons)
+            out.append((m, times, values, ids))
+    return out
+
+
+def unit_of(variable: str) -> str:
+    """The unit of a recorded state variable, as far as its name says (``"v"`` → mV)."""
+    field = variable.rpartition(".")[2]
+    return "mV" if field in ("v", "V", "V_m", "v_m") else ""
+
+
+# ------------------------------------------------------------------------------ pandas
+
+
+def to_pandas(result, kind: str = "spikes", *, wide: bool = False):
+    """A :class:`pandas.DataFrame` of ``result``.
+
+    Arguments:
+        kind: ``"spikes"`` — tidy, one row per spike: columns ``population`` (str),
+            ``neuron`` (int, index within the population), ``time_ms`` (float, ms); a
+            batched result adds a leading ``batch`` column (the flat member index).
+            ``"traces"`` — every :class:`StateTrace`: long (default) one row per sample and
+            neuron, columns ``population``, ``variable``, ``neuron``, ``time_ms``, ``value``.
+        wide: for ``"traces"``: one row per time (index ``time_ms``) and one column per
+            ``(population, variable, neuron)`` (a column MultiIndex); traces sampled on
+            different grids are aligned on the union of times (NaN where not sampled).
+    """
+    pd = _require("pandas", "to_pandas")
+    if kind == "spikes":
+        if result.batch_shape:
+            frames = []
+            for b, idx in enumerate(np.ndindex(result.batch_shape)):
+                df = to_pandas(result.batch(idx), "spikes")
+                df.insert(0, "batch", b)
+                frames.append(df)
+            return pd.concat(frames, ignore_index=True)
+        parts = {"population": [], "neuron": [], "time_ms": []}
+        for name in spiking_populations(result):
+            times, ids = result.spikes(name)
+            parts["population"].append(np.full(len(times), name, dtype=object))
+            parts["neuron"].append(np.asarray(ids, np.int64))
+            parts["time_ms"].append(np.asarray(times, np.float64))
+        cols = {
+            k: np.concatenate(v) if v else np.zeros((0,), object if k == "population" else None)
+            for k, v in parts.items()
+        }
+        df = pd.DataFrame(cols)
+        df["population"] = df["population"].astype(str)
+        return df.sort_values(["time_ms", "population", "neuron"], kind="stable").reset_index(
+            drop=True
+        )
+    if kind == "traces":
+        _one_run(result, "to_pandas")
+        found = traces(result)
+        if not found:
+            raise result._missing("StateTrace", "Record one, e.g. bs.StateTrace('E', 'v').")
+        if wide:
+            columns = {}
+            for m, times, values, ids in found:
+                for j, i in enumerate(ids):
+                    columns[(m.population, m.variable, int(i))] = pd.Series(values[:, j], times)
+            df = pd.DataFrame(columns)
+            df.columns.names = ["population", "variable", "neuron"]
+            df.index.name = "time_ms"
+            return df.sort_index()
+        frames = []
+        for m, times, values, ids in found:
+            s, n = values.shape
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "population": m.population,
+                        "variable": m.variable,
+                        "neuron": np.tile(ids, s).astype(np.int64),
+                        "time_ms": np.repeat(times, n),
+                        "value": values.reshape(-1),
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
+    raise ValueError(f"to_pandas: `kind` must be 'spikes' or 'traces'; got {kind!r}.")
+
+
+# ------------------------------------------------------------------------------ Neo
+
+
+def to_neo(result):
+    """A :class:`neo.Block` with one :class:`neo.Segment` holding the run.
+
+    * one :class:`neo.SpikeTrain` per neuron of every population whose spikes were recorded
+      (silent neurons included, so rates average over the whole population): times in ms,
+      ``t_start``/``t_stop`` the run's start and end (ms), annotated ``population`` and
+      ``neuron``; the block's :class:`neo.Group` named after the population gathers them;
+    * one :class:`neo.AnalogSignal` per :class:`StateTrace`, ``(samples, neurons)``, sampling
+      period ``every * dt`` ms, starting at the run's start, in the variable's unit
+      (:func:`unit_of`), annotated ``population``, ``variable`` and ``neurons``.
+
+    ``elephant.statistics.mean_firing_rate(train)`` of a train then counts its spikes over
+    ``t_stop - t_start``, so the mean over a population's trains is ``result.rate(name)``.
+    """
+    neo = _require("neo", "to_neo")
+    pq = _require("quantities", "to_neo")
+    _one_run(result, "to_neo")
+    t0 = float(np.ravel(result.t_start)[0])
+    t1 = t0 + result.duration
+    block = neo.Block(name="brainsim run")
+    seg = neo.Segment(name="run")
+    block.segments.append(seg)
+    for name in spiking_populations(result):
+        times, ids = result.spikes(name)
+        size = result.population_sizes[result.population_names.index(name)]
+        group = neo.Group(name=name)
+        order = np.argsort(ids, kind="stable")
+        bounds = np.searchsorted(ids[order], np.arange(size + 1))
+        for i in range(size):
+            train = neo.SpikeTrain(
+                times[order[bounds[i] : bounds[i + 1]]],
+                units="ms",
+                t_start=t0 * pq.ms,
+                t_stop=t1 * pq.ms,
+                name=f"{name}[{i}]",
+                population=name,
+                neuron=i,
+            )
+            seg.spiketrains.append(train)
+            group.add(train)
+        block.groups.append(group)
+    for m, times, values, ids in traces(result):
+        signal = neo.AnalogSignal(
+            values,
+            units=unit_of(m.variable) or pq.dimensionless,
+            sampling_period=m.every * result.dt * pq.ms,
+            t_start=float(times[0]) * pq.ms,
+            name=f"{m.population}.{m.variable}",
+            population=m.population,
+            variable=m.variable,
+            neurons=np.asarray(ids),
+        )
+        seg.analogsignals.append(signal)
+    return block
+
+
+# ------------------------------------------------------------------------------ NWB
+
+
+def to_nwb(
+    result,
+    target,
+    *,
+    session_description: str = "brainsim simulation",
+    identifier: str | None = None,
+    session_start_time: datetime.datetime | None = None,
+):
+    """Write ``result`` in Neurodata Without Borders format (times in seconds).
+
+    * spikes: the file's units table, one unit per neuron of every population whose spikes
+      were recorded, ``spike_times`` in s, with columns ``population`` and ``neuron``;
+    * traces: one :class:`pynwb.TimeSeries` per :class:`StateTrace` in ``acquisition``,
+      named ``"<population>.<variable>"``, ``data`` ``(samples, neurons)`` in the variable's
+      unit (``"n/a"`` when unknown), ``starting_time`` s and ``rate`` Hz, the neuron indices
+      in its ``description``.
+
+    Arguments:
+        target: a path (a new file is written, an existing one overwritten) or a
+            ``pynwb.NWBFile`` (filled in and not written).
+        session_description, identifier, session_start_time: the NWB file's required
+            metadata when ``target`` is a path (defaults: a fixed description, a fresh UUID,
+            now in UTC).
+
+    Returns:
+        The ``NWBFile``.
+    """
+    pynwb = _require("pynwb", "to_nwb")
+    _one_run(result, "to_nwb")
+    if isinstance(target, str | os.PathLike):
+        import uuid
+
+        nwbfile = pynwb.NWBFile(
+            session_description=session_description,
+            identifier=identifier or str(uuid.uuid4()),
+            session_start_time=session_start_time or datetime.datetime.now(datetime.UTC),
+        )
+        path = target
+    elif isinstance(target, pynwb.NWBFile):
+        nwbfile, path = target, None
+    else:
+        raise TypeError(
+            f"to_nwb: `target` must be a file path or a pynwb.NWBFile; got {type(target).__name__}."
+        )
+    populations = spiking_populations(result)
+    if populations:
+        nwbfile.add_unit_column("population", "brainsim population of the neuron")
+        nwbfile.add_unit_column("neuron", "index of the neuron within its population")
+    for name in populations:
+        times, ids = result.spikes(name)
+        size = result.population_sizes[result.population_names.index(name)]
+        order = np.argsort(ids, kind="stable")
+        bounds = np.searchsorted(ids[order], np.arange(size + 1))
+        for i in range(size):
+            spikes_s = np.asarray(times[order[bounds[i] : bounds[i + 1]]], np.float64) * 1e-3
+            nwbfile.add_unit(spike_times=spikes_s, population=name, neuron=i)
+    for m, times, values, ids in traces(result):
+        nwbfile.add_acquisition(
+            pynwb.TimeSeries(
+                name=f"{m.population}.{m.variable}",
+                data=np.asarray(values),
+                unit=unit_of(m.variable) or "n/a",
+                starting_time=float(times[0]) * 1e-3,
+                rate=1e3 / (m.every * result.dt),
+                description=(
+                    f"StateTrace {m.population!r} {m.variable!r} of neurons {ids.tolist()}"
+                ),
+            )
+        )
+    if path is not None:
+        with pynwb.NWBHDF5IO(os.fspath(path), "w") as io:
+            io.write(nwbfile)
+    return nwbfile
