@@ -117,6 +117,11 @@ def test_bad_inputs_are_refused():
         model(x, 0.0)
     with pytest.raises(TypeError, match="`dt` must be a Python number"):
         jax.jit(lambda dt: model(x, dt))(1.0)
+    with pytest.raises(ValueError, match=r"`inputs` must be finite; got nan at index \(3, 1\)"):
+        model(x.at[3, 1].set(jnp.nan), 1.0)
+    bad_weights = eqx.tree_at(lambda m: m.w_in, model, model.w_in.at[0, 2].set(jnp.inf))
+    with pytest.raises(ValueError, match=r"`inputs @ w_in` must be finite \(in pA\); got inf"):
+        bad_weights(x.at[0, 0].set(1.0), 1.0)
     with pytest.raises(TypeError, match="eprop_loss: `dt` must be a Python number"):
         jax.jit(lambda dt: fit.eprop_loss(model, x, jnp.zeros((10, 2)), loss=_squared_error,
                                           dt=dt))(1.0)

@@ -54,7 +54,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-from .._errors import check_positive, shown
+from .._errors import check_finite, check_positive, shown
 from .._inputs import ConstantCurrent, TimedArray
 from .._network import Network, Population, Projection, Receptor
 from .._neurons.lif import LIF
@@ -163,9 +163,12 @@ class SpikingRNN(eqx.Module):
         ``bs.simulate(model.network(x, dt), n_steps=len(x), key=key,
         record=(bs.fit.SpikeTrain("hidden"),))`` records the spikes ``model(x, dt)`` returns.
         """
-        _check_inputs(self, inputs, "SpikingRNN.network")
+        inputs = _check_inputs(self, inputs, "SpikingRNN.network")
         dt = _check_dt(dt, "SpikingRNN.network")
+        owner = "SpikingRNN.network"
+        check_finite("inputs", inputs, owner=owner)  # (concrete values only)
         drive = inputs.astype(self.w_in.dtype) @ self.w_in
+        check_finite("inputs @ w_in", drive, owner=owner, unit="pA")
         # Row k must act in step k. NEST's conventions delay an injected TimedArray by one
         # step (bs.Timing), so it then starts one step early.
         t_start = -self.neuron.timing.stamp_steps * dt
@@ -192,6 +195,7 @@ class SpikingRNN(eqx.Module):
         Outside ``jit``/``vmap``/``grad`` the run is checked for faults (a non-finite
         membrane, :class:`~brainsim.SimulationError`) as :func:`~brainsim.simulate` checks it.
         """
+        inputs = jnp.asarray(inputs)
         net = self.network(inputs, dt)
         dtype = self.w_in.dtype
         # Only the neurons need a sequential loop. The input currents of all steps are one
@@ -239,12 +243,14 @@ def leaky_filter(u: Float[Array, "T *n"], kappa) -> Float[Array, "T *n"]:
 
 
 def _check_inputs(model, inputs, owner):
-    shape = jnp.shape(inputs)
-    if len(shape) != 2 or shape[1] != model.w_in.shape[0] or shape[0] < 1:
+    """``inputs`` as an array of shape ``(T, n_in)``, ``T >= 1``, or a ValueError."""
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim != 2 or inputs.shape[1] != model.w_in.shape[0] or inputs.shape[0] < 1:
         raise ValueError(
             f"{owner}: `inputs` must have shape (T, {model.w_in.shape[0]}) (steps, input "
-            f"channels) with T >= 1; got {shape}."
+            f"channels) with T >= 1; got {inputs.shape}."
         )
+    return inputs
 
 
 def bptt_loss(
@@ -274,7 +280,7 @@ def eprop_loss(
     Gradients are defined with respect to ``w_in``, ``w_rec``, ``w_out`` and ``b_out``; every
     other leaf (neuron parameters, ``tau_out``) and the inputs and targets get zero.
     """
-    _check_inputs(model, inputs, "eprop_loss")
+    inputs = _check_inputs(model, inputs, "eprop_loss")
     return _eprop_loss(model, inputs, targets, loss, _check_dt(dt, "eprop_loss"))
 
 
@@ -314,7 +320,8 @@ def _eprop(model: SpikingRNN, inputs, targets, loss, dt):
     zeros_n = jnp.zeros((n,), dtype)
     ones_n = jnp.ones((n,), dtype)
     # The network of the forward pass with its input current as a ConstantCurrent, set to
-    # x_k W_in in step k: no (T, n) array of currents, so memory stays independent of T.
+    # x_k W_in in step k: no (T, n) array of currents, so memory stays independent of T (and,
+    # following no schedule, it acts in step k under either timing convention).
     net = model._network(ConstantCurrent(zeros_n), dt)
     plan = net.plan()
     g, _ = dict(plan.locations)[HIDDEN]
