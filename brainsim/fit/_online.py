@@ -334,8 +334,9 @@ def _eprop(model: SpikingRNN, inputs, targets, loss, dt):
         """:func:`brainsim.step` from ``state`` with the hidden membrane ``v`` and the input
         current ``current``: ``((v_{k+1}, z_k), state_{k+1})``."""
         pops = dict(state.populations)
-        pops[group.name] = pops[group.name]._replace(v=v)
-        new, spikes = step(eqx.tree_at(input_current, plan, current), state._replace(populations=pops))
+        pops[group.name] = pops[group.name]._replace(v=v)  # "hidden" is its group's only member
+        state = state._replace(populations=pops)
+        new, spikes = step(eqx.tree_at(input_current, plan, current), state)
         return (net.population_state(new, HIDDEN).v, spikes[HIDDEN]), new
 
     def body(carry, xs):
