@@ -99,6 +99,7 @@ from ._synapses.kinetics import AbstractKinetics as AbstractKinetics
 from ._synapses.kinetics import AlphaSynapse as AlphaSynapse
 from ._synapses.kinetics import DualExponentialSynapse as DualExponentialSynapse
 from ._synapses.kinetics import ExponentialSynapse as ExponentialSynapse
+from ._synapses.kinetics import PulseSynapse as PulseSynapse
 from ._synapses.outputs import NMDA as NMDA
 from ._synapses.outputs import AbstractOutput as AbstractOutput
 from ._synapses.outputs import ConductanceBased as ConductanceBased

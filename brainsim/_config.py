@@ -174,7 +174,9 @@ def registry() -> dict[str, dict[str, Callable]]:
     return {
         "neuron": {**present(bs, NEURON_MODELS), **present(pl, NEURON_WRAPPERS)},
         "source": present(bs, ("PoissonSource", "SpikeGenerator", "SpikeArray")),
-        "kinetics": present(bs, ("ExponentialSynapse", "AlphaSynapse", "DualExponentialSynapse")),
+        "kinetics": present(
+            bs, ("ExponentialSynapse", "AlphaSynapse", "DualExponentialSynapse", "PulseSynapse")
+        ),
         "output": present(bs, ("CurrentBased", "ConductanceBased", "NMDA")),
         "stp": present(bs, ("TsodyksMarkram",)),
         "current": present(bs, ("ConstantCurrent", "StepCurrent", "TimedArray")),

@@ -123,6 +123,40 @@ def test_psp_matches_closed_form_with_second_order_convergence(x64):
     assert np.all((orders > 1.8) & (orders < 2.2)), orders
 
 
+def test_pulse_synapse_trace_is_the_weight_for_one_step(x64):
+    # Arrived at t_0: the trace and the step mean are W during step 0, zero afterwards,
+    # whatever dt (the charge W dt scales with the step, as in discrete-time models).
+    for dt in (0.1, 1.0):
+        values, means = _kinetics_run(bs.PulseSynapse(), dt, 5)
+        np.testing.assert_array_equal(values, [W, 0, 0, 0, 0])
+        np.testing.assert_array_equal(means, [W, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("layout", [bs.Sparse(), bs.Dense()], ids=["sparse", "dense"])
+def test_pulse_synapse_current_acts_in_the_step_after_its_lag(layout, x64):
+    # Spikes of steps 3 and 5 over delays 0 and 0.3 ms (dt 0.1): the postsynaptic current is
+    # w in steps 4 (3 + 0 + 1) and 9 (5 + 3 + 1) only, the spike's lag in brainsim's timing
+    # table. The membrane is compared with the exact LIF update for that piecewise-constant
+    # current, step by step.
+    dt, n_steps, w = 0.1, 14, (40.0, -25.0)
+    edges = connect.from_arrays([0, 1], [0, 0], n_pre=2, n_post=1, weight=np.asarray(w),
+                                delay=np.asarray([0.0, 0.3]))
+    net = generator_network([0.3, 0.5], [0, 1], 2, 1, edges, kinetics=bs.PulseSynapse(),
+                            layout=layout, dt=dt)
+    res = bs.simulate(net, n_steps=n_steps, key=jax.random.key(0),
+                      record=(bs.StateTrace("post", "v"),))
+    _, v = res.trace("post", "v")
+    current = np.zeros(n_steps)
+    current[4], current[9] = w
+    lif = net.population("post").model
+    C, tau, E_L = float(lif.C_m), float(lif.tau_m), float(lif.E_L)
+    decay = np.exp(-dt / tau)
+    exact = [E_L]
+    for i in current[:-1]:
+        exact.append(E_L + i * tau / C + (exact[-1] - E_L - i * tau / C) * decay)
+    np.testing.assert_allclose(v[:, 0], exact, rtol=0, atol=1e-12)
+
+
 # -------------------------------------------------------------------------------- outputs
 
 

@@ -9,7 +9,8 @@ Each kinetics is linear, so it is advanced exactly. A step from :math:`t_k` to :
 3. ``decay(state, dt)`` advances the trace to :math:`t_{k+1}`.
 
 Weights are peak values: a single weight ``w`` produces a trace whose maximum is ``w`` (nS for
-conductance-based, pA for current-based receptors).
+conductance-based, pA for current-based receptors). :class:`PulseSynapse` is the discrete-time
+exception: its trace lasts exactly one step, whatever ``dt``.
 """
 
 from __future__ import annotations
@@ -190,3 +191,45 @@ class DualExponentialSynapse(AbstractKinetics):
 
     def value(self, state):
         return state.decay - state.rise
+
+
+class PulseState(NamedTuple):
+    g: Float[Array, " n"]
+    """Sum of the weights that arrived at the start of the current step."""
+
+
+class PulseSynapse(AbstractKinetics):
+    r"""A spike injects its weight for exactly one step: the discrete-time synapse of snnTorch
+    and Spyx (and of NIR graphs whose synapses are plain weights).
+
+    The trace of step :math:`k` (from :math:`t_k` to :math:`t_{k+1}`) is the sum of the
+    weights arriving at :math:`t_k`, held over the step and gone after it:
+
+    .. math::
+        \bar g_k = \sum_i w_i\, s_{i,\,k - L}, \qquad L = d/\Delta t + 1,
+
+    with :math:`s_{i,j}` the spikes of presynaptic neuron :math:`i` in step :math:`j` and
+    :math:`d` the synaptic delay (ms; the lag :math:`L` of :mod:`brainsim._timing`: a zero delay
+    acts in the next step). Through :class:`~brainsim.CurrentBased` a weight ``w`` (pA) is a
+    current ``w`` for one step, a charge :math:`w\,\Delta t` (fC): unlike the other kinetics
+    the effect of a spike scales with the step, as in the discrete-time models it reproduces.
+    A recurrent layer :math:`I_k = z_{k-1} W` is a zero-delay projection onto this receptor.
+
+    Example:
+        >>> rec = {"syn": bs.Receptor(bs.PulseSynapse(), bs.CurrentBased())}
+    """
+
+    def init(self, n, dtype):
+        return PulseState(jnp.zeros((n,), dtype))
+
+    def arrive(self, state, weight):
+        return PulseState(_like(state.g + weight, state.g))
+
+    def mean(self, state, dt):
+        return state.g
+
+    def decay(self, state, dt):
+        return PulseState(jnp.zeros_like(state.g))
+
+    def value(self, state):
+        return state.g

@@ -2,16 +2,26 @@ r"""Online learning with eligibility traces (e-prop, Bellec et al. 2020): gradie
 forward pass, with memory independent of the number of steps.
 
 The model is :class:`SpikingRNN`: ``n_in`` input channels → ``n`` brainsim neurons (any
-:class:`~brainsim.LIF`, optionally recurrent, input current held over each step) → a leaky
-readout :math:`y_k = \kappa\, y_{k-1} + W_{out}^\top z_k + b`, :math:`\kappa = e^{-\Delta t/\tau_{out}}`.
-The task loss is the mean over steps of a per-step loss :math:`\ell(y_k, \hat y_k)`.
+:class:`~brainsim.LIF`, optionally recurrent) → a leaky readout
+:math:`y_k = \kappa\, y_{k-1} + W_{out}^\top z_k + b`, :math:`\kappa = e^{-\Delta t/\tau_{out}}`.
+The hidden layer is a :class:`~brainsim.Network` (:meth:`SpikingRNN.network`) whose membrane
+current during step :math:`k` (pA, held over the step) is
+
+.. math::
+    I_k = x_k W_{in} + z_{k-1} W_{rec}
+
+(the input as an injected current, the recurrence as a zero-delay projection onto a
+:class:`~brainsim.PulseSynapse`). The forward pass, and so BPTT, is :func:`brainsim.simulate`
+of that network; e-prop advances the same network with :func:`brainsim.step`, the one loop body
+of every driver. The task loss is the mean over steps of a per-step loss
+:math:`\ell(y_k, \hat y_k)`.
 
 **e-prop.** Each neuron's own dynamics are followed forward in time: with
 :math:`a_k = \partial v_{k+1}/\partial v_k`, :math:`b_k = \partial v_{k+1}/\partial I_k` and the
 pseudo-derivatives :math:`\psi^v_k, \psi^I_k` of the spike :math:`z_k` (all per neuron,
-obtained by forward-mode differentiation of the neuron's own ``step``, so reset,
-refractoriness and surrogate are exactly the model's), the eligibility trace of synapse
-:math:`i \to j` with presynaptic input :math:`x_i` is
+obtained by forward-mode differentiation of the network's :func:`brainsim.step`, so reset,
+refractoriness, surrogate and the delivery of the input are exactly the simulated ones), the
+eligibility trace of synapse :math:`i \to j` with presynaptic input :math:`x_i` is
 
 .. math::
     \epsilon_{k+1} = a_k\,\epsilon_k + b_k\,x_{i,k}, \qquad
@@ -44,9 +54,24 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-from .._neurons._base import Drive
+from .._errors import check_finite, check_positive, shown
+from .._inputs import ConstantCurrent, TimedArray
+from .._network import Network, Population, Projection, Receptor
 from .._neurons.lif import LIF
+from .._propagation import Dense, DenseConnectivity
+from .._simulate import is_concrete_tree, simulate
+from .._step import step
 from .._surrogate import FastSigmoid
+from .._synapses.kinetics import PulseSynapse
+from .._synapses.outputs import CurrentBased
+from ._recording import SpikeTrain
+
+HIDDEN = "hidden"
+"""The hidden population of :meth:`SpikingRNN.network`."""
+RECEPTOR = "rec"
+"""Its receptor for the recurrent spikes (:class:`~brainsim.PulseSynapse`, current-based)."""
+RECURRENT = "recurrent"
+"""The recurrent projection (hidden → hidden, Dense weights ``w_rec``, delay 0)."""
 
 
 class SpikingRNN(eqx.Module):
@@ -65,8 +90,10 @@ class SpikingRNN(eqx.Module):
         dtype: dtype of the weights (default JAX's float).
 
     Weights are currents (pA with the neuron's units): a presynaptic spike injects ``w`` for
-    one step. ``model(inputs, dt)`` runs a ``(T, n_in)`` input and returns hidden spikes
-    ``(T, n_hidden)`` and the readout ``(T, n_out)``.
+    one step, :math:`I_k = x_k W_{in} + z_{k-1} W_{rec}`. ``model(inputs, dt)`` runs a
+    ``(T, n_in)`` input and returns hidden spikes ``(T, n_hidden)`` and the readout
+    ``(T, n_out)``; the hidden layer is the :class:`~brainsim.Network` of :meth:`network`,
+    run by :func:`brainsim.simulate`.
     """
 
     neuron: LIF
@@ -121,41 +148,88 @@ class SpikingRNN(eqx.Module):
     def n_hidden(self) -> int:
         return self.w_in.shape[1]
 
-    def _current(self, x, z_prev):
-        current = x @ self.w_in
+    def network(self, inputs: Float[Array, "T n_in"], dt: float) -> Network:
+        r"""The hidden layer driven by ``inputs`` as a :class:`~brainsim.Network` of step
+        ``dt`` (ms).
+
+        One population ``"hidden"`` (``n_hidden`` of the model's ``neuron``) whose injected
+        current in step :math:`k` is :math:`x_k W_{in}` (pA), a :class:`~brainsim.TimedArray`
+        with one row per step (all rows one matrix product); with ``recurrent``, the projection
+        ``"recurrent"`` (hidden → hidden, :class:`~brainsim.Dense` weights ``w_rec``, delay 0)
+        onto the receptor ``"rec"`` (:class:`~brainsim.PulseSynapse`,
+        :class:`~brainsim.CurrentBased`), which adds :math:`z_{k-1} W_{rec}` to the current of
+        step :math:`k`. The network follows the neuron's :class:`~brainsim.Timing`.
+
+        ``bs.simulate(model.network(x, dt), n_steps=len(x), key=key,
+        record=(bs.fit.SpikeTrain("hidden"),))`` records the spikes ``model(x, dt)`` returns.
+        """
+        inputs = _check_inputs(self, inputs, "SpikingRNN.network")
+        dt = _check_dt(dt, "SpikingRNN.network")
+        owner = "SpikingRNN.network"
+        check_finite("inputs", inputs, owner=owner)  # (concrete values only)
+        drive = inputs.astype(self.w_in.dtype) @ self.w_in
+        check_finite("inputs @ w_in", drive, owner=owner, unit="pA")
+        # Row k must act in step k. NEST's conventions delay an injected TimedArray by one
+        # step (bs.Timing), so it then starts one step early.
+        t_start = -self.neuron.timing.stamp_steps * dt
+        return self._network(TimedArray(drive, dt, t_start), dt)
+
+    def _network(self, current, dt: float) -> Network:
+        """The hidden layer with the injected input current ``current``."""
+        n = self.n_hidden
+        receptors, projections = {}, []
         if self.w_rec is not None:
-            current = current + z_prev @ self.w_rec
-        return current
+            receptors[RECEPTOR] = Receptor(PulseSynapse(), CurrentBased())
+            # Built from the weights as they are (arrays of a gradient or a batch stay traced,
+            # which an edge list, built on the host, could not): lag 1 step, delay 0.
+            conn = DenseConnectivity(self.w_rec, None, (1,), n, n, 1, n * n)
+            projections.append(
+                Projection(HIDDEN, HIDDEN, conn, receptor=RECEPTOR, layout=Dense(), name=RECURRENT)
+            )
+        hidden = Population(HIDDEN, n, self.neuron, receptors=receptors, currents=(current,))
+        return Network([hidden], projections, dt=dt, timing=self.neuron.timing)
 
     def __call__(self, inputs: Float[Array, "T n_in"], dt: float):
-        """Run ``inputs``; return ``(spikes (T, n_hidden), readout (T, n_out))``."""
-        _check_inputs(self, inputs, "SpikingRNN")
+        """Run ``inputs``; return ``(spikes (T, n_hidden), readout (T, n_out))``.
+
+        Outside ``jit``/``vmap``/``grad`` the run is checked for faults (a non-finite
+        membrane, :class:`~brainsim.SimulationError`) as :func:`~brainsim.simulate` checks it.
+        """
+        inputs = jnp.asarray(inputs)
+        net = self.network(inputs, dt)
         dtype = self.w_in.dtype
         # Only the neurons need a sequential loop. The input currents of all steps are one
-        # matrix product before it, and the readout (linear in the spikes) one product and a
-        # leaky filter after it: two large matrix products instead of T small ones, forward
-        # and backward, and a loop body that holds only the neuron update.
-        drive_in = inputs.astype(dtype) @ self.w_in
-        zeros = jnp.zeros((self.n_hidden,), dtype)
-        key = _unused_key()
-
-        def body(carry, current):
-            state, z_prev = carry
-            if self.w_rec is not None:
-                current = current + z_prev @ self.w_rec
-            state, z = self.neuron.step(state, Drive(current, zeros), 0.0, dt, key)
-            return (state, z), z
-
-        init = (self.neuron.init(self.n_hidden, dtype=dtype), zeros)
-        _, spikes = lax.scan(body, init, drive_in)
-        kappa = jnp.exp(-dt / self.tau_out).astype(dtype)
+        # matrix product before it (network()), and the readout (linear in the spikes) one
+        # product and a leaky filter after it: two large matrix products instead of T small
+        # ones, forward and backward, and a loop body that holds only the network step.
+        result = simulate(
+            net,
+            n_steps=inputs.shape[0],
+            state=net.init(_unused_key(), dtype=dtype),
+            record=(SpikeTrain(HIDDEN),),
+            # Traced, the check would ride on the final state, which nothing here returns.
+            check=is_concrete_tree((self, inputs)),
+        )
+        spikes = result.recordings[0]
+        kappa = jnp.exp(-net.dt / self.tau_out).astype(dtype)
         return spikes, leaky_filter(spikes @ self.w_out + self.b_out, kappa)
 
 
 def _unused_key():
-    """The key the hidden neuron's step takes: a :class:`~brainsim.LIF` (the only neuron a
-    :class:`SpikingRNN` accepts) is deterministic and ignores it."""
+    """The network's key: a :class:`~brainsim.LIF` (the only neuron a :class:`SpikingRNN`
+    accepts) and its inputs are deterministic and ignore it."""
     return jax.random.key(0)
+
+
+def _check_dt(dt, owner) -> float:
+    if isinstance(dt, jax.core.Tracer) or np.ndim(dt) != 0 or isinstance(dt, bool):
+        raise TypeError(
+            f"{owner}: `dt` must be a Python number (ms): it is the network's step, fixed when "
+            f"the program is compiled; got {shown(dt)}. Under jit pass it as a static value "
+            "(e.g. an eqx.field(static=True) of a module, or a closure constant)."
+        )
+    check_positive("dt", dt, owner=owner, unit="ms")
+    return float(dt)
 
 
 def leaky_filter(u: Float[Array, "T *n"], kappa) -> Float[Array, "T *n"]:
@@ -169,11 +243,14 @@ def leaky_filter(u: Float[Array, "T *n"], kappa) -> Float[Array, "T *n"]:
 
 
 def _check_inputs(model, inputs, owner):
-    if jnp.ndim(inputs) != 2 or jnp.shape(inputs)[1] != model.w_in.shape[0]:
+    """``inputs`` as an array of shape ``(T, n_in)``, ``T >= 1``, or a ValueError."""
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim != 2 or inputs.shape[1] != model.w_in.shape[0] or inputs.shape[0] < 1:
         raise ValueError(
             f"{owner}: `inputs` must have shape (T, {model.w_in.shape[0]}) (steps, input "
-            f"channels); got {jnp.shape(inputs)}."
+            f"channels) with T >= 1; got {inputs.shape}."
         )
+    return inputs
 
 
 def bptt_loss(
@@ -203,8 +280,8 @@ def eprop_loss(
     Gradients are defined with respect to ``w_in``, ``w_rec``, ``w_out`` and ``b_out``; every
     other leaf (neuron parameters, ``tau_out``) and the inputs and targets get zero.
     """
-    _check_inputs(model, inputs, "eprop_loss")
-    return _eprop_loss(model, inputs, targets, loss, float(dt))
+    inputs = _check_inputs(model, inputs, "eprop_loss")
+    return _eprop_loss(model, inputs, targets, loss, _check_dt(dt, "eprop_loss"))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -239,26 +316,42 @@ def _eprop(model: SpikingRNN, inputs, targets, loss, dt):
     n_in, n = model.w_in.shape
     T = inputs.shape[0]
     kappa = jnp.exp(-dt / model.tau_out).astype(dtype)
-    neuron = model.neuron
     recurrent = model.w_rec is not None
     zeros_n = jnp.zeros((n,), dtype)
     ones_n = jnp.ones((n,), dtype)
-    key = _unused_key()
+    # The network of the forward pass with its input current as a ConstantCurrent, set to
+    # x_k W_in in step k: no (T, n) array of currents, so memory stays independent of T (and,
+    # following no schedule, it acts in step k under either timing convention).
+    net = model._network(ConstantCurrent(zeros_n), dt)
+    plan = net.plan()
+    g, _ = dict(plan.locations)[HIDDEN]
+    group = plan.groups[g]
 
-    def membrane(state, v, current):
-        new, z = neuron.step(state._replace(v=v), Drive(current, zeros_n), 0.0, dt, key)
-        return new.v, z
+    def input_current(p):
+        return p.groups[g].currents[0][0].amplitude
+
+    def advance(state, v, current):
+        """:func:`brainsim.step` from ``state`` with the hidden membrane ``v`` and the input
+        current ``current``: ``((v_{k+1}, z_k), state_{k+1})``."""
+        pops = dict(state.populations)
+        pops[group.name] = pops[group.name]._replace(v=v)  # "hidden" is its group's only member
+        state = state._replace(populations=pops)
+        new, spikes = step(eqx.tree_at(input_current, plan, current), state)
+        return (net.population_state(new, HIDDEN).v, spikes[HIDDEN]), new
 
     def body(carry, xs):
         x, target = xs
         x = x.astype(dtype)
         state, z_prev, y, zbar, beta, traces, grads, total = carry
-        current = model._current(x, z_prev)
-        new_state, z = neuron.step(state, Drive(current, zeros_n), 0.0, dt, key)
-        f = partial(membrane, state)
-        # Per-neuron derivatives (every neuron's step depends only on its own v and I).
-        _, (a, psi_v) = jax.jvp(f, (state.v, current), (ones_n, zeros_n))
-        _, (b, psi_i) = jax.jvp(f, (state.v, current), (zeros_n, ones_n))
+        v = net.population_state(state, HIDDEN).v
+        (_, z), tangent, new_state = jax.linearize(
+            partial(advance, state), v, x @ model.w_in, has_aux=True
+        )
+        # Per-neuron derivatives: within one step every neuron's update depends only on its
+        # own v and I (recurrent spikes act from the next step on), so a tangent of ones gives
+        # each neuron's own derivative.
+        a, psi_v = tangent(ones_n, zeros_n)
+        b, psi_i = tangent(zeros_n, ones_n)
 
         pre = {"in": x}
         if recurrent:
@@ -286,7 +379,6 @@ def _eprop(model: SpikingRNN, inputs, targets, loss, dt):
         grads["b"] = grads["b"] + beta * gy
         return (new_state, z, y, zbar, beta, new_traces, grads, total + value), None
 
-    z0 = jnp.zeros((n,), dtype)
     traces = {"in": (jnp.zeros((n_in, n), dtype),) * 2}
     grads = {
         "in": jnp.zeros((n_in, n), dtype),
@@ -297,10 +389,10 @@ def _eprop(model: SpikingRNN, inputs, targets, loss, dt):
         traces["rec"] = (jnp.zeros((n, n), dtype),) * 2
         grads["rec"] = jnp.zeros((n, n), dtype)
     init = (
-        neuron.init(n, dtype=dtype),
-        z0,
+        net.init(_unused_key(), dtype=dtype),
+        zeros_n,
         jnp.zeros_like(model.b_out),
-        z0,
+        zeros_n,
         jnp.zeros((), dtype),
         traces,
         grads,
