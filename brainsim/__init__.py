@@ -78,6 +78,7 @@ from ._neurons.izhikevich import IzhikevichState as IzhikevichState
 from ._neurons.lif import LIF as LIF
 from ._neurons.lif import LIFState as LIFState
 from ._plan import Plan as Plan
+from ._progress import Progress as Progress
 from ._propagation import CSR as CSR
 from ._propagation import AbstractConnectivity as AbstractConnectivity
 from ._propagation import AbstractLayout as AbstractLayout

@@ -1,9 +1,9 @@
-r"""Long runs: compiled chunks, a progress line, recordings streamed to disk, checkpoints.
+r"""Long runs: compiled chunks, a progress bar, recordings streamed to disk, checkpoints.
 
 :func:`run_long` advances a network in chunks of ``chunk`` ms with one compiled
 :func:`~brainsim.simulate` scan, reused for every chunk (a shorter last chunk compiles once
 more). While chunk ``c + 1`` runs, a worker thread appends the recordings of chunk ``c``
-to files in ``out_dir``, writes checkpoints and updates the progress line, so memory holds at
+to files in ``out_dir``, writes checkpoints and advances the progress bar, so memory holds at
 most two chunks of recordings whatever the duration. A run resumed from its last
 checkpoint produces exactly the spikes of an uninterrupted one.
 
@@ -37,12 +37,9 @@ import math
 import os
 import re
 import socket
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
 
 import jax
 import numpy as np
@@ -54,6 +51,8 @@ from ._errors import SimulationError, check_positive, unknown_name_error
 from ._monitors import AbstractMonitor, SpikeRaster, Stream
 from ._network import Network, NetworkState
 from ._plan import host_plan
+from ._progress import SimulationBar
+from ._progress import resolve as resolve_progress
 from ._simulate import _run, _run_jit, checked_monitors, n_steps_for, prepare
 from ._version import __version__
 
@@ -161,98 +160,6 @@ def _open_truncated(path: Path, size: int):
     f.truncate(size)
     f.seek(size)
     return f
-
-
-# ------------------------------------------------------------------------------ progress
-
-
-def _in_notebook() -> bool:
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    try:
-        ip = shell.get_ipython()
-    except AttributeError:
-        return False
-    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "--:--"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-def progress_line(
-    t_ms: float, total_ms: float, steps_per_s: float | None, dt: float, eta_s: float
-) -> str:
-    """``"t = 12.300/60.000 s (20.5%) | 48,211 steps/s | 4.82x real time | ETA 00:10"``
-    (``steps_per_s=None``, before a speed is known: ``-- steps/s``, ``ETA --:--``)."""
-    pct = 100.0 * t_ms / total_ms if total_ms else 100.0
-    if steps_per_s is None:
-        speed_text = "-- steps/s | -- real time"
-    else:
-        speed = steps_per_s * dt * 1e-3  # biological seconds per wall-clock second
-        speed_text = f"{steps_per_s:,.0f} steps/s | {speed:.3g}x real time"
-    return (
-        f"t = {t_ms / 1e3:.3f}/{total_ms / 1e3:.3f} s ({pct:.1f}%) | {speed_text} | "
-        f"ETA {_clock(eta_s)}"
-    )
-
-
-class _Progress:
-    """One status line: in place in a terminal or notebook, else one line per ``every_s``."""
-
-    def __init__(self, progress, total_steps: int, done_steps: int, dt: float, every_s=10.0):
-        self.enabled = progress is not False and progress is not None
-        self.stream: TextIO = sys.stderr if progress is True else progress
-        self.total, self.dt, self.every_s = total_steps, dt, every_s
-        self.start_done = done_steps
-        self.t0 = time.perf_counter()
-        self.last_print = -math.inf
-        self.handle = None
-        self.inplace = False
-        if not self.enabled:
-            return
-        if progress is True and _in_notebook():
-            from IPython.display import display
-
-            self.handle = display(_Text(""), display_id=True)
-        else:
-            self.inplace = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def start(self, done: int) -> None:
-        """Start the clock with ``done`` steps done (after the first chunk, which compiles)."""
-        self.t0, self.start_done = time.perf_counter(), done
-
-    def update(self, done: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        rate = (
-            (done - self.start_done) / max(now - self.t0, 1e-9) if done > self.start_done else None
-        )
-        eta = (self.total - done) / rate if rate else (0.0 if done >= self.total else math.inf)
-        line = progress_line(done * self.dt, self.total * self.dt, rate, self.dt, eta)
-        if self.handle is not None:
-            self.handle.update(_Text(line))
-        elif self.inplace:
-            self.stream.write("\r" + line + ("\n" if final else ""))
-            self.stream.flush()
-        elif final or now - self.last_print >= self.every_s:
-            self.last_print = now
-            print(line, file=self.stream, flush=True)
-
-
-class _Text:
-    def __init__(self, text):
-        self.text = text
-
-    def __repr__(self):
-        return self.text
 
 
 # ------------------------------------------------------------------------------ the folder
@@ -450,7 +357,7 @@ def run_long(
     record: Sequence[AbstractMonitor] = (SpikeRaster(),),
     checkpoint_every: float | None = None,
     resume: bool = True,
-    progress: bool | TextIO = True,
+    progress=None,
     partition=None,
 ) -> StoredRun:
     """Simulate ``duration`` ms in compiled chunks, streaming the recordings to ``out_dir``.
@@ -483,9 +390,13 @@ def run_long(
         resume: if ``out_dir`` already holds a run of this network: continue it from its
             last checkpoint (or from ``key``/``state`` if it has none) with the files cut back
             to that point. ``False``: refuse to touch an existing run.
-        progress: print ``t``, steps/s, speed relative to real time and the ETA after every
-            chunk (in place in a terminal or notebook; every 10 s in a log). ``False``: silent;
-            a text stream: print there.
+        progress: a progress bar advanced after every chunk: biological time done/total,
+            speed relative to real time, steps/s and the remaining time (the
+            :class:`~brainsim.Progress` mechanism shared with :func:`~brainsim.simulate` and
+            :func:`~brainsim.fit.fit`). ``None`` (default): shown when ``stderr`` is a
+            terminal or in a notebook, silent in logs; ``True``: always, on ``stderr``;
+            ``False``: silent; a text stream or a :class:`~brainsim.Progress`: written
+            there.
         partition: as for :func:`~brainsim.simulate`: ``None`` (one device) or
             :class:`~brainsim.Sharded` ``(mesh)``; the network is split once for all chunks.
 
@@ -509,6 +420,7 @@ def run_long(
     """
     # Arguments are checked before the folder (and its lock file) is created.
     steps = _checked_arguments(network, duration, chunk, checkpoint_every, record)
+    progress = resolve_progress(progress, "run_long")
     run_chunk = _chunk_runner(network, partition)
     with _folder_lock(Path(out_dir)):
         return _run_long(
@@ -631,7 +543,11 @@ def _run_long(
     new_meta["duration_ms"] = float(duration)
     _write_json(meta_path, new_meta)
     writer = _Writer(out, plan["streams"], lengths, n_index)
-    bar = _Progress(progress, end_step - start_step, step - start_step, network.dt)
+    bar = None
+    if progress is not None:
+        bar = SimulationBar(
+            progress, end_step - start_step, network.dt, desc="run_long", initial=step - start_step
+        )
     last_ckpt = step
 
     def finish_chunk(k0: int, n0: int, result) -> None:
@@ -656,7 +572,8 @@ def _run_long(
             metadata = {"lengths": writer.lengths, "chunks": writer.n_index, "step": done}
             _save_checkpoint(ckpt_path, network, result.state, metadata=metadata)
             last_ckpt = done
-        bar.update(done - start_step, final=done == end_step)
+        if bar is not None:  # the first chunk, and a shorter last one, compiled
+            bar.update(done - start_step, compiled=k0 == step or n0 != chunk_steps)
 
     # The host side of chunk c runs in a worker thread while chunk c + 1 computes (the
     # compiled call returns only when its chunk is done and releases the GIL meanwhile); at
@@ -669,8 +586,6 @@ def _run_long(
                 n = min(chunk_steps, end_step - k)
                 result = run_chunk(state, monitors, n)
                 state = result.state
-                if k == step:
-                    bar.start(k + n - start_step)  # speeds exclude the first chunk (compiling)
                 if pending is not None:
                     pending.result()  # re-raises the worker's error, if any
                 pending = pool.submit(finish_chunk, k, n, result)
@@ -680,6 +595,8 @@ def _run_long(
         writer.sync()
     finally:
         writer.close()
+        if bar is not None:
+            bar.close()
     fsync_dir(out)
     run = StoredRun(out)
     run.state = state

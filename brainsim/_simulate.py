@@ -30,6 +30,8 @@ from ._faults import (
 from ._monitors import AbstractMonitor
 from ._network import Network, NetworkState
 from ._plan import Plan, host_plan
+from ._progress import Progress, SimulationBar
+from ._progress import resolve as resolve_progress
 from ._results import ResultAccess, check_monitor_names
 from ._state_check import check_state, float_dtype
 from ._step import step
@@ -193,20 +195,10 @@ def collect_result(
     )
 
 
-def _run(
-    network: Network,
-    state: NetworkState,
-    monitors: tuple,
-    n_steps: int,
-    checkpoint: Checkpointing | None = None,
-    unroll: int = 1,
-    plan=None,
-):
-    buffers = tuple(m.init(network, n_steps, float_dtype(state)) for m in monitors)
-    if plan is None:  # traced values: merged here, once, outside the loop
-        plan = network.plan()
-    faults = StateFaults.init(len(plan.groups))
-    start = (state.step, state.epoch)
+def _scan(network, plan, monitors: tuple, carry, n_steps: int, checkpoint, unroll: int):
+    """``n_steps`` steps of the loop from ``carry = (state, buffers, faults, local)``, where
+    ``local`` counts this run's steps so far: ``(carry, per-step outputs)``. A run split into
+    parts that pass the carry on is the same run, step for step."""
 
     def body(carry, _):
         net_state, buffers, faults, local = carry
@@ -222,10 +214,17 @@ def _run(
         faults = check_step(plan.groups, new_groups, local, faults)
         return (new_state, buffers, faults, local + 1), outputs
 
-    local = jnp.zeros((), jnp.int32)
-    (state, buffers, faults, _), outputs = checkpointed_scan(
-        body, (state, buffers, faults, local), n_steps, checkpoint, unroll
-    )
+    return checkpointed_scan(body, carry, n_steps, checkpoint, unroll)
+
+
+def _start(network, plan, state, monitors, n_steps):
+    """The loop's carry at the start of a run of ``n_steps`` steps from ``state``."""
+    buffers = tuple(m.init(network, n_steps, float_dtype(state)) for m in monitors)
+    return state, buffers, StateFaults.init(len(plan.groups)), jnp.zeros((), jnp.int32)
+
+
+def _finish(network, plan, monitors, n_steps, start, carry, outputs) -> SimulationResult:
+    state, buffers, faults, _ = carry
     return collect_result(
         state,
         buffers,
@@ -241,7 +240,54 @@ def _run(
     )
 
 
+def _run(
+    network: Network,
+    state: NetworkState,
+    monitors: tuple,
+    n_steps: int,
+    checkpoint: Checkpointing | None = None,
+    unroll: int = 1,
+    plan=None,
+):
+    if plan is None:  # traced values: merged here, once, outside the loop
+        plan = network.plan()
+    start = (state.step, state.epoch)
+    carry = _start(network, plan, state, monitors, n_steps)
+    carry, outputs = _scan(network, plan, monitors, carry, n_steps, checkpoint, unroll)
+    return _finish(network, plan, monitors, n_steps, start, carry, outputs)
+
+
 _run_jit = jit(_run)
+_scan_jit = jit(_scan)
+
+
+def _run_chunked(network, state, monitors, n_steps, checkpoint, unroll, plan, bar, chunk):
+    """:func:`_run` as a host loop over parts of ``chunk`` steps of one compiled loop (a
+    shorter last part compiles once more), advancing ``bar`` after each. The carry (state,
+    monitor buffers, faults, step count) passes from part to part and the per-step outputs
+    are concatenated, so the result is the unchunked run's, bit for bit."""
+    start = (state.step, state.epoch)
+    carry = _start(network, plan, state, monitors, n_steps)
+    parts = []
+    for k in range(0, n_steps, chunk):
+        n = min(chunk, n_steps - k)
+        carry, outputs = _scan_jit(network, plan, monitors, carry, n, checkpoint, unroll)
+        parts.append(outputs)
+        jax.block_until_ready(carry[3])  # the bar reports finished work, not dispatched work
+        # The first part of each length may have compiled: not counted in the bar's speed.
+        bar.update(k + n, compiled=k == 0 or n != chunk)
+    outputs = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    return _finish(network, plan, monitors, n_steps, start, carry, outputs)
+
+
+def default_chunk(n_steps: int, updates: int = 100) -> int:
+    """About ``n_steps / updates`` steps, preferring a divisor of ``n_steps`` (at most twice
+    that) so that every part has the same length and the loop compiles once."""
+    target = max(1, n_steps // updates)
+    for d in range(target, min(n_steps, 2 * target) + 1):
+        if n_steps % d == 0:
+            return d
+    return target
 
 
 def prepare(
@@ -320,6 +366,7 @@ def simulate(
     checkpoint: Checkpointing | None = None,
     unroll: int = 1,
     partition=None,
+    progress=False,
 ) -> SimulationResult:
     """Simulate ``network`` for ``duration`` ms (or ``n_steps`` steps) in one compiled scan.
 
@@ -355,6 +402,15 @@ def simulate(
             overhead, so unrolling pays for small networks: COBA 4k went from 100 to 60 µs per
             step with ``unroll=10`` on an H100 (BENCHMARKS.md). Compile time grows about in
             proportion; on a CPU it rarely helps.
+        progress: ``False`` (default): one compiled loop, silent. ``True``, a text stream or
+            a :class:`Progress` value: a progress bar (biological time done/total, speed
+            relative to real time, steps/s, remaining time; a widget in notebooks), advanced
+            by running the loop in parts (``Progress(every_ms=...)`` long; default about 100
+            parts) that continue from each other's state, recordings and faults: the result
+            is identical to the unchunked run's. ``None``: a bar only when ``stderr`` is a
+            terminal or in a notebook. A host-side bar cannot advance inside a traced
+            computation, so under ``jit``/``vmap``/``grad`` a bar is refused (``ValueError``):
+            call ``simulate`` with ``progress`` outside the transformation.
 
     Returns:
         A :class:`SimulationResult`.
@@ -389,10 +445,19 @@ def simulate(
         )
     what = " (time steps per loop iteration, e.g. 10 on a GPU)"
     check_positive_int("unroll", unroll, owner="simulate", what=what)
+    shown_progress = resolve_progress(progress, "simulate")
+    if shown_progress is not None:
+        chunk = _progress_chunk(shown_progress, network, state, n_steps, sharded)
     if sharded is None:
         if plan is None and is_concrete_tree(network):
             plan = host_plan(network)
-        result = _run_jit(network, state, monitors, n_steps, checkpoint, int(unroll), plan)
+        if shown_progress is None:
+            result = _run_jit(network, state, monitors, n_steps, checkpoint, int(unroll), plan)
+        else:
+            with SimulationBar(shown_progress, n_steps, network.dt, desc="simulate") as bar:
+                result = _run_chunked(
+                    network, state, monitors, n_steps, checkpoint, int(unroll), plan, bar, chunk
+                )
     else:
         from ._sharding import run_partitioned
 
@@ -400,6 +465,27 @@ def simulate(
     if check:
         result = check_result(result)
     return result
+
+
+def _progress_chunk(progress: Progress, network, state, n_steps: int, sharded) -> int:
+    """Steps per part of a run shown with ``progress``, or the error saying why it cannot be."""
+    if not is_concrete_tree((network, state)):
+        raise ValueError(
+            "simulate: `progress` needs concrete values, but the network or state is traced "
+            "(simulate is inside jax.jit, vmap or grad), where a bar cannot advance. Pass "
+            "progress=False inside the transformation, or call simulate with `progress` "
+            "outside it."
+        )
+    if sharded is not None:
+        raise ValueError(
+            "simulate: `progress` is not available with `partition` yet; run the parts "
+            "yourself with simulate(..., state=result.state), or use brainsim.run_long, "
+            "which shows progress for partitioned runs."
+        )
+    if progress.every_ms is None:
+        return default_chunk(n_steps)
+    every = n_steps_for(progress.every_ms, network.dt, owner="simulate", name="progress.every_ms")
+    return min(every, n_steps)
 
 
 def check_result(result: SimulationResult) -> SimulationResult:

@@ -233,10 +233,14 @@ def test_fit_reports_non_finite_loss_and_bad_arguments():
         fit.fit(_quadratic, jnp.zeros(2), optax.adam(0.1), steps=0)
 
 
-def test_progress_line_in_a_log(capsys):
+def test_progress_bar_in_a_log(capsys):
+    # Default (None): no bar when stderr is not a terminal; True: the shared tqdm bar,
+    # ending at the last step with the loss.
     fit.fit(_quadratic, jnp.zeros(2), optax.adam(0.1), steps=10, log_every=5)
-    err = capsys.readouterr().err
-    assert "step  5/10" in err and "loss" in err and err.count("step 10/10") == 1
+    assert capsys.readouterr().err == ""
+    fit.fit(_quadratic, jnp.zeros(2), optax.adam(0.1), steps=10, progress=True)
+    last = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
+    assert last.startswith("fit: 100%") and "10/10" in last and "best" in last, last
 
 
 # ------------------------------------------------------------------------------ SpikeArray

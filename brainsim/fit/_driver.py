@@ -15,7 +15,6 @@ compiled program, each with its own optimiser state, as if run one by one.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 
@@ -26,6 +25,8 @@ import numpy as np
 import optax
 
 from .._compile import jit
+from .._progress import open_bar
+from .._progress import resolve as resolve_progress
 
 
 class EarlyStopping(eqx.Module):
@@ -140,60 +141,8 @@ def _leading_size(data, owner, what):
     return sizes.pop()
 
 
-class _Progress:
-    """One status line: updated in place in a terminal or a notebook, printed every
-    ``every`` steps elsewhere (log files, CI)."""
-
-    def __init__(self, enabled: bool, total: int, every: int):
-        self.enabled, self.total, self.every = enabled, total, every
-        self.handle = None
-        self.tty = False
-        self.last = None
-        if not enabled:
-            return
-        self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
-        if _in_notebook():
-            from IPython.display import display
-
-            self.handle = display(_Text(""), display_id=True)
-
-    def update(self, step, loss, best, elapsed, final=False):
-        if not self.enabled or (final and self.last == step and not self.tty):
-            return
-        if not final:
-            self.last = step if (step % self.every == 0 or step == 1) else self.last
-        width = len(str(self.total))
-        line = (
-            f"step {step:>{width}}/{self.total}  loss {loss:.4e}  best {best:.4e}  "
-            f"{elapsed:7.1f} s"
-        )
-        if self.handle is not None:
-            if final or step % self.every == 0 or step == 1:
-                self.handle.update(_Text(line))
-        elif self.tty:
-            sys.stderr.write("\r" + line + ("\n" if final else ""))
-            sys.stderr.flush()
-        elif final or step % self.every == 0 or step == 1:
-            print(line, file=sys.stderr, flush=True)
-
-
-class _Text:
-    def __init__(self, text):
-        self.text = text
-
-    def __repr__(self):
-        return self.text
-
-
-def _in_notebook() -> bool:
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    try:
-        ip = shell.get_ipython()
-    except AttributeError:
-        return False
-    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+def _loss_text(loss: float, best: float) -> str:
+    return f"loss {loss:.4e}, best {best:.4e}"
 
 
 def fit(
@@ -208,7 +157,7 @@ def fit(
     batched: bool = False,
     has_aux: bool = False,
     early_stopping: EarlyStopping | None = None,
-    progress: bool = True,
+    progress=None,
     log_every: int | None = None,
     callback: Callable | None = None,
 ) -> FitResult:
@@ -229,8 +178,13 @@ def fit(
         seed: the only source of randomness (minibatch order and the per-step ``key``).
         batched: ``vmap`` the whole step over the leading axis (independent fits).
         early_stopping: an :class:`EarlyStopping`, or ``None`` to run all ``steps``.
-        progress: show ``step / loss / best / time``; in place in a terminal or notebook.
-        log_every: steps between progress lines (default: about 20 lines per fit).
+        progress: a progress bar over the steps with the loss, the best loss, steps/s and the
+            remaining time (the :class:`~brainsim.Progress` mechanism shared with
+            :func:`~brainsim.simulate` and :func:`~brainsim.run_long`). ``None`` (default):
+            shown when ``stderr`` is a terminal or in a notebook, silent in logs; ``True``:
+            always, on ``stderr``; ``False``: silent; a text stream or a
+            :class:`~brainsim.Progress`: written there.
+        log_every: steps between calls of ``callback`` (default: about 20 per fit).
         callback: ``callback(step, params, loss) -> bool | None`` called every ``log_every``
             steps on the host; returning ``True`` stops the fit.
 
@@ -283,6 +237,7 @@ def fit(
                 f"samples); got {batch_size!r}."
             )
     every = log_every or max(1, steps // 20)
+    progress = resolve_progress(progress, "fit")
 
     opt_state = _init_opt(optimizer, params, batched)
     first = jax.tree.leaves(eqx.filter(params, eqx.is_inexact_array))[0]
@@ -294,64 +249,70 @@ def fit(
     data = jax.tree.map(jnp.asarray, data)
 
     losses, times, auxes = [], [], {}
-    bar = _Progress(progress, steps, every)
+    bar = None if progress is None else open_bar(progress, steps, desc="fit", unit="step")
     start = time.perf_counter()
     stopped = False
     since_best, tracked_best = 0, math.inf
     k = 0
-    for k in range(1, steps + 1):
-        if batch_size is not None:
-            if order is None or cursor + batch_size > n_samples:
-                order, cursor = rng.permutation(n_samples), 0
-            idx = jnp.asarray(order[cursor : cursor + batch_size])
-            cursor += batch_size
-            batch = jax.tree.map(lambda x, idx=idx: jnp.take(x, idx, axis=0), data)
-        else:
-            batch = data
-        key = jax.random.fold_in(base_key, k - 1)
-        params, opt_state, best, best_loss, value, aux, grads_finite = _step(
-            loss, optimizer, has_aux, batched, params, opt_state, best, best_loss, batch, key
-        )
-        value = np.asarray(value)
-        if not np.all(np.isfinite(value)):
-            raise FloatingPointError(
-                f"fit: the loss became {value.ravel()[~np.isfinite(value.ravel())][0]} at step "
-                f"{k}; lower the learning rate, bound the parameters with bijections, or check "
-                "the simulation (reduce dt)."
+    try:
+        for k in range(1, steps + 1):
+            if batch_size is not None:
+                if order is None or cursor + batch_size > n_samples:
+                    order, cursor = rng.permutation(n_samples), 0
+                idx = jnp.asarray(order[cursor : cursor + batch_size])
+                cursor += batch_size
+                batch = jax.tree.map(lambda x, idx=idx: jnp.take(x, idx, axis=0), data)
+            else:
+                batch = data
+            key = jax.random.fold_in(base_key, k - 1)
+            params, opt_state, best, best_loss, value, aux, grads_finite = _step(
+                loss, optimizer, has_aux, batched, params, opt_state, best, best_loss, batch, key
             )
-        if not np.all(np.asarray(grads_finite)):
-            raise FloatingPointError(
-                f"fit: the gradient became non-finite at step {k} (loss {np.mean(value):.6g}), "
-                "so the parameters are no longer usable. Use a narrower surrogate (a larger "
-                "scale), detach_reset=True, a lower learning rate or gradient clipping "
-                "(optax.clip_by_global_norm)."
-            )
-        losses.append(value)
-        times.append(time.perf_counter() - start)
-        for name, x in (aux or {}).items():
-            if np.ndim(x) == (1 if batched else 0):
-                auxes.setdefault(name, []).append(np.asarray(x))
-        monitored = float(np.max(value))
-        bar.update(k, float(np.mean(value)), float(np.mean(np.asarray(best_loss))), times[-1])
-        if callback is not None and (k % every == 0 or k == steps):
-            if callback(k, params, value):
-                stopped = True
-                break
-        if early_stopping is not None:
-            if early_stopping.target is not None and monitored <= early_stopping.target:
-                stopped = True
-                break
-            if early_stopping.patience is not None:
-                if monitored < tracked_best - early_stopping.min_delta:
-                    tracked_best, since_best = monitored, 0
-                else:
-                    since_best += 1
-                    if since_best >= early_stopping.patience:
-                        stopped = True
-                        break
-    bar.update(
-        k, float(np.mean(losses[-1])), float(np.mean(np.asarray(best_loss))), times[-1], final=True
-    )
+            value = np.asarray(value)
+            if not np.all(np.isfinite(value)):
+                raise FloatingPointError(
+                    f"fit: the loss became {value.ravel()[~np.isfinite(value.ravel())][0]} at step "
+                    f"{k}; lower the learning rate, bound the parameters with bijections, or check "
+                    "the simulation (reduce dt)."
+                )
+            if not np.all(np.asarray(grads_finite)):
+                raise FloatingPointError(
+                    f"fit: the gradient became non-finite at step {k} (loss {np.mean(value):.6g}), "
+                    "so the parameters are no longer usable. Use a narrower surrogate (a larger "
+                    "scale), detach_reset=True, a lower learning rate or gradient clipping "
+                    "(optax.clip_by_global_norm)."
+                )
+            losses.append(value)
+            times.append(time.perf_counter() - start)
+            for name, x in (aux or {}).items():
+                if np.ndim(x) == (1 if batched else 0):
+                    auxes.setdefault(name, []).append(np.asarray(x))
+            monitored = float(np.max(value))
+            if bar is not None:
+                bar.set_postfix_str(
+                    _loss_text(float(np.mean(value)), float(np.mean(np.asarray(best_loss)))),
+                    refresh=False,
+                )
+                bar.update()
+            if callback is not None and (k % every == 0 or k == steps):
+                if callback(k, params, value):
+                    stopped = True
+                    break
+            if early_stopping is not None:
+                if early_stopping.target is not None and monitored <= early_stopping.target:
+                    stopped = True
+                    break
+                if early_stopping.patience is not None:
+                    if monitored < tracked_best - early_stopping.min_delta:
+                        tracked_best, since_best = monitored, 0
+                    else:
+                        since_best += 1
+                        if since_best >= early_stopping.patience:
+                            stopped = True
+                            break
+    finally:
+        if bar is not None:  # also on an error: the bar ends where the fit did
+            bar.close()
     history = {"loss": np.stack(losses), "time": np.asarray(times)}
     history.update({name: np.stack(v) for name, v in auxes.items()})
     return FitResult(
