@@ -25,6 +25,7 @@ import numpy as np
 
 import brainsim as bs
 import brainsim._long_run as long_run
+import brainsim._progress as progress_bar
 import brainsim.networks
 
 HOST_SECONDS = {"convert": 0.0, "write": 0.0, "progress": 0.0}
@@ -44,10 +45,10 @@ def _timed(name, fn, wait_for=None):
 
 
 # Host-side work per chunk (it overlaps the next chunk's computation): spike extraction,
-# file appends, the progress line.
+# file appends, the progress bar.
 long_run._chunk_rows = _timed("convert", long_run._chunk_rows, wait_for=3)
 long_run._Writer.append = _timed("write", long_run._Writer.append)
-long_run._Progress.update = _timed("progress", long_run._Progress.update)
+progress_bar.SimulationBar.update = _timed("progress", progress_bar.SimulationBar.update)
 
 
 def main() -> None:
