@@ -258,7 +258,17 @@ def _run(
 
 
 _run_jit = jit(_run)
-_scan_jit = jit(_scan)
+
+
+def _part(fixed, carry, n_steps: int, checkpoint, unroll: int):
+    network, plan, monitors = fixed
+    return _scan(network, plan, monitors, carry, n_steps, checkpoint, unroll)
+
+
+# The carry is donated: each part updates the monitors' buffers in place. Without it every
+# part copied the whole run's buffers (a StateTrace of 3,200 neurons over 5,000 steps: 10.9 s
+# instead of 0.3 s in 100 parts).
+_part_jit = jit(_part, donate="all-except-first")
 
 
 def _run_chunked(network, state, monitors, n_steps, checkpoint, unroll, plan, bar, chunk):
@@ -267,11 +277,13 @@ def _run_chunked(network, state, monitors, n_steps, checkpoint, unroll, plan, ba
     monitor buffers, faults, step count) passes from part to part and the per-step outputs
     are concatenated, so the result is the unchunked run's, bit for bit."""
     start = (state.step, state.epoch)
-    carry = _start(network, plan, state, monitors, n_steps)
+    # Donated below: the caller's state is not ours to give away, and a leaf that appears
+    # twice in the carry (one zeros array for two fields) cannot be donated twice.
+    carry = jax.tree.map(jnp.copy, _start(network, plan, state, monitors, n_steps))
     parts = []
     for k in range(0, n_steps, chunk):
         n = min(chunk, n_steps - k)
-        carry, outputs = _scan_jit(network, plan, monitors, carry, n, checkpoint, unroll)
+        carry, outputs = _part_jit((network, plan, monitors), carry, n, checkpoint, unroll)
         parts.append(outputs)
         jax.block_until_ready(carry[3])  # the bar reports finished work, not dispatched work
         # The first part of each length may have compiled: not counted in the bar's speed.
@@ -410,7 +422,10 @@ def simulate(
             is identical to the unchunked run's. ``None``: a bar only when ``stderr`` is a
             terminal or in a notebook. A host-side bar cannot advance inside a traced
             computation, so under ``jit``/``vmap``/``grad`` a bar is refused (``ValueError``):
-            call ``simulate`` with ``progress`` outside the transformation.
+            call ``simulate`` with ``progress`` outside the transformation. Each part costs
+            about 2 ms on the host (COBA 4k, 500 ms on a 2-core CPU: 0.18 s in one loop,
+            0.39 s in 100 parts), so the bar is for runs long enough to want one. Not yet
+            available with ``partition`` (use :func:`~brainsim.run_long` there).
 
     Returns:
         A :class:`SimulationResult`.

@@ -75,6 +75,8 @@ def test_chunked_run_is_the_unchunked_run_bit_for_bit(reference):
     shown = bs.simulate(net, n_steps=N_STEPS, state=start, record=RECORD,
                         progress=bs.Progress(every_ms=1.3, file=stream, interval_s=0.0))
     assert_identical(shown, whole)
+    # The parts donate their carry to each other, never the caller's state.
+    assert not any(x.is_deleted() for x in jax.tree.leaves(start))
     drawn = drawings(stream.getvalue())
     done = [int(m.group(1)) for d in drawn if (m := re.search(r"(\d+)/100 ", d))]
     assert set(done) == {0, 13, 26, 39, 52, 65, 78, 91, 100}
