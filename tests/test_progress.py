@@ -170,3 +170,12 @@ def test_run_long_and_fit_draw_the_same_bar(reference, bars, tmp_path):
     assert bars() == [("simulate", 20, 20), ("run_long", 30, 30), ("fit", 7, 7)]
     last = drawings(fit_stream.getvalue())[-1]
     assert last.startswith("fit: 100%") and "7/7" in last and "best" in last, last
+
+
+def test_auto_shows_a_bar_only_on_a_terminal(monkeypatch):
+    stream = io.StringIO()
+    assert progress_module.resolve(True, "x") == bs.Progress()
+    assert progress_module.resolve(stream, "x") == bs.Progress(file=stream)
+    assert progress_module.resolve(None, "x") is None  # stderr is captured here
+    monkeypatch.setattr(progress_module, "_is_terminal", lambda s: True)
+    assert progress_module.resolve(None, "x") == bs.Progress()
