@@ -180,7 +180,7 @@ def continual_learning(
         batch_size: samples per minibatch.
         dt: step (ms).
         seed: minibatch order (task ``i`` uses ``seed + i``) and subspace initialisation.
-        progress: show :func:`~brainsim.fit.fit`'s progress line.
+        progress: show :func:`~brainsim.fit.fit`'s progress bar.
 
     Returns:
         A :class:`ContinualResult` (``accuracy`` is ``(T, T)``; ``.acc``, ``.bwt``).
