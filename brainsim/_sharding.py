@@ -99,6 +99,7 @@ recordings and the final state come back replicated on every process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -783,19 +784,20 @@ def _global_view(plan: _Plan, state: NetworkState, specs) -> NetworkState:
     return _from_blocks(plan, whole)
 
 
-@jit
-def _run_sharded(
-    local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps, checkpoint, unroll
-):
-    start = (state.step, state.epoch)
-    blocks = _to_blocks(plan, state)
-    specs = _state_specs(plan, blocks)
+def _device_program(local, local_specs, skeleton, plan: _Plan, monitors, specs):
+    """The per-device loop of a partitioned run: ``part(dynamic, carry, n_steps, checkpoint,
+    unroll) -> (carry, outputs)`` under ``shard_map``, where ``carry = (state in blocks,
+    buffers, faults of each device, steps so far)``. A run in parts that pass the carry on is
+    the same run, step for step (as :func:`brainsim._simulate._scan`)."""
     dynamic, static = eqx.partition(local, eqx.is_array)
+    split = P(plan.axis)
+    carry_specs = (specs, P(), split, P())
 
-    def run(dynamic, state, buffers):
-        mine = jax.tree.map(lambda x, s: x[0] if s == P(plan.axis) else x, dynamic, local_specs)
+    def device(dynamic, carry, n_steps, checkpoint, unroll):
+        mine = jax.tree.map(lambda x, s: x[0] if s == split else x, dynamic, local_specs)
         device_plan = eqx.combine(mine, static)
-        faults = StateFaults.init(len(device_plan.groups))
+        state, buffers, faults, local = carry
+        faults = jax.tree.map(lambda x: x[0], faults)  # this device's own record
         # Padding slots are not neurons: their state is not checked for faults.
         valid = {b.name: _valid(plan, b.name) for b in plan.blocks if not b.is_source}
 
@@ -812,23 +814,39 @@ def _run_sharded(
             faults = check_step(device_plan.groups, new_groups, local, faults, valid)
             return (new_state, buffers, faults, local + 1), outputs
 
-        local = jnp.zeros((), jnp.int32)
-        (state, buffers, faults, _), outputs = checkpointed_scan(
+        (state, buffers, faults, local), outputs = checkpointed_scan(
             body, (state, buffers, faults, local), n_steps, checkpoint, unroll
         )
-        # Each device tracked its own neurons; one reduction after the run (not one per step)
-        # gives the first step at which any device saw a fault.
-        return state, buffers, combine_devices(faults, plan.axis), outputs
+        return (state, buffers, jax.tree.map(lambda x: x[None], faults), local), outputs
 
-    in_specs = (local_specs, specs, P())
-    args = _place(
-        (dynamic, blocks, buffers),
-        (local_specs, specs, jax.tree.map(lambda _: P(), buffers)),
-        plan.mesh,
+    def part(dynamic, carry, n_steps, checkpoint, unroll):
+        run = functools.partial(device, n_steps=n_steps, checkpoint=checkpoint, unroll=unroll)
+        args = _place((dynamic, carry), (local_specs, carry_specs), plan.mesh)
+        return _shard_map(
+            run, mesh=plan.mesh, in_specs=(local_specs, carry_specs),
+            out_specs=(carry_specs, P()),
+        )(*args)
+
+    return dynamic, static, part
+
+
+def _sharded_start(plan: _Plan, state, buffers, n_groups: int):
+    """The carry of a partitioned run from ``state`` (single-device layout)."""
+    faults = jax.tree.map(
+        lambda x: jnp.broadcast_to(x, (plan.n_devices,) + x.shape), StateFaults.init(n_groups)
     )
-    final, buffers, faults, outputs = _shard_map(
-        run, mesh=plan.mesh, in_specs=in_specs, out_specs=(specs, P(), P(), P())
-    )(*args)
+    return _to_blocks(plan, state), buffers, faults, jnp.zeros((), jnp.int32)
+
+
+def _sharded_finish(plan: _Plan, skeleton, groups, monitors, n_steps, start, carry, outputs):
+    """The :class:`SimulationResult` of a partitioned run's final carry."""
+    final, buffers, faults, _ = carry
+    # Each device tracked its own neurons; one reduction after the run (not one per step)
+    # gives the first step at which any device saw a fault.
+    faults = _shard_map(
+        lambda f: combine_devices(jax.tree.map(lambda x: x[0], f), plan.axis),
+        mesh=plan.mesh, in_specs=(P(plan.axis),), out_specs=P(),
+    )(faults)
     # Back to the single-device layout, replicated (the reshapes need whole arrays).
     final = _from_blocks(plan, _place(final, jax.tree.map(lambda _: P(), final), plan.mesh))
     return collect_result(
@@ -842,8 +860,67 @@ def _run_sharded(
         n_steps=n_steps,
         start=start,
         timing=skeleton.timing,
-        groups=eqx.combine(dynamic, static).groups,
+        groups=groups,
     )
+
+
+@jit
+def _run_sharded(
+    local, local_specs, skeleton, plan: _Plan, state, buffers, monitors, n_steps, checkpoint, unroll
+):
+    start = (state.step, state.epoch)
+    carry = _sharded_start(plan, state, buffers, len(local.groups))
+    specs = _state_specs(plan, carry[0])
+    dynamic, static, part = _device_program(local, local_specs, skeleton, plan, monitors, specs)
+    carry, outputs = part(dynamic, carry, n_steps, checkpoint, unroll)
+    groups = eqx.combine(dynamic, static).groups
+    return _sharded_finish(plan, skeleton, groups, monitors, n_steps, start, carry, outputs)
+
+
+@jit
+def _sharded_carry(plan: _Plan, state, buffers, n_groups: int):
+    return _sharded_start(plan, state, buffers, n_groups)
+
+
+def _sharded_part(fixed, carry, n_steps, checkpoint, unroll):
+    dynamic, _, part = _device_program(*fixed)
+    return part(dynamic, carry, n_steps, checkpoint, unroll)
+
+
+# The carry is donated, as in simulate's parts: the monitors' buffers are updated in place.
+_sharded_part_jit = jit(_sharded_part, donate="all-except-first")
+
+
+@jit
+def _sharded_result(plan, skeleton, local, monitors, n_steps, start, carry, outputs):
+    return _sharded_finish(plan, skeleton, local.groups, monitors, n_steps, start, carry, outputs)
+
+
+def run_partitioned_in_parts(
+    sharded: ShardedNetwork, state, monitors, n_steps: int, chunk: int, bar, checkpoint=None,
+    unroll: int = 1,
+) -> SimulationResult:
+    """:func:`run_partitioned` as a host loop over parts of ``chunk`` steps, advancing ``bar``
+    after each (``simulate(..., partition=..., progress=...)``): the same result, bit for
+    bit."""
+    buffers = tuple(m.init(sharded.network, n_steps, float_dtype(state)) for m in monitors)
+    state, buffers = _replicate((state, buffers), sharded.mesh)
+    plan, local = sharded.plan, sharded.local
+    start = (state.step, state.epoch)
+    # Copied: the caller's state is not ours to donate, and a leaf that appears twice in the
+    # carry (one zeros array for two fields) cannot be donated twice.
+    carry = jax.tree.map(jnp.copy, _sharded_carry(plan, state, buffers, len(local.groups)))
+    specs = _state_specs(plan, carry[0])
+    fixed = (local, sharded.local_specs, sharded.skeleton, plan, monitors, specs)
+    parts = []
+    for k in range(0, n_steps, chunk):
+        n = min(chunk, n_steps - k)
+        carry, outputs = _sharded_part_jit(fixed, carry, n, checkpoint, unroll)
+        parts.append(outputs)
+        jax.block_until_ready(carry[3])  # the bar reports finished work
+        bar.update(k + n, compiled=k == 0 or n != chunk)
+    outputs = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    return _sharded_result(plan, sharded.skeleton, local, monitors, n_steps, start, carry, outputs)
 
 
 def _replicate(tree, mesh: Mesh):

@@ -424,8 +424,8 @@ def simulate(
             computation, so under ``jit``/``vmap``/``grad`` a bar is refused (``ValueError``):
             call ``simulate`` with ``progress`` outside the transformation. Each part costs
             about 2 ms on the host (COBA 4k, 500 ms on a 2-core CPU: 0.18 s in one loop,
-            0.39 s in 100 parts), so the bar is for runs long enough to want one. Not yet
-            available with ``partition`` (use :func:`~brainsim.run_long` there).
+            0.39 s in 100 parts), so the bar is for runs long enough to want one. With
+            ``partition`` the parts are partitioned runs passing on the same carry.
 
     Returns:
         A :class:`SimulationResult`.
@@ -462,7 +462,7 @@ def simulate(
     check_positive_int("unroll", unroll, owner="simulate", what=what)
     shown_progress = resolve_progress(progress, "simulate")
     if shown_progress is not None:
-        chunk = _progress_chunk(shown_progress, network, state, n_steps, sharded)
+        chunk = _progress_chunk(shown_progress, network, state, n_steps)
     if sharded is None:
         if plan is None and is_concrete_tree(network):
             plan = host_plan(network)
@@ -473,16 +473,23 @@ def simulate(
                 result = _run_chunked(
                     network, state, monitors, n_steps, checkpoint, int(unroll), plan, bar, chunk
                 )
-    else:
+    elif shown_progress is None:
         from ._sharding import run_partitioned
 
         result = run_partitioned(sharded, state, monitors, n_steps, checkpoint, int(unroll))
+    else:
+        from ._sharding import run_partitioned_in_parts
+
+        with SimulationBar(shown_progress, n_steps, network.dt, desc="simulate") as bar:
+            result = run_partitioned_in_parts(
+                sharded, state, monitors, n_steps, chunk, bar, checkpoint, int(unroll)
+            )
     if check:
         result = check_result(result)
     return result
 
 
-def _progress_chunk(progress: Progress, network, state, n_steps: int, sharded) -> int:
+def _progress_chunk(progress: Progress, network, state, n_steps: int) -> int:
     """Steps per part of a run shown with ``progress``, or the error saying why it cannot be."""
     if not is_concrete_tree((network, state)):
         raise ValueError(
@@ -490,12 +497,6 @@ def _progress_chunk(progress: Progress, network, state, n_steps: int, sharded) -
             "(simulate is inside jax.jit, vmap or grad), where a bar cannot advance. Pass "
             "progress=False inside the transformation, or call simulate with `progress` "
             "outside it."
-        )
-    if sharded is not None:
-        raise ValueError(
-            "simulate: `progress` is not available with `partition` yet; run the parts "
-            "yourself with simulate(..., state=result.state), or use brainsim.run_long, "
-            "which shows progress for partitioned runs."
         )
     if progress.every_ms is None:
         return default_chunk(n_steps)

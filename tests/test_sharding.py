@@ -98,6 +98,13 @@ WORKER = textwrap.dedent(
         if n != 4:
             runs[f"vector{n}"] = summary(bs.simulate_sharded(net, duration, mesh=mesh, key=key,
                                                              record=record))
+        if n == 2 and mode == "exact":  # shown with a progress bar: in parts (7 ms, then 2)
+            import io
+            bar = io.StringIO()
+            runs["progress2"] = summary(bs.simulate(
+                net, duration, key=key, record=record, partition=bs.Sharded(mesh),
+                progress=bs.Progress(every_ms=7.0, file=bar)))
+            runs["progress2_bar"] = bar.getvalue()
         else:  # compacted exchange; capacity 2 overflows often, exercising the fallback
             sharded = bs.ShardedNetwork(net, mesh, capacity=2)
             runs["compact4"] = summary(bs.simulate_sharded(sharded, duration, key=key,
@@ -137,7 +144,7 @@ def runs():
     return {"exact": _result(exact), "default": _result(default)}
 
 
-@pytest.mark.parametrize("variant", ["vector2", "compact4", "vector8"])
+@pytest.mark.parametrize("variant", ["vector2", "compact4", "vector8", "progress2"])
 def test_sharded_run_equals_single_device(runs, variant):
     single, sharded = runs["exact"]["single"], runs["exact"][variant]
     # The network must do something for the comparison to mean anything.
@@ -147,6 +154,10 @@ def test_sharded_run_equals_single_device(runs, variant):
     assert len(sharded["state"]) == len(single["state"])
     for a, b in zip(sharded["state"], single["state"], strict=True):
         assert a == b
+
+
+def test_progress_bar_of_a_partitioned_run_reaches_the_end(runs):
+    assert "300/300" in runs["exact"]["progress2_bar"]
 
 
 def test_synapses_split_by_postsynaptic_neuron(runs):
