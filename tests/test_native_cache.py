@@ -1,180 +1,187 @@
-"""The native kernel cache loads only what brainsim built for this user.
+"""The native CPU library: built at install time, loaded only when it matches, else the
+reference with one warning.
 
-A planted library is a shared object whose constructor writes a marker file: the constructor
-runs as soon as the library is loaded, so an absent marker proves the planted code never ran.
-Each case runs in a fresh process (the library is loaded once per process) with its own
-``BRAINSIM_CACHE_DIR``. Most cases name a compiler that always fails (``false``): what is
-checked is that nothing was loaded from the cache and the warning says why; one case rebuilds
-with the real compiler.
+Which library a process loads is decided once per process, so each case that changes the
+decision runs in a fresh interpreter, patching one input of the check (the installed jaxlib's
+version, the library's path, the sources beside it) before brainsim first looks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
+import jax
+import jaxlib
+import numpy as np
 import pytest
-from brainsim.kernels import _cpu
+from brainsim.kernels import _build, _cpu
 
-CXX = _cpu._compiler()
-FAILING_CXX = shutil.which("false")
-pytestmark = pytest.mark.skipif(
-    CXX is None or FAILING_CXX is None or os.name != "posix",
-    reason="needs a C++ compiler, `false` and POSIX file permissions",
+from brainsim import kernels
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_library = pytest.mark.skipif(
+    _build.compiler() is None, reason="no C++ compiler here, so the install built no library"
 )
 
-PLANTED = r"""
-#include <cstdio>
-__attribute__((constructor)) static void planted() {
-    std::FILE* f = std::fopen(MARKER, "w");
-    if (f) { std::fputs("the planted library ran", f); std::fclose(f); }
-}
-"""
-
-LOAD = """
+# Runs PATCH, then a native op through AUTO and NATIVE_CPU, and reports what happened.
+PROBE = """
 import json, warnings
 warnings.simplefilter("always")
+import jax.numpy as jnp
+from brainsim import kernels
+from brainsim.kernels import _build, _cpu
+{patch}
 with warnings.catch_warnings(record=True) as caught:
-    from brainsim import kernels
-    ok = kernels.native_cpu_available()
-print(json.dumps([ok, kernels.native_cpu_status(),
-                  [str(w.message) for w in caught if w.category.__name__ == "BrainsimWarning"]]))
+    first = kernels.native_cpu_available()
+    total = float(kernels.fast_sum(jnp.arange(10.0)))  # AUTO: runs whichever is loaded
+    again = kernels.native_cpu_available()
+try:
+    kernels.fast_sum(jnp.arange(3.0), implementation=kernels.Implementation.NATIVE_CPU)
+    forced = "ran"
+except RuntimeError as e:
+    forced = str(e)
+print(json.dumps(dict(
+    available=[first, again], status=kernels.native_cpu_status(), total=total, forced=forced,
+    warnings=[str(w.message) for w in caught if w.category.__name__ == "BrainsimWarning"])))
 """
 
 
-def plant(path, marker):
-    """Compile the planted library to ``path`` (mode 0700, like a genuine build)."""
-    source = path.parent / "planted.cc"
-    source.write_text(PLANTED)
-    subprocess.run(
-        [CXX, "-shared", "-fPIC", f'-DMARKER="{marker}"', str(source), "-o", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    source.unlink()
-    os.chmod(path, 0o700)
-
-
-def record_hash(library, digest=None):
-    """Write the sidecar brainsim's build writes: the library's SHA-256 (or ``digest``)."""
-    sidecar = _cpu._hash_path(library)
-    sidecar.write_text((digest or hashlib.sha256(library.read_bytes()).hexdigest()) + "\n")
-    os.chmod(sidecar, 0o600)
-
-
-def load(cache, compiler):
-    """``(available, status, warnings)`` of a fresh process using ``cache`` and ``compiler``."""
-    env = {**os.environ, "BRAINSIM_CACHE_DIR": str(cache), "CXX": compiler}
-    env.pop("BRAINSIM_DISABLE_NATIVE", None)
+def probe(patch: str = "", **env) -> dict:
+    environ = {k: v for k, v in os.environ.items() if k != "BRAINSIM_DISABLE_NATIVE"}
     proc = subprocess.run(
-        [sys.executable, "-c", LOAD], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", PROBE.format(patch=patch)],
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def tamper(case, cache, library, elsewhere):
-    """Make the planted ``library`` fail exactly one check (``"control"``: none)."""
-    if case == "no recorded hash":
-        return
-    if case == "symlink":
-        library.rename(elsewhere)
-        library.symlink_to(elsewhere)
-        record_hash(elsewhere)
-        os.replace(_cpu._hash_path(elsewhere), _cpu._hash_path(library))
-        return
-    record_hash(library, "0" * 64 if case == "wrong hash" else None)
-    if case == "group-writable library":
-        os.chmod(library, 0o770)
-    elif case == "world-writable folder":
-        os.chmod(library.parent, 0o777)
-    elif case == "writable parent folder":
-        os.chmod(cache, 0o777)
-    elif case == "folder of another user":
-        os.chown(library.parent, 65534, 65534)
-    elif case == "library of another user":
-        os.chown(library, 65534, 65534)
+def assert_reference_with_one_warning(report: dict, reason: str) -> None:
+    assert report["available"] == [False, False]
+    assert report["status"].startswith(f"jnp reference: {reason}")
+    assert report["total"] == 45.0  # the reference gives the right answer
+    assert report["forced"].startswith("native CPU kernels unavailable: jnp reference")
+    (warning,) = report["warnings"]  # one, though asked twice and used once
+    assert reason in warning
+    assert "measured" in warning and "x as long" in warning  # how much slower
+    assert "install a C++ compiler" in warning and "reinstall brainsim" in warning  # the fix
 
 
-CASES = {
-    "wrong hash": "its SHA-256 ",
-    "no recorded hash": ".sha256 is missing",
-    "group-writable library": "it is writable by other users (mode -rwxrwx---)",
-    "symlink": "it is not a regular file (mode l",
-    "library of another user": "it belongs to user id 65534, not to you",
-    "world-writable folder": "is writable by other users (mode drwxrwxrwx)",
-    "writable parent folder": "which other users can write to",
-    "folder of another user": "belongs to user id 65534",
-}
+@needs_library
+def test_installed_library_is_loaded_and_matches():
+    library = _cpu.library_path()
+    assert library.is_file()
+    assert kernels.native_cpu_available(), kernels.native_cpu_status()
+    assert kernels.native_cpu_status() == f"native CPU (jaxlib {jaxlib.__version__})"
+    assert kernels.auto_implementation("cpu") == kernels.native_cpu_status()
+    # It reports what it was built from, and that is this jaxlib and these sources.
+    import ctypes
+
+    lib = ctypes.CDLL(str(library))
+    assert _cpu._text(lib, "BrainsimJaxlibVersion") == jaxlib.__version__
+    assert _cpu._text(lib, "BrainsimSourceHash") == _build.source_hash()
+    # and its kernels run: native against reference.
+    x = jax.random.normal(jax.random.key(0), (3, 1000))
+    native = kernels.fast_sum(x, implementation=kernels.Implementation.NATIVE_CPU)
+    reference = kernels.fast_sum(x, implementation=kernels.Implementation.REFERENCE)
+    np.testing.assert_allclose(native, reference, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_planted_library_is_not_loaded(case, tmp_path):
-    if "another user" in case and os.geteuid() != 0:
-        pytest.skip("giving a file to another user needs root")
-    cache = tmp_path / "cache"
-    (cache / "kernels").mkdir(parents=True, mode=0o700)
-    library = _cpu._library_path(FAILING_CXX, cache / "kernels")
-    marker = tmp_path / "marker"
-    plant(library, marker)
-    tamper(case, cache, library, tmp_path / "elsewhere.so")
-
-    ok, status, warnings = load(cache, FAILING_CXX)
-    assert not marker.exists(), "the planted library was loaded"
-    assert not ok  # `false` builds nothing: the reference kernels run
-    assert len(warnings) == 1, warnings
-    assert CASES[case] in warnings[0]
-    assert "reference (jnp) kernels run" in warnings[0]
-    if "folder" in case:
-        assert f"the kernel cache {cache / 'kernels'} " in warnings[0]
-        assert "BRAINSIM_CACHE_DIR" in warnings[0]  # how to fix it
-    else:
-        assert f"did not load {library}: " in warnings[0]
-        assert not os.path.lexists(library)  # deleted, never to be tried again
+@needs_library
+def test_library_of_another_jaxlib_is_not_used():
+    report = probe("import jaxlib; jaxlib.__version__ = '0.0.1'")
+    assert_reference_with_one_warning(
+        report, f"the native library was built for jaxlib {jaxlib.__version__}, not the installed 0.0.1"
+    )
 
 
-def test_control_an_intact_library_is_loaded(tmp_path):
-    """The marker works: a library that passes every check is loaded and its constructor
-    runs (the planted one has none of brainsim's symbols, so registration then fails)."""
-    cache = tmp_path / "cache"
-    (cache / "kernels").mkdir(parents=True, mode=0o700)
-    library = _cpu._library_path(FAILING_CXX, cache / "kernels")
-    marker = tmp_path / "marker"
-    plant(library, marker)
-    record_hash(library)
-    ok, status, warnings = load(cache, FAILING_CXX)
-    assert marker.read_text() == "the planted library ran"
-    assert not ok and "BrainsimEllDeliver" in status and warnings == []
+@needs_library
+def test_library_older_than_its_sources_is_not_used(tmp_path):
+    edited = tmp_path / "cpu"
+    shutil.copytree(_build.SOURCE_DIR, edited)
+    with open(edited / "sum.cc", "a") as f:
+        f.write("// edited after the install\n")
+    report = probe(f"from pathlib import Path; _build.SOURCE_DIR = Path({str(edited)!r})")
+    assert_reference_with_one_warning(
+        report, f"the native library is older than the sources in {edited}"
+    )
 
 
-def test_tampered_library_is_rebuilt_and_loaded(tmp_path):
-    """With a working compiler, the planted library is replaced by a genuine build, whose
-    recorded SHA-256 is its own, in a folder only this user can write."""
-    cache = tmp_path / "cache"
-    (cache / "kernels").mkdir(parents=True, mode=0o700)
-    library = _cpu._library_path(CXX, cache / "kernels")
-    marker = tmp_path / "marker"
-    plant(library, marker)
-    record_hash(library, "0" * 64)
-
-    ok, status, warnings = load(cache, CXX)
-    assert not marker.exists()
-    assert ok and status == str(library)
-    assert len(warnings) == 1 and warnings[0].endswith("Deleted it and rebuilt it.")
-    recorded = _cpu._hash_path(library).read_text().strip()
-    assert recorded == hashlib.sha256(library.read_bytes()).hexdigest()
-    assert library.stat().st_mode & 0o077 == 0
-    # The next process loads the build without a word.
-    assert load(cache, CXX) == [True, str(library), []]
+def test_missing_library_warns_once_and_uses_reference(tmp_path):
+    missing = tmp_path / _build.LIBRARY
+    report = probe(f"from pathlib import Path; _cpu.library_path = lambda: Path({str(missing)!r})")
+    assert_reference_with_one_warning(
+        report, f"the native library {_build.LIBRARY} was not built when brainsim was installed"
+    )
 
 
-def test_new_cache_folder_is_private(tmp_path):
-    cache = tmp_path / "fresh"
-    ok, _, warnings = load(cache, FAILING_CXX)
-    assert not ok and warnings == []  # nothing to distrust: the build just failed
-    assert (cache / "kernels").stat().st_mode & 0o777 == 0o700
+def test_disabled_by_environment_uses_reference_silently():
+    report = probe(BRAINSIM_DISABLE_NATIVE="1")
+    assert report["available"] == [False, False]
+    assert report["status"] == "jnp reference: disabled by BRAINSIM_DISABLE_NATIVE=1"
+    assert report["total"] == 45.0
+    assert report["warnings"] == []
+
+
+def test_auto_implementation_names_the_platform_kernels():
+    assert kernels.auto_implementation("cpu") == kernels.native_cpu_status()
+    assert kernels.auto_implementation("gpu") == "Pallas (Triton)"
+    assert kernels.auto_implementation("tpu") == "Pallas (TPU)"
+    assert kernels.auto_implementation("metal").startswith("jnp reference: ")
+
+
+# ------------------------------------------------------------------------------ build step
+
+
+def test_build_without_compiler_fails_clearly_and_leaves_no_library(tmp_path, monkeypatch):
+    target = tmp_path / _build.LIBRARY
+    target.write_bytes(b"an older build")  # deleted first: a failed build leaves none
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
+    with pytest.raises(_build.BuildError, match="no-such-c\\+\\+' was not found"):
+        _build.build(target, include_dir=jax.ffi.include_dir(), jaxlib_version="0")
+    assert not target.exists()
+
+
+@pytest.mark.skipif(shutil.which("false") is None, reason="needs `false`")
+def test_build_with_failing_compiler_reports_the_command(tmp_path, monkeypatch):
+    target = tmp_path / _build.LIBRARY
+    monkeypatch.setenv("CXX", shutil.which("false"))
+    with pytest.raises(_build.BuildError, match="failed") as error:
+        _build.build(target, include_dir=jax.ffi.include_dir(), jaxlib_version="0")
+    assert "-I" + jax.ffi.include_dir() in str(error.value)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_wheel_builds_without_compiler(tmp_path):
+    """``pip wheel`` with a compiler that does not exist succeeds, says why the kernels were
+    not built, and the wheel has the package but no library."""
+    pytest.importorskip("setuptools", minversion="68")
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in"):
+        shutil.copy(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.partial")
+    for folder in ("brainsim", "kernels"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=skip)
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-c++"), "PIP_NO_INPUT": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-v",
+         "-w", str(tmp_path / "dist"), str(source)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "the native CPU kernels were not built" in proc.stdout + proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("brainsim-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "brainsim/kernels/_cpu.py" in names
+    assert not any(n.endswith(".so") for n in names)
