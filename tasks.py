@@ -177,7 +177,7 @@ def task_check_wheel() -> int:
         python = venv / ("Scripts/python.exe" if WINDOWS else "bin/python")
         check([python, "-m", "pip", "install", "--no-input", wheel])
         # From the temporary folder, so that the checkout's brainsim/ is not the one imported.
-        code = run([python, "-W", "error::UserWarning", "-c", WHEEL_CHECK], cwd=tmp)
+        code = run([python, "-c", WHEEL_CHECK], cwd=tmp)
     say(f"wheel check exit code {code} ({time.perf_counter() - started:.0f} s)")
     return code
 

@@ -42,18 +42,19 @@ _TARGETS = {
     "brainsim_sum": "BrainsimSum",
 }
 
-SLOWDOWN = (
+# Measured with benchmarks/coba_bench.py --sizes 4000 40000 --repeats 3, native and with
+# BRAINSIM_DISABLE_NATIVE=1, two rounds each on a loaded machine; ratios of the better medians
+# (4k: 0.542 / 0.184 s, 40k: 2.987 / 2.221 s).
+_SLOWDOWN = (
     "a simulation then runs about 3x as long at 4,000 neurons and 1.3x at 40,000 (COBA "
-    "network, 1 s, best of 2 runs each, measured 2026-12-05 on a shared 2-core Intel Xeon, "
-    "jax 0.10.2)"
+    "network, measured 2026-12-05 on a shared 2-core Intel Xeon, jax 0.10.2)"
 )
-"""How much slower the reference kernels are, as measured (for the warning)."""
 
 _REINSTALL = (
     "To use the native kernels, install a C++ compiler (g++ or clang++; CXX names another) and "
     "reinstall brainsim against the installed jaxlib: `pip install --no-build-isolation "
-    "--force-reinstall --no-deps .` from its source folder (`pip install -e .` in a checkout). "
-    "BRAINSIM_DISABLE_NATIVE=1 uses the reference without this warning."
+    "--force-reinstall --no-deps .` from its source folder (needs setuptools), or `pip install "
+    "-e .` in a checkout. BRAINSIM_DISABLE_NATIVE=1 uses the reference without this warning."
 )
 
 
@@ -81,7 +82,7 @@ def _unusable(lib: ctypes.CDLL) -> str | None:
 
 def _reference(reason: str) -> tuple[bool, str]:
     warnings.warn(
-        f"brainsim uses its jnp reference kernels on CPU, because {reason}; {SLOWDOWN}. "
+        f"brainsim uses its jnp reference kernels on CPU, because {reason}; {_SLOWDOWN}. "
         f"{_REINSTALL}",
         BrainsimWarning,
         stacklevel=5,

@@ -161,7 +161,6 @@ def test_build_with_failing_compiler_reports_the_command(tmp_path, monkeypatch):
     assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
 def test_wheel_builds_without_compiler(tmp_path):
     """``pip wheel`` with a compiler that does not exist succeeds, says why the kernels were
     not built, and the wheel has the package but no library."""
