@@ -42,6 +42,7 @@ class BuildNativeKernels(build_ext):
     def build_extension(self, ext):
         build = _build_module()
         target = Path(self.get_ext_fullpath(ext.name))
+        target.unlink(missing_ok=True)  # a failed build must not ship an older library
         started = time.perf_counter()
         try:
             import jax  # a build requirement (pyproject.toml), pinned like the runtime one
@@ -50,7 +51,7 @@ class BuildNativeKernels(build_ext):
             cxx = build.build(
                 target, include_dir=jax.ffi.include_dir(), jaxlib_version=jaxlib.__version__
             )
-        except build.BuildError as e:
+        except (build.BuildError, ImportError) as e:  # ImportError: no jax (--no-build-isolation)
             print(
                 f"brainsim: WARNING: the native CPU kernels were not built: {e}\n"
                 "brainsim will run its jnp reference kernels instead (slower; it warns when "

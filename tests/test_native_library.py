@@ -1,4 +1,4 @@
-"""The native CPU library: built at install time, loaded only when it matches, else the
+"""The native CPU library (brainsim.kernels._cpu, _build, setup.py): built at install time, loaded only when it matches, else the
 reference with one warning.
 
 Which library a process loads is decided once per process, so each case that changes the
