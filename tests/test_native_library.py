@@ -1,5 +1,5 @@
-"""The native CPU library (brainsim.kernels._cpu, _build, setup.py): built at install time, loaded only when it matches, else the
-reference with one warning.
+"""The native CPU library (``setup.py``, ``brainsim.kernels._build``, ``_cpu``): built at
+install time, loaded only when it matches, else the reference with one warning.
 
 Which library a process loads is decided once per process, so each case that changes the
 decision runs in a fresh interpreter, patching one input of the check (the installed jaxlib's
