@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -165,16 +166,16 @@ def task_check_wheel() -> int:
     with tempfile.TemporaryDirectory(prefix="brainsim-wheel-") as tmp:
         tmp = Path(tmp)
         dist, venv = tmp / "dist", tmp / "venv"
-        check([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", dist, ROOT])
+        # The venv's pip builds the wheel too: python3 alone may come without pip.
+        check([sys.executable, "-m", "venv", venv])
+        python = venv / ("Scripts/python.exe" if WINDOWS else "bin/python")
+        check([python, "-m", "pip", "wheel", "--no-input", "--no-deps", "-w", dist, ROOT])
         (wheel,) = dist.glob("brainsim-*.whl")
-        import zipfile
         libraries = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so")]
         say(f"{wheel.name}: {', '.join(libraries) or 'no native library'}")
         if "brainsim/kernels/libbrainsim_cpu.so" not in libraries:
             say("the wheel carries no native library (see the build output above)")
             return 1
-        check([sys.executable, "-m", "venv", venv])
-        python = venv / ("Scripts/python.exe" if WINDOWS else "bin/python")
         check([python, "-m", "pip", "install", "--no-input", wheel])
         # From the temporary folder, so that the checkout's brainsim/ is not the one imported.
         code = run([python, "-c", WHEEL_CHECK], cwd=tmp)
