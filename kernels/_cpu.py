@@ -51,8 +51,8 @@ _SLOWDOWN = (
 )
 
 _REINSTALL = (
-    "To use the native kernels, install a C++ compiler (g++ or clang++; CXX names another) and "
-    "reinstall brainsim against the installed jaxlib: `pip install --no-build-isolation "
+    "To use the native kernels, reinstall brainsim with a C++ compiler present (g++ or "
+    "clang++; CXX names another), against the installed jaxlib: `pip install --no-build-isolation "
     "--force-reinstall --no-deps .` from its source folder (needs setuptools), or `pip install "
     "-e .` in a checkout. BRAINSIM_DISABLE_NATIVE=1 uses the reference without this warning."
 )
