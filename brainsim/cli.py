@@ -10,9 +10,10 @@ compiles and runs it, prints a summary and writes to ``--out`` (default ``./out`
   ``population_offsets``, ``population_sizes``, ``recorded`` (whether each population's spikes
   were recorded), ``dt_ms``, ``duration_ms``; spikes sorted by time then id;
 * ``summary.json`` — sizes, rates (Hz), ISI CV, timings, the timing conventions (``timing``:
-  ``"Brian2"`` or ``"NEST"``, :class:`brainsim.Timing`), seed, versions and machine (and
-  ``plastic_weights``: synapse count, mean, min and max of each plastic projection's final
-  weights);
+  ``"Brian2"`` or ``"NEST"``, :class:`brainsim.Timing`), seed, the kernels that ran
+  (``kernels``: ``"native CPU (jaxlib X)"`` or ``"jnp reference: <why>"``), versions and
+  machine (and ``plastic_weights``: synapse count, mean, min and max of each plastic
+  projection's final weights);
 * ``raster.png`` — the spike raster (and ``traces.npz``/``traces.png`` when the config records
   state traces);
 * ``weights.npz`` and ``weights.png`` when a projection has ``plasticity``: for each plastic
@@ -288,6 +289,15 @@ def _machine():
     }
 
 
+def _kernels() -> str:
+    """Which kernels ran: ``"native CPU (jaxlib X)"``, ``"jnp reference: <why>"``, Pallas."""
+    import jax
+
+    from . import kernels
+
+    return kernels.auto_implementation(jax.default_backend())
+
+
 def _summary(experiment, result, spiking, spikes, monitors, timings):
     from . import analysis
     from ._version import __version__
@@ -346,6 +356,7 @@ def _summary(experiment, result, spiking, spikes, monitors, timings):
         **{k: float(v) for k, v in timings.items()},
         "simulated_over_wall": duration_s / timings["run_s"],
         "brainsim_version": __version__,
+        "kernels": _kernels(),
         "machine": _machine(),
     }
 
@@ -478,6 +489,7 @@ def _report(s: dict) -> str:
         f"{s['dt_ms']:g} ms ({s['timing']} timing) on {s['machine']['jax_backend']} "
         f"({s['machine']['cpu_count']} CPUs)"
     )
+    lines.append(f"kernels:   {s['kernels']}")
     lines.append(
         f"recorded:  {'; '.join(s['recording']['monitors'])} "
         f"(total {fmt_bytes(s['recording']['bytes'])})"

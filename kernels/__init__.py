@@ -21,6 +21,7 @@ from ._cpu import available as native_cpu_available
 from ._cpu import status as native_cpu_status
 from ._csr import csr_deliver as csr_deliver
 from ._dispatch import Implementation as Implementation
+from ._dispatch import auto_implementation as auto_implementation
 from ._ell import ell_deliver as ell_deliver
 from ._events import SpikeEvents as SpikeEvents
 from ._events import cpu_loop_or_single as cpu_loop_or_single
@@ -50,6 +51,7 @@ from ._warnings import BrainsimWarning as BrainsimWarning
 
 __all__ = [
     "Implementation",
+    "auto_implementation",
     "ell_deliver",
     "native_cpu_available",
     "native_cpu_status",

@@ -65,6 +65,20 @@ def select(impl: Implementation, args, *, reference, native, pallas, tpu_support
     )
 
 
+def auto_implementation(platform: str) -> str:
+    """What ``AUTO`` runs on ``platform`` (``"cpu"``, ``"cuda"``, ...), in words: on CPU
+    ``"native CPU (jaxlib X)"`` or ``"jnp reference: <why>"`` (:func:`brainsim.kernels._cpu.status`),
+    on a GPU or TPU the Pallas kernels. Ops whose arguments a TPU kernel does not support, and
+    plasticity rules without a kernel, use the reference on every platform."""
+    if platform == "cpu":
+        return _cpu.status()
+    if platform in ("cuda", "gpu"):
+        return "Pallas (Triton)"
+    if platform == "tpu":
+        return "Pallas (TPU)"
+    return f"jnp reference: no kernels for platform {platform!r}"
+
+
 NATIVE_OR_REFERENCE = (Implementation.AUTO, Implementation.REFERENCE, Implementation.NATIVE_CPU)
 """The implementations of an op that has only a jnp reference and a native CPU kernel."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainsim import analysis, networks
+from brainsim import analysis, kernels, networks
 from brainsim._config import load_config
 from brainsim.cli import main
 
@@ -53,7 +53,7 @@ SUMMARY_KEYS = {
     "n_synapses", "populations", "projections", "n_spikes", "rates_hz", "rate_hz_network",
     "cv_isi", "cv_isi_network", "recording", "build_s", "startup_s", "init_s", "lower_s",
     "xla_compile_s", "compile_s", "run_s", "write_s", "simulated_over_wall", "brainsim_version",
-    "machine", "files",
+    "kernels", "machine", "files",
 }
 
 
@@ -89,6 +89,7 @@ def test_run_coba_writes_consistent_outputs(coba_run, capsys):
     assert summary["n_neurons"] == 4000
     assert summary["n_synapses"] == networks.coba(seed=0).n_synapses
     assert {"platform", "jax_backend", "cpu_count", "jax_version"} <= set(summary["machine"])
+    assert summary["kernels"] == kernels.native_cpu_status()  # "native CPU (jaxlib ...)" here
     assert summary["compile_s"] > 0 and summary["run_s"] > 0
     assert summary["simulated_over_wall"] == pytest.approx(0.05 / summary["run_s"])
     assert summary["recording"]["bytes"] == 500 * 4000 // 8  # one bit per neuron and step
@@ -144,6 +145,7 @@ def test_printed_summary(small_run):
         assert f"{summary['rates_hz'][name]:.2f}" in line
     for word in ("compile", "run", "simulated/wall", "spikes.npz"):
         assert word in stdout
+    assert f"kernels:   {summary['kernels']}\n" in stdout
 
     # The CLI's spikes are exactly those of the library's simulate() on the same config.
     result = load_config(config).simulate()

@@ -246,23 +246,3 @@ def test_after_without_clear_row_is_an_error():
         kernels.ell_deliver(
             ring, 0, spikes, targets, weights, n_post=N_POST, after=(jnp.zeros(N_POST),)
         )
-
-
-def test_kernel_cache_keeps_only_the_newest_builds(tmp_path):
-    """Each source/jaxlib/compiler change builds a new library; older ones are deleted so the
-    cache does not grow without bound, and the library just built is never among them."""
-    import os
-
-    from brainsim.kernels import _cpu
-
-    libs = [tmp_path / f"libbrainsim_cpu_{i:016x}.so" for i in range(7)]
-    for age, lib in enumerate(libs):
-        lib.write_bytes(b"")
-        os.utime(lib, (1000 + age, 1000 + age))  # libs[6] is the newest
-    other = tmp_path / "unrelated.so"
-    other.write_bytes(b"")
-    just_built = libs[0]  # oldest by time stamp, but the one in use: kept
-    _cpu._prune(tmp_path, keep=just_built)
-    kept = sorted(p.name for p in tmp_path.iterdir())
-    expected = sorted([just_built.name, other.name] + [p.name for p in libs[-_cpu._KEEP_BUILDS:]])
-    assert kept == expected
