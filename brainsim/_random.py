@@ -2,10 +2,11 @@ r"""Counter-based random bits: Threefry-2x32 with 20 rounds, written in ``jax.nu
 
 A spike source draws one uniform per channel and step, and on a CPU ``jax.random`` spends
 most of a Poisson source's time doing it: its Threefry lowering for the CPU is a rolled loop
-that XLA runs as a separate loop per call, outside the fusion of the surrounding arithmetic
-(7717 values: 160–180 µs, development machine, jax 0.10.2). The same cipher written here as
-plain ``uint32`` arithmetic, unrolled, is one elementwise fusion (71 µs for the same 7717
-values). It computes exactly what ``jax.extend.random.threefry_2x32`` computes (the tests
+that XLA runs as a separate loop per call, outside the fusion of the surrounding arithmetic.
+The same cipher written here as plain ``uint32`` arithmetic, unrolled, is one elementwise
+fusion. Measured in one process, 7717 words per step of a 1000-step scan (development
+machine: Intel Xeon, 2 shared cores, jax 0.10.2): ``jax.random.bits`` 290–380 µs, this
+module 67–83 µs. It computes exactly what ``jax.extend.random.threefry_2x32`` computes (the tests
 compare the bits) and, being elementwise, it is the same under ``vmap``: a batch member gets
 the bits it gets alone. (``lax.rng_bit_generator`` is faster still, but under ``vmap`` over
 keys its draws differ from the per-key ones.)
@@ -82,7 +83,8 @@ def random_bits(key: UInt32[Array, "2"], n: int, stream=0) -> UInt32[Array, " n"
     half = (n + 1) // 2
     a, b = threefry2x32(key, lax.iota(jnp.uint32, half), jnp.full((half,), stream, jnp.uint32))
     # Interleaved, not concatenated: XLA fuses a concatenation of the two words by computing
-    # the cipher once for each half, twice the work (measured: 145 against 72 µs for 7717).
+    # the cipher once for each half, twice the work (measured: ~140 against ~75 µs for 7717
+    # words).
     return jnp.stack([a, b], axis=-1).reshape(-1)[:n]
 
 
