@@ -250,12 +250,15 @@ def poisson_counts(key, lam: Array, *, fixed_terms: bool | None = None) -> Array
     element's count depends only on ``key``, its position and its own mean: under ``vmap`` a
     batch member draws what it draws alone.
 
-    Measured in a 1000-step scan, single-threaded CPU time (development machine: Intel Xeon,
-    2 shared cores, jax 0.10.2): 7717 channels with means 0.13–0.17 (the background of
-    Potjans–Diesmann 0.1) ~120 µs per step, ~70 of them the uniforms, and ~0.3 s of XLA
-    compilation; the previous sampler (``jax.random`` uniforms, an event sampler and
-    ``jax.random.poisson`` for means above 10, all compiled) ~350 µs and ~1.6 s. 1000
-    channels at 15 Hz, dt = 0.1 ms: ~8 µs (the previous event sampler: ~4).
+    Measured in a 1000-step scan compiled with brainsim's compiler options (development
+    machine: Intel Xeon with AVX-512, 2 shared cores, jax 0.10.2), per step against the
+    previous sampler (``jax.random`` uniforms, an event sampler for means up to 0.125 and
+    ``jax.random.poisson`` above 10, all compiled into every program): the 7717 channels of
+    Potjans–Diesmann 0.1's background (means 0.12–0.23) 53 µs instead of 109, ~7 of them the
+    uniforms; 1000 channels with mean 2: 15 µs instead of 33, mean 40: 116 instead of 174;
+    1000 channels at 15 Hz with dt = 0.1 ms: 10 µs instead of 5 (there the event sampler,
+    which touched only the channels that fire, was faster). Compilation of that scan: ~0.5 s
+    of CPU time instead of ~1.9.
 
     On a CPU the loops stop after the largest count drawn (1-2 iterations for spike sources)
     and after the largest number of parts. Elsewhere each part runs a fixed
@@ -290,8 +293,8 @@ def poisson_counts(key, lam: Array, *, fixed_terms: bool | None = None) -> Array
                               go.astype(dtype)])  # fmt: skip
 
         start = jnp.stack([jnp.zeros_like(mean), first_term, first_term, jnp.ones_like(mean)])
-        if stopping:
-            s = lax.while_loop(lambda s: jnp.max(s[3]) > 0, advance, start)
+        if stopping:  # two terms per iteration: half the loop's overhead (-10 % at PD 0.1)
+            s = lax.while_loop(lambda s: jnp.max(s[3]) > 0, lambda s: advance(advance(s)), start)
         else:
             s = lax.fori_loop(0, INVERSION_TERMS, lambda _, s: advance(s), start, unroll=True)
         return jnp.where(j < parts, s[0], 0)
@@ -319,8 +322,8 @@ class PoissonSource(AbstractSpikeSource):
     inverted through the Poisson CDF; a mean above 10 is drawn as a sum of parts of at most
     10. A channel's counts depend only on the step's key and its own rate, so a member of a
     ``vmap`` batch emits what it emits alone. Cost per step (development machine, 2 shared
-    CPU cores, jax 0.10.2): ~120 µs for the 7717 channels of Potjans–Diesmann 0.1 (means
-    0.12–0.23), ~8 µs for 1000 channels at 15 Hz with dt = 0.1 ms.
+    CPU cores, jax 0.10.2): ~53 µs for the 7717 channels of Potjans–Diesmann 0.1 (means
+    0.12–0.23), ~10 µs for 1000 channels at 15 Hz with dt = 0.1 ms.
     """
 
     rate: Float[Array, "*n"] | TimedArray
