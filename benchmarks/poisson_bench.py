@@ -7,10 +7,11 @@ per step:
 
 * ``generator`` — a ``SpikeGenerator`` replaying the spikes the Poisson source drew (no random
   numbers: the floor);
-* ``poisson`` — ``PoissonSource(rate)`` (events while the mean count per step is small);
+* ``poisson`` — ``PoissonSource(rate)`` (``poisson_counts``: one counter-based uniform per
+  channel, inverted);
 * ``poisson per-channel rates`` — ``PoissonSource`` with one rate per channel (all equal);
-* ``before`` — the previous sampler, one uniform per channel (``poisson_counts``), as
-  ``PoissonSource`` drew its counts before the event sampler.
+* ``jax.random.poisson`` — the same source drawing its counts with ``jax.random.poisson``
+  (a reference: JAX's own sampler).
 
     python benchmarks/poisson_bench.py --channels 1000 --rate 15 --steps 20000 --repeats 5
 """
@@ -25,19 +26,19 @@ import numpy as np
 from _per_step import per_step_times, report
 
 import brainsim as bs
-from brainsim._inputs import PoissonState, poisson_counts
+from brainsim._inputs import PoissonState
 
 DT = 0.1
 
 
-class _Before(bs.PoissonSource):
-    """PoissonSource drawing as before the event sampler (benchmark-only variant)."""
+class _JaxPoisson(bs.PoissonSource):
+    """PoissonSource drawing with ``jax.random.poisson`` (benchmark-only variant)."""
 
     def step(self, state, step, dt, key):
         lam = jnp.broadcast_to(
             jnp.asarray(self.rate, state.counts.dtype) * (dt * 1e-3), state.counts.shape
         )
-        counts = poisson_counts(key, lam).astype(state.counts.dtype)
+        counts = jax.random.poisson(key, lam).astype(state.counts.dtype)
         return PoissonState(counts), counts
 
 
@@ -68,7 +69,7 @@ def main() -> None:
         "generator": network(generator),
         "poisson": network(bs.PoissonSource(args.rate)),
         "poisson per-channel rates": network(bs.PoissonSource(np.full(n, args.rate))),
-        "before": network(_Before(args.rate)),
+        "jax.random.poisson": network(_JaxPoisson(args.rate)),
     }
     times = per_step_times(variants, args.steps, args.repeats, key)
     print(

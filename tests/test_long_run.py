@@ -349,17 +349,17 @@ def test_overflow_advice_can_be_followed(reference, uninterrupted, tmp_path):
         except bs.SimulationError as e:
             messages.append(str(e))
             capacity = int(re.search(r"SpikeList\('N', capacity >= (\d+)\)", str(e)).group(1))
-    # Chunks hold 3, 13, 13, 11 and 3 spikes of N: the first call stops in chunk 0, before
+    # Chunks hold 3, 12, 11, 10 and 1 spikes of N: the first call stops in chunk 0, before
     # any checkpoint, the second in chunk 1, after the checkpoint of chunk 0.
-    assert len(messages) == 2 and capacity == 13
+    assert len(messages) == 2 and capacity == 12
     assert messages[0].endswith(
         "To go on, call run_long again with the same arguments and out_dir but "
         "SpikeList('N', capacity >= 3) in `record` (its buffer holds one chunk, 120 steps): "
         "the run starts again from t = 0 (there is no checkpoint yet; `checkpoint_every` "
         "makes runs resumable).")
-    assert "rerun with capacity >= 13" in messages[1]
+    assert "rerun with capacity >= 12" in messages[1]
     assert messages[1].endswith(
-        "SpikeList('N', capacity >= 13) in `record` (its buffer holds one chunk, 120 steps): "
+        "SpikeList('N', capacity >= 12) in `record` (its buffer holds one chunk, 120 steps): "
         "the run resumes from the last checkpoint (t = 12 ms), keeping the chunks before it.")
     assert run.n_steps == 500
     assert _same_steps(run.spikes("N")[0], ref.spikes("N")[0])
