@@ -476,12 +476,17 @@ def _write_weights(out: Path, plastic, result, experiment) -> list[Path]:
 
 
 def _title(experiment, summary, shown) -> str:
-    """The config, seed and mean rate of each drawn population, wrapped to fit the figure."""
-    import textwrap
-
+    """The config, seed and mean rate of each drawn population, in lines that fit the figure
+    (broken between populations, never inside one)."""
     source = "default config" if experiment.source == "<default>" else Path(experiment.source).name
-    rates = ", ".join(f"{n} {summary['rates_hz'][n]:.1f} Hz" for n in shown)
-    return textwrap.fill(f"{source}, seed {experiment.seed}: {rates}", width=110)
+    lines = [f"{source}, seed {experiment.seed}:"]
+    for n in shown:
+        entry = f"{n} {summary['rates_hz'][n]:.1f} Hz"
+        if len(lines[-1]) + len(entry) > 110:
+            lines.append(entry)
+        else:
+            lines[-1] += f" {entry}" if lines[-1].endswith(":") else f", {entry}"
+    return "\n".join(lines)
 
 
 def _rate_bin_ms(result) -> float:
