@@ -109,7 +109,7 @@ def test_notebook_runs(path, kernel_manager_factory):
             continue
         images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
         assert images, f"{path.name}: cell {i} plots but produced no figure:\n{cell.source}"
-    text = "".join(_text(o) for c in ran for o in c.outputs)
+    text = "\n".join(_text(o) for c in ran for o in c.outputs)
     assert not NAN.search(text), f"{path.name} printed a NaN:\n{text}"
     if path.name in CLAIMS:
         CLAIMS[path.name](text)
