@@ -13,15 +13,17 @@ compiles and runs it, prints a summary and writes to ``--out`` (default ``./out`
   ``"Brian2"`` or ``"NEST"``, :class:`brainsim.Timing`), seed, versions and machine (and
   ``plastic_weights``: synapse count, mean, min and max of each plastic projection's final
   weights);
-* ``raster.png`` — the spike raster (and ``traces.npz``/``traces.png`` when the config records
-  state traces);
+* ``raster.png`` — the spike raster of the network's populations in network order from the top
+  (spike sources left out unless nothing else spiked) above their population rates (Hz, bins
+  of about 1/200 of the run); and ``traces.npz``/``traces.png`` (one panel per trace, a legend
+  naming the neurons, units) when the config records state traces;
 * ``weights.npz`` and ``weights.png`` when a projection has ``plasticity``: for each plastic
   projection ``NAME``, its final weights as a synapse list ``NAME.pre``, ``NAME.post``,
   ``NAME.weight`` (a dense layout lists every pair of its connectivity) and, when ``[record]
   weights`` traces it, ``NAME.trace.times_ms``, ``NAME.trace.values`` (samples first) and
   ``NAME.trace.synapses`` (the recorded ``[pre, post]`` pairs; absent when the whole stored
-  array is recorded); ``projections`` lists the names. ``weights.png`` is the histogram of
-  each plastic projection's final weights.
+  array is recorded); ``projections`` lists the names. ``weights.png`` overlays the histograms of
+  each plastic projection's weights before (the network's initial weights) and after the run.
 
 Compilation is timed apart from the run with ahead-of-time lowering, and the run is timed to
 completion (``block_until_ready``), so ``run_s`` is simulation only.

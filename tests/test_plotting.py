@@ -168,3 +168,44 @@ def test_import_brainsim_does_not_import_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cli_plots_raster_with_rates_and_weights_before_after(tmp_path, monkeypatch, capsys):
+    """`brainsim run` on Song's STDP config: the raster hides the 1000 Poisson inputs and has a
+    rate panel; weights.png overlays the network's initial weights and the final ones."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure as MplFigure
+
+    from brainsim import cli
+
+    saved = {}
+    real_savefig = MplFigure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        saved[Path(path).name] = fig
+        return real_savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(MplFigure, "savefig", savefig)
+    config = Path(__file__).resolve().parent.parent / "configs" / "song_stdp.toml"
+    assert cli.main(["run", str(config), "--duration", "200", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    raster_ax, rate_ax = saved["raster.png"].axes
+    assert [t.get_text() for t in raster_ax.get_yticklabels()] == ["out"]  # no "input" rows
+    (stairs,) = rate_ax.patches
+    assert stairs.get_label() == "out" and rate_ax.get_xlabel() == "time (ms)"
+    (ax,) = saved["weights.png"].axes
+    before, after = ax.patches
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["before", "after"]
+    assert ax.get_xlabel() == "weight (nS)"
+    # Both histograms share 50 bins over the range of the initial and final weights; "before"
+    # holds the config's initial weights (uniform in [0, 0.01] nS), "after" weights.npz's.
+    (proj,) = bs.load_config(config).network.projections
+    pre, post, valid = proj.synapses.pairs()
+    initial = np.asarray(proj.connectivity.weights)[valid]
+    final = np.load(tmp_path / "weights.npz")["stdp.weight"]
+    assert not np.allclose(initial, final)  # STDP moved them in 200 ms
+    edges = np.linspace(min(initial.min(), final.min()), max(initial.max(), final.max()), 51)
+    for patch, w in [(before, initial), (after, final)]:
+        heights = set(np.round(patch.get_xy()[:, 1], 6)) - {0.0}
+        assert heights == set(np.histogram(w, edges)[0].astype(float)) - {0.0}
