@@ -65,11 +65,11 @@ def raster(
     top, L6 at the bottom). Neuron ``i`` of a population is drawn at height ``offset + i``
     where ``offset`` is the total size of the populations drawn below it. Each population is
     one scatter collection labelled with its name and one color; the y axis carries the
-    population names at the middle of their bands (no legend over the data).
+    population names, in their colors, at the middle of their bands (no legend over the data).
 
     With ``rate_panel=True`` a panel below the raster (sharing its time axis) shows each
     population's rate (Hz per neuron) in bins of ``bin_ms`` ms, as :func:`population_rate`
-    draws it, in the population's color.
+    draws it, in the population's color, with a legend beside the panel.
 
     Arguments:
         result: a :class:`~brainsim.SimulationResult` with a spike recording.
@@ -128,6 +128,8 @@ def raster(
     ax.set_xlim(t0, t0 + result.duration)
     ax.set_ylim(-0.5, total - 0.5)
     ax.set_yticks(ticks, names)
+    for label, collection in zip(ax.get_yticklabels(), ax.collections, strict=True):
+        label.set_color(collection.get_facecolor()[0])
     ax.set_ylabel("neuron (by population)")
     for boundary in offsets[:-1]:
         ax.axhline(boundary - 0.5, color="0.8", lw=0.5)
@@ -136,6 +138,8 @@ def raster(
         return ax
     ax.tick_params(labelbottom=False)
     rate_ax.set_ylabel(f"rate (Hz, {bin_ms:g} ms bins)")
+    if len(names) > 1:  # beside the panel, not over the data
+        rate_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
     return ax, rate_ax
 
 

@@ -7,6 +7,7 @@ import jax
 import matplotlib
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 import brainsim as bs
@@ -108,6 +109,9 @@ def test_raster_rate_panel_shows_the_population_rates(result):
     # gen's spikes at 1, 2, 2 and 5.5 ms: 1, 2 and 1 spikes of 3 channels in 2 ms bins.
     np.testing.assert_allclose(gen_stairs.get_data()[0], np.array([1, 2, 1, 0, 0]) / 6e-3)
     assert rate_ax.get_xlabel() == "time (ms)" and "Hz" in rate_ax.get_ylabel()
+    assert [t.get_text() for t in rate_ax.get_legend().get_texts()] == ["gen", "cell"]
+    for label, scatter in zip(ax.get_yticklabels(), ax.collections, strict=True):
+        np.testing.assert_allclose(to_rgba(label.get_color()), scatter.get_facecolor()[0])
 
 
 def test_population_rate_is_the_binned_rate(result):
