@@ -52,7 +52,29 @@ def _claims_03(text: str) -> None:
     assert int(near) >= 40, text
 
 
-CLAIMS = {"03_stdp.ipynb": _claims_03, "04_hlop_continual_learning.ipynb": _claims_04}
+def _claims_02(text: str) -> None:
+    # The text: a rate close to Brian2's 21.6 Hz and irregular, bursty firing (ISI CV above 1).
+    (rate,) = re.findall(r"^\s*all\s+([\d.]+)\s+\(Brian2", text, re.MULTILINE)
+    assert abs(float(rate) / 21.6 - 1) < 0.15, text
+    cvs = re.findall(r"^\s*[EI]\s+[\d.]+\s+([\d.]+)$", text, re.MULTILINE)
+    assert len(cvs) == 2 and all(float(cv) > 1.0 for cv in cvs), text
+
+
+def _claims_07(text: str) -> None:
+    # The text: one trained pattern gives an ideal detector (100 % for every seed); two patterns'
+    # accuracy falls to 1/3 once they overlap enough.
+    seeds = re.findall(r"^\s*\d+\s+(\d+)%\s+\d+%\s+\d+%$", text, re.MULTILINE)
+    assert seeds and all(a == "100" for a in seeds), text
+    rows = re.findall(r"^\s*(0\.\d+)\s+\d+\s+([\d.]+) ± [\d.]+\s+([\d.]+) ± ", text, re.MULTILINE)
+    assert rows[0][1:] == ("1.000", "1.000") and rows[-1][1:] == ("0.333", "0.333"), rows
+
+
+CLAIMS = {
+    "02_balanced_network.ipynb": _claims_02,
+    "03_stdp.ipynb": _claims_03,
+    "04_hlop_continual_learning.ipynb": _claims_04,
+    "07_stdp_pattern_detector.ipynb": _claims_07,
+}
 
 
 def _text(output) -> str:
