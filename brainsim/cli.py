@@ -15,7 +15,7 @@ compiles and runs it, prints a summary and writes to ``--out`` (default ``./out`
   weights);
 * ``raster.png`` — the spike raster of the network's populations in network order from the top
   (spike sources left out unless nothing else spiked) above their population rates (Hz, bins
-  of about 1/200 of the run); and ``traces.npz``/``traces.png`` (one panel per trace, a legend
+  of about 1/100 of the run); and ``traces.npz``/``traces.png`` (one panel per trace, a legend
   naming the neurons, units) when the config records state traces;
 * ``weights.npz`` and ``weights.png`` when a projection has ``plasticity``: for each plastic
   projection ``NAME``, its final weights as a synapse list ``NAME.pre``, ``NAME.post``,
@@ -426,7 +426,9 @@ def _write(out: Path, experiment, result, spiking, spikes, summary) -> list[Path
                 lw=0.8,
                 unit=_TRACE_UNITS.get(m.variable),
             )
-            ax.set_title(key)
+            ax.set_title(
+                f"{m.population}: {m.variable} of {min(10, len(recorded))} of {len(recorded)} recorded neurons"
+            )
         np.savez_compressed(out / "traces.npz", **arrays)
         fig.savefig(out / "traces.png", dpi=120)
         files += [out / "traces.npz", out / "traces.png"]
@@ -492,8 +494,8 @@ def _title(experiment, summary, shown) -> str:
 
 
 def _rate_bin_ms(result) -> float:
-    """A rate-panel bin of about 1/200 of the run, a whole number of steps, at least 1 step."""
-    steps = max(1, round(result.duration / 200.0 / result.dt))
+    """A rate-panel bin of about 1/100 of the run, a whole number of steps, at least 1 step."""
+    steps = max(1, round(result.duration / 100.0 / result.dt))
     return steps * result.dt
 
 

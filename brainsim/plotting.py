@@ -139,7 +139,7 @@ def raster(
     ax.tick_params(labelbottom=False)
     rate_ax.set_ylabel(f"rate (Hz, {bin_ms:g} ms bins)")
     if len(names) > 1:  # beside the panel, not over the data
-        rate_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+        rate_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     return ax, rate_ax
 
 
