@@ -76,11 +76,19 @@ def _claims_05(text: str) -> None:
     assert len(errors) == 3 and all(float(e) < 0.01 for _, e in errors), text
 
 
+def _claims_06(text: str) -> None:
+    # The text: the network learns to classify the digits (chance is 0.1).
+    (before,) = re.findall(r"before training: test accuracy ([\d.]+)", text)
+    (after,) = re.findall(r"updates: test accuracy ([\d.]+)", text)
+    assert float(before) < 0.2 and float(after) > 0.8, text
+
+
 CLAIMS = {
     "02_balanced_network.ipynb": _claims_02,
     "03_stdp.ipynb": _claims_03,
     "04_hlop_continual_learning.ipynb": _claims_04,
     "05_fitting_neuron_parameters.ipynb": _claims_05,
+    "06_training_snn.ipynb": _claims_06,
     "07_stdp_pattern_detector.ipynb": _claims_07,
 }
 
