@@ -14,15 +14,17 @@ compiles and runs it, prints a summary and writes to ``--out`` (default ``./out`
   (``kernels``: ``"native CPU (jaxlib X)"`` or ``"jnp reference: <why>"``), versions and
   machine (and ``plastic_weights``: synapse count, mean, min and max of each plastic
   projection's final weights);
-* ``raster.png`` — the spike raster (and ``traces.npz``/``traces.png`` when the config records
-  state traces);
+* ``raster.png`` — the spike raster of the network's populations in network order from the top
+  (spike sources left out unless nothing else spiked) above their population rates (Hz, bins
+  of about 1/100 of the run); and ``traces.npz``/``traces.png`` (one panel per trace, a legend
+  naming the neurons, units) when the config records state traces;
 * ``weights.npz`` and ``weights.png`` when a projection has ``plasticity``: for each plastic
   projection ``NAME``, its final weights as a synapse list ``NAME.pre``, ``NAME.post``,
   ``NAME.weight`` (a dense layout lists every pair of its connectivity) and, when ``[record]
   weights`` traces it, ``NAME.trace.times_ms``, ``NAME.trace.values`` (samples first) and
   ``NAME.trace.synapses`` (the recorded ``[pre, post]`` pairs; absent when the whole stored
-  array is recorded); ``projections`` lists the names. ``weights.png`` is the histogram of
-  each plastic projection's final weights.
+  array is recorded); ``projections`` lists the names. ``weights.png`` overlays the histograms of
+  each plastic projection's weights before (the network's initial weights) and after the run.
 
 Compilation is timed apart from the run with ahead-of-time lowering, and the run is timed to
 completion (``block_until_ready``), so ``run_s`` is simulation only.
@@ -398,12 +400,18 @@ def _write(out: Path, experiment, result, spiking, spikes, summary) -> list[Path
 
     from . import plotting
 
-    if spiking:
-        fig = Figure(figsize=(10, 5), layout="constrained")
-        ax = plotting.raster(result, [n for n in names if n in spiking], ax=fig.add_subplot())
-        ax.set_title(_title(experiment, summary))
-        if len(spiking) > 1:
-            ax.legend(loc="upper right", markerscale=8, frameon=True)
+    sources = dict(zip(names, result.population_is_source, strict=True))
+    # Spike sources are the inputs, not the network's activity: drawn only when nothing else
+    # spiked, in network order (anatomical for Potjans-Diesmann: L2/3 on top).
+    shown = [n for n in names if n in spiking and not sources[n]] or [
+        n for n in names if n in spiking
+    ]
+    if shown:
+        fig = Figure(figsize=(10, 6), layout="constrained")
+        ax, _ = plotting.raster(
+            result, shown, rate_panel=True, bin_ms=_rate_bin_ms(result), ax=fig.add_subplot()
+        )
+        ax.set_title(_title(experiment, summary, shown), fontsize="medium")
         fig.savefig(out / "raster.png", dpi=120)
         files.append(out / "raster.png")
     traces = [m for m in result.monitors if isinstance(m, StateTrace)]
@@ -420,14 +428,24 @@ def _write(out: Path, experiment, result, spiking, spikes, summary) -> list[Path
             arrays[f"{key}.values"] = values
             arrays[f"{key}.neurons"] = np.asarray(recorded, np.int64)
             # At most 10 lines per panel stay readable; traces.npz has them all.
-            plotting.voltage_traces(result, m.population, m.variable, recorded[:10], ax=ax, lw=0.8)
-            ax.set_title(key)
+            plotting.voltage_traces(
+                result,
+                m.population,
+                m.variable,
+                recorded[:10],
+                ax=ax,
+                lw=0.8,
+                unit=_TRACE_UNITS.get(m.variable),
+            )
+            ax.set_title(
+                f"{m.population}: {m.variable} of {min(10, len(recorded))} of {len(recorded)} recorded neurons"
+            )
         np.savez_compressed(out / "traces.npz", **arrays)
         fig.savefig(out / "traces.png", dpi=120)
         files += [out / "traces.npz", out / "traces.png"]
     plastic = [p for p in experiment.network.projections if p.plasticity is not None]
     if plastic:
-        files += _write_weights(out, plastic, result)
+        files += _write_weights(out, plastic, result, experiment)
     return files
 
 
@@ -438,9 +456,10 @@ def _final_synapses(proj, stored):
     return pre[valid], post[valid], np.asarray(stored)[valid]
 
 
-def _write_weights(out: Path, plastic, result) -> list[Path]:
+def _write_weights(out: Path, plastic, result, experiment) -> list[Path]:
     from matplotlib.figure import Figure
 
+    from . import plotting
     from ._monitors import WeightTrace
 
     arrays: dict[str, np.ndarray] = {"projections": np.array([p.name for p in plastic])}
@@ -451,8 +470,14 @@ def _write_weights(out: Path, plastic, result) -> list[Path]:
         arrays[f"{proj.name}.pre"] = pre.astype(np.int64)
         arrays[f"{proj.name}.post"] = post.astype(np.int64)
         arrays[f"{proj.name}.weight"] = weight
-        ax.hist(weight, bins=50)
-        ax.set(title=f"{proj.name}: final weights", xlabel="weight", ylabel="synapses")
+        initial = _final_synapses(proj, proj.connectivity.weights)[2]
+        plotting.weights(
+            initial,
+            weight,
+            ax=ax,
+            unit=_weight_unit(experiment.network, proj),
+            title=f"{proj.name}: weights before and after {result.duration:g} ms",
+        )
     for m in result.monitors:
         if isinstance(m, WeightTrace):
             times, values = result.weight_trace(m.projection)
@@ -465,10 +490,36 @@ def _write_weights(out: Path, plastic, result) -> list[Path]:
     return [out / "weights.npz", out / "weights.png"]
 
 
-def _title(experiment, summary) -> str:
+def _title(experiment, summary, shown) -> str:
+    """The config, seed and mean rate of each drawn population, in lines that fit the figure
+    (broken between populations, never inside one)."""
     source = "default config" if experiment.source == "<default>" else Path(experiment.source).name
-    rates = ", ".join(f"{n} {r:.1f} Hz" for n, r in summary["rates_hz"].items())
-    return f"{source}, seed {experiment.seed}: {rates}"
+    lines = [f"{source}, seed {experiment.seed}:"]
+    for n in shown:
+        entry = f"{n} {summary['rates_hz'][n]:.1f} Hz"
+        if len(lines[-1]) + len(entry) > 110:
+            lines.append(entry)
+        else:
+            lines[-1] += f" {entry}" if lines[-1].endswith(":") else f", {entry}"
+    return "\n".join(lines)
+
+
+def _rate_bin_ms(result) -> float:
+    """A rate-panel bin of about 1/100 of the run, a whole number of steps, at least 1 step."""
+    steps = max(1, round(result.duration / 100.0 / result.dt))
+    return steps * result.dt
+
+
+# Units of the state variables a config may trace (brainsim's units: mV, pA, nS, ms).
+_TRACE_UNITS = {"v": "mV", "w": "pA", "I_syn": "pA", "g": "nS"}
+
+
+def _weight_unit(network, proj) -> str | None:
+    """nS onto a conductance-based receptor, pA onto a current-based one."""
+    from ._synapses.outputs import ConductanceBased, CurrentBased
+
+    output = network.population(proj.post).receptors[proj.receptor].output
+    return {ConductanceBased: "nS", CurrentBased: "pA"}.get(type(output))
 
 
 def _report(s: dict) -> str:
