@@ -19,8 +19,8 @@ def _active_network(n=13, n_src=5, seed=0, poisson=False):
     """A source (random spike times, or Poisson) onto a recurrent LIF population with
     heterogeneous bias currents that fires irregularly at tens of Hz.
 
-    The spike-generator version compiles much faster (Poisson sampling is a rejection loop), so
-    only the tests about randomness use ``poisson=True``.
+    The spike-generator version compiles faster (the Poisson sampler adds its inversion
+    loops), so only the tests about randomness use ``poisson=True``.
     """
     rng = np.random.default_rng(seed)
     if poisson:
