@@ -134,9 +134,6 @@ def _export_neuron(nir, pop: Population, network: Network):
     if np.any(p["t_ref"] != 0):
         raise ValueError(f"{where}: t_ref={model.t_ref} ms; NIR neurons have no refractory "
                          "period. Use t_ref=0.")
-    if np.any(p["I_e"] != 0):
-        raise ValueError(f"{where}: I_e={model.I_e} pA; NIR neurons have no bias current "
-                         "(an Affine bias would need a presynaptic node). Use I_e=0.")
     if pop.currents:
         raise ValueError(f"{where}: injected currents ({len(pop.currents)}) have no NIR form; "
                          "drive it through a projection from a spike source instead.")
@@ -162,6 +159,9 @@ def _export_neuron(nir, pop: Population, network: Network):
                          "neuron has one synaptic input.")
     r = p["tau_m"] / p["C_m"]
     if kinetics and next(iter(kinetics))[0] == "exp":
+        if np.any(p["I_e"] != 0):
+            raise ValueError(f"{where}: I_e={model.I_e} pA with an ExponentialSynapse; a NIR "
+                             "CubaLIF takes a bias only through its synapse. Use I_e=0.")
         tau_syn = _arr(next(iter(kinetics))[1])
         if np.any(np.isinf(p["tau_m"])):
             raise ValueError(f"{where}: tau_m=inf with an ExponentialSynapse (NIR CubaIF) is "
@@ -206,6 +206,7 @@ def _export_network(nir, network: Network, outputs):
             nodes[pop.name] = nir.Input(input_type={"input": np.array([pop.size])})
         else:
             nodes[pop.name] = _export_neuron(nir, pop, network)
+    biased = set()
     for proj in network.projections:
         where = f"to_nir: projection {proj.name!r}"
         if proj.stp is not None or proj.plasticity is not None:
@@ -223,12 +224,23 @@ def _export_network(nir, network: Network, outputs):
             edges.append((src, key))
             src = key
         key = f"{proj.name}.weight"
-        nodes[key] = nir.Linear(weight=w.T)
+        bias = _scalar_or_all(getattr(network.populations[_index(network, proj.post)].model,
+                                      "I_e", 0.0), w.shape[1])
+        if proj.post not in biased and np.any(bias != 0):
+            # The constant current I_e is the bias of one incoming Affine (a held input).
+            biased.add(proj.post)
+            nodes[key] = nir.Affine(weight=w.T, bias=bias)
+        else:
+            nodes[key] = nir.Linear(weight=w.T)
         edges += [(src, key), (key, proj.post)]
+    for pop in network.populations:
+        model = pop.model
+        if isinstance(model, LIF) and pop.name not in biased and np.any(_arr(model.I_e) != 0):
+            raise ValueError(f"to_nir: population {pop.name!r}: I_e={model.I_e} pA with no "
+                             "incoming projection to carry it as an Affine bias. Use I_e=0.")
     if outputs is None:
-        sources = {p.pre for p in network.projections}
         outputs = [p.name for p in network.populations
-                   if p.name not in sources and not isinstance(p.model, AbstractSpikeSource)]
+                   if not isinstance(p.model, AbstractSpikeSource)]
     for name in outputs:
         if name not in nodes or isinstance(nodes[name], nir.Input):
             raise ValueError(f"to_nir: `outputs` names {name!r}, which is not a neuron "
@@ -241,7 +253,11 @@ def _export_network(nir, network: Network, outputs):
 
 
 def _size(network, name):
-    return next(p.size for p in network.populations if p.name == name)
+    return network.populations[_index(network, name)].size
+
+
+def _index(network, name):
+    return next(i for i, p in enumerate(network.populations) if p.name == name)
 
 
 def _export_rnn(nir, model, dt):
@@ -279,11 +295,12 @@ def to_nir(network, *, outputs=None, dt: float | None = None):
         network: a :class:`~brainsim.Network` of spike sources and :class:`~brainsim.LIF`
             populations, or a :class:`brainsim.fit.SpikingRNN` (then ``dt`` (ms) is required:
             its readout's decay per step depends on it).
-        outputs: names of populations that get an ``Output`` node (default: the neuron
-            populations that project nowhere).
+        outputs: names of populations that get an ``Output`` node ``"<name>.output"``
+            (default: every neuron population).
 
-    Anything without an exact NIR form (other neuron models, refractoriness, bias currents,
-    conductance-based or other synapse kinetics, plasticity, per-synapse delays) raises a
+    A constant current ``I_e`` becomes the bias of the population's first incoming
+    projection (an ``Affine``). Anything without an exact NIR form (other neuron models,
+    refractoriness, injected currents, conductance-based or other synapse kinetics, plasticity, per-synapse delays) raises a
     ValueError naming the population or projection.
     """
     nir = _nir()

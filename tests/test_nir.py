@@ -1,0 +1,211 @@
+"""brainsim.nir: export and import of NIR graphs, checked against a NumPy reference."""
+
+import jax
+import numpy as np
+import pytest
+
+import brainsim as bs
+from brainsim import connect
+
+nir = pytest.importorskip("nir")
+bnir = bs.nir
+
+T = 60
+
+
+pytestmark = pytest.mark.usefixtures("x64")  # float64: spikes compared exactly
+
+
+def _dense(pre, post, w, delay=0.0, receptor="in"):
+    i, j = np.nonzero(np.ones_like(w, dtype=bool))
+    conn = connect.from_arrays(i, j, n_pre=w.shape[0], n_post=w.shape[1], weight=w[i, j],
+                               delay=delay)
+    return bs.Projection(pre, post, conn, receptor=receptor, layout=bs.Dense())
+
+
+def _pulse():
+    return {"in": bs.Receptor(bs.PulseSynapse(), bs.CurrentBased())}
+
+
+def _inputs(n, seed=0):
+    return (np.random.default_rng(seed).random((T, n)) < 0.3).astype(np.float64)
+
+
+def _spikes(net, pop):
+    result = bs.simulate(net, n_steps=T, state=net.init(jax.random.key(0)),
+                         record=(bs.fit.SpikeTrain(pop),))
+    return np.asarray(result.recordings[0])
+
+
+def _two_layer(x, *, kinetics=None, integrator=None, delay=2.0):
+    rng = np.random.default_rng(1)
+    lif = bs.LIF(C_m=2.0, tau_m=[10.0, 12.0, 8.0, 20.0, 15.0], E_L=0.0, V_th=1.0,
+                 V_reset=-0.2, t_ref=0.0, integrator=integrator or bs.Euler())
+    rec = {"in": bs.Receptor(kinetics, bs.CurrentBased())} if kinetics else _pulse()
+    pops = [
+        bs.Population("x", x.shape[1], bs.SpikeArray(x)),
+        bs.Population("h", 5, lif, receptors=rec),
+        bs.Population("o", 5, lif, receptors=rec),
+    ]
+    projs = [_dense("x", "h", rng.normal(1.5, 1.0, (x.shape[1], 5))),
+             _dense("h", "o", rng.normal(1.5, 1.0, (5, 5)), delay=delay),
+             _dense("o", "h", rng.normal(0.0, 0.5, (5, 5)))]
+    return bs.Network(pops, projs, dt=1.0)
+
+
+@pytest.mark.parametrize("synapse", ["pulse", "exponential"])
+def test_round_trip_brainsim_nir_brainsim_same_spikes(synapse):
+    x = _inputs(4)
+    kinetics = bs.ExponentialSynapse([3.0, 4.0, 5.0, 6.0, 2.0]) if synapse != "pulse" else None
+    net = _two_layer(x, kinetics=kinetics)
+    graph = bnir.to_nir(net)
+    node = graph.nodes["h"]
+    assert isinstance(node, nir.CubaLIF if kinetics else nir.LIF)
+    imported = bnir.from_nir(graph, dt=1.0, inputs=x)
+    out = bnir.run(imported)
+    want = _spikes(net, "o")
+    assert want.sum() > 5  # the comparison is not between two silent networks
+    np.testing.assert_array_equal(np.asarray(out["o.output"]), want)
+    np.testing.assert_array_equal(np.asarray(out["h.output"]), _spikes(net, "h"))
+    assert imported.outputs == {"h.output": ("h", "spikes"), "o.output": ("o", "spikes")}
+
+
+def test_round_trip_through_file(tmp_path):
+    x = _inputs(4)
+    net = _two_layer(x)
+    nir.write(tmp_path / "net.nir", bnir.to_nir(net))
+    out = bnir.run(bnir.from_nir(nir.read(tmp_path / "net.nir"), dt=1.0, inputs=x))
+    np.testing.assert_array_equal(np.asarray(out["o.output"]), _spikes(net, "o"))
+
+
+def _graph(**lif_overrides):
+    rng = np.random.default_rng(3)
+    w1 = rng.normal(1.0, 1.0, (6, 3))
+    w2 = rng.normal(0.8, 0.8, (4, 6))
+    params = dict(tau=np.array([5.0, 10.0, 20.0, 8.0, 4.0, 30.0]), r=np.full(6, 2.0),
+                  v_leak=np.array([0.0, 0.1, -0.1, 0.0, 0.2, 0.0]),
+                  v_threshold=np.full(6, 1.0), v_reset=np.full(6, -0.5))
+    params.update(lif_overrides)
+    return nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([3])}),
+            "fc1": nir.Affine(weight=w1, bias=np.full(6, 0.05)),
+            "lif": nir.LIF(**params),
+            "delay": nir.Delay(delay=np.full(6, 2.0)),
+            "fc2": nir.Linear(weight=w2),
+            "if": nir.IF(r=np.full(4, 1.5), v_threshold=np.full(4, 1.0)),
+            "output": nir.Output(output_type={"output": np.array([4])}),
+        },
+        edges=[("input", "fc1"), ("fc1", "lif"), ("lif", "delay"), ("delay", "fc2"),
+               ("fc2", "if"), ("if", "output")],
+    ), (w1, w2, params)
+
+
+def _reference(x, w1, w2, p, dt):
+    """The graph by hand: Euler, input of step k from spikes of step k-1 (plus the delay),
+    spike when v >= threshold after the update, reset to v_reset."""
+    v1 = p["v_leak"].copy()
+    v2 = np.zeros(4)
+    s1_hist = np.zeros((T, 6))
+    out = np.zeros((T, 4))
+    lag2 = int(round(2.0 / dt)) + 1
+    for k in range(T):
+        i1 = (x[k - 1] @ w1.T if k >= 1 else 0.0) + 0.05
+        v1 = v1 + dt / p["tau"] * (p["v_leak"] - v1 + p["r"] * i1)
+        s1 = v1 >= p["v_threshold"]
+        v1 = np.where(s1, p["v_reset"], v1)
+        s1_hist[k] = s1
+        i2 = s1_hist[k - lag2] @ w2.T if k >= lag2 else 0.0
+        v2 = v2 + dt * 1.5 * i2
+        s2 = v2 >= 1.0
+        v2 = np.where(s2, 0.0, v2)
+        out[k] = s2
+    return out
+
+
+def test_hand_built_graph_matches_numpy_reference():
+    graph, (w1, w2, p) = _graph()
+    x = _inputs(3, seed=5)
+    out = np.asarray(bnir.run(bnir.from_nir(graph, dt=1.0, inputs={"input": x}))["output"])
+    want = _reference(x, w1, w2, p, 1.0)
+    assert want.sum() > 5
+    np.testing.assert_array_equal(out, want)
+
+
+def test_nir_brainsim_nir_same_parameters():
+    graph, (w1, w2, p) = _graph()
+    net = bnir.from_nir(graph, dt=1.0, inputs=_inputs(3)).network
+    back = bnir.to_nir(net)
+    lif = back.nodes["lif"]
+    for name in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
+        np.testing.assert_allclose(getattr(lif, name), p[name], rtol=1e-15)
+    assert isinstance(back.nodes["if"], nir.IF)
+    np.testing.assert_allclose(back.nodes["if"].r, 1.5)
+    np.testing.assert_allclose(back.nodes["lif->if.weight"].weight, w2)
+    np.testing.assert_allclose(back.nodes["lif->if.delay"].delay, 2.0)
+    # The Affine bias became I_e, exported again as the bias of the incoming Affine.
+    fc1 = back.nodes["input->lif.weight"]
+    assert isinstance(fc1, nir.Affine)
+    np.testing.assert_allclose(fc1.bias, 0.05)
+    np.testing.assert_allclose(fc1.weight, w1)
+
+
+def test_spiking_rnn_export_readout_matches_model():
+    model = bs.fit.SpikingRNN(3, 6, 2, key=jax.random.key(0), recurrent=True)
+    graph = bnir.to_nir(model, dt=1.0)
+    assert set(graph.nodes) >= {"input", "w_in", "hidden", "w_rec", "w_out", "readout"}
+    np.testing.assert_array_equal(graph.nodes["w_in"].weight, np.asarray(model.w_in).T)
+    li = graph.nodes["readout"]
+    # Euler of the LI node: v' = (1 - dt/tau) v + dt r/tau I must be the model's filter.
+    kappa = np.exp(-1.0 / float(model.tau_out))
+    np.testing.assert_allclose(1.0 - 1.0 / li.tau, kappa, rtol=1e-12)
+    np.testing.assert_allclose(li.r / li.tau, 1.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="needs `dt`"):
+        bnir.to_nir(model)
+
+
+def test_export_refuses_what_does_not_map():
+    x = _inputs(2)
+    src = bs.Population("x", 2, bs.SpikeArray(x))
+    refractory = bs.Population("r", 2, bs.LIF(t_ref=2.0), receptors=_pulse())
+    with pytest.raises(ValueError, match="population 'r'.*t_ref"):
+        bnir.to_nir(bs.Network([src, refractory], [_dense("x", "r", np.ones((2, 2)))], dt=1.0))
+    cond = bs.Population("c", 2, bs.LIF(t_ref=0.0), receptors={
+        "in": bs.Receptor(bs.ExponentialSynapse(5.0), bs.ConductanceBased(0.0))})
+    with pytest.raises(ValueError, match="receptor 'in' is ConductanceBased"):
+        bnir.to_nir(bs.Network([src, cond], [_dense("x", "c", np.ones((2, 2)))], dt=1.0))
+    adex = bs.Population("a", 2, bs.AdEx(), receptors=_pulse())
+    with pytest.raises(ValueError, match="population 'a'.*AdEx"):
+        bnir.to_nir(bs.Network([src, adex], [_dense("x", "a", np.ones((2, 2)))], dt=1.0))
+    lif = bs.Population("l", 2, bs.LIF(t_ref=0.0), receptors=_pulse())
+    i, j = np.array([0, 1]), np.array([0, 1])
+    mixed = bs.Projection("x", "l", connect.from_arrays(i, j, n_pre=2, n_post=2, weight=1.0,
+                                                        delay=np.array([0.0, 1.0])),
+                          receptor="in", layout=bs.Dense())
+    with pytest.raises(ValueError, match="projection 'x->l:in'.*different delays"):
+        bnir.to_nir(bs.Network([src, lif], [mixed], dt=1.0))
+
+
+def test_import_refuses_unsupported_nodes():
+    graph, _ = _graph()
+    conv = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+               "conv": nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 2, 2)),
+                                  stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(1)),
+               "output": nir.Output(output_type={"output": np.array([1, 3, 3])})},
+        edges=[("input", "conv"), ("conv", "output")])
+    with pytest.raises(NotImplementedError, match="'conv' is a Conv2d"):
+        bnir.from_nir(conv, dt=1.0, inputs=np.zeros((T, 16)))
+    with pytest.raises(ValueError, match="not whole steps of dt=0.3"):
+        bnir.from_nir(graph, dt=0.3, inputs=_inputs(3))
+    with pytest.raises(ValueError, match=r"inputs\['input'\]` must have shape \(T, 3\)"):
+        bnir.from_nir(graph, dt=1.0, inputs=np.zeros((T, 5)))
+    cuba = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+               "fc": nir.Affine(weight=np.ones((2, 2)), bias=np.ones(2)),
+               "lif": nir.CubaLIF(tau_syn=np.full(2, 5.0), tau_mem=np.full(2, 10.0),
+                                  r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2)),
+               "output": nir.Output(output_type={"output": np.array([2])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+    with pytest.raises(ValueError, match="Affine bias into CubaLIF 'lif'"):
+        bnir.from_nir(cuba, dt=1.0, inputs=np.zeros((T, 2)))
