@@ -402,6 +402,9 @@ def _paths(nir, graph, start, dt):
         for nxt in out.get(key, []):
             node = graph.nodes[nxt]
             where = f"from_nir: node {nxt!r}"
+            if isinstance(node, nir.Output) or type(node).__name__ in _NEURONS:
+                results.append((nxt, w, bias, delay))
+                continue
             if nxt in seen:
                 raise ValueError(f"{where}: a loop of linear nodes without a neuron in it.")
             if isinstance(node, nir.Linear | nir.Affine):
@@ -428,8 +431,6 @@ def _paths(nir, graph, start, dt):
                                          "Delay on a source's channels or one value maps.")
                     d = np.full(n0, d[0])
                 walk(nxt, w, bias, delay + d, seen | {nxt})
-            elif isinstance(node, nir.Output) or type(node).__name__ in _NEURONS:
-                results.append((nxt, w, bias, delay))
             else:
                 _refuse(nxt, node)
 
@@ -562,6 +563,11 @@ def run(imported: Imported, n_steps: int | None = None, *, dtype=None):
     import jax
 
     net = imported.network
-    result = simulate(net, n_steps=n_steps, state=net.init(jax.random.key(0), dtype=dtype),
+    # StateTrace samples at the start of a step: one step more gives v after each step.
+    result = simulate(net, n_steps=n_steps + 1, state=net.init(jax.random.key(0), dtype=dtype),
                       record=record)
-    return {k: result.recordings[i] for i, k in enumerate(names)}
+    return {
+        k: result.recordings[i][:n_steps] if imported.outputs[k][1] == "spikes"
+        else result.recordings[i][1:]
+        for i, k in enumerate(names)
+    }

@@ -1,5 +1,6 @@
 """brainsim.nir: export and import of NIR graphs, checked against a NumPy reference."""
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -162,6 +163,27 @@ def test_spiking_rnn_export_readout_matches_model():
     np.testing.assert_allclose(li.r / li.tau, 1.0, rtol=1e-12)
     with pytest.raises(ValueError, match="needs `dt`"):
         bnir.to_nir(model)
+
+
+def test_spiking_rnn_exported_and_imported_gives_its_spikes():
+    """The SpikingRNN's input current acts in the step of its row, an imported Input's spikes
+    one step later (a projection): the imported hidden spikes are the model's one step later
+    and the readout (one more projection) two steps later. Its neuron integrates exactly."""
+    model = bs.fit.SpikingRNN(3, 8, 2, key=jax.random.key(1), recurrent=True, input_gain=3.0)
+    x = _inputs(3, seed=2)
+    spikes, readout = model(x, 1.0)
+    assert np.asarray(spikes).sum() > 10
+    imported = bnir.from_nir(bnir.to_nir(model, dt=1.0), dt=1.0, inputs=x,
+                             integrator=bs.ExponentialEuler())
+    # The readout is an LI node: integrated with Euler, its update is SpikingRNN's filter
+    # y = kappa y + u exactly; the hidden LIF with the model's own (exact) integrator.
+    index = [p.name for p in imported.network.populations].index("readout")
+    net = eqx.tree_at(lambda n: n.populations[index].model.integrator, imported.network,
+                      bs.Euler())
+    out = np.asarray(bnir.run(imported._replace(network=net))["output"])
+    # 1 - dt/tau and r dt/tau are kappa and 1 up to rounding (tau = dt/(1 - kappa)).
+    np.testing.assert_allclose(out[2:], np.asarray(readout)[:-2], rtol=1e-12, atol=1e-12)
+    assert np.abs(out).max() > 0.1
 
 
 def test_export_refuses_what_does_not_map():
