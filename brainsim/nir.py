@@ -42,6 +42,8 @@ NIR                 brainsim
 ``Linear``          a :class:`~brainsim.Projection` with the dense matrix ``weight.T``
 ``Affine``          the same; ``bias`` becomes the target's constant current ``I_e``
 ``Scale``           a diagonal matrix
+``Conv1d/Conv2d``   the convolution's dense matrix (:func:`conv_matrix`; exact, ``n_in × n_out``
+                    weights), its bias as for ``Affine``
 ``Delay``           the projection's delay (ms, whole steps of ``dt``)
 ``Flatten``         nothing (brainsim populations are flat, C order)
 ``Output``          a recording (spikes, or ``v`` of an ``LI``/``I``)
@@ -49,7 +51,7 @@ NIR                 brainsim
 
 Chains of ``Linear``/``Affine``/``Scale``/``Delay``/``Flatten`` between two neuron nodes are
 multiplied into one projection (exact: they are linear). Refused with a clear error:
-``Conv1d``/``Conv2d``, pooling, ``Threshold``, ``CubaLI``, nested ``NIRGraph`` nodes
+pooling, ``Threshold``, ``CubaLI``, nested ``NIRGraph`` nodes
 (recurrent subgraphs; flatten them first), an ``Affine`` bias into a ``CubaLIF``, delays that
 are not whole steps of ``dt`` or that differ between channels after a matrix.
 
@@ -334,7 +336,7 @@ class Imported(NamedTuple):
 
 
 _NEURONS = ("LIF", "IF", "CubaLIF", "LI", "I")
-_PASS = ("Linear", "Affine", "Scale", "Delay", "Flatten")
+_PASS = ("Linear", "Affine", "Scale", "Delay", "Flatten", "Conv1d", "Conv2d")
 
 
 def _size_of(node) -> int:
@@ -376,10 +378,6 @@ def _import_neuron(nir, key, node, integrator):
 
 def _refuse(key, node):
     kind = type(node).__name__
-    if kind in ("Conv1d", "Conv2d"):
-        raise NotImplementedError(
-            f"from_nir: node {key!r} is a {kind}; convolutions are not imported yet (no "
-            "connectivity is built from a kernel). Unroll it into a Linear node first.")
     if kind == "NIRGraph":
         raise NotImplementedError(
             f"from_nir: node {key!r} is a nested NIRGraph (e.g. a recurrent subgraph); "
@@ -409,8 +407,9 @@ def _paths(nir, graph, start, dt):
                 raise ValueError(f"{where}: a loop of linear nodes without a neuron in it.")
             if isinstance(node, nir.Linear | nir.Affine):
                 m = _arr(node.weight)
-                if m.ndim != 2:
-                    raise ValueError(f"{where}: weight of shape {m.shape}; only 2-D weights map.")
+                if m.ndim != 2 or m.shape[1] != w.shape[1]:
+                    raise ValueError(f"{where}: weight of shape {m.shape} after {w.shape[1]} "
+                                     "values; a 2-D (out, in) weight that takes them maps.")
                 w2, b2 = w @ m.T, None if bias is None else m @ bias
                 if isinstance(node, nir.Affine):
                     b2 = _arr(node.bias) if b2 is None else b2 + _arr(node.bias)
@@ -418,6 +417,18 @@ def _paths(nir, graph, start, dt):
                     raise ValueError(f"{where}: channels with different delays are mixed by "
                                      "this matrix; only one delay per source channel maps.")
                 walk(nxt, w2, b2, delay, seen | {nxt})
+            elif isinstance(node, nir.Conv1d | nir.Conv2d):
+                a, conv_bias = conv_matrix(node, where)
+                if w.shape[1] != a.shape[0]:
+                    raise ValueError(f"{where}: takes {a.shape[0]} values; its input has "
+                                     f"{w.shape[1]}.")
+                b2 = None if bias is None else a.T @ bias
+                if conv_bias is not None:
+                    b2 = conv_bias if b2 is None else b2 + conv_bias
+                if not np.all(delay == delay[0]) and _mixes(a.T):
+                    raise ValueError(f"{where}: channels with different delays are mixed by "
+                                     "this convolution; only one delay per source channel maps.")
+                walk(nxt, w @ a, b2, delay, seen | {nxt})
             elif isinstance(node, nir.Scale):
                 s = _arr(node.scale).ravel()
                 walk(nxt, w * s, None if bias is None else bias * s, delay, seen | {nxt})
@@ -436,6 +447,60 @@ def _paths(nir, graph, start, dt):
 
     walk(start, np.eye(n0), None, np.zeros(n0), {start})
     return results
+
+
+def conv_matrix(node, where: str = "conv_matrix"):
+    """The dense matrix ``A`` (inputs × outputs, C order) and the per-output bias of a NIR
+    ``Conv1d``/``Conv2d`` (cross-correlation, as PyTorch: padding symmetric or ``"same"``
+    (extra on the high side) / ``"valid"``, stride, dilation, groups): ``y = x A + b``."""
+    weight = _arr(node.weight)
+    one_d = weight.ndim == 3
+    if node.input_shape is None:
+        raise ValueError(f"{where}: the convolution has no `input_shape`; set it (or call "
+                         "graph.infer_types()) so that its matrix is defined.")
+    spatial = (int(node.input_shape), 1) if one_d else tuple(int(d) for d in node.input_shape)
+    if one_d:
+        weight = weight[..., None]
+    pair = lambda v, fill: (int(v), fill) if one_d else tuple(  # noqa: E731
+        int(x) for x in np.broadcast_to(np.asarray(v), (2,)))
+    stride, dilation = pair(node.stride, 1), pair(node.dilation, 1)
+    c_out, c_in_group, kh, kw = weight.shape
+    groups = int(node.groups)
+    c_in = c_in_group * groups
+    if node.padding == "valid":
+        pads = ((0, 0), (0, 0))
+    elif node.padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"{where}: padding 'same' with stride {node.stride}; PyTorch and "
+                             "NIR define it for stride 1 only.")
+        total = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
+        pads = tuple((t // 2, t - t // 2) for t in total)
+    else:
+        p0, p1 = pair(node.padding, 0)
+        pads = ((p0, p0), (p1, p1))
+    n_in = c_in * spatial[0] * spatial[1]
+    x = np.eye(n_in).reshape(n_in, c_in, *spatial)
+    x = np.pad(x, ((0, 0), (0, 0), *pads))
+    out_hw = [(x.shape[2 + i] - dilation[i] * (k - 1) - 1) // stride[i] + 1
+              for i, k in enumerate((kh, kw))]
+    y = np.zeros((n_in, c_out, *out_hw))
+    per_out = c_out // groups
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, :, i * dilation[0]: i * dilation[0] + stride[0] * (out_hw[0] - 1) + 1:
+                      stride[0],
+                      j * dilation[1]: j * dilation[1] + stride[1] * (out_hw[1] - 1) + 1:
+                      stride[1]]
+            for g in range(groups):
+                ins = slice(g * c_in_group, (g + 1) * c_in_group)
+                outs = slice(g * per_out, (g + 1) * per_out)
+                y[:, outs] += np.einsum("nchw,oc->nohw", patch[:, ins], weight[outs, :, i, j])
+    bias = None if node.bias is None else _arr(node.bias).ravel()
+    if bias is not None and np.any(bias != 0):
+        bias = np.repeat(bias, out_hw[0] * out_hw[1])
+    else:
+        bias = None  # (a zero bias is no bias: it may then precede a CubaLIF)
+    return y.reshape(n_in, -1), bias
 
 
 def _mixes(m):
@@ -518,6 +583,9 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
                                  f") feeds {target!r}; its output is a membrane value, not "
                                  "spikes, and only an Output may follow it.")
             _, kinetics, factor = models[target]
+            if w.shape[1] != len(factor):
+                raise ValueError(f"from_nir: {w.shape[1]} values from {start!r} reach "
+                                 f"{target!r}, which has {len(factor)} neurons.")
             if bias is not None:
                 if isinstance(kinetics, ExponentialSynapse):
                     raise ValueError(f"from_nir: an Affine bias into CubaLIF {target!r}; a "

@@ -210,14 +210,22 @@ def test_export_refuses_what_does_not_map():
 
 def test_import_refuses_unsupported_nodes():
     graph, _ = _graph()
-    conv = nir.NIRGraph(
+    pool = nir.NIRGraph(
         nodes={"input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
-               "conv": nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 2, 2)),
-                                  stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(1)),
-               "output": nir.Output(output_type={"output": np.array([1, 3, 3])})},
-        edges=[("input", "conv"), ("conv", "output")])
-    with pytest.raises(NotImplementedError, match="'conv' is a Conv2d"):
-        bnir.from_nir(conv, dt=1.0, inputs=np.zeros((T, 16)))
+               "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                     padding=np.array([0, 0])),
+               "output": nir.Output(output_type={"output": np.array([1, 2, 2])})},
+        edges=[("input", "pool"), ("pool", "output")], type_check=False)
+    with pytest.raises(ValueError, match="node 'pool' is a SumPool2d, which has no exact"):
+        bnir.from_nir(pool, dt=1.0, inputs=np.zeros((T, 16)))
+    wrong = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+               "fc": nir.Linear(weight=np.ones((3, 2))),
+               "lif": nir.IF(r=np.ones(4), v_threshold=np.ones(4)),
+               "output": nir.Output(output_type={"output": np.array([4])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")], type_check=False)
+    with pytest.raises(ValueError, match="3 values from 'input' reach 'lif', which has 4"):
+        bnir.from_nir(wrong, dt=1.0, inputs=np.zeros((T, 2)))
     with pytest.raises(ValueError, match="not whole steps of dt=0.3"):
         bnir.from_nir(graph, dt=0.3, inputs=_inputs(3))
     with pytest.raises(ValueError, match=r"inputs\['input'\]` must have shape \(T, 3\)"):
@@ -288,3 +296,63 @@ def test_spyx_exported_graph_gives_spyx_spikes():
         own = _first_repeat(hidden_spyx[:, i : i + 1], hidden[:, i : i + 1])
         np.testing.assert_array_equal(hidden[:own, i], hidden_spyx[:own, i])
     assert (hidden.sum(axis=0) > 0).sum() >= 30  # most first spikes were compared
+
+
+@pytest.mark.parametrize(
+    "kind, stride, padding, dilation, groups",
+    [("2d", 1, 1, 1, 1), ("2d", 2, 0, 1, 2), ("2d", 1, "same", 2, 1),
+     ("2d", (2, 1), (1, 0), 1, 1), ("2d-square", 2, 1, 1, 1), ("1d", 2, 1, 1, 1),
+     ("1d", 1, "valid", 2, 2)],
+)
+def test_conv_matrix_matches_lax_conv(kind, stride, padding, dilation, groups):
+    rng = np.random.default_rng(0)
+    c_in, c_out = 2, 4
+    if kind.startswith("2d"):
+        kernel = (3, 3) if kind == "2d-square" else (3, 2)
+        shape, w = (5, 6), rng.normal(size=(c_out, c_in // groups, *kernel))
+        node = nir.Conv2d(input_shape=shape, weight=w, stride=stride, padding=padding,
+                          dilation=dilation, groups=groups, bias=rng.normal(size=c_out))
+    else:
+        shape, w = (7,), rng.normal(size=(c_out, c_in // groups, 3))
+        node = nir.Conv1d(input_shape=7, weight=w, stride=stride, padding=padding,
+                          dilation=dilation, groups=groups, bias=rng.normal(size=c_out))
+    a, b = bnir.conv_matrix(node)
+    x = rng.normal(size=(3, c_in, *shape))
+    nd = len(shape)
+    pad = padding.upper() if isinstance(padding, str) else [
+        (p, p) for p in np.broadcast_to(padding, (nd,))]
+    want = jax.lax.conv_general_dilated(
+        x, w, window_strides=tuple(np.broadcast_to(stride, (nd,))), padding=pad,
+        rhs_dilation=tuple(np.broadcast_to(dilation, (nd,))), feature_group_count=groups)
+    want = np.asarray(want) + node.bias.reshape((1, c_out) + (1,) * nd)
+    np.testing.assert_allclose(x.reshape(3, -1) @ a + b, want.reshape(3, -1), rtol=1e-12,
+                               atol=1e-12)
+    if w.shape[2:] == w.shape[2:3] * (w.ndim - 2):
+        # (nir 1.0.8 infers the output shape from the first kernel dimension only.)
+        assert tuple(want.shape[1:]) == tuple(node.output_type["output"])
+
+
+def test_conv_graph_runs_as_its_matrix():
+    """Input (1, 5, 5) → Conv2d → IF → Output: the IF neurons integrate the convolved input
+    of the previous step (NumPy reference with the convolution done by lax)."""
+    rng = np.random.default_rng(2)
+    w = rng.normal(0.4, 0.3, (2, 1, 3, 3))
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([1, 5, 5])}),
+               "conv": nir.Conv2d(input_shape=(5, 5), weight=w, stride=1, padding=1,
+                                  dilation=1, groups=1, bias=np.zeros(2)),
+               "flat": nir.Flatten(input_type={"input": np.array([2, 5, 5])}, start_dim=0),
+               "if": nir.IF(r=np.ones(50), v_threshold=np.full(50, 1.0)),
+               "output": nir.Output(output_type={"output": np.array([50])})},
+        edges=[("input", "conv"), ("conv", "flat"), ("flat", "if"), ("if", "output")])
+    x = _inputs(25, seed=3)
+    out = np.asarray(bnir.run(bnir.from_nir(graph, dt=1.0, inputs=x))["output"])
+    conv = np.asarray(jax.lax.conv_general_dilated(
+        x.reshape(T, 1, 5, 5), w, (1, 1), [(1, 1), (1, 1)])).reshape(T, 50)
+    v, want = np.zeros(50), np.zeros((T, 50))
+    for k in range(1, T):
+        v = v + conv[k - 1]
+        want[k] = v >= 1.0
+        v = np.where(want[k] > 0, 0.0, v)
+    assert want.sum() > 20
+    np.testing.assert_array_equal(out, want)
