@@ -53,7 +53,13 @@ Chains of ``Linear``/``Affine``/``Scale``/``Delay``/``Flatten`` between two neur
 multiplied into one projection (exact: they are linear). Refused with a clear error:
 pooling, ``Threshold``, ``CubaLI``, nested ``NIRGraph`` nodes
 (recurrent subgraphs; flatten them first), an ``Affine`` bias into a ``CubaLIF``, delays that
-are not whole steps of ``dt`` or that differ between channels after a matrix.
+are not whole steps of ``dt``, per-channel delays after a matrix (a ``Delay`` right after a
+source may differ per channel: each synapse gets its source channel's delay).
+
+Spyx 1.0 writes its ``LIF`` layers with ``r = beta`` (its own importer ignores ``r``): read as
+NIR, such a neuron's input gain per step is :math:`\Delta t\, r/\tau = (1-\beta)\beta`, not
+Spyx's 1, so these graphs do not reproduce Spyx's runs until ``r`` is set to ``tau/dt`` (as
+snnTorch writes it). Its ``IF`` layers (``r = 1``) map.
 
 Discretisation. Neurons integrate with ``integrator`` (default :class:`~brainsim.Euler`):
 :math:`v_{k+1} = v_k + \frac{\Delta t}{\tau}(v_{leak} - v_k + R\,x_k)`, the update of snnTorch,
@@ -413,9 +419,6 @@ def _paths(nir, graph, start, dt):
                 w2, b2 = w @ m.T, None if bias is None else m @ bias
                 if isinstance(node, nir.Affine):
                     b2 = _arr(node.bias) if b2 is None else b2 + _arr(node.bias)
-                if not np.all(delay == delay[0]) and _mixes(m):
-                    raise ValueError(f"{where}: channels with different delays are mixed by "
-                                     "this matrix; only one delay per source channel maps.")
                 walk(nxt, w2, b2, delay, seen | {nxt})
             elif isinstance(node, nir.Conv1d | nir.Conv2d):
                 a, conv_bias = conv_matrix(node, where)
@@ -425,9 +428,6 @@ def _paths(nir, graph, start, dt):
                 b2 = None if bias is None else a.T @ bias
                 if conv_bias is not None:
                     b2 = conv_bias if b2 is None else b2 + conv_bias
-                if not np.all(delay == delay[0]) and _mixes(a.T):
-                    raise ValueError(f"{where}: channels with different delays are mixed by "
-                                     "this convolution; only one delay per source channel maps.")
                 walk(nxt, w @ a, b2, delay, seen | {nxt})
             elif isinstance(node, nir.Scale):
                 s = _arr(node.scale).ravel()
@@ -501,11 +501,6 @@ def conv_matrix(node, where: str = "conv_matrix"):
     else:
         bias = None  # (a zero bias is no bias: it may then precede a CubaLIF)
     return y.reshape(n_in, -1), bias
-
-
-def _mixes(m):
-    """Whether a matrix combines more than one input channel into some output."""
-    return bool(np.any(np.count_nonzero(m, axis=1) > 1))
 
 
 def _steps(delay, dt, where) -> np.ndarray:

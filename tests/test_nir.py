@@ -356,3 +356,31 @@ def test_conv_graph_runs_as_its_matrix():
         v = np.where(want[k] > 0, 0.0, v)
     assert want.sum() > 20
     np.testing.assert_array_equal(out, want)
+
+
+def test_integrator_scale_and_per_channel_delays_closed_form():
+    """Input → Delay (per channel) → Scale → Linear → I → Output: the integrator's membrane
+    after step k is dt r Σ_{j<k-d_i} (x_j s) W^T, a cumulative sum."""
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(2, 3))
+    s = np.array([0.5, 2.0, -1.0])
+    d = np.array([0.0, 2.0, 5.0])
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([3])}),
+               "delay": nir.Delay(delay=d),
+               "scale": nir.Scale(scale=s),
+               "fc": nir.Linear(weight=w),
+               "int": nir.I(r=np.array([0.5, 3.0])),
+               "output": nir.Output(output_type={"output": np.array([2])})},
+        edges=[("input", "delay"), ("delay", "scale"), ("scale", "fc"), ("fc", "int"),
+               ("int", "output")])
+    x = _inputs(3, seed=8)
+    imported = bnir.from_nir(graph, dt=0.5, inputs=x)
+    assert imported.outputs == {"output": ("int", "v")}
+    out = np.asarray(bnir.run(imported)["output"])
+    lag = (d / 0.5).astype(int) + 1
+    arriving = np.zeros((T, 3))
+    for i in range(3):
+        arriving[lag[i]:, i] = x[: T - lag[i], i]
+    want = np.cumsum(0.5 * (arriving * s) @ w.T * np.array([0.5, 3.0]), axis=0)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
