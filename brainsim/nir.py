@@ -49,7 +49,7 @@ NIR                 brainsim
 ``Output``          a recording (spikes, or ``v`` of an ``LI``/``I``)
 ==================  ========================================================================
 
-Chains of ``Linear``/``Affine``/``Scale``/``Delay``/``Flatten`` between two neuron nodes are
+Chains of ``Linear``/``Affine``/``Scale``/``Conv``/``Delay``/``Flatten`` between two neuron nodes are
 multiplied into one projection (exact: they are linear). Refused with a clear error:
 pooling, ``Threshold``, ``CubaLI``, nested ``NIRGraph`` nodes
 (recurrent subgraphs; flatten them first), an ``Affine`` bias into a ``CubaLIF``, delays that
@@ -67,7 +67,9 @@ Spyx and Norse; pass :class:`~brainsim.ExponentialEuler` for the exact solution 
 held over the step. brainsim's :class:`~brainsim.ExponentialSynapse` integrates the synaptic
 current exactly (its step average drives the membrane), while snnTorch's ``Synaptic`` uses
 :math:`I_{k+1} = \alpha I_k + x_k`: ``CubaLIF`` graphs agree with those to first order in
-``dt`` only. A neuron spikes when :math:`v \ge v_{threshold}` after the update and is set to
+``dt`` only. A neuron spikes when :math:`v \ge v_{threshold}` after the update (NIR and
+Spyx write :math:`v > v_{threshold}`: the two differ only when the membrane lands exactly on
+the threshold) and is set to
 ``v_reset`` (NIR's reset; snnTorch's and Spyx's default "subtract" reset,
 :math:`v \leftarrow v - v_{th}`, is not NIR's and does not map). The membrane starts at
 ``v_leak`` (``0`` for ``IF``).
@@ -350,7 +352,7 @@ def _size_of(node) -> int:
     return int(np.prod(np.asarray(shape)))
 
 
-def _import_neuron(nir, key, node, integrator):
+def _import_neuron(nir, key, node, integrator, dt):
     """``(LIF model, kinetics or None, synaptic weight factor, emits spikes)``."""
     kind = type(node).__name__
     n = _size_of(node)
@@ -363,7 +365,8 @@ def _import_neuron(nir, key, node, integrator):
                     **common)
         if isinstance(node, nir.CubaLIF):
             tau_syn = _arr(node.tau_syn).ravel()
-            return model, ExponentialSynapse(tau_syn), _arr(node.w_in).ravel() / tau_syn, True
+            factor = _arr(node.w_in).ravel() * dt / tau_syn
+            return model, ExponentialSynapse(tau_syn), factor, True
         return model, PulseSynapse(), np.ones(n), True
     if isinstance(node, nir.IF):
         model = LIF(C_m=1.0 / _arr(node.r).ravel(), tau_m=math.inf, E_L=0.0,
@@ -557,7 +560,7 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
         spiking[key] = True
     for key, node in graph.nodes.items():
         if type(node).__name__ in _NEURONS:
-            model, kinetics, factor, spikes = _import_neuron(nir, key, node, integrator)
+            model, kinetics, factor, spikes = _import_neuron(nir, key, node, integrator, dt)
             models[key] = (model, kinetics, factor)
             spiking[key] = spikes
     biases: dict[str, np.ndarray] = {}

@@ -38,7 +38,7 @@ def _spikes(net, pop):
     return np.asarray(result.recordings[0])
 
 
-def _two_layer(x, *, kinetics=None, integrator=None, delay=2.0):
+def _two_layer(x, *, kinetics=None, integrator=None, delay=2.0, dt=1.0):
     rng = np.random.default_rng(1)
     lif = bs.LIF(C_m=2.0, tau_m=[10.0, 12.0, 8.0, 20.0, 15.0], E_L=0.0, V_th=1.0,
                  V_reset=-0.2, t_ref=0.0, integrator=integrator or bs.Euler())
@@ -51,18 +51,19 @@ def _two_layer(x, *, kinetics=None, integrator=None, delay=2.0):
     projs = [_dense("x", "h", rng.normal(1.5, 1.0, (x.shape[1], 5))),
              _dense("h", "o", rng.normal(1.5, 1.0, (5, 5)), delay=delay),
              _dense("o", "h", rng.normal(0.0, 0.5, (5, 5)))]
-    return bs.Network(pops, projs, dt=1.0)
+    return bs.Network(pops, projs, dt=dt)
 
 
-@pytest.mark.parametrize("synapse", ["pulse", "exponential"])
-def test_round_trip_brainsim_nir_brainsim_same_spikes(synapse):
+@pytest.mark.parametrize("synapse, dt", [("pulse", 1.0), ("exponential", 1.0),
+                                         ("pulse", 0.5), ("exponential", 0.5)])
+def test_round_trip_brainsim_nir_brainsim_same_spikes(synapse, dt):
     x = _inputs(4)
     kinetics = bs.ExponentialSynapse([3.0, 4.0, 5.0, 6.0, 2.0]) if synapse != "pulse" else None
-    net = _two_layer(x, kinetics=kinetics)
+    net = _two_layer(x, kinetics=kinetics, dt=dt)
     graph = bnir.to_nir(net)
     node = graph.nodes["h"]
     assert isinstance(node, nir.CubaLIF if kinetics else nir.LIF)
-    imported = bnir.from_nir(graph, dt=1.0, inputs=x)
+    imported = bnir.from_nir(graph, dt=dt, inputs=x)
     out = bnir.run(imported)
     want = _spikes(net, "o")
     assert want.sum() > 5  # the comparison is not between two silent networks
