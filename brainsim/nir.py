@@ -46,13 +46,15 @@ NIR                 brainsim
                     weights), its bias as for ``Affine``
 ``Delay``           the projection's delay (ms, whole steps of ``dt``)
 ``Flatten``         nothing (brainsim populations are flat, C order)
+``NIRGraph`` node   its nodes, named ``"outer.inner"`` (e.g. a recurrent subgraph); its one
+                    ``Input`` and one ``Output`` pass values on
 ``Output``          a recording (spikes, or ``v`` of an ``LI``/``I``)
 ==================  ========================================================================
 
 Chains of ``Linear``/``Affine``/``Scale``/``Conv``/``Delay``/``Flatten`` between two neuron nodes are
 multiplied into one projection (exact: they are linear). Refused with a clear error:
-pooling, ``Threshold``, ``CubaLI``, nested ``NIRGraph`` nodes
-(recurrent subgraphs; flatten them first), an ``Affine`` bias into a ``CubaLIF``, delays that
+pooling, ``Threshold``, ``CubaLI``, a nested graph with several inputs or outputs, an
+``Affine`` bias into a ``CubaLIF``, delays that
 are not whole steps of ``dt``, per-channel delays after a matrix (a ``Delay`` right after a
 source may differ per channel: each synapse gets its source channel's delay).
 
@@ -344,7 +346,7 @@ class Imported(NamedTuple):
 
 
 _NEURONS = ("LIF", "IF", "CubaLIF", "LI", "I")
-_PASS = ("Linear", "Affine", "Scale", "Delay", "Flatten", "Conv1d", "Conv2d")
+_PASS = ("Linear", "Affine", "Scale", "Delay", "Flatten", "Conv1d", "Conv2d", "_Identity")
 
 
 def _size_of(node) -> int:
@@ -385,12 +387,55 @@ def _import_neuron(nir, key, node, integrator, dt):
     raise AssertionError(kind)  # pragma: no cover
 
 
+class _Identity(NamedTuple):
+    """The ``Input``/``Output`` node of a nested graph, once flattened: passes values on."""
+
+    output_type: dict
+
+
+class _Flat(NamedTuple):
+    nodes: dict
+    edges: list
+
+
+def _flatten(nir, graph, where="from_nir") -> _Flat:
+    """``graph`` with every nested ``NIRGraph`` node replaced by its nodes (named
+    ``"outer.inner"``); the inner ``Input``/``Output`` nodes pass their values on."""
+    nodes, ends, edges = {}, {}, []
+    for key, node in graph.nodes.items():
+        if not isinstance(node, nir.NIRGraph):
+            nodes[key] = node
+            continue
+        inner = _flatten(nir, node, f"{where}: subgraph {key!r}")
+        ins = [k for k, v in node.nodes.items() if isinstance(v, nir.Input)]
+        outs = [k for k, v in node.nodes.items() if isinstance(v, nir.Output)]
+        if len(ins) != 1 or len(outs) != 1:
+            raise NotImplementedError(
+                f"{where}: subgraph {key!r} has Input nodes {ins} and Output nodes {outs}; "
+                "only subgraphs with one of each are flattened.")
+        for k, v in inner.nodes.items():
+            if k in (ins[0], outs[0]):
+                v = _Identity({"output": _shape(v)})
+            nodes[f"{key}.{k}"] = v
+        ends[key] = (f"{key}.{ins[0]}", f"{key}.{outs[0]}")
+        edges += [(f"{key}.{a}", f"{key}.{b}") for a, b in inner.edges]
+    for a, b in graph.edges:
+        edges.append((ends[a][1] if a in ends else a, ends[b][0] if b in ends else b))
+    return _Flat(nodes, edges)
+
+
+def _shape(node):
+    """The shape of an ``Input``/``Output`` node's values."""
+    types = [t for t in (node.output_type, node.input_type) if t]
+    for t in types:
+        shape = next(iter(t.values()))
+        if shape is not None:
+            return np.asarray(shape)
+    raise ValueError(f"from_nir: a subgraph's {type(node).__name__} node has no shape.")
+
+
 def _refuse(key, node):
     kind = type(node).__name__
-    if kind == "NIRGraph":
-        raise NotImplementedError(
-            f"from_nir: node {key!r} is a nested NIRGraph (e.g. a recurrent subgraph); "
-            "flatten it into the parent graph's nodes and edges first.")
     raise ValueError(
         f"from_nir: node {key!r} is a {kind}, which has no exact brainsim form; supported: "
         f"Input, Output, {', '.join(_NEURONS + _PASS)}.")
@@ -435,7 +480,7 @@ def _paths(nir, graph, start, dt):
             elif isinstance(node, nir.Scale):
                 s = _arr(node.scale).ravel()
                 walk(nxt, w * s, None if bias is None else bias * s, delay, seen | {nxt})
-            elif isinstance(node, nir.Flatten):
+            elif isinstance(node, nir.Flatten | _Identity):
                 walk(nxt, w, bias, delay, seen | {nxt})
             elif isinstance(node, nir.Delay):
                 d = _arr(node.delay).ravel()
@@ -533,6 +578,7 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"from_nir: `graph` must be a nir.NIRGraph; got {type(graph).__name__}.")
     integrator = Euler() if integrator is None else integrator
+    graph = _flatten(nir, graph)
     input_keys = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
     if not isinstance(inputs, Mapping):
         if len(input_keys) != 1:

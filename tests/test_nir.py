@@ -418,3 +418,36 @@ def test_cuba_lif_graph_matches_numpy_reference():
         g = g * np.exp(z)
     assert want.sum() > 10
     np.testing.assert_array_equal(out, want)
+
+
+def test_nested_recurrent_subgraph_is_flattened():
+    """A recurrent layer written as a subgraph (as Spyx and snnTorch write theirs) runs as
+    the same graph written flat."""
+    rng = np.random.default_rng(11)
+    w_in, w_rec = rng.normal(0.8, 0.5, (5, 3)), rng.normal(0.0, 0.6, (5, 5))
+
+    def lif():
+        return nir.LIF(tau=np.full(5, 8.0), r=np.full(5, 8.0), v_leak=np.zeros(5),
+                       v_threshold=np.ones(5), v_reset=np.zeros(5))
+
+    def io(kind):
+        return nir.Input(input_type={"input": np.array([5])}) if kind == "in" else nir.Output(
+            output_type={"output": np.array([5])})
+
+    outer = {"input": nir.Input(input_type={"input": np.array([3])}),
+             "fc": nir.Linear(weight=w_in), "output": io("out")}
+    flat = nir.NIRGraph(
+        nodes={**outer, "lif": lif(), "rec": nir.Linear(weight=w_rec)},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"),
+               ("lif", "output")])
+    sub = nir.NIRGraph(
+        nodes={"in": io("in"), "lif": lif(), "rec": nir.Linear(weight=w_rec), "out": io("out")},
+        edges=[("in", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")])
+    nested = nir.NIRGraph(nodes={**outer, "rnn": sub},
+                          edges=[("input", "fc"), ("fc", "rnn"), ("rnn", "output")])
+    x = _inputs(3, seed=12)
+    want = np.asarray(bnir.run(bnir.from_nir(flat, dt=1.0, inputs=x))["output"])
+    imported = bnir.from_nir(nested, dt=1.0, inputs=x)
+    assert imported.outputs == {"output": ("rnn.lif", "spikes")}
+    assert want.sum() > 10
+    np.testing.assert_array_equal(np.asarray(bnir.run(imported)["output"]), want)
