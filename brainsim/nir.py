@@ -93,6 +93,7 @@ import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -601,6 +602,10 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
         if x.ndim != 2 or x.shape[1] != n:
             raise ValueError(f"from_nir: `inputs[{key!r}]` must have shape (T, {n}); got "
                              f"{x.shape}.")
+        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x) & (x >= 0))):
+            raise ValueError(f"from_nir: `inputs[{key!r}]` must be finite and >= 0 (spikes or "
+                             "counts per step: an Input feeds a spike source); got values in "
+                             f"[{float(jnp.min(x))}, {float(jnp.max(x))}].")
         n_steps = x.shape[0] if n_steps is None else max(n_steps, x.shape[0])
         models[key] = ("source", x)
         spiking[key] = True
@@ -672,8 +677,6 @@ def run(imported: Imported, n_steps: int | None = None, *, dtype=None):
         SpikeTrain(pop) if what == "spikes" else StateTrace(pop, "v")
         for pop, what in (imported.outputs[k] for k in names)
     )
-    import jax
-
     net = imported.network
     # StateTrace samples at the start of a step: one step more gives v after each step.
     result = simulate(net, n_steps=n_steps + 1, state=net.init(jax.random.key(0), dtype=dtype),

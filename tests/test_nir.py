@@ -227,6 +227,8 @@ def test_import_refuses_unsupported_nodes():
         edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")], type_check=False)
     with pytest.raises(ValueError, match="3 values from 'input' reach 'lif', which has 4"):
         bnir.from_nir(wrong, dt=1.0, inputs=np.zeros((T, 2)))
+    with pytest.raises(ValueError, match=r"inputs\['input'\]` must be finite and >= 0"):
+        bnir.from_nir(graph, dt=1.0, inputs=-_inputs(3))
     with pytest.raises(ValueError, match="not whole steps of dt=0.3"):
         bnir.from_nir(graph, dt=0.3, inputs=_inputs(3))
     with pytest.raises(ValueError, match=r"inputs\['input'\]` must have shape \(T, 3\)"):
