@@ -142,58 +142,86 @@ def _export_neuron(nir, pop: Population, network: Network):
             f"{where}: model {type(model).__name__} has no NIR node; only brainsim.LIF "
             "(NIR LIF, IF, CubaLIF) and spike sources (NIR Input) are exported."
         )
-    p = {k: _scalar_or_all(getattr(model, k), n) for k in
-         ("C_m", "tau_m", "E_L", "V_th", "V_reset", "t_ref", "I_e")}
+    p = {
+        k: _scalar_or_all(getattr(model, k), n)
+        for k in ("C_m", "tau_m", "E_L", "V_th", "V_reset", "t_ref", "I_e")
+    }
     if np.any(p["t_ref"] != 0):
-        raise ValueError(f"{where}: t_ref={model.t_ref} ms; NIR neurons have no refractory "
-                         "period. Use t_ref=0.")
+        raise ValueError(
+            f"{where}: t_ref={model.t_ref} ms; NIR neurons have no refractory period. Use t_ref=0."
+        )
     if pop.currents:
-        raise ValueError(f"{where}: injected currents ({len(pop.currents)}) have no NIR form; "
-                         "drive it through a projection from a spike source instead.")
+        raise ValueError(
+            f"{where}: injected currents ({len(pop.currents)}) have no NIR form; "
+            "drive it through a projection from a spike source instead."
+        )
     if pop.initial:
-        raise ValueError(f"{where}: `initial` values {sorted(pop.initial)} have no NIR form "
-                         "(NIR membranes start at rest).")
+        raise ValueError(
+            f"{where}: `initial` values {sorted(pop.initial)} have no NIR form "
+            "(NIR membranes start at rest)."
+        )
     kinetics = set()
     for rname, receptor in pop.receptors.items():
         if not isinstance(receptor.output, CurrentBased):
-            raise ValueError(f"{where}: receptor {rname!r} is {type(receptor.output).__name__}; "
-                             "NIR neurons are current-based (brainsim.CurrentBased).")
+            raise ValueError(
+                f"{where}: receptor {rname!r} is {type(receptor.output).__name__}; "
+                "NIR neurons are current-based (brainsim.CurrentBased)."
+            )
         k = receptor.kinetics
         if isinstance(k, PulseSynapse):
             kinetics.add(("pulse",))
         elif isinstance(k, ExponentialSynapse):
             kinetics.add(("exp", tuple(_scalar_or_all(k.tau, n))))
         else:
-            raise ValueError(f"{where}: receptor {rname!r} has {type(k).__name__} kinetics; "
-                             "NIR has PulseSynapse (LIF/IF input) and ExponentialSynapse "
-                             "(CubaLIF) only.")
+            raise ValueError(
+                f"{where}: receptor {rname!r} has {type(k).__name__} kinetics; "
+                "NIR has PulseSynapse (LIF/IF input) and ExponentialSynapse "
+                "(CubaLIF) only."
+            )
     if len(kinetics) > 1:
-        raise ValueError(f"{where}: receptors with different kinetics {sorted(kinetics)}; a NIR "
-                         "neuron has one synaptic input.")
+        raise ValueError(
+            f"{where}: receptors with different kinetics {sorted(kinetics)}; a NIR "
+            "neuron has one synaptic input."
+        )
     r = p["tau_m"] / p["C_m"]
     if kinetics and next(iter(kinetics))[0] == "exp":
         if np.any(p["I_e"] != 0):
-            raise ValueError(f"{where}: I_e={model.I_e} pA with an ExponentialSynapse; a NIR "
-                             "CubaLIF takes a bias only through its synapse. Use I_e=0.")
+            raise ValueError(
+                f"{where}: I_e={model.I_e} pA with an ExponentialSynapse; a NIR "
+                "CubaLIF takes a bias only through its synapse. Use I_e=0."
+            )
         tau_syn = _arr(next(iter(kinetics))[1])
         if np.any(np.isinf(p["tau_m"])):
-            raise ValueError(f"{where}: tau_m=inf with an ExponentialSynapse (NIR CubaIF) is "
-                             "not supported; use a finite tau_m.")
+            raise ValueError(
+                f"{where}: tau_m=inf with an ExponentialSynapse (NIR CubaIF) is "
+                "not supported; use a finite tau_m."
+            )
         # A held input x adds x w_in dt / tau_syn to the current: w_in = tau_syn/dt makes a
         # spike of weight w add w, brainsim's jump (see the module docstring).
-        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=p["tau_m"], r=r, v_leak=p["E_L"],
-                           v_threshold=p["V_th"], v_reset=p["V_reset"],
-                           w_in=tau_syn / network.dt)
+        return nir.CubaLIF(
+            tau_syn=tau_syn,
+            tau_mem=p["tau_m"],
+            r=r,
+            v_leak=p["E_L"],
+            v_threshold=p["V_th"],
+            v_reset=p["V_reset"],
+            w_in=tau_syn / network.dt,
+        )
     if np.all(np.isinf(p["tau_m"])):
         if np.any(p["E_L"] != 0):
-            raise ValueError(f"{where}: a non-leaky LIF (NIR IF) starts at E_L={model.E_L} mV; "
-                             "NIR IF membranes start at 0. Use E_L=0.")
+            raise ValueError(
+                f"{where}: a non-leaky LIF (NIR IF) starts at E_L={model.E_L} mV; "
+                "NIR IF membranes start at 0. Use E_L=0."
+            )
         return nir.IF(r=1.0 / p["C_m"], v_threshold=p["V_th"], v_reset=p["V_reset"])
     if np.any(np.isinf(p["tau_m"])):
-        raise ValueError(f"{where}: tau_m is inf for some neurons only; NIR has one node "
-                         "type per population (LIF or IF).")
-    return nir.LIF(tau=p["tau_m"], r=r, v_leak=p["E_L"], v_threshold=p["V_th"],
-                   v_reset=p["V_reset"])
+        raise ValueError(
+            f"{where}: tau_m is inf for some neurons only; NIR has one node "
+            "type per population (LIF or IF)."
+        )
+    return nir.LIF(
+        tau=p["tau_m"], r=r, v_leak=p["E_L"], v_threshold=p["V_th"], v_reset=p["V_reset"]
+    )
 
 
 def _projection_lags(proj: Projection) -> np.ndarray:
@@ -223,8 +251,10 @@ def _export_network(nir, network: Network, outputs):
     for proj in network.projections:
         where = f"to_nir: projection {proj.name!r}"
         if proj.stp is not None or proj.plasticity is not None:
-            raise ValueError(f"{where}: short-term or long-term plasticity has no NIR form; "
-                             "export the network with fixed weights.")
+            raise ValueError(
+                f"{where}: short-term or long-term plasticity has no NIR form; "
+                "export the network with fixed weights."
+            )
         if proj.modulator is not None or proj.modulator_population is not None:
             raise ValueError(f"{where}: a modulator has no NIR form.")
         w = np.asarray(proj.connectivity.to_dense(), dtype=np.float64)
@@ -237,8 +267,9 @@ def _export_network(nir, network: Network, outputs):
             edges.append((src, key))
             src = key
         key = f"{proj.name}.weight"
-        bias = _scalar_or_all(getattr(network.populations[_index(network, proj.post)].model,
-                                      "I_e", 0.0), w.shape[1])
+        bias = _scalar_or_all(
+            getattr(network.populations[_index(network, proj.post)].model, "I_e", 0.0), w.shape[1]
+        )
         if proj.post not in biased and np.any(bias != 0):
             # The constant current I_e is the bias of one incoming Affine (a held input).
             biased.add(proj.post)
@@ -249,20 +280,26 @@ def _export_network(nir, network: Network, outputs):
     for pop in network.populations:
         model = pop.model
         if isinstance(model, LIF) and pop.name not in biased and np.any(_arr(model.I_e) != 0):
-            raise ValueError(f"to_nir: population {pop.name!r}: I_e={model.I_e} pA with no "
-                             "incoming projection to carry it as an Affine bias. Use I_e=0.")
+            raise ValueError(
+                f"to_nir: population {pop.name!r}: I_e={model.I_e} pA with no "
+                "incoming projection to carry it as an Affine bias. Use I_e=0."
+            )
     if outputs is None:
-        outputs = [p.name for p in network.populations
-                   if not isinstance(p.model, AbstractSpikeSource)]
+        outputs = [
+            p.name for p in network.populations if not isinstance(p.model, AbstractSpikeSource)
+        ]
     for name in outputs:
         if name not in nodes or isinstance(nodes[name], nir.Input):
-            raise ValueError(f"to_nir: `outputs` names {name!r}, which is not a neuron "
-                             "population of the network.")
+            raise ValueError(
+                f"to_nir: `outputs` names {name!r}, which is not a neuron "
+                "population of the network."
+            )
         key = f"{name}.output"
         nodes[key] = nir.Output(output_type={"output": np.array([_size(network, name)])})
         edges.append((name, key))
-    return nir.NIRGraph(nodes=nodes, edges=edges,
-                        metadata={"source": "brainsim", "dt": float(network.dt)})
+    return nir.NIRGraph(
+        nodes=nodes, edges=edges, metadata={"source": "brainsim", "dt": float(network.dt)}
+    )
 
 
 def _size(network, name):
@@ -288,17 +325,24 @@ def _export_rnn(nir, model, dt):
         "w_in": nir.Linear(weight=_arr(model.w_in).T),
         "hidden": lif,
         "w_out": nir.Affine(weight=_arr(model.w_out).T, bias=_arr(model.b_out)),
-        "readout": nir.LI(tau=np.full(n_out, tau_li), r=np.full(n_out, tau_li / dt),
-                          v_leak=np.zeros(n_out)),
+        "readout": nir.LI(
+            tau=np.full(n_out, tau_li), r=np.full(n_out, tau_li / dt), v_leak=np.zeros(n_out)
+        ),
         "output": nir.Output(output_type={"output": np.array([n_out])}),
     }
-    edges = [("input", "w_in"), ("w_in", "hidden"), ("hidden", "w_out"), ("w_out", "readout"),
-             ("readout", "output")]
+    edges = [
+        ("input", "w_in"),
+        ("w_in", "hidden"),
+        ("hidden", "w_out"),
+        ("w_out", "readout"),
+        ("readout", "output"),
+    ]
     if model.w_rec is not None:
         nodes["w_rec"] = nir.Linear(weight=_arr(model.w_rec).T)
         edges += [("hidden", "w_rec"), ("w_rec", "hidden")]
-    return nir.NIRGraph(nodes=nodes, edges=edges,
-                        metadata={"source": "brainsim.fit.SpikingRNN", "dt": float(dt)})
+    return nir.NIRGraph(
+        nodes=nodes, edges=edges, metadata={"source": "brainsim.fit.SpikingRNN", "dt": float(dt)}
+    )
 
 
 def to_nir(network, *, outputs=None, dt: float | None = None):
@@ -313,20 +357,31 @@ def to_nir(network, *, outputs=None, dt: float | None = None):
 
     A constant current ``I_e`` becomes the bias of the population's first incoming
     projection (an ``Affine``). Anything without an exact NIR form (other neuron models,
-    refractoriness, injected currents, conductance-based or other synapse kinetics, plasticity, per-synapse delays) raises a
-    ValueError naming the population or projection.
+    refractoriness, injected currents, conductance-based or other synapse kinetics,
+    plasticity, per-synapse delays) raises a ValueError naming the population or projection.
+
+    A SpikingRNN is written as ``input → w_in → hidden (→ w_rec → hidden) → w_out (Affine,
+    b_out) → readout (LI) → output``; the LI node's Euler step is the model's readout filter
+    :math:`y_k = \\kappa y_{k-1} + u_k`, :math:`\\kappa = e^{-\\Delta t/\\tau_{out}}`. Its input
+    current acts in the step of its row, an imported ``Input`` one step later (a projection):
+    :func:`from_nir` of the graph gives the model's hidden spikes one step later and its
+    readout two steps later.
     """
     nir = _nir()
     from .fit._online import SpikingRNN
 
     if isinstance(network, SpikingRNN):
         if dt is None:
-            raise ValueError("to_nir: a SpikingRNN needs `dt` (ms), the step its readout "
-                             "decay exp(-dt/tau_out) is defined for; e.g. dt=1.0.")
+            raise ValueError(
+                "to_nir: a SpikingRNN needs `dt` (ms), the step its readout "
+                "decay exp(-dt/tau_out) is defined for; e.g. dt=1.0."
+            )
         return _export_rnn(nir, network, float(dt))
     if not isinstance(network, Network):
-        raise TypeError(f"to_nir: `network` must be a brainsim.Network or a "
-                        f"brainsim.fit.SpikingRNN; got {type(network).__name__}.")
+        raise TypeError(
+            f"to_nir: `network` must be a brainsim.Network or a "
+            f"brainsim.fit.SpikingRNN; got {type(network).__name__}."
+        )
     return _export_network(nir, network, outputs)
 
 
@@ -363,27 +418,49 @@ def _import_neuron(nir, key, node, integrator, dt):
     if isinstance(node, nir.LIF | nir.CubaLIF):
         tau = _arr(node.tau if isinstance(node, nir.LIF) else node.tau_mem).ravel()
         r = _arr(node.r).ravel()
-        model = LIF(C_m=tau / r, tau_m=tau, E_L=_arr(node.v_leak).ravel(),
-                    V_th=_arr(node.v_threshold).ravel(), V_reset=_arr(node.v_reset).ravel(),
-                    **common)
+        model = LIF(
+            C_m=tau / r,
+            tau_m=tau,
+            E_L=_arr(node.v_leak).ravel(),
+            V_th=_arr(node.v_threshold).ravel(),
+            V_reset=_arr(node.v_reset).ravel(),
+            **common,
+        )
         if isinstance(node, nir.CubaLIF):
             tau_syn = _arr(node.tau_syn).ravel()
             factor = _arr(node.w_in).ravel() * dt / tau_syn
             return model, ExponentialSynapse(tau_syn), factor, True
         return model, PulseSynapse(), np.ones(n), True
     if isinstance(node, nir.IF):
-        model = LIF(C_m=1.0 / _arr(node.r).ravel(), tau_m=math.inf, E_L=0.0,
-                    V_th=_arr(node.v_threshold).ravel(), V_reset=_arr(node.v_reset).ravel(),
-                    **common)
+        model = LIF(
+            C_m=1.0 / _arr(node.r).ravel(),
+            tau_m=math.inf,
+            E_L=0.0,
+            V_th=_arr(node.v_threshold).ravel(),
+            V_reset=_arr(node.v_reset).ravel(),
+            **common,
+        )
         return model, PulseSynapse(), np.ones(n), True
     if isinstance(node, nir.LI):
         tau = _arr(node.tau).ravel()
-        model = LIF(C_m=tau / _arr(node.r).ravel(), tau_m=tau, E_L=_arr(node.v_leak).ravel(),
-                    V_th=math.inf, V_reset=0.0, **common)
+        model = LIF(
+            C_m=tau / _arr(node.r).ravel(),
+            tau_m=tau,
+            E_L=_arr(node.v_leak).ravel(),
+            V_th=math.inf,
+            V_reset=0.0,
+            **common,
+        )
         return model, PulseSynapse(), np.ones(n), False
     if isinstance(node, nir.I):
-        model = LIF(C_m=1.0 / _arr(node.r).ravel(), tau_m=math.inf, E_L=0.0, V_th=math.inf,
-                    V_reset=0.0, **common)
+        model = LIF(
+            C_m=1.0 / _arr(node.r).ravel(),
+            tau_m=math.inf,
+            E_L=0.0,
+            V_th=math.inf,
+            V_reset=0.0,
+            **common,
+        )
         return model, PulseSynapse(), np.ones(n), False
     raise AssertionError(kind)  # pragma: no cover
 
@@ -413,7 +490,8 @@ def _flatten(nir, graph, where="from_nir") -> _Flat:
         if len(ins) != 1 or len(outs) != 1:
             raise NotImplementedError(
                 f"{where}: subgraph {key!r} has Input nodes {ins} and Output nodes {outs}; "
-                "only subgraphs with one of each are flattened.")
+                "only subgraphs with one of each are flattened."
+            )
         for k, v in inner.nodes.items():
             if k in (ins[0], outs[0]):
                 v = _Identity({"output": _shape(v)})
@@ -439,7 +517,8 @@ def _refuse(key, node):
     kind = type(node).__name__
     raise ValueError(
         f"from_nir: node {key!r} is a {kind}, which has no exact brainsim form; supported: "
-        f"Input, Output, {', '.join(_NEURONS + _PASS)}.")
+        f"Input, Output, {', '.join(_NEURONS + _PASS)}."
+    )
 
 
 def _paths(nir, graph, start, dt):
@@ -463,8 +542,10 @@ def _paths(nir, graph, start, dt):
             if isinstance(node, nir.Linear | nir.Affine):
                 m = _arr(node.weight)
                 if m.ndim != 2 or m.shape[1] != w.shape[1]:
-                    raise ValueError(f"{where}: weight of shape {m.shape} after {w.shape[1]} "
-                                     "values; a 2-D (out, in) weight that takes them maps.")
+                    raise ValueError(
+                        f"{where}: weight of shape {m.shape} after {w.shape[1]} "
+                        "values; a 2-D (out, in) weight that takes them maps."
+                    )
                 w2, b2 = w @ m.T, None if bias is None else m @ bias
                 if isinstance(node, nir.Affine):
                     b2 = _arr(node.bias) if b2 is None else b2 + _arr(node.bias)
@@ -472,8 +553,9 @@ def _paths(nir, graph, start, dt):
             elif isinstance(node, nir.Conv1d | nir.Conv2d):
                 a, conv_bias = conv_matrix(node, where)
                 if w.shape[1] != a.shape[0]:
-                    raise ValueError(f"{where}: takes {a.shape[0]} values; its input has "
-                                     f"{w.shape[1]}.")
+                    raise ValueError(
+                        f"{where}: takes {a.shape[0]} values; its input has {w.shape[1]}."
+                    )
                 b2 = None if bias is None else a.T @ bias
                 if conv_bias is not None:
                     b2 = conv_bias if b2 is None else b2 + conv_bias
@@ -487,8 +569,10 @@ def _paths(nir, graph, start, dt):
                 d = _arr(node.delay).ravel()
                 if w.shape[1] != w.shape[0] or not np.array_equal(w, np.eye(len(w))):
                     if not np.all(d == d[0]):
-                        raise ValueError(f"{where}: per-channel delays after a matrix; only a "
-                                         "Delay on a source's channels or one value maps.")
+                        raise ValueError(
+                            f"{where}: per-channel delays after a matrix; only a "
+                            "Delay on a source's channels or one value maps."
+                        )
                     d = np.full(n0, d[0])
                 walk(nxt, w, bias, delay + d, seen | {nxt})
             else:
@@ -505,13 +589,20 @@ def conv_matrix(node, where: str = "conv_matrix"):
     weight = _arr(node.weight)
     one_d = weight.ndim == 3
     if node.input_shape is None:
-        raise ValueError(f"{where}: the convolution has no `input_shape`; set it (or call "
-                         "graph.infer_types()) so that its matrix is defined.")
+        raise ValueError(
+            f"{where}: the convolution has no `input_shape`; set it (or call "
+            "graph.infer_types()) so that its matrix is defined."
+        )
     spatial = (int(node.input_shape), 1) if one_d else tuple(int(d) for d in node.input_shape)
     if one_d:
         weight = weight[..., None]
-    pair = lambda v, fill: (int(v), fill) if one_d else tuple(  # noqa: E731
-        int(x) for x in np.broadcast_to(np.asarray(v), (2,)))
+
+    def pair(v, fill):
+        """One value per spatial axis (the second axis of a Conv1d is a dummy of size 1)."""
+        if one_d:
+            return (int(v), fill)
+        return tuple(int(x) for x in np.broadcast_to(np.asarray(v), (2,)))
+
     stride, dilation = pair(node.stride, 1), pair(node.dilation, 1)
     c_out, c_in_group, kh, kw = weight.shape
     groups = int(node.groups)
@@ -520,8 +611,10 @@ def conv_matrix(node, where: str = "conv_matrix"):
         pads = ((0, 0), (0, 0))
     elif node.padding == "same":
         if stride != (1, 1):
-            raise ValueError(f"{where}: padding 'same' with stride {node.stride}; PyTorch and "
-                             "NIR define it for stride 1 only.")
+            raise ValueError(
+                f"{where}: padding 'same' with stride {node.stride}; PyTorch and "
+                "NIR define it for stride 1 only."
+            )
         total = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
         pads = tuple((t // 2, t - t // 2) for t in total)
     else:
@@ -530,16 +623,20 @@ def conv_matrix(node, where: str = "conv_matrix"):
     n_in = c_in * spatial[0] * spatial[1]
     x = np.eye(n_in).reshape(n_in, c_in, *spatial)
     x = np.pad(x, ((0, 0), (0, 0), *pads))
-    out_hw = [(x.shape[2 + i] - dilation[i] * (k - 1) - 1) // stride[i] + 1
-              for i, k in enumerate((kh, kw))]
+    out_hw = [
+        (x.shape[2 + i] - dilation[i] * (k - 1) - 1) // stride[i] + 1
+        for i, k in enumerate((kh, kw))
+    ]
     y = np.zeros((n_in, c_out, *out_hw))
     per_out = c_out // groups
     for i in range(kh):
         for j in range(kw):
-            patch = x[:, :, i * dilation[0]: i * dilation[0] + stride[0] * (out_hw[0] - 1) + 1:
-                      stride[0],
-                      j * dilation[1]: j * dilation[1] + stride[1] * (out_hw[1] - 1) + 1:
-                      stride[1]]
+            patch = x[
+                :,
+                :,
+                i * dilation[0] : i * dilation[0] + stride[0] * (out_hw[0] - 1) + 1 : stride[0],
+                j * dilation[1] : j * dilation[1] + stride[1] * (out_hw[1] - 1) + 1 : stride[1],
+            ]
             for g in range(groups):
                 ins = slice(g * c_in_group, (g + 1) * c_in_group)
                 outs = slice(g * per_out, (g + 1) * per_out)
@@ -555,13 +652,14 @@ def conv_matrix(node, where: str = "conv_matrix"):
 def _steps(delay, dt, where) -> np.ndarray:
     steps = np.round(delay / dt)
     if not np.allclose(steps * dt, delay, rtol=0, atol=1e-9 * max(1.0, float(np.max(delay)))):
-        raise ValueError(f"{where}: delays {np.unique(delay)} are not whole steps of dt={dt}; "
-                         "choose a dt that divides them.")
+        raise ValueError(
+            f"{where}: delays {np.unique(delay)} are not whole steps of dt={dt}; "
+            "choose a dt that divides them."
+        )
     return steps
 
 
-def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None = None
-             ) -> Imported:
+def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None = None) -> Imported:
     """Build a :class:`~brainsim.Network` from the NIR graph ``graph``.
 
     Arguments:
@@ -583,12 +681,16 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
     input_keys = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
     if not isinstance(inputs, Mapping):
         if len(input_keys) != 1:
-            raise ValueError(f"from_nir: the graph has Input nodes {input_keys}; pass `inputs` "
-                             "as a mapping from each name to its (T, n) array.")
+            raise ValueError(
+                f"from_nir: the graph has Input nodes {input_keys}; pass `inputs` "
+                "as a mapping from each name to its (T, n) array."
+            )
         inputs = {input_keys[0]: inputs}
     if sorted(inputs) != sorted(input_keys):
-        raise ValueError(f"from_nir: `inputs` has {sorted(inputs)}; the graph's Input nodes "
-                         f"are {sorted(input_keys)}. Give one (T, n) array for each.")
+        raise ValueError(
+            f"from_nir: `inputs` has {sorted(inputs)}; the graph's Input nodes "
+            f"are {sorted(input_keys)}. Give one (T, n) array for each."
+        )
     for key, node in graph.nodes.items():
         if not isinstance(node, nir.Input | nir.Output) and type(node).__name__ not in (
             _NEURONS + _PASS
@@ -600,12 +702,15 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
         x = jnp.asarray(inputs[key])
         n = _size_of(graph.nodes[key])
         if x.ndim != 2 or x.shape[1] != n:
-            raise ValueError(f"from_nir: `inputs[{key!r}]` must have shape (T, {n}); got "
-                             f"{x.shape}.")
+            raise ValueError(
+                f"from_nir: `inputs[{key!r}]` must have shape (T, {n}); got {x.shape}."
+            )
         if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x) & (x >= 0))):
-            raise ValueError(f"from_nir: `inputs[{key!r}]` must be finite and >= 0 (spikes or "
-                             "counts per step: an Input feeds a spike source); got values in "
-                             f"[{float(jnp.min(x))}, {float(jnp.max(x))}].")
+            raise ValueError(
+                f"from_nir: `inputs[{key!r}]` must be finite and >= 0 (spikes or "
+                "counts per step: an Input feeds a spike source); got values in "
+                f"[{float(jnp.min(x))}, {float(jnp.max(x))}]."
+            )
         n_steps = x.shape[0] if n_steps is None else max(n_steps, x.shape[0])
         models[key] = ("source", x)
         spiking[key] = True
@@ -620,34 +725,60 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
         for target, w, bias, delay in _paths(nir, graph, start, dt):
             node = graph.nodes[target]
             if isinstance(node, nir.Output):
-                if models[start][0] == "source" or not np.array_equal(w, np.eye(len(w))) \
-                        or bias is not None or np.any(delay != 0):
-                    raise ValueError(f"from_nir: Output {target!r} is reached from {start!r} "
-                                     "through linear nodes or directly from an Input; only a "
-                                     "neuron node's own output is recorded.")
+                if (
+                    models[start][0] == "source"
+                    or not np.array_equal(w, np.eye(len(w)))
+                    or bias is not None
+                    or np.any(delay != 0)
+                ):
+                    raise ValueError(
+                        f"from_nir: Output {target!r} is reached from {start!r} "
+                        "through linear nodes or directly from an Input; only a "
+                        "neuron node's own output is recorded."
+                    )
                 outputs[target] = (start, "spikes" if spiking[start] else "v")
                 continue
             if not spiking[start]:
-                raise ValueError(f"from_nir: node {start!r} ({type(graph.nodes[start]).__name__}"
-                                 f") feeds {target!r}; its output is a membrane value, not "
-                                 "spikes, and only an Output may follow it.")
+                raise ValueError(
+                    f"from_nir: node {start!r} ({type(graph.nodes[start]).__name__}"
+                    f") feeds {target!r}; its output is a membrane value, not "
+                    "spikes, and only an Output may follow it."
+                )
             _, kinetics, factor = models[target]
             if w.shape[1] != len(factor):
-                raise ValueError(f"from_nir: {w.shape[1]} values from {start!r} reach "
-                                 f"{target!r}, which has {len(factor)} neurons.")
+                raise ValueError(
+                    f"from_nir: {w.shape[1]} values from {start!r} reach "
+                    f"{target!r}, which has {len(factor)} neurons."
+                )
             if bias is not None:
                 if isinstance(kinetics, ExponentialSynapse):
-                    raise ValueError(f"from_nir: an Affine bias into CubaLIF {target!r}; a "
-                                     "constant input through a synaptic filter has no exact "
-                                     "brainsim form (it rises from 0).")
+                    raise ValueError(
+                        f"from_nir: an Affine bias into CubaLIF {target!r}; a "
+                        "constant input through a synaptic filter has no exact "
+                        "brainsim form (it rises from 0)."
+                    )
                 biases[target] = biases.get(target, 0.0) + bias
             w = w * factor[None, :]
             steps = _steps(delay, dt, f"from_nir: edge {start!r} -> {target!r}")
             pre, post = np.nonzero(np.ones_like(w, dtype=bool))
-            conn = from_arrays(pre, post, n_pre=w.shape[0], n_post=w.shape[1],
-                               weight=w[pre, post], delay=steps[pre] * dt)
-            projections.append(Projection(start, target, conn, receptor=RECEPTOR,
-                                          layout=Dense(), name=f"{start}->{target}"))
+            conn = from_arrays(
+                pre,
+                post,
+                n_pre=w.shape[0],
+                n_post=w.shape[1],
+                weight=w[pre, post],
+                delay=steps[pre] * dt,
+            )
+            projections.append(
+                Projection(
+                    start,
+                    target,
+                    conn,
+                    receptor=RECEPTOR,
+                    layout=Dense(),
+                    name=f"{start}->{target}",
+                )
+            )
     for key, spec in models.items():
         n = _size_of(graph.nodes[key])
         if spec[0] == "source":
@@ -657,11 +788,19 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
             continue
         model, kinetics, _ = spec
         if key in biases:
-            model = LIF(C_m=model.C_m, tau_m=model.tau_m, E_L=model.E_L, V_th=model.V_th,
-                        V_reset=model.V_reset, t_ref=0.0, I_e=jnp.asarray(biases[key]),
-                        integrator=integrator)
-        pops[key] = Population(key, n, model,
-                               receptors={RECEPTOR: Receptor(kinetics, CurrentBased())})
+            model = LIF(
+                C_m=model.C_m,
+                tau_m=model.tau_m,
+                E_L=model.E_L,
+                V_th=model.V_th,
+                V_reset=model.V_reset,
+                t_ref=0.0,
+                I_e=jnp.asarray(biases[key]),
+                integrator=integrator,
+            )
+        pops[key] = Population(
+            key, n, model, receptors={RECEPTOR: Receptor(kinetics, CurrentBased())}
+        )
     network = Network(list(pops.values()), projections, dt=dt)
     return Imported(network, tuple(input_keys), outputs, int(n_steps or 0))
 
@@ -679,10 +818,12 @@ def run(imported: Imported, n_steps: int | None = None, *, dtype=None):
     )
     net = imported.network
     # StateTrace samples at the start of a step: one step more gives v after each step.
-    result = simulate(net, n_steps=n_steps + 1, state=net.init(jax.random.key(0), dtype=dtype),
-                      record=record)
+    result = simulate(
+        net, n_steps=n_steps + 1, state=net.init(jax.random.key(0), dtype=dtype), record=record
+    )
     return {
-        k: result.recordings[i][:n_steps] if imported.outputs[k][1] == "spikes"
+        k: result.recordings[i][:n_steps]
+        if imported.outputs[k][1] == "spikes"
         else result.recordings[i][1:]
         for i, k in enumerate(names)
     }

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.usefixtures("x64")  # float64: spikes compared exactly
 
 def _dense(pre, post, w, delay=0.0, receptor="in"):
     i, j = np.nonzero(np.ones_like(w, dtype=bool))
-    conn = connect.from_arrays(i, j, n_pre=w.shape[0], n_post=w.shape[1], weight=w[i, j],
-                               delay=delay)
+    conn = connect.from_arrays(
+        i, j, n_pre=w.shape[0], n_post=w.shape[1], weight=w[i, j], delay=delay
+    )
     return bs.Projection(pre, post, conn, receptor=receptor, layout=bs.Dense())
 
 
@@ -33,29 +34,40 @@ def _inputs(n, seed=0):
 
 
 def _spikes(net, pop):
-    result = bs.simulate(net, n_steps=T, state=net.init(jax.random.key(0)),
-                         record=(bs.fit.SpikeTrain(pop),))
+    result = bs.simulate(
+        net, n_steps=T, state=net.init(jax.random.key(0)), record=(bs.fit.SpikeTrain(pop),)
+    )
     return np.asarray(result.recordings[0])
 
 
 def _two_layer(x, *, kinetics=None, integrator=None, delay=2.0, dt=1.0):
     rng = np.random.default_rng(1)
-    lif = bs.LIF(C_m=2.0, tau_m=[10.0, 12.0, 8.0, 20.0, 15.0], E_L=0.0, V_th=1.0,
-                 V_reset=-0.2, t_ref=0.0, integrator=integrator or bs.Euler())
+    lif = bs.LIF(
+        C_m=2.0,
+        tau_m=[10.0, 12.0, 8.0, 20.0, 15.0],
+        E_L=0.0,
+        V_th=1.0,
+        V_reset=-0.2,
+        t_ref=0.0,
+        integrator=integrator or bs.Euler(),
+    )
     rec = {"in": bs.Receptor(kinetics, bs.CurrentBased())} if kinetics else _pulse()
     pops = [
         bs.Population("x", x.shape[1], bs.SpikeArray(x)),
         bs.Population("h", 5, lif, receptors=rec),
         bs.Population("o", 5, lif, receptors=rec),
     ]
-    projs = [_dense("x", "h", rng.normal(1.5, 1.0, (x.shape[1], 5))),
-             _dense("h", "o", rng.normal(1.5, 1.0, (5, 5)), delay=delay),
-             _dense("o", "h", rng.normal(0.0, 0.5, (5, 5)))]
+    projs = [
+        _dense("x", "h", rng.normal(1.5, 1.0, (x.shape[1], 5))),
+        _dense("h", "o", rng.normal(1.5, 1.0, (5, 5)), delay=delay),
+        _dense("o", "h", rng.normal(0.0, 0.5, (5, 5))),
+    ]
     return bs.Network(pops, projs, dt=dt)
 
 
-@pytest.mark.parametrize("synapse, dt", [("pulse", 1.0), ("exponential", 1.0),
-                                         ("pulse", 0.5), ("exponential", 0.5)])
+@pytest.mark.parametrize(
+    "synapse, dt", [("pulse", 1.0), ("exponential", 1.0), ("pulse", 0.5), ("exponential", 0.5)]
+)
 def test_round_trip_brainsim_nir_brainsim_same_spikes(synapse, dt):
     x = _inputs(4)
     kinetics = bs.ExponentialSynapse([3.0, 4.0, 5.0, 6.0, 2.0]) if synapse != "pulse" else None
@@ -84,9 +96,13 @@ def _graph(**lif_overrides):
     rng = np.random.default_rng(3)
     w1 = rng.normal(1.0, 1.0, (6, 3))
     w2 = rng.normal(0.8, 0.8, (4, 6))
-    params = dict(tau=np.array([5.0, 10.0, 20.0, 8.0, 4.0, 30.0]), r=np.full(6, 2.0),
-                  v_leak=np.array([0.0, 0.1, -0.1, 0.0, 0.2, 0.0]),
-                  v_threshold=np.full(6, 1.0), v_reset=np.full(6, -0.5))
+    params = dict(
+        tau=np.array([5.0, 10.0, 20.0, 8.0, 4.0, 30.0]),
+        r=np.full(6, 2.0),
+        v_leak=np.array([0.0, 0.1, -0.1, 0.0, 0.2, 0.0]),
+        v_threshold=np.full(6, 1.0),
+        v_reset=np.full(6, -0.5),
+    )
     params.update(lif_overrides)
     return nir.NIRGraph(
         nodes={
@@ -98,8 +114,14 @@ def _graph(**lif_overrides):
             "if": nir.IF(r=np.full(4, 1.5), v_threshold=np.full(4, 1.0)),
             "output": nir.Output(output_type={"output": np.array([4])}),
         },
-        edges=[("input", "fc1"), ("fc1", "lif"), ("lif", "delay"), ("delay", "fc2"),
-               ("fc2", "if"), ("if", "output")],
+        edges=[
+            ("input", "fc1"),
+            ("fc1", "lif"),
+            ("lif", "delay"),
+            ("delay", "fc2"),
+            ("fc2", "if"),
+            ("if", "output"),
+        ],
     ), (w1, w2, params)
 
 
@@ -174,13 +196,13 @@ def test_spiking_rnn_exported_and_imported_gives_its_spikes():
     x = _inputs(3, seed=2)
     spikes, readout = model(x, 1.0)
     assert np.asarray(spikes).sum() > 10
-    imported = bnir.from_nir(bnir.to_nir(model, dt=1.0), dt=1.0, inputs=x,
-                             integrator=bs.ExponentialEuler())
+    imported = bnir.from_nir(
+        bnir.to_nir(model, dt=1.0), dt=1.0, inputs=x, integrator=bs.ExponentialEuler()
+    )
     # The readout is an LI node: integrated with Euler, its update is SpikingRNN's filter
     # y = kappa y + u exactly; the hidden LIF with the model's own (exact) integrator.
     index = [p.name for p in imported.network.populations].index("readout")
-    net = eqx.tree_at(lambda n: n.populations[index].model.integrator, imported.network,
-                      bs.Euler())
+    net = eqx.tree_at(lambda n: n.populations[index].model.integrator, imported.network, bs.Euler())
     out = np.asarray(bnir.run(imported._replace(network=net))["output"])
     # 1 - dt/tau and r dt/tau are kappa and 1 up to rounding (tau = dt/(1 - kappa)).
     np.testing.assert_allclose(out[2:], np.asarray(readout)[:-2], rtol=1e-12, atol=1e-12)
@@ -193,8 +215,12 @@ def test_export_refuses_what_does_not_map():
     refractory = bs.Population("r", 2, bs.LIF(t_ref=2.0), receptors=_pulse())
     with pytest.raises(ValueError, match="population 'r'.*t_ref"):
         bnir.to_nir(bs.Network([src, refractory], [_dense("x", "r", np.ones((2, 2)))], dt=1.0))
-    cond = bs.Population("c", 2, bs.LIF(t_ref=0.0), receptors={
-        "in": bs.Receptor(bs.ExponentialSynapse(5.0), bs.ConductanceBased(0.0))})
+    cond = bs.Population(
+        "c",
+        2,
+        bs.LIF(t_ref=0.0),
+        receptors={"in": bs.Receptor(bs.ExponentialSynapse(5.0), bs.ConductanceBased(0.0))},
+    )
     with pytest.raises(ValueError, match="receptor 'in' is ConductanceBased"):
         bnir.to_nir(bs.Network([src, cond], [_dense("x", "c", np.ones((2, 2)))], dt=1.0))
     adex = bs.Population("a", 2, bs.AdEx(), receptors=_pulse())
@@ -202,9 +228,13 @@ def test_export_refuses_what_does_not_map():
         bnir.to_nir(bs.Network([src, adex], [_dense("x", "a", np.ones((2, 2)))], dt=1.0))
     lif = bs.Population("l", 2, bs.LIF(t_ref=0.0), receptors=_pulse())
     i, j = np.array([0, 1]), np.array([0, 1])
-    mixed = bs.Projection("x", "l", connect.from_arrays(i, j, n_pre=2, n_post=2, weight=1.0,
-                                                        delay=np.array([0.0, 1.0])),
-                          receptor="in", layout=bs.Dense())
+    mixed = bs.Projection(
+        "x",
+        "l",
+        connect.from_arrays(i, j, n_pre=2, n_post=2, weight=1.0, delay=np.array([0.0, 1.0])),
+        receptor="in",
+        layout=bs.Dense(),
+    )
     with pytest.raises(ValueError, match="projection 'x->l:in'.*different delays"):
         bnir.to_nir(bs.Network([src, lif], [mixed], dt=1.0))
 
@@ -212,19 +242,28 @@ def test_export_refuses_what_does_not_map():
 def test_import_refuses_unsupported_nodes():
     graph, _ = _graph()
     pool = nir.NIRGraph(
-        nodes={"input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
-               "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
-                                     padding=np.array([0, 0])),
-               "output": nir.Output(output_type={"output": np.array([1, 2, 2])})},
-        edges=[("input", "pool"), ("pool", "output")], type_check=False)
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+            "pool": nir.SumPool2d(
+                kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])
+            ),
+            "output": nir.Output(output_type={"output": np.array([1, 2, 2])}),
+        },
+        edges=[("input", "pool"), ("pool", "output")],
+        type_check=False,
+    )
     with pytest.raises(ValueError, match="node 'pool' is a SumPool2d, which has no exact"):
         bnir.from_nir(pool, dt=1.0, inputs=np.zeros((T, 16)))
     wrong = nir.NIRGraph(
-        nodes={"input": nir.Input(input_type={"input": np.array([2])}),
-               "fc": nir.Linear(weight=np.ones((3, 2))),
-               "lif": nir.IF(r=np.ones(4), v_threshold=np.ones(4)),
-               "output": nir.Output(output_type={"output": np.array([4])})},
-        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")], type_check=False)
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([2])}),
+            "fc": nir.Linear(weight=np.ones((3, 2))),
+            "lif": nir.IF(r=np.ones(4), v_threshold=np.ones(4)),
+            "output": nir.Output(output_type={"output": np.array([4])}),
+        },
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
+        type_check=False,
+    )
     with pytest.raises(ValueError, match="3 values from 'input' reach 'lif', which has 4"):
         bnir.from_nir(wrong, dt=1.0, inputs=np.zeros((T, 2)))
     with pytest.raises(ValueError, match=r"inputs\['input'\]` must be finite and >= 0"):
@@ -234,12 +273,20 @@ def test_import_refuses_unsupported_nodes():
     with pytest.raises(ValueError, match=r"inputs\['input'\]` must have shape \(T, 3\)"):
         bnir.from_nir(graph, dt=1.0, inputs=np.zeros((T, 5)))
     cuba = nir.NIRGraph(
-        nodes={"input": nir.Input(input_type={"input": np.array([2])}),
-               "fc": nir.Affine(weight=np.ones((2, 2)), bias=np.ones(2)),
-               "lif": nir.CubaLIF(tau_syn=np.full(2, 5.0), tau_mem=np.full(2, 10.0),
-                                  r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2)),
-               "output": nir.Output(output_type={"output": np.array([2])})},
-        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([2])}),
+            "fc": nir.Affine(weight=np.ones((2, 2)), bias=np.ones(2)),
+            "lif": nir.CubaLIF(
+                tau_syn=np.full(2, 5.0),
+                tau_mem=np.full(2, 10.0),
+                r=np.ones(2),
+                v_leak=np.zeros(2),
+                v_threshold=np.ones(2),
+            ),
+            "output": nir.Output(output_type={"output": np.array([2])}),
+        },
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
+    )
     with pytest.raises(ValueError, match="Affine bias into CubaLIF 'lif'"):
         bnir.from_nir(cuba, dt=1.0, inputs=np.zeros((T, 2)))
 
@@ -276,8 +323,9 @@ def test_spyx_exported_graph_gives_spyx_spikes():
     lin2.kernel[...] = jnp.asarray(rng.normal(0.15, 0.1, (n_hidden, n_out)), jnp.float32)
     if1 = spyx_nn.IF((n_hidden,), threshold=1.0)
     model = spyx_nn.Sequential(lin1, if1, lin2, spyx_nn.IF((n_out,), threshold=1.0))
-    graph = spyx_nir.to_nir(model, {"input": np.array([n_in])}, {"output": np.array([n_out])},
-                            dt=1.0)
+    graph = spyx_nir.to_nir(
+        model, {"input": np.array([n_in])}, {"output": np.array([n_out])}, dt=1.0
+    )
     x = (np.random.default_rng(7).random((T, n_in)) < 0.1).astype(np.float64)
     # Spyx runs time-major with a batch axis; the first layer's spikes from its own model.
     out_spyx = np.asarray(spyx_nn.run(model, jnp.asarray(x[:, None], jnp.float32))[0])[:, 0]
@@ -303,9 +351,15 @@ def test_spyx_exported_graph_gives_spyx_spikes():
 
 @pytest.mark.parametrize(
     "kind, stride, padding, dilation, groups",
-    [("2d", 1, 1, 1, 1), ("2d", 2, 0, 1, 2), ("2d", 1, "same", 2, 1),
-     ("2d", (2, 1), (1, 0), 1, 1), ("2d-square", 2, 1, 1, 1), ("1d", 2, 1, 1, 1),
-     ("1d", 1, "valid", 2, 2)],
+    [
+        ("2d", 1, 1, 1, 1),
+        ("2d", 2, 0, 1, 2),
+        ("2d", 1, "same", 2, 1),
+        ("2d", (2, 1), (1, 0), 1, 1),
+        ("2d-square", 2, 1, 1, 1),
+        ("1d", 2, 1, 1, 1),
+        ("1d", 1, "valid", 2, 2),
+    ],
 )
 def test_conv_matrix_matches_lax_conv(kind, stride, padding, dilation, groups):
     rng = np.random.default_rng(0)
@@ -313,23 +367,46 @@ def test_conv_matrix_matches_lax_conv(kind, stride, padding, dilation, groups):
     if kind.startswith("2d"):
         kernel = (3, 3) if kind == "2d-square" else (3, 2)
         shape, w = (5, 6), rng.normal(size=(c_out, c_in // groups, *kernel))
-        node = nir.Conv2d(input_shape=shape, weight=w, stride=stride, padding=padding,
-                          dilation=dilation, groups=groups, bias=rng.normal(size=c_out))
+        node = nir.Conv2d(
+            input_shape=shape,
+            weight=w,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=rng.normal(size=c_out),
+        )
     else:
         shape, w = (7,), rng.normal(size=(c_out, c_in // groups, 3))
-        node = nir.Conv1d(input_shape=7, weight=w, stride=stride, padding=padding,
-                          dilation=dilation, groups=groups, bias=rng.normal(size=c_out))
+        node = nir.Conv1d(
+            input_shape=7,
+            weight=w,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=rng.normal(size=c_out),
+        )
     a, b = bnir.conv_matrix(node)
     x = rng.normal(size=(3, c_in, *shape))
     nd = len(shape)
-    pad = padding.upper() if isinstance(padding, str) else [
-        (p, p) for p in np.broadcast_to(padding, (nd,))]
+    pad = (
+        padding.upper()
+        if isinstance(padding, str)
+        else [(p, p) for p in np.broadcast_to(padding, (nd,))]
+    )
     want = jax.lax.conv_general_dilated(
-        x, w, window_strides=tuple(np.broadcast_to(stride, (nd,))), padding=pad,
-        rhs_dilation=tuple(np.broadcast_to(dilation, (nd,))), feature_group_count=groups)
+        x,
+        w,
+        window_strides=tuple(np.broadcast_to(stride, (nd,))),
+        padding=pad,
+        rhs_dilation=tuple(np.broadcast_to(dilation, (nd,))),
+        feature_group_count=groups,
+    )
     want = np.asarray(want) + node.bias.reshape((1, c_out) + (1,) * nd)
-    np.testing.assert_allclose(x.reshape(3, -1) @ a + b, want.reshape(3, -1), rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        x.reshape(3, -1) @ a + b, want.reshape(3, -1), rtol=1e-12, atol=1e-12
+    )
     if w.shape[2:] == w.shape[2:3] * (w.ndim - 2):
         # (nir 1.0.8 infers the output shape from the first kernel dimension only.)
         assert tuple(want.shape[1:]) == tuple(node.output_type["output"])
@@ -341,17 +418,28 @@ def test_conv_graph_runs_as_its_matrix():
     rng = np.random.default_rng(2)
     w = rng.normal(0.4, 0.3, (2, 1, 3, 3))
     graph = nir.NIRGraph(
-        nodes={"input": nir.Input(input_type={"input": np.array([1, 5, 5])}),
-               "conv": nir.Conv2d(input_shape=(5, 5), weight=w, stride=1, padding=1,
-                                  dilation=1, groups=1, bias=np.zeros(2)),
-               "flat": nir.Flatten(input_type={"input": np.array([2, 5, 5])}, start_dim=0),
-               "if": nir.IF(r=np.ones(50), v_threshold=np.full(50, 1.0)),
-               "output": nir.Output(output_type={"output": np.array([50])})},
-        edges=[("input", "conv"), ("conv", "flat"), ("flat", "if"), ("if", "output")])
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([1, 5, 5])}),
+            "conv": nir.Conv2d(
+                input_shape=(5, 5),
+                weight=w,
+                stride=1,
+                padding=1,
+                dilation=1,
+                groups=1,
+                bias=np.zeros(2),
+            ),
+            "flat": nir.Flatten(input_type={"input": np.array([2, 5, 5])}, start_dim=0),
+            "if": nir.IF(r=np.ones(50), v_threshold=np.full(50, 1.0)),
+            "output": nir.Output(output_type={"output": np.array([50])}),
+        },
+        edges=[("input", "conv"), ("conv", "flat"), ("flat", "if"), ("if", "output")],
+    )
     x = _inputs(25, seed=3)
     out = np.asarray(bnir.run(bnir.from_nir(graph, dt=1.0, inputs=x))["output"])
-    conv = np.asarray(jax.lax.conv_general_dilated(
-        x.reshape(T, 1, 5, 5), w, (1, 1), [(1, 1), (1, 1)])).reshape(T, 50)
+    conv = np.asarray(
+        jax.lax.conv_general_dilated(x.reshape(T, 1, 5, 5), w, (1, 1), [(1, 1), (1, 1)])
+    ).reshape(T, 50)
     v, want = np.zeros(50), np.zeros((T, 50))
     for k in range(1, T):
         v = v + conv[k - 1]
@@ -369,14 +457,22 @@ def test_integrator_scale_and_per_channel_delays_closed_form():
     s = np.array([0.5, 2.0, -1.0])
     d = np.array([0.0, 2.0, 5.0])
     graph = nir.NIRGraph(
-        nodes={"input": nir.Input(input_type={"input": np.array([3])}),
-               "delay": nir.Delay(delay=d),
-               "scale": nir.Scale(scale=s),
-               "fc": nir.Linear(weight=w),
-               "int": nir.I(r=np.array([0.5, 3.0])),
-               "output": nir.Output(output_type={"output": np.array([2])})},
-        edges=[("input", "delay"), ("delay", "scale"), ("scale", "fc"), ("fc", "int"),
-               ("int", "output")])
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([3])}),
+            "delay": nir.Delay(delay=d),
+            "scale": nir.Scale(scale=s),
+            "fc": nir.Linear(weight=w),
+            "int": nir.I(r=np.array([0.5, 3.0])),
+            "output": nir.Output(output_type={"output": np.array([2])}),
+        },
+        edges=[
+            ("input", "delay"),
+            ("delay", "scale"),
+            ("scale", "fc"),
+            ("fc", "int"),
+            ("int", "output"),
+        ],
+    )
     x = _inputs(3, seed=8)
     imported = bnir.from_nir(graph, dt=0.5, inputs=x)
     assert imported.outputs == {"output": ("int", "v")}
@@ -384,7 +480,7 @@ def test_integrator_scale_and_per_channel_delays_closed_form():
     lag = (d / 0.5).astype(int) + 1
     arriving = np.zeros((T, 3))
     for i in range(3):
-        arriving[lag[i]:, i] = x[: T - lag[i], i]
+        arriving[lag[i] :, i] = x[: T - lag[i], i]
     want = np.cumsum(0.5 * (arriving * s) @ w.T * np.array([0.5, 3.0]), axis=0)
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
 
@@ -396,14 +492,24 @@ def test_cuba_lif_graph_matches_numpy_reference():
     rng = np.random.default_rng(9)
     n = 4
     w = rng.normal(1.0, 0.5, (n, 3))
-    p = dict(tau_syn=np.array([2.0, 3.0, 5.0, 8.0]), tau_mem=np.array([10.0, 5.0, 20.0, 8.0]),
-             r=np.array([2.0, 1.0, 4.0, 3.0]), v_leak=np.full(n, 0.1),
-             v_threshold=np.full(n, 1.0), v_reset=np.full(n, -0.3), w_in=np.full(n, 1.5))
+    p = dict(
+        tau_syn=np.array([2.0, 3.0, 5.0, 8.0]),
+        tau_mem=np.array([10.0, 5.0, 20.0, 8.0]),
+        r=np.array([2.0, 1.0, 4.0, 3.0]),
+        v_leak=np.full(n, 0.1),
+        v_threshold=np.full(n, 1.0),
+        v_reset=np.full(n, -0.3),
+        w_in=np.full(n, 1.5),
+    )
     graph = nir.NIRGraph(
-        nodes={"input": nir.Input(input_type={"input": np.array([3])}),
-               "fc": nir.Linear(weight=w), "lif": nir.CubaLIF(**p),
-               "output": nir.Output(output_type={"output": np.array([n])})},
-        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([3])}),
+            "fc": nir.Linear(weight=w),
+            "lif": nir.CubaLIF(**p),
+            "output": nir.Output(output_type={"output": np.array([n])}),
+        },
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
+    )
     dt = 0.5
     x = _inputs(3, seed=10)
     out = np.asarray(bnir.run(bnir.from_nir(graph, dt=dt, inputs=x))["output"])
@@ -429,24 +535,37 @@ def test_nested_recurrent_subgraph_is_flattened():
     w_in, w_rec = rng.normal(0.8, 0.5, (5, 3)), rng.normal(0.0, 0.6, (5, 5))
 
     def lif():
-        return nir.LIF(tau=np.full(5, 8.0), r=np.full(5, 8.0), v_leak=np.zeros(5),
-                       v_threshold=np.ones(5), v_reset=np.zeros(5))
+        return nir.LIF(
+            tau=np.full(5, 8.0),
+            r=np.full(5, 8.0),
+            v_leak=np.zeros(5),
+            v_threshold=np.ones(5),
+            v_reset=np.zeros(5),
+        )
 
     def io(kind):
-        return nir.Input(input_type={"input": np.array([5])}) if kind == "in" else nir.Output(
-            output_type={"output": np.array([5])})
+        return (
+            nir.Input(input_type={"input": np.array([5])})
+            if kind == "in"
+            else nir.Output(output_type={"output": np.array([5])})
+        )
 
-    outer = {"input": nir.Input(input_type={"input": np.array([3])}),
-             "fc": nir.Linear(weight=w_in), "output": io("out")}
+    outer = {
+        "input": nir.Input(input_type={"input": np.array([3])}),
+        "fc": nir.Linear(weight=w_in),
+        "output": io("out"),
+    }
     flat = nir.NIRGraph(
         nodes={**outer, "lif": lif(), "rec": nir.Linear(weight=w_rec)},
-        edges=[("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"),
-               ("lif", "output")])
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")],
+    )
     sub = nir.NIRGraph(
         nodes={"in": io("in"), "lif": lif(), "rec": nir.Linear(weight=w_rec), "out": io("out")},
-        edges=[("in", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")])
-    nested = nir.NIRGraph(nodes={**outer, "rnn": sub},
-                          edges=[("input", "fc"), ("fc", "rnn"), ("rnn", "output")])
+        edges=[("in", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")],
+    )
+    nested = nir.NIRGraph(
+        nodes={**outer, "rnn": sub}, edges=[("input", "fc"), ("fc", "rnn"), ("rnn", "output")]
+    )
     x = _inputs(3, seed=12)
     want = np.asarray(bnir.run(bnir.from_nir(flat, dt=1.0, inputs=x))["output"])
     imported = bnir.from_nir(nested, dt=1.0, inputs=x)
