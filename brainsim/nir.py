@@ -45,15 +45,17 @@ NIR                 brainsim
 ``Conv1d/Conv2d``   the convolution's dense matrix (:func:`conv_matrix`; exact, ``n_in × n_out``
                     weights), its bias as for ``Affine``
 ``Delay``           the projection's delay (ms, whole steps of ``dt``)
+``SumPool2d``,      a per-channel convolution with a kernel of ones (:func:`pool_matrix`;
+``AvgPool2d``       divided by the kernel's area for the average)
 ``Flatten``         nothing (brainsim populations are flat, C order)
 ``NIRGraph`` node   its nodes, named ``"outer.inner"`` (e.g. a recurrent subgraph); its one
                     ``Input`` and one ``Output`` pass values on
 ``Output``          a recording (spikes, or ``v`` of an ``LI``/``I``)
 ==================  ========================================================================
 
-Chains of ``Linear``/``Affine``/``Scale``/``Conv``/``Delay``/``Flatten`` between two neuron nodes are
+Chains of ``Linear``/``Affine``/``Scale``/``Conv``/pooling/``Delay``/``Flatten`` between two neuron nodes are
 multiplied into one projection (exact: they are linear). Refused with a clear error:
-pooling, ``Threshold``, ``CubaLI``, a nested graph with several inputs or outputs, an
+``Threshold``, ``CubaLI``, a nested graph with several inputs or outputs, an
 ``Affine`` bias into a ``CubaLIF``, delays that
 are not whole steps of ``dt``, per-channel delays after a matrix (a ``Delay`` right after a
 source may differ per channel: each synapse gets its source channel's delay).
@@ -91,6 +93,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -402,7 +405,18 @@ class Imported(NamedTuple):
 
 
 _NEURONS = ("LIF", "IF", "CubaLIF", "LI", "I")
-_PASS = ("Linear", "Affine", "Scale", "Delay", "Flatten", "Conv1d", "Conv2d", "_Identity")
+_PASS = (
+    "SumPool2d",
+    "AvgPool2d",
+    "Linear",
+    "Affine",
+    "Scale",
+    "Delay",
+    "Flatten",
+    "Conv1d",
+    "Conv2d",
+    "_Identity",
+)
 
 
 def _size_of(node) -> int:
@@ -560,6 +574,17 @@ def _paths(nir, graph, start, dt):
                 if conv_bias is not None:
                     b2 = conv_bias if b2 is None else b2 + conv_bias
                 walk(nxt, w @ a, b2, delay, seen | {nxt})
+            elif isinstance(node, nir.SumPool2d | nir.AvgPool2d):
+                shape = node.input_type.get("input") if node.input_type else None
+                if shape is None:
+                    shape = _out_shape(graph.nodes[key])
+                a = pool_matrix(node, shape, where)
+                if w.shape[1] != a.shape[0]:
+                    raise ValueError(
+                        f"{where}: pools an input of shape {tuple(shape)} ({a.shape[0]} "
+                        f"values); its input has {w.shape[1]}."
+                    )
+                walk(nxt, w @ a, None if bias is None else a.T @ bias, delay, seen | {nxt})
             elif isinstance(node, nir.Scale):
                 s = _arr(node.scale).ravel()
                 walk(nxt, w * s, None if bias is None else bias * s, delay, seen | {nxt})
@@ -580,6 +605,39 @@ def _paths(nir, graph, start, dt):
 
     walk(start, np.eye(n0), None, np.zeros(n0), {start})
     return results
+
+
+def _out_shape(node):
+    """The shape of a node's output, or None where the node does not say."""
+    types = getattr(node, "output_type", None) or {}
+    shape = next(iter(types.values()), None)
+    return None if shape is None else tuple(int(d) for d in np.asarray(shape))
+
+
+def pool_matrix(node, input_shape, where: str = "pool_matrix"):
+    """The dense matrix (inputs × outputs, C order) of a NIR ``SumPool2d``/``AvgPool2d``
+    on an input of shape ``(C, H, W)``: a per-channel convolution with a kernel of ones
+    (divided by the kernel's area for the average; zero padding counts, as in PyTorch)."""
+    if input_shape is None or len(input_shape) != 3:
+        raise ValueError(
+            f"{where}: pooling needs its input's shape (C, H, W); got {input_shape}. Set the "
+            "node's input_type (e.g. graph.infer_types())."
+        )
+    c, h, w = (int(d) for d in input_shape)
+    kh, kw = (int(k) for k in np.broadcast_to(np.asarray(node.kernel_size), (2,)))
+    kernel = np.ones((c, 1, kh, kw))
+    if isinstance(node, _nir().AvgPool2d):
+        kernel /= kh * kw
+    conv = SimpleNamespace(
+        weight=kernel,
+        input_shape=(h, w),
+        stride=tuple(int(x) for x in np.broadcast_to(np.asarray(node.stride), (2,))),
+        padding=tuple(int(x) for x in np.broadcast_to(np.asarray(node.padding), (2,))),
+        dilation=1,
+        groups=c,
+        bias=None,
+    )
+    return conv_matrix(conv, where)[0]
 
 
 def conv_matrix(node, where: str = "conv_matrix"):

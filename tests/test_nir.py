@@ -241,19 +241,16 @@ def test_export_refuses_what_does_not_map():
 
 def test_import_refuses_unsupported_nodes():
     graph, _ = _graph()
-    pool = nir.NIRGraph(
+    threshold = nir.NIRGraph(
         nodes={
-            "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
-            "pool": nir.SumPool2d(
-                kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])
-            ),
-            "output": nir.Output(output_type={"output": np.array([1, 2, 2])}),
+            "input": nir.Input(input_type={"input": np.array([4])}),
+            "thr": nir.Threshold(threshold=np.ones(4)),
+            "output": nir.Output(output_type={"output": np.array([4])}),
         },
-        edges=[("input", "pool"), ("pool", "output")],
-        type_check=False,
+        edges=[("input", "thr"), ("thr", "output")],
     )
-    with pytest.raises(ValueError, match="node 'pool' is a SumPool2d, which has no exact"):
-        bnir.from_nir(pool, dt=1.0, inputs=np.zeros((T, 16)))
+    with pytest.raises(ValueError, match="node 'thr' is a Threshold, which has no exact"):
+        bnir.from_nir(threshold, dt=1.0, inputs=np.zeros((T, 4)))
     wrong = nir.NIRGraph(
         nodes={
             "input": nir.Input(input_type={"input": np.array([2])}),
@@ -572,3 +569,30 @@ def test_nested_recurrent_subgraph_is_flattened():
     assert imported.outputs == {"output": ("rnn.lif", "spikes")}
     assert want.sum() > 10
     np.testing.assert_array_equal(np.asarray(bnir.run(imported)["output"]), want)
+
+
+@pytest.mark.parametrize("kind", ["SumPool2d", "AvgPool2d"])
+def test_pooling_integrated_closed_form(kind):
+    """Input (2, 4, 6) → pooling (2×3 kernel, stride (2, 3), no padding) → I → Output: the
+    integrator sums the pooled input of the steps before, dt r Σ pool(x)."""
+    node = getattr(nir, kind)(
+        kernel_size=np.array([2, 3]), stride=np.array([2, 3]), padding=np.array([0, 0])
+    )
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([2, 4, 6])}),
+            "pool": node,
+            "int": nir.I(r=np.full(8, 2.0)),
+            "output": nir.Output(output_type={"output": np.array([8])}),
+        },
+        edges=[("input", "pool"), ("pool", "int"), ("int", "output")],
+        type_check=False,
+    )
+    x = _inputs(48, seed=13)
+    out = np.asarray(bnir.run(bnir.from_nir(graph, dt=1.0, inputs=x))["output"])
+    pooled = x.reshape(T, 2, 2, 2, 2, 3).sum(axis=(3, 5)).reshape(T, 8)
+    if kind == "AvgPool2d":
+        pooled = pooled / 6
+    want = np.cumsum(np.vstack([np.zeros(8), 2.0 * pooled[:-1]]), axis=0)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    assert want[-1].min() > 0
