@@ -12,6 +12,7 @@ from . import fit as fit
 from . import init as init
 from . import interop as interop
 from . import networks as networks
+from . import nir as nir
 from . import plasticity as plasticity
 from . import plotting as plotting
 from . import surrogate as surrogate
