@@ -144,7 +144,11 @@ def test_sharded_vmap_and_grad_equal_single_device(sharded2, fmt, plastic):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"recording {i}")
     g_single, g_sharded = runs["grad"]
     assert g_single > 0
-    assert g_sharded == g_single
+    # The forward runs are equal bit for bit, and so are the gradients without checkpointing;
+    # with Checkpointing the recomputing backward pass of the partitioned program is compiled
+    # differently from the single-device one, and a gradient can differ in its last bits
+    # (measured: 2 float32 ulps, procedural format with plasticity).
+    np.testing.assert_allclose(g_sharded, g_single, rtol=4e-7, atol=0)
 
 
 @pytest.mark.parametrize("fmt, plastic", CASES)
