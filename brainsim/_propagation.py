@@ -856,6 +856,15 @@ class CsrConnectivity(AbstractConnectivity):
     @classmethod
     def _merged(cls, rows, width):
         xp = array_module(*(c.indices for _, parts in rows for c, _ in parts))
+        given = [c for _, parts in rows for c, _ in parts]
+        # One scalar or one connectivity's weights, or one static delay, are kept as they
+        # are: the per-synapse arrays are then not built at all.
+        shared = _shared_scalar(given)
+        if shared is None and len(given) == 1:
+            shared = given[0].weights
+        homogeneous = len({c.homogeneous_delay for c in given}) == 1 and all(
+            c.delays is None for c in given
+        )
         indptr, indices, weights, delays, convs = [xp.zeros((1,), np.int32)], [], [], [], []
         for _, parts in rows:
             shifted = [c.placed(offset, width) for c, offset in parts]
@@ -867,8 +876,8 @@ class CsrConnectivity(AbstractConnectivity):
             nnz = sum(c.indices.shape[0] for c in shifted)
             xw = array_module(*(c.weights for c in shifted))
             idx = xp.zeros((nnz,), np.int32)
-            w = xw.zeros((nnz,), shifted[0].weights.dtype)
-            d = xp.zeros((nnz,), np.int32)
+            w = None if shared is not None else xw.zeros((nnz,), shifted[0].weights.dtype)
+            d = None if homogeneous else xp.zeros((nnz,), np.int32)
             before = xp.zeros((n_pre,), np.int32)
             for c, count in zip(shifted, counts, strict=True):
                 m = c.indices.shape[0]
@@ -878,20 +887,16 @@ class CsrConnectivity(AbstractConnectivity):
                     row = jnp.repeat(jnp.arange(n_pre), count, total_repeat_length=m)
                 pos = starts[row] + before[row] + xp.arange(m, dtype=np.int32) - c.indptr[row]
                 idx = _scattered(idx, pos, c.indices.astype(np.int32))
-                w = _scattered(w, pos, xw.broadcast_to(c.weights, (m,)))
-                d = _scattered(d, pos, _synapse_delays(c, (m,)))
+                if shared is None:
+                    w = _scattered(w, pos, xw.broadcast_to(c.weights, (m,)))
+                if not homogeneous:
+                    d = _scattered(d, pos, _synapse_delays(c, (m,)))
                 before = before + count
             indptr.append(starts[1:] + indptr[-1][-1])
             indices.append(idx)
             weights.append(w)
             delays.append(d)
         first = convs[0]
-        shared = _shared_scalar(convs)
-        if shared is None and len(convs) == 1:
-            shared = first.weights
-        homogeneous = len({c.homogeneous_delay for c in convs}) == 1 and all(
-            c.delays is None for c in convs
-        )
         conn = CsrConnectivity(
             xp.concatenate(indptr),
             xp.concatenate(indices),
