@@ -17,6 +17,7 @@ import pytest
 import brainsim as bs
 from brainsim import connect
 from brainsim._plan import build_plan, concat_members
+from brainsim._propagation import PointwiseConnectivity
 from brainsim._step import step
 
 
@@ -288,3 +289,46 @@ def test_simulate_takes_a_plan_and_shared_parameters_stay_scalar():
     mixed = eqx.tree_at(lambda n: n.populations[1].model.tau_m, net, jnp.asarray(10.0))
     assert [g.name for g in mixed.plan().groups] == ["E+I"]
     assert jnp.shape(mixed.plan().groups[0].model.tau_m) == (500,)
+
+
+def test_one_to_one_projections_merge_into_a_pointwise_delivery(x64):
+    """Fan-out-1 projections (background drives) merge into one PointwiseConnectivity,
+    delivered by a slice add (contiguous targets, one lag) or a scatter-add (targets
+    permuted, lags per synapse), with the spikes of the unmerged ELL deliveries; a target
+    reached twice keeps the ELL kernel (its summation order)."""
+    rec = {"exc": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased())}
+    lif = dict(C_m=200.0, tau_m=10.0, E_L=-65.0, V_reset=-65.0, V_th=-50.0, I_e=300.0)
+    init = {"v": bs.init.Uniform(-65.0, -50.0)}
+    rng = np.random.default_rng(3)
+
+    def network(second_post, second_delay):
+        pops = [bs.Population("A", 30, bs.LIF(**lif), receptors=rec, initial=init),
+                bs.Population("B", 20, bs.LIF(**{**lif, "tau_m": 15.0}),
+                              receptors=rec, initial=init),
+                bs.Population("XA", 30, bs.PoissonSource(rng.uniform(200.0, 900.0, 30))),
+                bs.Population("XB", 20, bs.PoissonSource(700.0))]
+        projs = [
+            bs.Projection("XA", "A", connect.one_to_one(30, weight=connect.Normal(300.0, 50.0),
+                                                        delay=0.0), receptor="exc"),
+            bs.Projection("XB", "B", connect.from_arrays(np.arange(20), second_post, n_pre=20,
+                                                         n_post=20, weight=250.0,
+                                                         delay=second_delay), receptor="exc"),
+            bs.Projection("A", "B", connect.fixed_probability(30, 20, 0.3, weight=40.0, seed=1),
+                          receptor="exc"),
+        ]
+        return bs.Network(pops, projs, dt=0.1)
+
+    def pointwise(plan):
+        return [d.conn for d in plan.deliveries if isinstance(d.conn, PointwiseConnectivity)]
+
+    contiguous = network(np.arange(20), 0.0)
+    (conn,) = pointwise(_compare(contiguous, n_steps=300, reference_merge="sources"))
+    assert conn.targets is None and conn.delays is None and conn.n_pre == 50
+    scattered = network(rng.permutation(20), lambda r, m: r.choice([0.0, 0.3, 1.0], m))
+    (conn,) = pointwise(_compare(scattered, n_steps=300, reference_merge="sources"))
+    assert conn.targets is not None and conn.delays is not None
+    # The same synapses as the projections: weight w_i from source i to its target.
+    dense = np.asarray(conn.to_dense())
+    assert np.count_nonzero(dense) == 50 and np.all(np.count_nonzero(dense, axis=1) == 1)
+    twice = network(np.r_[np.arange(19), 0], 0.0)
+    assert not pointwise(_compare(twice, n_steps=300, reference_merge="sources"))
