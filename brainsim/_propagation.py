@@ -25,6 +25,10 @@ Layouts:
   :func:`brainsim.connect.procedural_fixed_outdegree` /
   :func:`~brainsim.connect.procedural_fixed_probability`); memory independent of the synapses.
 
+The plan delivers merged Sparse rows of fan-out 1 (one-to-one projections: background
+drives) as a :class:`PointwiseConnectivity`, an add into a slice of a ring row or a
+scatter-add in plain jnp, with the sums of the ELL kernel bitwise.
+
 Every layout gives the same delivery (up to float summation order) and the same gradients.
 Dense, Sparse and CSR also accept a procedural rule, which they materialise at build.
 
