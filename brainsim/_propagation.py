@@ -841,10 +841,11 @@ class PointwiseConnectivity(AbstractConnectivity):
         return self.first_target + np.arange(self.n_pre, dtype=np.int32)
 
     def deliver(self, ring, cursor, spikes):
-        # As the ELL kernel computes a synapse's term; a neuron that did not spike adds
-        # nothing (not even 0 * w, which a non-finite weight would make NaN).
+        # As the ELL kernel computes a synapse's term. A neuron that did not spike adds
+        # w * 0 = ±0 (weights are finite), which leaves every sum as it is; masking it out
+        # would also cut the (surrogate) gradient with respect to the spike, which the ELL
+        # kernel's tangent keeps.
         terms = (self.weights * spikes).astype(ring.dtype)
-        terms = jnp.where(spikes != 0, terms, jnp.zeros_like(terms))
         n_ring = ring.shape[0] // self.n_post
         if self.targets is None and self.delays is None:
             row = (cursor + self.homogeneous_delay) % n_ring

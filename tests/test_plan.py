@@ -332,3 +332,33 @@ def test_one_to_one_projections_merge_into_a_pointwise_delivery(x64):
     assert np.count_nonzero(dense) == 50 and np.all(np.count_nonzero(dense, axis=1) == 1)
     twice = network(np.r_[np.arange(19), 0], 0.0)
     assert not pointwise(_compare(twice, n_steps=300, reference_merge="sources"))
+
+
+@pytest.mark.parametrize("permuted", [False, True], ids=["slice", "scatter"])
+def test_pointwise_delivery_values_and_gradients_equal_ell(x64, permuted):
+    """A PointwiseConnectivity delivers what the ELL connectivity it was merged from
+    delivers, and has its gradients with respect to the weights and to the spikes (also at
+    neurons that did not spike: surrogate gradients flow through them)."""
+    rng = np.random.default_rng(0)
+    post = rng.permutation(6) if permuted else np.arange(6)
+    delay = rng.choice([0.0, 0.1, 0.2], 6) if permuted else 0.1
+    edges = connect.from_arrays(np.arange(6), post, n_pre=6, n_post=6,
+                                weight=rng.normal(5.0, 1.0, 6), delay=delay)
+    ell = bs.Sparse().build(edges, 0.1, owner="test", round_delays=False, dtype=jnp.float64)
+    ((_, pointwise),) = bs.EllConnectivity.merge([("block", [(ell, 0)])], 6)
+    assert isinstance(pointwise, PointwiseConnectivity)
+    assert (pointwise.targets is None) == (not permuted)
+    ring = jnp.asarray(rng.normal(size=ell.max_delay * 6))
+    spikes = jnp.asarray([1.0, 0.0, 2.0, 0.0, 1.0, 0.0])
+    cotangent = jnp.asarray(rng.normal(size=ring.shape))
+
+    def loss(conn, weights, spikes):
+        conn = eqx.tree_at(lambda c: c.weights, conn, weights.reshape(conn.weights.shape))
+        return jnp.vdot(conn.deliver(ring, 5, spikes), cotangent)
+
+    for conn in (ell, pointwise):
+        np.testing.assert_array_equal(conn.deliver(ring, 5, spikes), ell.deliver(ring, 5, spikes))
+    grads = [jax.grad(loss, argnums=(1, 2))(c, c.weights.ravel(), spikes) for c in (ell, pointwise)]
+    np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=1e-14)
+    np.testing.assert_allclose(grads[1][1], grads[0][1], rtol=1e-14)
+    assert np.all(np.asarray(grads[1][1]) != 0)  # non-spiking neurons included
