@@ -362,3 +362,19 @@ def test_pointwise_delivery_values_and_gradients_equal_ell(x64, permuted):
     np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=1e-14)
     np.testing.assert_allclose(grads[1][1], grads[0][1], rtol=1e-14)
     assert np.all(np.asarray(grads[1][1]) != 0)  # non-spiking neurons included
+
+
+def test_fan_out_buckets_pad_narrow_rows_only_where_cheap():
+    """Rows are padded to the widest of their bucket: a block joins it when that at most
+    doubles its fan-out, or when its rows are few (padding adds at most 1/8 of the slots:
+    Potjans–Diesmann's inhibitory rows); fan-out-1 rows always stay apart (pointwise)."""
+    from brainsim._propagation import _fan_out_buckets
+
+    def buckets(blocks):  # blocks: (name, fan_out, rows)
+        out = _fan_out_buckets(blocks, lambda b: b[1], lambda b: b[2])
+        return [[b[0] for b in bucket] for bucket in out]
+
+    assert buckets([("i", 397, 591), ("e", 823, 7126)]) == [["e", "i"]]
+    assert buckets([("i", 397, 7126), ("e", 823, 7126)]) == [["e"], ["i"]]
+    assert buckets([("a", 100, 10), ("b", 60, 10)]) == [["a", "b"]]  # at most doubled
+    assert buckets([("x", 1, 10), ("e", 823, 7126)]) == [["e"], ["x"]]
