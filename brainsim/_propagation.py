@@ -762,11 +762,13 @@ def _stacked(bucket, width: int, shared, homogeneous: bool):
 
 def _written(array, at, values):
     """``array`` (freshly allocated by the caller, so NumPy writes in place) with ``values``
-    written at ``at``."""
+    written at ``at`` (a pair of slices; jax: a dynamic-update-slice, not a scatter)."""
     if isinstance(array, np.ndarray):
         array[at] = values
         return array
-    return array.at[at].set(values)
+    shape = (at[0].stop - at[0].start, at[1].stop - at[1].start)
+    values = jnp.broadcast_to(values, shape).astype(array.dtype)
+    return lax.dynamic_update_slice(array, values, (at[0].start, at[1].start))
 
 
 def _pointwise(targets, weights, delays, lag: int, width: int, max_delay: int, n_synapses: int):
