@@ -25,6 +25,10 @@ Layouts:
   :func:`brainsim.connect.procedural_fixed_outdegree` /
   :func:`~brainsim.connect.procedural_fixed_probability`); memory independent of the synapses.
 
+The plan delivers merged Sparse rows of fan-out 1 (one-to-one projections: background
+drives) as a :class:`PointwiseConnectivity`, an add into a slice of a ring row or a
+scatter-add in plain jnp, with the sums of the ELL kernel bitwise.
+
 Every layout gives the same delivery (up to float summation order) and the same gradients.
 Dense, Sparse and CSR also accept a procedural rule, which they materialise at build.
 
@@ -391,13 +395,21 @@ def _synapse_delays(conn, shape):
     return xp.full(shape, conn.homogeneous_delay or 1, np.int32)
 
 
-def _fan_out_buckets(blocks, fan_out):
-    """Blocks of rows grouped so that within a group the widest is at most twice the
-    narrowest (padding to the widest then at most doubles the work of a spike)."""
+def _fan_out_buckets(blocks, fan_out, rows):
+    """Blocks of rows grouped for padding to the widest of their group. A block joins the
+    group of the wider ones when padding at most doubles the work of its spikes, or when
+    its rows are few: padding them adds at most 1/8 to the group's slots (memory, and on
+    average work), less than a delivery of their own costs (an event kernel call per step
+    and ~0.2 s of compilation: Potjans–Diesmann's inhibitory rows, fan-out 397 against the
+    excitatory 823, 591 rows against 7126). Rows of fan-out 1 stay apart: they become a
+    :class:`PointwiseConnectivity`, cheaper still."""
     ordered = sorted(blocks, key=fan_out, reverse=True)
     buckets: list[list] = []
     for b in ordered:
-        if buckets and 2 * fan_out(b) >= fan_out(buckets[-1][0]):
+        widest = fan_out(buckets[-1][0]) if buckets else 0
+        slots = widest * sum(rows(x) for x in buckets[-1]) if buckets else 0
+        few = fan_out(b) > 1 and 8 * rows(b) * (widest - fan_out(b)) <= slots
+        if buckets and (2 * fan_out(b) >= widest or few):
             buckets[-1].append(b)
         else:
             buckets.append([b])
@@ -664,51 +676,39 @@ class EllConnectivity(AbstractConnectivity):
     @classmethod
     def _merged(cls, rows, width):
         shared = _shared_scalar([c for _, parts in rows for c, _ in parts])
-        blocks = []
-        for block, parts in rows:
-            shifted = [c.placed(offset, width) for c, offset in parts]
-            # Structure and weights separately: traced weights (a gradient) leave the
-            # structure on the host, where a partitioned run splits it.
-            xp = array_module(*(c.targets for c in shifted))
-            xw = array_module(*(c.weights for c in shifted))
-            targets = xp.concatenate([c.targets for c in shifted], axis=1)
-            weights = None if shared is not None else xw.concatenate(
-                [xw.broadcast_to(c.weights, c.targets.shape) for c in shifted], axis=1
-            )
-            delays = xp.concatenate([_synapse_delays(c, c.targets.shape) for c in shifted], 1)
-            blocks.append((block, shifted, targets, weights, delays))
         out = []
-        for bucket in _fan_out_buckets(blocks, lambda b: b[2].shape[1]):
-            fan_out = max(b[2].shape[1] for b in bucket)
-
-            def pad(x, value, fan_out=fan_out):
-                xp = array_module(x)
-                return xp.pad(x, ((0, 0), (0, fan_out - x.shape[1])), constant_values=value)
-
-            xp = array_module(*(b[2] for b in bucket))
-            convs = [c for b in bucket for c in b[1]]
+        fan_out = lambda r: sum(c.fan_out for c, _ in r[1])  # noqa: E731
+        for bucket in _fan_out_buckets(rows, fan_out, lambda r: r[1][0][0].n_pre):
+            convs = [c for _, parts in bucket for c, _ in parts]
             first = convs[0]
-            if shared is not None or len(convs) == 1:
-                weights = first.weights if shared is None else shared
-            else:
-                xw = array_module(*(b[3] for b in bucket))
-                weights = xw.concatenate([pad(b[3], 0) for b in bucket])
             homogeneous = len({c.homogeneous_delay for c in convs}) == 1 and all(
                 c.delays is None for c in convs
             )
+            targets, weights, delays = _stacked(bucket, width, shared, homogeneous)
+            if weights is None:
+                weights = first.weights if shared is None else shared
+            blocks = [block for block, _ in bucket]
+            n_synapses = sum(c.n_synapses for c in convs)
+            max_delay = max(c.max_delay for c in convs)
+            lag = first.homogeneous_delay if homogeneous else 0
+            if targets.shape[1] == 1:
+                pointwise = _pointwise(targets, weights, delays, lag, width, max_delay, n_synapses)
+                if pointwise is not None:
+                    out.append((blocks, pointwise))
+                    continue
             conn = EllConnectivity(
-                xp.concatenate([pad(b[2], width) for b in bucket]),
+                targets,
                 weights,
-                None if homogeneous else xp.concatenate([pad(b[4], 1) for b in bucket]),
-                first.homogeneous_delay if homogeneous else 0,
+                delays,
+                lag,
                 first.chunk_size,
                 first.implementation,
-                sum(b[2].shape[0] for b in bucket),
+                targets.shape[0],
                 width,
-                max(c.max_delay for c in convs),
-                sum(c.n_synapses for c in convs),
+                max_delay,
+                n_synapses,
             )
-            out.append(([b[0] for b in bucket], conn))
+            out.append((blocks, conn))
         return out
 
     def to_dense(self):
@@ -716,6 +716,170 @@ class EllConnectivity(AbstractConnectivity):
         rows = jnp.broadcast_to(jnp.arange(self.n_pre)[:, None], self.targets.shape)
         dense = jnp.zeros((self.n_pre, self.n_post + 1), w.dtype)
         return dense.at[rows, self.targets].add(w)[:, : self.n_post]
+
+
+def _stacked(bucket, width: int, shared, homogeneous: bool):
+    """The ELL arrays of merged rows (``(block, [(connectivity, offset), ...])`` as
+    :meth:`AbstractConnectivity.merge` takes them): the blocks' rows one after another, in
+    each row its connectivities side by side with their targets shifted into the ring of
+    ``width`` (:meth:`EllConnectivity.placed`), padded to the widest block (target ``width``,
+    weight 0, lag 1). Returns ``(targets, weights, delays)``; ``weights`` is ``None`` where
+    it is ``shared`` or one connectivity's own, ``delays`` where ``homogeneous``.
+
+    Each array is allocated once and every piece written into its place: Potjans–Diesmann
+    0.1's 3 M synapses are copied once (stacking and padding block by block copied them four
+    times). Structure and weights go separately through NumPy or jax.numpy
+    (:func:`array_module`): traced weights (a gradient) leave the structure on the host,
+    where a partitioned run splits it."""
+    convs = [c for _, parts in bucket for c, _ in parts]
+    shape = (
+        sum(parts[0][0].n_pre for _, parts in bucket),
+        max(sum(c.fan_out for c, _ in parts) for _, parts in bucket),
+    )
+    xp = array_module(*(c.targets for c in convs))
+    targets = xp.full(shape, width, np.int32)
+    delays = None if homogeneous else xp.full(shape, 1, np.int32)
+    weights = None
+    if shared is None and len(convs) > 1:
+        xw = array_module(*(c.weights for c in convs))
+        weights = xw.zeros(shape, convs[0].weights.dtype)
+    row = 0
+    for _, parts in bucket:
+        column = 0
+        for c, offset in parts:
+            at = (slice(row, row + c.n_pre), slice(column, column + c.fan_out))
+            shifted = xp.where(c.targets < c.n_post, c.targets + offset, width)
+            targets = _written(targets, at, shifted)
+            if delays is not None:
+                lags = c.homogeneous_delay or 1 if c.delays is None else c.delays  # broadcast
+                delays = _written(delays, at, lags)
+            if weights is not None:
+                weights = _written(weights, at, c.weights)
+            column += c.fan_out
+        row += parts[0][0].n_pre
+    return targets, weights, delays
+
+
+def _written(array, at, values):
+    """``array`` (freshly allocated by the caller, so NumPy writes in place) with ``values``
+    written at ``at`` (a pair of slices; jax: a dynamic-update-slice, not a scatter)."""
+    if isinstance(array, np.ndarray):
+        array[at] = values
+        return array
+    shape = (at[0].stop - at[0].start, at[1].stop - at[1].start)
+    values = jnp.broadcast_to(values, shape).astype(array.dtype)
+    return lax.dynamic_update_slice(array, values, (at[0].start, at[1].start))
+
+
+def _pointwise(targets, weights, delays, lag: int, width: int, max_delay: int, n_synapses: int):
+    """Merged ELL rows of fan-out 1 (one synapse per presynaptic neuron; the arrays of
+    :func:`_stacked`) as a :class:`PointwiseConnectivity`, or ``None`` where it would not
+    deliver bitwise what the ELL kernel delivers: structure traced (unknown on the host), or
+    a target reached twice (the kernel's summation order)."""
+    if isinstance(targets, jax.core.Tracer) or isinstance(delays, jax.core.Tracer):
+        return None
+    targets = np.asarray(targets)[:, 0]
+    valid = targets[targets < width]
+    if np.unique(valid).size != valid.size:
+        return None
+    if delays is not None:
+        delays = np.asarray(delays)[:, 0]
+        if np.all(delays == delays[0]):
+            delays, lag = None, int(delays[0])
+    if jnp.ndim(weights):
+        weights = weights[:, 0]
+    first = int(targets[0]) if targets.size else 0
+    contiguous = np.array_equal(targets, first + np.arange(targets.size))
+    return PointwiseConnectivity(
+        None if contiguous else targets.astype(np.int32),
+        weights,
+        delays,
+        lag,
+        first if contiguous else 0,
+        targets.size,
+        width,
+        max_delay,
+        n_synapses,
+    )
+
+
+class PointwiseConnectivity(AbstractConnectivity):
+    r"""One synapse per presynaptic neuron, each neuron's target distinct (one-to-one
+    projections, e.g. background drives): spike ``s_i`` adds :math:`w_i s_i` to target
+    ``targets[i]`` at lag ``delays[i]``, as plain jnp on every platform.
+
+    The plan builds it from merged ELL rows of fan-out 1 (:meth:`EllConnectivity.merge`):
+    the same sums as the ELL kernel, bitwise (every ring entry gets at most one term, the same
+    product), without an event kernel in the program (a kernel traces every platform's
+    implementation, ~0.1 s of compilation per delivery). With ``targets = None`` they are the
+    contiguous ``first_target, first_target + 1, ...`` and, with one lag, delivery is an add
+    into one slice of one ring row; otherwise a scatter-add (padding: ``n_post``, skipped).
+    ``weights`` and ``delays``: per neuron or a scalar / ``None`` (then ``homogeneous_delay``).
+    """
+
+    targets: Int[Array, " n_pre"] | None
+    weights: Float[Array, " n_pre"] | Float[Array, ""]
+    delays: Int[Array, " n_pre"] | None
+    homogeneous_delay: int = eqx.field(static=True)
+    first_target: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        targets,
+        weights,
+        delays,
+        homogeneous_delay,
+        first_target,
+        n_pre,
+        n_post,
+        max_delay,
+        n_synapses,
+    ):
+        self.targets = targets
+        self.weights = weights
+        self.delays = delays
+        self.homogeneous_delay = int(homogeneous_delay)
+        self.first_target = int(first_target)
+        self.n_pre = int(n_pre)
+        self.n_post = int(n_post)
+        self.max_delay = int(max_delay)
+        self.n_synapses = int(n_synapses)
+
+    def target_indices(self) -> Int[Array, " n_pre"]:
+        """Each presynaptic neuron's target (``n_post``: none)."""
+        if self.targets is not None:
+            return self.targets
+        return self.first_target + np.arange(self.n_pre, dtype=np.int32)
+
+    def deliver(self, ring, cursor, spikes):
+        # As the ELL kernel computes a synapse's term. A neuron that did not spike adds
+        # w * 0 = ±0 (weights are finite), which leaves every sum as it is; masking it out
+        # would also cut the (surrogate) gradient with respect to the spike, which the ELL
+        # kernel's tangent keeps.
+        terms = (self.weights * spikes).astype(ring.dtype)
+        n_ring = ring.shape[0] // self.n_post
+        if self.targets is None and self.delays is None:
+            row = (cursor + self.homogeneous_delay) % n_ring
+            return add_to_ring_row(ring, row, terms, self.n_post, self.first_target)
+        t = self.target_indices()
+        row = (cursor + (self.homogeneous_delay if self.delays is None else self.delays)) % n_ring
+        slots = jnp.where(t < self.n_post, row * self.n_post + t, ring.shape[0])
+        return ring.at[slots].add(terms, mode="drop")
+
+    def placed(self, offset, width):
+        if offset == 0 and width == self.n_post:
+            return self
+        offset, width = check_window(offset, width, type(self).__name__)
+        xp = array_module(self.target_indices())
+        t = self.target_indices()
+        t = xp.where(t < self.n_post, t + offset, width)
+        t = xp.where((t >= 0) & (t < width), t, width).astype(np.int32)
+        return dataclasses.replace(self, targets=t, first_target=0, n_post=width)
+
+    def to_dense(self):
+        w = jnp.broadcast_to(self.weights, (self.n_pre,))
+        dense = jnp.zeros((self.n_pre, self.n_post + 1), w.dtype)
+        return dense.at[jnp.arange(self.n_pre), self.target_indices()].add(w)[:, : self.n_post]
 
 
 # ------------------------------------------------------------------------------------- CSR

@@ -121,6 +121,7 @@ from ._propagation import (
     CsrConnectivity,
     DenseConnectivity,
     EllConnectivity,
+    PointwiseConnectivity,
     array_module,
     scratch_delivery,
 )
@@ -390,8 +391,25 @@ def _split_dense(conn: DenseConnectivity, n_local: int, n_devices: int, where: s
     ]
 
 
+def _split_pointwise(conn: PointwiseConnectivity, n_local: int, n_devices: int, where: str):
+    # Every presynaptic neuron stays on every device (spikes are exchanged whole); a device
+    # keeps the targets it owns and pads the others (n_local: skipped).
+    targets = np.asarray(conn.target_indices())
+    owner = _owner(targets, conn.n_post, n_local, n_devices)
+    return [
+        dataclasses.replace(
+            conn,
+            targets=np.where(owner == d, targets - d * n_local, n_local).astype(np.int32),
+            first_target=0,
+            n_post=n_local,
+        )
+        for d in range(n_devices)
+    ]
+
+
 _SPLITTERS = {
     EllConnectivity: _split_ell,
+    PointwiseConnectivity: _split_pointwise,
     CsrConnectivity: _split_csr,
     DenseConnectivity: _split_dense,
 }
@@ -610,6 +628,8 @@ def _count_synapses(conn) -> int:
         return int(np.sum(np.asarray(conn.targets) < conn.n_post))
     if isinstance(conn, CsrConnectivity):
         return int(np.asarray(conn.indptr)[-1])
+    if isinstance(conn, PointwiseConnectivity):
+        return int(np.sum(np.asarray(conn.target_indices()) < conn.n_post))
     return int(np.count_nonzero(np.asarray(conn.weights)))
 
 

@@ -18,6 +18,7 @@ from ._clock import step_key as clock_step_key
 from ._neurons._base import Drive
 from ._plan import Plan, member_view
 from ._propagation import ring_row
+from ._random import fold_in
 from .plasticity._network import PlasticState
 
 
@@ -41,7 +42,7 @@ def step(plan: Plan, state):
     pops, receptors, clears, fired = {}, {}, {}, {}
     for g, group in enumerate(plan.groups):
         gstate = state.populations[group.name]
-        gkey = jax.random.fold_in(step_key, group.members[0].index)
+        gkey = fold_in(step_key, group.members[0].index)
         if group.is_source:
             pops[group.name], fired[group.name] = group.model.step(gstate, k, dt, gkey)
             receptors[group.name] = {}
@@ -101,7 +102,7 @@ def _update_group(plan: Plan, g: int, gstate, rstates, state, k, t, step_key):
     group = plan.groups[g]
     dt = plan.network.dt
     drive, arrived = _drive(plan, g, gstate, rstates, state, k, step_key)
-    key = jax.random.fold_in(step_key, group.members[0].index)
+    key = fold_in(step_key, group.members[0].index)
     if group.block is None:
         new_gstate, spikes = group.model.step(gstate, drive, t, dt, key)
     else:  # the key draws this device's rows of the single-device draws
@@ -147,9 +148,9 @@ def _drive(plan: Plan, g: int, gstate, rstates, state, k, step_key):
         conductance = conductance + contribution.conductance
         arrived[name] = kin
     for m, currents in zip(group.members, group.currents, strict=True):
-        mkey = jax.random.fold_in(step_key, m.index)
+        mkey = fold_in(step_key, m.index)
         for j, c in enumerate(currents):
-            value = c.current(k, dt, jax.random.fold_in(mkey, 1000 + j))
+            value = c.current(k, dt, fold_in(mkey, 1000 + j))
             if group.block is not None:
                 current = current + _device_share(value, m, group.block)
             elif m.size == n:
@@ -225,7 +226,7 @@ def _plasticity(plan: Plan, state, spikes, k, key, delivered=None):
         if proj.modulator_population is not None:
             mod = kernels.fast_sum(spikes[proj.modulator_population])
         elif mod is not None:
-            mod = mod.current(k, network.dt, jax.random.fold_in(key, 2000 + n))
+            mod = mod.current(k, network.dt, fold_in(key, 2000 + n))
         w, rs = proj.plasticity.update(
             ps.rule,
             ps.weights,

@@ -17,6 +17,7 @@ import pytest
 import brainsim as bs
 from brainsim import connect
 from brainsim._plan import build_plan, concat_members
+from brainsim._propagation import PointwiseConnectivity
 from brainsim._step import step
 
 
@@ -288,3 +289,92 @@ def test_simulate_takes_a_plan_and_shared_parameters_stay_scalar():
     mixed = eqx.tree_at(lambda n: n.populations[1].model.tau_m, net, jnp.asarray(10.0))
     assert [g.name for g in mixed.plan().groups] == ["E+I"]
     assert jnp.shape(mixed.plan().groups[0].model.tau_m) == (500,)
+
+
+def test_one_to_one_projections_merge_into_a_pointwise_delivery(x64):
+    """Fan-out-1 projections (background drives) merge into one PointwiseConnectivity,
+    delivered by a slice add (contiguous targets, one lag) or a scatter-add (targets
+    permuted, lags per synapse), with the spikes of the unmerged ELL deliveries; a target
+    reached twice keeps the ELL kernel (its summation order)."""
+    rec = {"exc": bs.Receptor(bs.ExponentialSynapse(2.0), bs.CurrentBased())}
+    lif = dict(C_m=200.0, tau_m=10.0, E_L=-65.0, V_reset=-65.0, V_th=-50.0, I_e=300.0)
+    init = {"v": bs.init.Uniform(-65.0, -50.0)}
+    rng = np.random.default_rng(3)
+
+    def network(second_post, second_delay):
+        pops = [bs.Population("A", 30, bs.LIF(**lif), receptors=rec, initial=init),
+                bs.Population("B", 20, bs.LIF(**{**lif, "tau_m": 15.0}),
+                              receptors=rec, initial=init),
+                bs.Population("XA", 30, bs.PoissonSource(rng.uniform(200.0, 900.0, 30))),
+                bs.Population("XB", 20, bs.PoissonSource(700.0))]
+        projs = [
+            bs.Projection("XA", "A", connect.one_to_one(30, weight=connect.Normal(300.0, 50.0),
+                                                        delay=0.0), receptor="exc"),
+            bs.Projection("XB", "B", connect.from_arrays(np.arange(20), second_post, n_pre=20,
+                                                         n_post=20, weight=250.0,
+                                                         delay=second_delay), receptor="exc"),
+            bs.Projection("A", "B", connect.fixed_probability(30, 20, 0.3, weight=40.0, seed=1),
+                          receptor="exc"),
+        ]
+        return bs.Network(pops, projs, dt=0.1)
+
+    def pointwise(plan):
+        return [d.conn for d in plan.deliveries if isinstance(d.conn, PointwiseConnectivity)]
+
+    contiguous = network(np.arange(20), 0.0)
+    (conn,) = pointwise(_compare(contiguous, n_steps=300, reference_merge="sources"))
+    assert conn.targets is None and conn.delays is None and conn.n_pre == 50
+    scattered = network(rng.permutation(20), lambda r, m: r.choice([0.0, 0.3, 1.0], m))
+    (conn,) = pointwise(_compare(scattered, n_steps=300, reference_merge="sources"))
+    assert conn.targets is not None and conn.delays is not None
+    # The same synapses as the projections: weight w_i from source i to its target.
+    dense = np.asarray(conn.to_dense())
+    assert np.count_nonzero(dense) == 50 and np.all(np.count_nonzero(dense, axis=1) == 1)
+    twice = network(np.r_[np.arange(19), 0], 0.0)
+    assert not pointwise(_compare(twice, n_steps=300, reference_merge="sources"))
+
+
+@pytest.mark.parametrize("permuted", [False, True], ids=["slice", "scatter"])
+def test_pointwise_delivery_values_and_gradients_equal_ell(x64, permuted):
+    """A PointwiseConnectivity delivers what the ELL connectivity it was merged from
+    delivers, and has its gradients with respect to the weights and to the spikes (also at
+    neurons that did not spike: surrogate gradients flow through them)."""
+    rng = np.random.default_rng(0)
+    post = rng.permutation(6) if permuted else np.arange(6)
+    delay = rng.choice([0.0, 0.1, 0.2], 6) if permuted else 0.1
+    edges = connect.from_arrays(np.arange(6), post, n_pre=6, n_post=6,
+                                weight=rng.normal(5.0, 1.0, 6), delay=delay)
+    ell = bs.Sparse().build(edges, 0.1, owner="test", round_delays=False, dtype=jnp.float64)
+    ((_, pointwise),) = bs.EllConnectivity.merge([("block", [(ell, 0)])], 6)
+    assert isinstance(pointwise, PointwiseConnectivity)
+    assert (pointwise.targets is None) == (not permuted)
+    ring = jnp.asarray(rng.normal(size=ell.max_delay * 6))
+    spikes = jnp.asarray([1.0, 0.0, 2.0, 0.0, 1.0, 0.0])
+    cotangent = jnp.asarray(rng.normal(size=ring.shape))
+
+    def loss(conn, weights, spikes):
+        conn = eqx.tree_at(lambda c: c.weights, conn, weights.reshape(conn.weights.shape))
+        return jnp.vdot(conn.deliver(ring, 5, spikes), cotangent)
+
+    for conn in (ell, pointwise):
+        np.testing.assert_array_equal(conn.deliver(ring, 5, spikes), ell.deliver(ring, 5, spikes))
+    grads = [jax.grad(loss, argnums=(1, 2))(c, c.weights.ravel(), spikes) for c in (ell, pointwise)]
+    np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=1e-14)
+    np.testing.assert_allclose(grads[1][1], grads[0][1], rtol=1e-14)
+    assert np.all(np.asarray(grads[1][1]) != 0)  # non-spiking neurons included
+
+
+def test_fan_out_buckets_pad_narrow_rows_only_where_cheap():
+    """Rows are padded to the widest of their bucket: a block joins it when that at most
+    doubles its fan-out, or when its rows are few (padding adds at most 1/8 of the slots:
+    Potjans–Diesmann's inhibitory rows); fan-out-1 rows always stay apart (pointwise)."""
+    from brainsim._propagation import _fan_out_buckets
+
+    def buckets(blocks):  # blocks: (name, fan_out, rows)
+        out = _fan_out_buckets(blocks, lambda b: b[1], lambda b: b[2])
+        return [[b[0] for b in bucket] for bucket in out]
+
+    assert buckets([("i", 397, 591), ("e", 823, 7126)]) == [["e", "i"]]
+    assert buckets([("i", 397, 7126), ("e", 823, 7126)]) == [["e"], ["i"]]
+    assert buckets([("a", 100, 10), ("b", 60, 10)]) == [["a", "b"]]  # at most doubled
+    assert buckets([("x", 1, 10), ("e", 823, 7126)]) == [["e"], ["x"]]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.extend.random import threefry_2x32
 
-from brainsim._random import key_words, random_bits, threefry2x32, uniform
+from brainsim._random import fold_in, key_words, random_bits, threefry2x32, uniform
 
 
 def _words(rng, n):
@@ -70,3 +70,28 @@ def test_uniform_grid_range_and_moments(dtype, bits, request):
     assert np.mean(j % 2 == 1) > 0.45  # the last bit is random
     assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / n)
     assert abs(np.mean(u < 0.25) - 0.25) < 5 * np.sqrt(0.25 * 0.75 / n)
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
+def test_fold_in_equals_jax_random_fold_in(raw):
+    """The unrolled fold (a step's and a group's key) gives jax.random.fold_in's keys bit for
+    bit: for typed and raw Threefry keys, Python and traced data (int32, wrapped modulo
+    2**32 as jax.random does), under jit and vmap; other implementations are passed on."""
+    keys = [jax.random.key(0), jax.random.key(123456789), jax.random.key(2**31 + 5)]
+    if raw:
+        keys = [jax.random.key_data(k) for k in keys]
+    data = [0, 1, 7, 1000, 2**31 - 1, np.uint32(2**32 - 1), jnp.int32(-5)]
+    words = jax.random.key_data if not raw else (lambda k: k)
+    ours = jax.jit(lambda k, d: words(fold_in(k, d)))
+    for k in keys:
+        for d in data:
+            np.testing.assert_array_equal(ours(k, d), words(jax.random.fold_in(k, d)))
+    batch = jax.random.split(jax.random.key(3), 5)
+    step = jnp.arange(5) * 977
+    np.testing.assert_array_equal(
+        jax.vmap(lambda k, d: jax.random.key_data(fold_in(k, d)))(batch, step),
+        jax.vmap(lambda k, d: jax.random.key_data(jax.random.fold_in(k, d)))(batch, step),
+    )
+    rbg = jax.random.key(4, impl="rbg")
+    np.testing.assert_array_equal(jax.random.key_data(fold_in(rbg, 9)),
+                                  jax.random.key_data(jax.random.fold_in(rbg, 9)))

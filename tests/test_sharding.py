@@ -53,6 +53,7 @@ WORKER = textwrap.dedent(
             bs.Population("E", n_e, lif_e, receptors=rec, initial=init),
             bs.Population("I", n_i, lif_i, receptors=rec, initial=init,
                           currents=[bs.ConstantCurrent(rng.uniform(100.0, 180.0, n_i))]),
+            bs.Population("Q", n_i, bs.PoissonSource(50.0)),  # a one-to-one drive of I
         ]
         def fp(n_pre, n_post, p, w, seed, delays):
             return bs.connect.fixed_probability(
@@ -68,6 +69,8 @@ WORKER = textwrap.dedent(
             bs.Projection("I", "E", fp(n_i, n_e, 0.2, 20.0, 3, [0.5]), receptor="inh",
                           stp=bs.TsodyksMarkram(U=0.3, tau_rec=200.0, tau_fac=50.0)),
             bs.Projection("P", "E", fp(40, n_e, 0.2, 2.0, 5, [1.0, 2.0]), receptor="exc"),
+            bs.Projection("Q", "I", bs.connect.one_to_one(n_i, weight=lambda r, m: r.uniform(
+                1.0, 3.0, m), seed=6), receptor="exc"),  # a PointwiseConnectivity, split
         ]
         return bs.Network(pops, projs, dt=0.1)
 
