@@ -265,7 +265,8 @@ def host_plan(network, merge: bool | str = True) -> Plan:
     def on_device(x):
         if not isinstance(x, np.ndarray):
             return x
-        return originals[id(x)] if id(x) in originals else jnp.asarray(x)
+        # device_put, not jnp.asarray: the latter compiles a program per shape (~7 ms each).
+        return originals[id(x)] if id(x) in originals else jax.device_put(x)
 
     plan = jax.tree.map(on_device, eqx.tree_at(lambda p: p.network, plan, replace=None))
     return eqx.tree_at(lambda p: p.network, plan, network, is_leaf=lambda x: x is None)

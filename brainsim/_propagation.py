@@ -95,12 +95,13 @@ def delay_steps(delay_ms, dt: float, *, owner: str, round_delays: bool) -> np.nd
 def host_to_device(values, dtype) -> jax.Array:
     """NumPy ``values`` as a device array of ``dtype``, converted on the host.
 
-    ``jnp.asarray(x, dtype)`` on a float64 array compiles an XLA convert per distinct shape
-    (seconds for networks with many projections); casting in NumPy first avoids it.
+    ``jnp.asarray`` of a NumPy array compiles a small XLA program per distinct shape and
+    dtype (~7 ms each: seconds for a network with many projections); casting in NumPy and
+    ``jax.device_put`` compile nothing.
     """
     if isinstance(values, jax.Array):
         return values.astype(dtype)
-    return jnp.asarray(np.asarray(values, dtype=np.dtype(dtype)))
+    return jax.device_put(np.asarray(values, dtype=np.dtype(dtype)))
 
 
 def materialise(edges, owner: str) -> EdgeList:
@@ -448,7 +449,7 @@ class Dense(AbstractLayout):
         distinct = tuple(int(d) for d in np.unique(steps))
         return DenseConnectivity(
             host_to_device(weights, dtype),
-            jnp.asarray(per_pair, jnp.int32),
+            host_to_device(per_pair, np.int32),
             distinct,
             edges.n_pre,
             edges.n_post,
@@ -582,9 +583,9 @@ class Sparse(AbstractLayout):
         else:
             dl = np.ones((edges.n_pre, fan_out), np.int32)
             dl[pre, rank] = steps[order]
-            delays, max_delay, homogeneous = jnp.asarray(dl), int(steps.max(initial=1)), 0
+            delays, max_delay, homogeneous = host_to_device(dl, np.int32), int(steps.max(initial=1)), 0
         return EllConnectivity(
-            jnp.asarray(targets),
+            host_to_device(targets, np.int32),
             weights,
             delays,
             homogeneous,
@@ -925,11 +926,11 @@ class CSR(AbstractLayout):
         if steps.ndim == 0:
             delays, max_delay, homogeneous = None, int(steps), int(steps)
         else:
-            delays = jnp.asarray(by_row(steps).astype(np.int32))
+            delays = host_to_device(by_row(steps), np.int32)
             max_delay, homogeneous = int(steps.max(initial=1)), 0
         return CsrConnectivity(
-            jnp.asarray(indptr),
-            jnp.asarray(indices),
+            host_to_device(indptr, np.int32),
+            host_to_device(indices, np.int32),
             weights,
             delays,
             homogeneous,
@@ -1118,7 +1119,7 @@ class Procedural(AbstractLayout):
         return ProceduralConnectivity(
             host_to_device(edges.weight_loc, dtype),
             None if edges.weight_scale is None else host_to_device(edges.weight_scale, dtype),
-            None if edges.counts is None else jnp.asarray(edges.counts, jnp.int32),
+            None if edges.counts is None else host_to_device(edges.counts, np.int32),
             edges.rule,
             steps,
             self.chunk_size,
