@@ -6,9 +6,9 @@ selected per platform at lowering time and can be forced with ``implementation=`
 
 Besides propagation and plasticity, the ops a simulation loop runs every step and that XLA's
 CPU code handles poorly at population size: :func:`clear_ring_row` (in-place ring clearing),
-:func:`after` (ordering) and :func:`fast_sum` (sums of spike vectors and state arrays); the
-compacted spike events every event-driven loop reads (:func:`spike_events`,
-:func:`for_each_chunk`); and the counter-based hash of procedural connectivity
+:func:`after` (ordering), :func:`fast_sum` and :func:`segment_sums` (sums of spike vectors
+and state arrays); the compacted spike events every event-driven loop reads
+(:func:`spike_events`, :func:`for_each_chunk`); and the counter-based hash of procedural connectivity
 (:class:`ProceduralRule`, :func:`procedural_synapses`), shared with the host.
 
 This package is the bottom layer of brainsim: it imports nothing from the rest of ``brainsim``,
@@ -47,6 +47,7 @@ from ._stdp import ell_trace_update_post as ell_trace_update_post
 from ._stdp import ell_trace_update_pre as ell_trace_update_pre
 from ._stdp import trace_event as trace_event
 from ._sum import fast_sum as fast_sum
+from ._sum import segment_sums as segment_sums
 from ._warnings import BrainsimWarning as BrainsimWarning
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "clear_ring_row",
     "after",
     "fast_sum",
+    "segment_sums",
     "default_capacity",
     "SpikeEvents",
     "spike_events",

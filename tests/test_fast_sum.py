@@ -142,3 +142,64 @@ def test_bad_implementation_and_dtype_are_named():
         ValueError, match="fast_sum: the native kernel sums float32 and float64; got int32"
     ):
         kernels.fast_sum(jnp.ones(3, jnp.int32), implementation=Implementation.NATIVE_CPU)
+
+
+SEGMENTS = [(1,), (0, 5, 0), (15, 16, 17), (800, 3200), (3200, 800, 2500, 3, 1, 0, 9001)]
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: i.value)
+@pytest.mark.parametrize("sizes", SEGMENTS, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_segment_sums_equal_the_sums_of_the_slices(impl, sizes, dtype, request):
+    """Each segment's sum is the exact sum of its slice (to the rounding of its additions);
+    spike vectors give exact counts; vmap of a batch is one call with every row's sums."""
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    n = sum(sizes)
+    x = jax.random.normal(jax.random.key(n), (n,), dtype)
+    got = jax.jit(lambda v: kernels.segment_sums(v, sizes, implementation=impl))(x)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    exact = [np.asarray(x, np.float64)[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    eps = float(jnp.finfo(dtype).eps)
+    assert got.shape == (len(sizes),) and got.dtype == x.dtype
+    np.testing.assert_allclose(got, exact, rtol=0, atol=4 * max(n, 1) * eps)
+    spikes = jax.random.bernoulli(jax.random.key(1), 0.3, (4, n))
+    counts = np.stack([[row[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+                       for row in np.asarray(spikes, np.int64)])  # fmt: skip
+    batched = jax.jit(jax.vmap(
+        lambda v: kernels.segment_sums(v, sizes, dtype=jnp.float32, implementation=impl)
+    ))(spikes)  # fmt: skip
+    np.testing.assert_array_equal(batched, counts)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda i: i.value)
+def test_segment_sums_gradient_is_the_segment_indicator(impl):
+    """d sums[s] / dx is 1 on segment s and 0 elsewhere; a weighted combination of the sums
+    has the weights, segment by segment, as its gradient (reverse and forward mode)."""
+    sizes = (7, 0, 40, 13)
+    x = jax.random.normal(jax.random.key(5), (60,))
+    c = jnp.asarray([2.0, -1.0, 0.5, 3.0])
+    grad = jax.grad(lambda v: jnp.dot(c, kernels.segment_sums(v, sizes, implementation=impl)))(x)
+    np.testing.assert_array_equal(grad, np.repeat(np.asarray(c), sizes))
+    t = jax.random.normal(jax.random.key(6), (60,))
+    _, tangent = jax.jvp(lambda v: kernels.segment_sums(v, sizes, implementation=impl), (x,), (t,))
+    np.testing.assert_allclose(tangent, [t[:7].sum(), 0.0, t[7:47].sum(), t[47:].sum()], atol=1e-5)
+
+
+@native_only
+def test_segment_sums_are_one_kernel_call():
+    """Eight populations' counts: one native call, not eight (nor windowed reductions)."""
+    sizes = (2068, 583, 2192, 548, 485, 106, 1440, 295)
+    x = jnp.ones((sum(sizes),), jnp.float32)
+    hlo = jax.jit(lambda v: kernels.segment_sums(v, sizes)).lower(x).compile().as_text()
+    calls = [line for line in hlo.split("\n") if "brainsim_sum" in line and "custom-call(" in line]
+    assert len(calls) == 1 and "reduce-window(" not in hlo, calls
+
+
+def test_segment_sums_bad_input_is_named():
+    with pytest.raises(ValueError, match=r"segment_sums: `sizes` must be .* adding up to x.size = 5; got \(2, 2\)"):
+        kernels.segment_sums(jnp.ones(5), (2, 2))
+    with pytest.raises(ValueError, match=r"segment_sums: `sizes` .* got \(6, -1\)"):
+        kernels.segment_sums(jnp.ones(5), (6, -1))
+    with pytest.raises(ValueError, match="segment_sums: `x` must be one-dimensional; got shape"):
+        kernels.segment_sums(jnp.ones((2, 3)), (6,))
