@@ -7,9 +7,9 @@ the number of times ``step`` has rolled over, so the absolute step is
 derives it from the pair:
 
 * a delay ring of ``D`` rows reads row (absolute step mod ``D``) — :func:`ring_cursor`;
-* each step's random key is ``fold_in(key, step)``, folded once more with ``epoch`` after the
-  first rollover — :func:`step_key` (so the first :math:`2^{30}` steps draw exactly what they
-  drew before epochs existed);
+* each step's random key is the Threefry cipher of the counter ``(epoch, step)`` under the
+  run's key — :func:`step_key`; in the first epoch that is ``jax.random.fold_in(key, step)``
+  (so the first :math:`2^{30}` steps draw exactly what they drew before epochs existed);
 * inputs with a schedule (step currents, timed arrays, spike generators and arrays) see the
   absolute step saturated at :math:`2^{31} - 1` — :func:`input_step`: a schedule is stored as
   int32 steps, so every schedule has ended by then, and building one that reaches further is
@@ -74,12 +74,13 @@ def ring_cursor(step, epoch, n_rows: int):
 
 
 def step_key(key, step, epoch):
-    """The random key of a step: ``fold_in(key, step)``, and from the first rollover on also
-    folded with ``epoch`` (so no two steps of a run share a key)."""
-    k = fold_in(key, step)
-    # Both folds and a select rather than a conditional: a fold is a few fused integer
-    # operations on two words, a conditional two more computations to compile.
-    return jnp.where(epoch > 0, fold_in(k, epoch), k)
+    """The random key of a step: ``jax.random.fold_in(key, step)`` in the first epoch, and the
+    cipher of the counter ``(epoch, step)`` after it (no two steps of a run share a key). One
+    cipher per step (:func:`brainsim._random.fold_in` with ``high=epoch``), not a fold with
+    ``step`` and another with ``epoch``: each is ~150 integer operations for XLA to compile.
+    Keys of other PRNG implementations are folded with ``step``, then with ``epoch`` after
+    the first rollover."""
+    return fold_in(key, step, high=epoch)
 
 
 def input_step(step, epoch):

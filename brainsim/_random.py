@@ -74,32 +74,37 @@ def key_words(key) -> UInt32[Array, "2"]:
     return jax.random.bits(key, (2,), jnp.uint32)
 
 
-def fold_in(key, data):
+def fold_in(key, data, high=None):
     """``jax.random.fold_in(key, data)``, bitwise, for a Threefry key (typed or raw): the
     cipher of the counter ``(0, uint32(data))`` under ``key``'s words, computed by
     :func:`threefry2x32` (unrolled ``uint32`` arithmetic, which XLA fuses with what
     surrounds it) instead of ``jax.random``'s CPU lowering, a rolled loop of its own (about
-    five fused kernels to compile per fold). Keys of other implementations go to
-    ``jax.random.fold_in``.
+    five fused kernels to compile per fold).
 
     ``data``: a scalar integer (may be traced), taken modulo :math:`2^{32}` as
-    ``jax.random.fold_in`` takes it."""
+    ``jax.random.fold_in`` takes it. ``high`` (a scalar integer, may be traced): the counter's
+    other word, ``(uint32(high), uint32(data))``, so that two integers make one key with one
+    cipher; ``high = 0`` is ``jax.random.fold_in``'s key. Keys of other implementations go to
+    ``jax.random.fold_in``, folded once more with ``high`` where it is not 0."""
     typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
     words = jax.random.key_data(key) if typed else key
-    if typed and str(jax.random.key_impl(key)) != "threefry2x32":
-        return jax.random.fold_in(key, data)
-    if words.shape != (2,) or words.dtype != jnp.uint32:
-        return jax.random.fold_in(key, data)
-    out = _folded_words(words, jnp.asarray(data, dtype=jnp.uint32))
+    threefry = not typed or str(jax.random.key_impl(key)) == "threefry2x32"
+    if not threefry or words.shape != (2,) or words.dtype != jnp.uint32:
+        folded = jax.random.fold_in(key, data)
+        if high is None:
+            return folded
+        return jnp.where(jnp.asarray(high) != 0, jax.random.fold_in(folded, high), folded)
+    high = jnp.uint32(0) if high is None else jnp.asarray(high).astype(jnp.uint32)
+    out = _folded_words(words, high, jnp.asarray(data).astype(jnp.uint32))
     return jax.random.wrap_key_data(out, impl=jax.random.key_impl(key)) if typed else out
 
 
 @jax.jit
-def _folded_words(words, data):
+def _folded_words(words, high, data):
     """The key words of :func:`fold_in`. A ``jit`` of its own: a program that folds several
     keys traces the cipher's ~150 operations once, not once per fold (a step folds three to
     five keys; tracing them all cost COBA, which draws nothing, 0.1 s)."""
-    a, b = threefry2x32(words, jnp.uint32(0), data)
+    a, b = threefry2x32(words, high, data)
     return jnp.stack([a, b])
 
 

@@ -95,3 +95,30 @@ def test_fold_in_equals_jax_random_fold_in(raw):
     rbg = jax.random.key(4, impl="rbg")
     np.testing.assert_array_equal(jax.random.key_data(fold_in(rbg, 9)),
                                   jax.random.key_data(jax.random.fold_in(rbg, 9)))
+
+
+def test_fold_in_with_high_word_and_step_keys():
+    """``fold_in(key, data, high=h)`` is the cipher of the counter ``(h, data)`` (JAX's own
+    Threefry on the key's words): ``h = 0`` is ``jax.random.fold_in``. A step's key is that
+    of ``(epoch, step)``: ``jax.random.fold_in(key, step)`` in epoch 0, distinct keys for the
+    same step in later epochs. Other implementations fold with ``data``, then ``high``."""
+    from brainsim._clock import step_key
+
+    key = jax.random.key(11)
+    words = jax.random.key_data(key)
+    ours = jax.jit(lambda k, d, h: jax.random.key_data(fold_in(k, d, high=h)))
+    for d, h in [(0, 0), (5, 0), (5, 1), (2**30 - 1, 3), (17, 2**31 - 1)]:
+        expected = threefry_2x32(words, jnp.asarray([h, d], jnp.uint32))
+        np.testing.assert_array_equal(ours(key, d, h), expected)
+    np.testing.assert_array_equal(ours(key, 42, 0), jax.random.key_data(jax.random.fold_in(key, 42)))
+    keys = {tuple(np.asarray(jax.random.key_data(step_key(key, jnp.int32(s), jnp.int32(e)))))
+            for s in (0, 1, 2) for e in (0, 1, 2)}  # fmt: skip
+    assert len(keys) == 9
+    rbg = jax.random.key(4, impl="rbg")
+    np.testing.assert_array_equal(
+        jax.random.key_data(fold_in(rbg, 9, high=2)),
+        jax.random.key_data(jax.random.fold_in(jax.random.fold_in(rbg, 9), 2)),
+    )
+    np.testing.assert_array_equal(
+        jax.random.key_data(fold_in(rbg, 9, high=0)), jax.random.key_data(jax.random.fold_in(rbg, 9))
+    )
