@@ -83,6 +83,7 @@ from ._neurons._base import default_dtype as default_dtype
 from ._neurons._base import fire_and_reset as fire_and_reset
 from ._neurons._base import next_refractory as next_refractory
 from ._neurons._base import reset_membrane as reset_membrane
+from ._neurons._base import subtract_threshold as subtract_threshold
 from ._phi1 import phi1 as phi1
 from ._propagation import AbstractConnectivity as AbstractConnectivity
 from ._propagation import AbstractLayout as AbstractLayout

@@ -74,9 +74,10 @@ current exactly (its step average drives the membrane), while snnTorch's ``Synap
 ``dt`` only. A neuron spikes when :math:`v \ge v_{threshold}` after the update (NIR and
 Spyx write :math:`v > v_{threshold}`: the two differ only when the membrane lands exactly on
 the threshold) and is set to
-``v_reset`` (NIR's reset; snnTorch's and Spyx's default "subtract" reset,
-:math:`v \leftarrow v - v_{th}`, is not NIR's and does not map). The membrane starts at
-``v_leak`` (``0`` for ``IF``).
+``v_reset`` (NIR's reset). snnTorch and Spyx reset by subtraction,
+:math:`v \leftarrow v - v_{th}`, in their own runs, also of the graphs they export (which say
+``v_reset``): ``from_nir(..., reset="subtract")`` reproduces those runs. The membrane starts
+at ``v_leak`` (``0`` for ``IF``).
 
 Timing. A spike emitted in step :math:`k` reaches its targets in step :math:`k + 1 + d/\Delta t`
 (brainsim's zero-delay convention), so every neuron layer adds one step between its input and
@@ -103,7 +104,7 @@ import numpy as np
 from ._integrators import AbstractIntegrator, Euler
 from ._monitors import StateTrace
 from ._network import Network, Population, Projection, Receptor
-from ._neurons._base import AbstractSpikeSource
+from ._neurons._base import AbstractSpikeSource, check_reset
 from ._neurons.lif import LIF
 from ._propagation import Dense
 from ._simulate import simulate
@@ -152,6 +153,12 @@ def _export_neuron(nir, pop: Population, network: Network):
     if np.any(p["t_ref"] != 0):
         raise ValueError(
             f"{where}: t_ref={model.t_ref} ms; NIR neurons have no refractory period. Use t_ref=0."
+        )
+    if model.reset != "value":
+        raise ValueError(
+            f"{where}: LIF(reset={model.reset!r}); a NIR neuron is set to v_reset when it spikes "
+            "(snnTorch and Spyx apply their own subtractive reset to any graph they import). "
+            "Use reset='value' to export."
         )
     if pop.currents:
         raise ValueError(
@@ -424,11 +431,12 @@ def _size_of(node) -> int:
     return int(np.prod(np.asarray(shape)))
 
 
-def _import_neuron(nir, key, node, integrator, dt):
+def _import_neuron(nir, key, node, integrator, dt, reset):
     """``(LIF model, kinetics or None, synaptic weight factor, emits spikes)``."""
     kind = type(node).__name__
     n = _size_of(node)
     common = dict(t_ref=0.0, integrator=integrator)
+    spiking = dict(common, reset=reset)
     if isinstance(node, nir.LIF | nir.CubaLIF):
         tau = _arr(node.tau if isinstance(node, nir.LIF) else node.tau_mem).ravel()
         r = _arr(node.r).ravel()
@@ -438,7 +446,7 @@ def _import_neuron(nir, key, node, integrator, dt):
             E_L=_arr(node.v_leak).ravel(),
             V_th=_arr(node.v_threshold).ravel(),
             V_reset=_arr(node.v_reset).ravel(),
-            **common,
+            **spiking,
         )
         if isinstance(node, nir.CubaLIF):
             tau_syn = _arr(node.tau_syn).ravel()
@@ -452,7 +460,7 @@ def _import_neuron(nir, key, node, integrator, dt):
             E_L=0.0,
             V_th=_arr(node.v_threshold).ravel(),
             V_reset=_arr(node.v_reset).ravel(),
-            **common,
+            **spiking,
         )
         return model, PulseSynapse(), np.ones(n), True
     if isinstance(node, nir.LI):
@@ -717,7 +725,9 @@ def _steps(delay, dt, where) -> np.ndarray:
     return steps
 
 
-def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None = None) -> Imported:
+def from_nir(
+    graph, *, dt: float, inputs, integrator: AbstractIntegrator | None = None, reset: str = "value"
+) -> Imported:
     """Build a :class:`~brainsim.Network` from the NIR graph ``graph``.
 
     Arguments:
@@ -727,6 +737,11 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
             mapping from node name to array; one array for a graph with one ``Input``.
         integrator: the neurons' integrator (default :class:`~brainsim.Euler`, the update of
             snnTorch/Spyx/Norse; :class:`~brainsim.ExponentialEuler` for the exact one).
+        reset: the spiking neurons' reset: ``"value"`` (default), NIR's: set to ``v_reset``;
+            ``"subtract"``: lowered by ``v_threshold - v_reset`` (:class:`~brainsim.LIF`
+            ``reset="subtract"``), what snnTorch and Spyx do when they run the model they
+            exported (their exporters still write NIR's reset), so an imported graph of theirs
+            spikes as their own run of it.
 
     Returns an :class:`Imported` (``network``, ``inputs``, ``outputs``, ``n_steps``); run it
     with :func:`run`.
@@ -735,6 +750,7 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"from_nir: `graph` must be a nir.NIRGraph; got {type(graph).__name__}.")
     integrator = Euler() if integrator is None else integrator
+    check_reset(reset, "from_nir")
     graph = _flatten(nir, graph)
     input_keys = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
     if not isinstance(inputs, Mapping):
@@ -774,7 +790,7 @@ def from_nir(graph, *, dt: float, inputs, integrator: AbstractIntegrator | None 
         spiking[key] = True
     for key, node in graph.nodes.items():
         if type(node).__name__ in _NEURONS:
-            model, kinetics, factor, spikes = _import_neuron(nir, key, node, integrator, dt)
+            model, kinetics, factor, spikes = _import_neuron(nir, key, node, integrator, dt, reset)
             models[key] = (model, kinetics, factor)
             spiking[key] = spikes
     biases: dict[str, np.ndarray] = {}

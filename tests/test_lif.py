@@ -190,3 +190,55 @@ def test_per_neuron_parameters_must_match_population_size():
     lif = bs.LIF(I_e=np.zeros(5))
     with pytest.raises(ValueError, match=r"`I_e`.*\(3,\)"):
         bs.Population("N", 3, lif)
+
+
+def _perfect_integrator_run(reset, n_steps, current, **extra):
+    """A non-leaky LIF (C_m = 1, dt = 1: V grows by ``current`` per step) driven for
+    ``n_steps``: its spike train."""
+    lif = bs.LIF(C_m=1.0, tau_m=math.inf, E_L=-0.5, V_th=1.0, V_reset=-0.5, t_ref=0.0,
+                 integrator=bs.Euler(), reset=reset, **extra)  # fmt: skip
+    state = lif.init(len(current))
+    drive = bs.Drive(jnp.asarray(current), jnp.zeros(len(current)))
+    spikes = []
+    for _ in range(n_steps):
+        state, s = lif.step(state, drive, 0.0, 1.0, jax.random.key(0))
+        spikes.append(np.asarray(s))
+    return np.stack(spikes), state
+
+
+def test_subtractive_reset_keeps_the_overshoot():
+    """Reset by subtraction: V drops by V_th - V_reset = 1.5 at a spike, so a perfect
+    integrator driven by x per step spikes floor(k x / 1.5) times in its first k steps (rate
+    x / 1.5 exactly); reset to V_reset loses the overshoot: one spike every ceil(1.5 / x)
+    steps. x are binary fractions, so the floating-point sums are exact."""
+    x = np.array([0.375, 0.625, 1.25])
+    n = 96
+    spikes, state = _perfect_integrator_run("subtract", n, x)
+    expected = np.floor(np.outer(np.arange(1, n + 1), x) / 1.5)
+    np.testing.assert_array_equal(spikes.cumsum(axis=0), expected)
+    np.testing.assert_allclose(state.v, -0.5 + n * x - 1.5 * spikes.sum(axis=0))
+    spikes, _ = _perfect_integrator_run("value", n, x)
+    np.testing.assert_array_equal(spikes.sum(axis=0), n // np.ceil(1.5 / x))
+    # At most one spike per step: a faster drive spikes every step and the rest accumulates.
+    spikes, state = _perfect_integrator_run("subtract", n, np.array([2.0]))
+    assert spikes.sum() == n and float(state.v[0]) == -0.5 + n * 0.5
+
+
+def test_subtractive_reset_gradient_and_bad_value():
+    """With ``detach_reset=False`` the reset's gradient is -(V_th - V_reset) times the
+    surrogate's; detached it is none. An unknown reset is named."""
+
+    def v_after(v0, detach):
+        lif = bs.LIF(C_m=1.0, tau_m=math.inf, E_L=0.0, V_th=1.0, V_reset=-0.5, t_ref=0.0,
+                     integrator=bs.Euler(), reset="subtract", detach_reset=detach)  # fmt: skip
+        state = lif.init(1)._replace(v=jnp.atleast_1d(v0))
+        new, _ = lif.step(state, bs.Drive.zeros(1, jnp.float32), 0.0, 1.0, jax.random.key(0))
+        return new.v[0]
+
+    v0 = 1.2  # above threshold: spikes and is lowered by 1.5
+    assert float(v_after(v0, True)) == pytest.approx(-0.3)
+    surrogate = jax.grad(lambda v: bs.surrogate.FastSigmoid()(v - 1.0))(v0)
+    assert float(jax.grad(v_after)(v0, True)) == pytest.approx(1.0)
+    assert float(jax.grad(v_after)(v0, False)) == pytest.approx(1.0 - 1.5 * float(surrogate))
+    with pytest.raises(ValueError, match="LIF: `reset` must be 'value'.*got 'zero'"):
+        bs.LIF(reset="zero")

@@ -40,9 +40,10 @@ def _spikes(net, pop):
     return np.asarray(result.recordings[0])
 
 
-def _two_layer(x, *, kinetics=None, integrator=None, delay=2.0, dt=1.0):
+def _two_layer(x, *, kinetics=None, integrator=None, delay=2.0, dt=1.0, reset="value"):
     rng = np.random.default_rng(1)
     lif = bs.LIF(
+        reset=reset,
         C_m=2.0,
         tau_m=[10.0, 12.0, 8.0, 20.0, 15.0],
         E_L=0.0,
@@ -302,10 +303,11 @@ def _first_repeat(*rasters):
 def test_spyx_exported_graph_gives_spyx_spikes():
     """Cross-simulator: an IF network built and exported by Spyx 1.0, run by Spyx and by
     brainsim on the same input spikes. Spyx's IF resets by subtracting the threshold (and
-    spikes on v > threshold), the graph (NIR) says reset to v_reset = 0 (brainsim: v >=
-    threshold), so the two agree exactly until a neuron spikes for the second time; the
-    test compares every spike of both layers before that step. It checks what the exporter
-    writes and brainsim reads: weight orientation, r, threshold and one step per layer."""
+    spikes on v > threshold) while the graph (NIR) says reset to v_reset = 0: imported with
+    ``reset="subtract"`` brainsim gives Spyx's spikes in both layers over the whole run, one
+    by one; imported as NIR says (the default), the two agree until a neuron spikes for the
+    second time and differ after. It checks what the exporter writes and brainsim reads:
+    weight orientation, r, threshold and one step per layer."""
     pytest.importorskip("spyx")
     import jax.numpy as jnp
     from flax import nnx
@@ -313,7 +315,7 @@ def test_spyx_exported_graph_gives_spyx_spikes():
     from spyx import nn as spyx_nn
 
     rng = np.random.default_rng(4)
-    n_in, n_hidden, n_out = 20, 40, 10
+    n_in, n_hidden, n_out, steps = 20, 40, 10, 3 * T
     lin1 = nnx.Linear(n_in, n_hidden, use_bias=False, rngs=nnx.Rngs(0))
     lin2 = nnx.Linear(n_hidden, n_out, use_bias=False, rngs=nnx.Rngs(1))
     lin1.kernel[...] = jnp.asarray(rng.normal(0.05, 0.05, (n_in, n_hidden)), jnp.float32)
@@ -323,27 +325,44 @@ def test_spyx_exported_graph_gives_spyx_spikes():
     graph = spyx_nir.to_nir(
         model, {"input": np.array([n_in])}, {"output": np.array([n_out])}, dt=1.0
     )
-    x = (np.random.default_rng(7).random((T, n_in)) < 0.1).astype(np.float64)
+    x = (np.random.default_rng(7).random((steps, n_in)) < 0.1).astype(np.float64)
     # Spyx runs time-major with a batch axis; the first layer's spikes from its own model.
     out_spyx = np.asarray(spyx_nn.run(model, jnp.asarray(x[:, None], jnp.float32))[0])[:, 0]
     hidden_spyx = np.asarray(
         spyx_nn.run(spyx_nn.Sequential(lin1, if1), jnp.asarray(x[:, None], jnp.float32))[0]
     )[:, 0]
 
-    imported = bnir.from_nir(graph, dt=1.0, inputs=x)
-    out = np.asarray(bnir.run(imported)["output"])
-    net = imported.network
-    hidden = _spikes(net, "layer_1")
+    def imported_run(reset):
+        imported = bnir.from_nir(graph, dt=1.0, inputs=x, reset=reset)
+        out = np.asarray(bnir.run(imported)["output"])
+        result = bs.simulate(
+            imported.network,
+            n_steps=steps,
+            state=imported.network.init(jax.random.key(0)),
+            record=(bs.fit.SpikeTrain("layer_1"),),
+        )
+        return out, np.asarray(result.recordings[0])
+
+    out, hidden = imported_run("subtract")
+    assert hidden_spyx.sum() >= 200 and out_spyx.sum() >= 200
+    np.testing.assert_array_equal(hidden, hidden_spyx)
+    np.testing.assert_array_equal(out, out_spyx)
+
+    out, hidden = imported_run("value")
     cut = _first_repeat(out_spyx, hidden_spyx, out, hidden)
     assert hidden_spyx[:cut].sum() >= 8 and out_spyx[:cut].sum() >= 5, cut
     np.testing.assert_array_equal(hidden[:cut], hidden_spyx[:cut])
     np.testing.assert_array_equal(out[:cut], out_spyx[:cut])
-    # The first layer's neurons depend on the input only: each one agrees up to its own
-    # second spike, over the whole run.
-    for i in range(n_hidden):
-        own = _first_repeat(hidden_spyx[:, i : i + 1], hidden[:, i : i + 1])
-        np.testing.assert_array_equal(hidden[:own, i], hidden_spyx[:own, i])
-    assert (hidden.sum(axis=0) > 0).sum() >= 30  # most first spikes were compared
+    assert (hidden != hidden_spyx).any()  # NIR's reset is not Spyx's
+
+
+def test_subtractive_reset_is_refused_by_to_nir_and_named_in_from_nir():
+    x = _inputs(4)
+    net = _two_layer(x)
+    with pytest.raises(ValueError, match=r"population 'h': LIF\(reset='subtract'\).*Use reset='value'"):
+        bnir.to_nir(_two_layer(x, reset="subtract"))
+    with pytest.raises(ValueError, match="from_nir: `reset` must be 'value'.*got 'zero'"):
+        bnir.from_nir(bnir.to_nir(net), dt=1.0, inputs=x, reset="zero")
 
 
 @pytest.mark.parametrize(

@@ -187,12 +187,39 @@ def reset_membrane(v, spikes, V_reset, detach: bool):
     return v * (1.0 - gate) + V_reset * gate
 
 
-def fire_and_reset(v, threshold, refractory, *, V_reset, surrogate, detach, t_ref, dt, timing):
+RESETS = ("value", "subtract")
+"""The resets of :func:`fire_and_reset`: to ``V_reset``, or by subtracting the threshold."""
+
+
+def subtract_threshold(v, spikes, threshold, V_reset, detach: bool):
+    r"""``v`` lowered by :math:`V_{th} - V_{reset}` where ``spikes`` is 1 (the "subtract" reset
+    of snnTorch and Spyx, :math:`v \leftarrow v - V_{th}` for :math:`V_{reset} = 0`): the
+    overshoot above the threshold is kept. ``detach`` as in :func:`reset_membrane`."""
+    import jax
+
+    gate = jax.lax.stop_gradient(spikes) if detach else spikes
+    return v - gate * (threshold - V_reset)
+
+
+def check_reset(reset, owner: str) -> str:
+    """``reset`` if it is one of :data:`RESETS`, else a ``ValueError`` naming the choices."""
+    if reset not in RESETS:
+        raise ValueError(
+            f"{owner}: `reset` must be 'value' (V <- V_reset) or 'subtract' (V <- V - "
+            f"(V_th - V_reset), snnTorch's and Spyx's default); got {reset!r}."
+        )
+    return reset
+
+
+def fire_and_reset(
+    v, threshold, refractory, *, V_reset, surrogate, detach, t_ref, dt, timing, reset="value"
+):
     r"""Threshold, reset and absolute refractoriness shared by the integrate-and-fire models.
 
     ``v`` is the membrane after integrating the step. Neurons still refractory (counter > 0)
     are held at ``V_reset`` and cannot spike; a neuron with ``v >= threshold`` spikes, is reset
-    to ``V_reset`` and is held for the next ``timing.refractory_hold(t_ref, dt)`` steps:
+    (``reset="value"``: to ``V_reset``; ``"subtract"``: by :math:`V_{th} - V_{reset}`,
+    :func:`subtract_threshold`) and is held for the next ``timing.refractory_hold(t_ref, dt)`` steps:
     :math:`t_{ref}/\Delta t - 1` with Brian2's conventions (so the shortest interval between
     spikes is :math:`t_{ref}`), :math:`t_{ref}/\Delta t` with NEST's (:class:`~brainsim.Timing`).
 
@@ -203,7 +230,10 @@ def fire_and_reset(v, threshold, refractory, *, V_reset, surrogate, detach, t_re
     held = refractory > 0
     v = jnp.where(held, V_reset, v)
     spikes = surrogate(v - threshold) * jnp.logical_not(held)
-    v = reset_membrane(v, spikes, V_reset, detach)
+    if reset == "subtract":
+        v = subtract_threshold(v, spikes, threshold, V_reset, detach)
+    else:
+        v = reset_membrane(v, spikes, V_reset, detach)
     refractory = next_refractory(refractory, spikes, t_ref, dt, timing)
     return v, spikes, refractory
 

@@ -12,7 +12,14 @@ from .._errors import as_parameter
 from .._integrators import AbstractIntegrator, ExponentialEuler
 from .._surrogate import AbstractSurrogate, FastSigmoid
 from .._timing import BRIAN2, Timing
-from ._base import AbstractNeuron, Drive, check_above, default_dtype, fire_and_reset
+from ._base import (
+    AbstractNeuron,
+    Drive,
+    check_above,
+    check_reset,
+    default_dtype,
+    fire_and_reset,
+)
 
 
 class LIFState(NamedTuple):
@@ -29,7 +36,9 @@ class LIF(AbstractNeuron):
         C_m \frac{dV}{dt} = -g_L (V - E_L) + I_e + i - g V, \qquad g_L = C_m / \tau_m
 
     where :math:`i - gV` is the synaptic :class:`Drive`. When :math:`V \ge V_{th}` the neuron
-    spikes, :math:`V \leftarrow V_{reset}`, and :math:`V` is held there for ``t_ref`` ms.
+    spikes, :math:`V \leftarrow V_{reset}`, and :math:`V` is held there for ``t_ref`` ms
+    (``reset="subtract"``: :math:`V \leftarrow V - (V_{th} - V_{reset})`, keeping the
+    overshoot, the default of snnTorch and Spyx).
     With the default :class:`ExponentialEuler` integrator the subthreshold update is the exact
     solution for input held constant over the step:
     :math:`V_{n+1} = V_\infty + (V_n - V_\infty) e^{-\Delta t (g_L + g)/C_m}`.
@@ -41,6 +50,9 @@ class LIF(AbstractNeuron):
         V_reset: reset potential (mV).
         t_ref: refractory period (ms), rounded to whole steps. I_e: constant bias current (pA).
         surrogate: spike function (default :class:`FastSigmoid` with scale 1/mV).
+        reset: ``"value"`` (default; NEST, Brian2 and NIR: :math:`V \leftarrow V_{reset}`) or
+            ``"subtract"`` (:math:`V \leftarrow V - (V_{th} - V_{reset})`; with
+            :math:`V_{reset} = 0` snnTorch's and Spyx's default reset by the threshold).
         detach_reset: if True (default, as in snnTorch) the reset carries no gradient;
             with False the gradient also flows through the reset, which can explode in
             recurrent networks (the factor (V - V_reset) σ' multiplies it at every spike).
@@ -64,6 +76,7 @@ class LIF(AbstractNeuron):
     surrogate: AbstractSurrogate
     integrator: AbstractIntegrator
     detach_reset: bool = eqx.field(static=True)
+    reset: str = eqx.field(static=True, default="value")
     timing: Timing = eqx.field(static=True, default=BRIAN2)
 
     def __init__(
@@ -79,6 +92,7 @@ class LIF(AbstractNeuron):
         surrogate: AbstractSurrogate | None = None,
         integrator: AbstractIntegrator | None = None,
         detach_reset: bool = True,
+        reset: str = "value",
     ):
         owner = type(self).__name__
         self.C_m = as_parameter(C_m, "C_m", owner=owner, unit="pF", positive=True)
@@ -94,6 +108,7 @@ class LIF(AbstractNeuron):
         self.surrogate = FastSigmoid() if surrogate is None else surrogate
         self.integrator = ExponentialEuler() if integrator is None else integrator
         self.detach_reset = detach_reset
+        self.reset = check_reset(reset, owner)
 
     def init(self, n: int, *, dtype=None) -> LIFState:
         dtype = default_dtype(dtype)
@@ -132,5 +147,6 @@ class LIF(AbstractNeuron):
             t_ref=self.t_ref,
             dt=dt,
             timing=self.timing,
+            reset=self.reset,
         )
         return LIFState(v.astype(dtype), refractory), spikes.astype(dtype)
