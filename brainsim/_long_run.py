@@ -48,11 +48,12 @@ from ._checkpoint import Checkpoint, CheckpointError, atomic_write, fsync_dir, l
 from ._checkpoint import save_checkpoint as _save_checkpoint
 from ._clock import absolute_step
 from ._errors import SimulationError, check_positive, unknown_name_error
-from ._monitors import AbstractMonitor, SpikeRaster, Stream
+from ._monitors import AbstractMonitor, SpikeRaster, StateTrace, Stream
 from ._network import Network, NetworkState
 from ._plan import host_plan
 from ._progress import SimulationBar
 from ._progress import resolve as resolve_progress
+from ._results import TraceRecord, monitor_name, per_option
 from ._simulate import _run, _run_jit, checked_monitors, n_steps_for, prepare
 from ._version import __version__
 
@@ -263,6 +264,19 @@ def _run_meta(network, monitors, chunk_steps, plan, start_step) -> dict:
         "chunk_steps": chunk_steps,
         "start_step": start_step,
         "monitors": [repr(m) for m in monitors],
+        # Read back by name (run["name"]) and by the exporters (a trace's neurons).
+        "monitor_names": [monitor_name(m) for m in monitors],
+        "traces": [
+            {
+                "key": f"trace/{m.population}/{m.variable}",
+                "population": m.population,
+                "variable": m.variable,
+                "every": int(m.every),
+                "neurons": None if m.neurons is None else np.asarray(m.neurons).tolist(),
+            }
+            for m in monitors
+            if isinstance(m, StateTrace)
+        ],
         **plan,
     }
 
@@ -724,15 +738,35 @@ class StoredRun:
         """The monitors of the run (their ``repr``), in the order of ``record``."""
         return tuple(self.meta["monitors"])
 
+    batch_shape: tuple[int, ...] = ()
+    """A stored run is one run (the exporters' and ``SimulationResult``'s protocol)."""
+    t_start: float = 0.0
+    """Times of a stored run count from its start (ms)."""
+
+    def recorded(self) -> list[str]:
+        """What this run recorded: its monitors' ``repr``, one per monitor."""
+        return list(self.monitors)
+
+    def __getitem__(self, name) -> dict[str, np.ndarray]:
+        """:meth:`recording` of the monitor given ``name=`` (or at position ``name``)."""
+        return self.recording(name)
+
     def recording(self, monitor) -> dict[str, np.ndarray]:
         """``{stream key: rows}`` of one monitor (memory-mapped), all completed chunks.
 
-        ``monitor``: its position in ``record``, or the monitor itself (found by ``repr``).
+        ``monitor``: its position in ``record``, its ``name=``, or the monitor itself (found
+        by ``repr``).
         For a monitor streamed by default (one row per step) the rows are what
         :func:`~brainsim.simulate` returns over the whole run: ``run.recording(m)["values"]``
         equals ``result.recordings[i]`` for a monitor whose recording is one array.
         """
         names = self.monitors
+        if isinstance(monitor, str):
+            given = self.meta.get("monitor_names") or [None] * len(names)
+            if monitor not in given:
+                valid = [n for n in given if n is not None]
+                raise unknown_name_error("monitor name", monitor, valid, where="StoredRun")
+            monitor = given.index(monitor)
         if isinstance(monitor, AbstractMonitor):
             if repr(monitor) not in names:
                 raise ValueError(f"{monitor!r} is not a monitor of this run; it has {list(names)}.")
@@ -807,11 +841,84 @@ class StoredRun:
         size = self.population_sizes[self.population_names.index(population)]
         return count / (size * self.duration * 1e-3) if self.duration else 0.0
 
-    def spike_counts(self, population: str) -> np.ndarray:
-        """Spikes of ``population`` per step (memory-mapped; needs a PopulationRate)."""
-        if self._find(f"spike_counts/{population}") is None:
-            raise ValueError(f"No PopulationRate of population {population!r} in this run.")
-        return self.samples(f"spike_counts/{population}")[1]
+    def spike_counts(self, population: str, *, per: str = "step") -> np.ndarray:
+        """Spike counts of ``population``, as :meth:`SimulationResult.spike_counts
+        <brainsim.SimulationResult.spike_counts>` gives them: ``per="step"`` the
+        population's total in every step, ``(n_steps,)`` (memory-mapped from a
+        :class:`PopulationRate`, else counted from the recorded spikes); ``per="neuron"``
+        each neuron's total over the run, ``(size,)`` int64 (counted chunk by chunk: the
+        memory of one chunk)."""
+        per_option(per)
+        if population not in self.population_names:
+            raise unknown_name_error("population", population, self.population_names)
+        size = self.population_sizes[self.population_names.index(population)]
+        if per == "neuron":
+            if self._find(f"spikes/{population}/steps") is None:
+                raise ValueError(
+                    f"No spike recording of population {population!r} in this run (per-neuron "
+                    "counts need a SpikeRaster or SpikeList)."
+                )
+            counts = np.zeros(size, np.int64)
+            for _, ids in self.iter_spikes(population):
+                counts += np.bincount(ids, minlength=size)
+            return counts
+        if self._find(f"spike_counts/{population}") is not None:
+            return self.samples(f"spike_counts/{population}")[1]
+        if self._find(f"spikes/{population}/steps") is None:
+            raise ValueError(
+                f"No PopulationRate or spike recording of population {population!r} in this run."
+            )
+        counts = np.zeros(self.n_steps, np.float32)
+        s_steps, _ = self._spike_streams(population)
+        lo = 0
+        for row in self.index:
+            hi = int(row[1 + s_steps])
+            steps = np.asarray(self._stream(s_steps, lo, hi), np.int64) - self.start_step
+            counts += np.bincount(steps, minlength=self.n_steps)[: self.n_steps]
+            lo = hi
+        return counts
+
+    def spiking_populations(self) -> list[str]:
+        """The populations whose spikes this run recorded, in network order."""
+        return [p for p in self.population_names if self._find(f"spikes/{p}/steps") is not None]
+
+    def trace_records(self) -> list[TraceRecord]:
+        """Every :class:`StateTrace` recorded (values memory-mapped)."""
+        out = []
+        infos = self.meta.get("traces")
+        if infos is None:  # written before the metadata named them: read the stream keys
+            infos = [
+                {"key": st["key"], "population": st["key"].split("/")[1],
+                 "variable": st["key"].split("/", 2)[2], "every": st["every"], "neurons": None}
+                for st in self.meta["streams"]
+                if st["key"].startswith("trace/") and st["key"].count("/") >= 2
+            ]  # fmt: skip
+        for info in infos:
+            times, values = self.samples(info["key"])
+            ids = info["neurons"]
+            ids = np.arange(values.shape[-1]) if ids is None else np.asarray(ids)
+            out.append(
+                TraceRecord(info["population"], info["variable"], info["every"], times, values, ids)
+            )
+        return out
+
+    def to_pandas(self, kind: str = "spikes", *, wide: bool = False):
+        """This run as a :class:`pandas.DataFrame`: :func:`brainsim.interop.to_pandas`."""
+        from . import interop
+
+        return interop.to_pandas(self, kind, wide=wide)
+
+    def to_neo(self):
+        """This run as a :class:`neo.Block`: :func:`brainsim.interop.to_neo`."""
+        from . import interop
+
+        return interop.to_neo(self)
+
+    def to_nwb(self, target, **kwargs):
+        """This run in an NWB file or ``NWBFile``: :func:`brainsim.interop.to_nwb`."""
+        from . import interop
+
+        return interop.to_nwb(self, target, **kwargs)
 
     def trace(self, population: str, variable: str) -> tuple[np.ndarray, np.ndarray]:
         """``(times_ms, values)`` of a :class:`StateTrace` (values memory-mapped)."""

@@ -10,6 +10,8 @@ between members, come as nested lists of arrays, one per member (``times[b]``, `
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import numpy as np
@@ -18,6 +20,31 @@ from ._errors import unknown_name_error
 from ._monitors import PopulationRate, SpikeList, SpikeRaster, StateTrace, WeightTrace
 
 _PER = ("step", "neuron")
+
+
+class TraceRecord(NamedTuple):
+    """One recorded :class:`StateTrace` as the exporters read it."""
+
+    population: str
+    variable: str
+    every: int
+    """Steps between samples."""
+    times: np.ndarray
+    """Sample times (ms), ``(samples,)``."""
+    values: np.ndarray
+    """``(samples, neurons)`` in the variable's own unit."""
+    neurons: np.ndarray
+    """The recorded neurons' indices within the population."""
+
+
+def per_option(per: str) -> str:
+    """``per`` of ``spike_counts``, or a ValueError naming the choices."""
+    if per not in _PER:
+        raise ValueError(
+            f"spike_counts: `per` must be 'step' (population total per step) or 'neuron' "
+            f"(each neuron's total); got {per!r}."
+        )
+    return per
 
 
 def monitor_name(monitor) -> str | None:
@@ -188,11 +215,7 @@ class ResultAccess(eqx.Module):
         neuron's total over the run, ``(size,)`` int64 (Brian2's ``SpikeMonitor.count``), from
         a :class:`SpikeRaster` or :class:`SpikeList`. Batched: the batch axes in front.
         """
-        if per not in _PER:
-            raise ValueError(
-                f"spike_counts: `per` must be 'step' (population total per step) or 'neuron' "
-                f"(each neuron's total); got {per!r}."
-            )
+        per_option(per)
         i = self._check_population(population)
         if per == "neuron":
             size = self.population_sizes[i]
@@ -271,6 +294,28 @@ class ResultAccess(eqx.Module):
         return self._sampled(*found)
 
     # ---------------------------------------------------------------------- exporters
+
+    def spiking_populations(self) -> list[str]:
+        """The populations whose spikes this run recorded, in network order."""
+        names = []
+        for name in self.population_names:
+            for m in self.monitors:
+                if (
+                    isinstance(m, SpikeRaster) and (m.populations is None or name in m.populations)
+                ) or (isinstance(m, SpikeList) and m.population == name):
+                    names.append(name)
+                    break
+        return names
+
+    def trace_records(self) -> list[TraceRecord]:
+        """Every :class:`StateTrace` recorded (one run: select a batch member first)."""
+        out = []
+        for m in self.monitors:
+            if isinstance(m, StateTrace):
+                times, values = self.trace(m.population, m.variable)
+                ids = np.arange(values.shape[-1]) if m.neurons is None else np.asarray(m.neurons)
+                out.append(TraceRecord(m.population, m.variable, m.every, times, values, ids))
+        return out
 
     def to_pandas(self, kind: str = "spikes", *, wide: bool = False):
         """This run as a :class:`pandas.DataFrame` (``pip install brainsim[interop]``):

@@ -1,10 +1,13 @@
 r"""Results out to the ecosystem: pandas, Neo (so Elephant's analyses run) and NWB.
 
 These are optional: ``pip install "brainsim[interop]"`` installs pandas, neo, elephant,
-quantities and pynwb; each is imported only when its exporter is called. All take a
-:class:`~brainsim.SimulationResult` of one run (select a member of a batched result with
-``result.batch(i)``) and export every spike (:class:`~brainsim.SpikeRaster`,
-:class:`~brainsim.SpikeList`) and every :class:`~brainsim.StateTrace` it recorded.
+quantities and pynwb; each is imported only when its exporter is called. Each takes a
+:class:`~brainsim.SimulationResult` or a run written by :func:`~brainsim.run_long` (a
+:class:`~brainsim.StoredRun`, read from its files; times from the run's start, as its
+``spikes`` gives them) and exports every spike (:class:`~brainsim.SpikeRaster`,
+:class:`~brainsim.SpikeList`) and every :class:`~brainsim.StateTrace` recorded. A batched
+result (``vmap``) becomes one frame with a ``batch`` column (pandas) or one Neo segment per
+member (Neo's trials); NWB files hold one run (write ``result.batch(i)``).
 
 Units: brainsim's times are ms; pandas and Neo keep ms, NWB stores seconds (its standard).
 A trace's unit is that of its variable: ``v`` (membrane potential) in mV; other variables are
@@ -25,8 +28,6 @@ import os
 
 import numpy as np
 
-from ._monitors import SpikeList, SpikeRaster, StateTrace
-
 EXTRA = "interop"
 
 
@@ -42,7 +43,7 @@ def _require(module: str, exporter: str):
 
 
 def _one_run(result, exporter: str):
-    if result.batch_shape:
+    if getattr(result, "batch_shape", ()):
         raise ValueError(
             f"{exporter}: the result is batched (batch shape {result.batch_shape}); export one "
             "member at a time: result.batch(i)."
@@ -51,27 +52,21 @@ def _one_run(result, exporter: str):
 
 def spiking_populations(result) -> list[str]:
     """The populations whose spikes ``result`` recorded, in network order."""
-    names = []
-    for name in result.population_names:
-        for m in result.monitors:
-            if (
-                isinstance(m, SpikeRaster) and (m.populations is None or name in m.populations)
-            ) or (isinstance(m, SpikeList) and m.population == name):
-                names.append(name)
-                break
-    return names
+    return result.spiking_populations()
 
 
-def traces(result) -> list[tuple[StateTrace, np.ndarray, np.ndarray, np.ndarray]]:
-    """``(monitor, times_ms, values, neuron ids)`` of every :class:`StateTrace` recorded."""
-    out = []
-    for m in result.monitors:
-        if isinstance(m, StateTrace):
-            times, values = result.trace(m.population, m.variable)
-            n = values.shape[-1]
-            ids = np.arange(n) if m.neurons is None else np.asarray(m.neurons)
-            out.append((m, times, values, ids))
-    return out
+def traces(result):
+    """Every :class:`StateTrace` ``result`` recorded, as
+    :class:`~brainsim._results.TraceRecord` ``(population, variable, every, times, values,
+    neurons)``."""
+    return result.trace_records()
+
+
+def _no_traces(result) -> ValueError:
+    got = "; ".join(result.recorded()) or "nothing"
+    return ValueError(
+        f"No StateTrace was recorded (recorded: {got}). Record one, e.g. bs.StateTrace('E', 'v')."
+    )
 
 
 def unit_of(variable: str) -> str:
@@ -124,27 +119,29 @@ def to_pandas(result, kind: str = "spikes", *, wide: bool = False):
         _one_run(result, "to_pandas")
         found = traces(result)
         if not found:
-            raise result._missing("StateTrace", "Record one, e.g. bs.StateTrace('E', 'v').")
+            raise _no_traces(result)
         if wide:
             columns = {}
-            for m, times, values, ids in found:
-                for j, i in enumerate(ids):
-                    columns[(m.population, m.variable, int(i))] = pd.Series(values[:, j], times)
+            for m in found:
+                for j, i in enumerate(m.neurons):
+                    columns[(m.population, m.variable, int(i))] = pd.Series(
+                        np.asarray(m.values[:, j]), m.times
+                    )
             df = pd.DataFrame(columns)
             df.columns.names = ["population", "variable", "neuron"]
             df.index.name = "time_ms"
             return df.sort_index()
         frames = []
-        for m, times, values, ids in found:
-            s, n = values.shape
+        for m in found:
+            s, n = m.values.shape
             frames.append(
                 pd.DataFrame(
                     {
                         "population": m.population,
                         "variable": m.variable,
-                        "neuron": np.tile(ids, s).astype(np.int64),
-                        "time_ms": np.repeat(times, n),
-                        "value": values.reshape(-1),
+                        "neuron": np.tile(m.neurons, s).astype(np.int64),
+                        "time_ms": np.repeat(m.times, n),
+                        "value": np.asarray(m.values).reshape(-1),
                     }
                 )
             )
@@ -156,12 +153,14 @@ def to_pandas(result, kind: str = "spikes", *, wide: bool = False):
 
 
 def to_neo(result):
-    """A :class:`neo.Block` with one :class:`neo.Segment` holding the run.
+    """A :class:`neo.Block` with one :class:`neo.Segment` holding the run (a batched result:
+    one segment per member, ``"batch <i>"``, annotated ``batch``: Neo's trials).
 
     * one :class:`neo.SpikeTrain` per neuron of every population whose spikes were recorded
       (silent neurons included, so rates average over the whole population): times in ms,
       ``t_start``/``t_stop`` the run's start and end (ms), annotated ``population`` and
-      ``neuron``; the block's :class:`neo.Group` named after the population gathers them;
+      ``neuron``; the block's :class:`neo.Group` named after the population gathers them
+      (of every segment);
     * one :class:`neo.AnalogSignal` per :class:`StateTrace`, ``(samples, neurons)``, sampling
       period ``every * dt`` ms, starting at the run's start, in the variable's unit
       (:func:`unit_of`), annotated ``population``, ``variable`` and ``neurons``.
@@ -171,21 +170,33 @@ def to_neo(result):
     """
     neo = _require("neo", "to_neo")
     pq = _require("quantities", "to_neo")
-    _one_run(result, "to_neo")
-    t0 = float(np.ravel(result.t_start)[0])
-    t1 = t0 + result.duration
     block = neo.Block(name="brainsim run")
-    seg = neo.Segment(name="run")
-    block.segments.append(seg)
-    for name in spiking_populations(result):
-        times, ids = result.spikes(name)
-        size = result.population_sizes[result.population_names.index(name)]
-        group = neo.Group(name=name)
+    groups = {name: neo.Group(name=name) for name in spiking_populations(result)}
+    block.groups.extend(groups.values())
+    batch_shape = tuple(getattr(result, "batch_shape", ()))
+    members = list(np.ndindex(batch_shape)) if batch_shape else [None]
+    for b, index in enumerate(members):
+        run = result if index is None else result.batch(index)
+        seg = neo.Segment(name="run" if index is None else f"batch {b}")
+        if index is not None:
+            seg.annotate(batch=b, batch_index=index)
+        block.segments.append(seg)
+        _neo_segment(neo, pq, run, seg, groups)
+    return block
+
+
+def _neo_segment(neo, pq, run, seg, groups) -> None:
+    """Fill ``seg`` with the spike trains and signals of one run."""
+    t0 = float(np.ravel(run.t_start)[0])
+    t1 = t0 + run.duration
+    for name, group in groups.items():
+        times, ids = run.spikes(name)
+        size = run.population_sizes[run.population_names.index(name)]
         order = np.argsort(ids, kind="stable")
-        bounds = np.searchsorted(ids[order], np.arange(size + 1))
+        bounds = np.searchsorted(np.asarray(ids)[order], np.arange(size + 1))
         for i in range(size):
             train = neo.SpikeTrain(
-                times[order[bounds[i] : bounds[i + 1]]],
+                np.asarray(times)[order[bounds[i] : bounds[i + 1]]],
                 units="ms",
                 t_start=t0 * pq.ms,
                 t_stop=t1 * pq.ms,
@@ -195,20 +206,18 @@ def to_neo(result):
             )
             seg.spiketrains.append(train)
             group.add(train)
-        block.groups.append(group)
-    for m, times, values, ids in traces(result):
+    for m in traces(run):
         signal = neo.AnalogSignal(
-            values,
+            np.asarray(m.values),
             units=unit_of(m.variable) or pq.dimensionless,
-            sampling_period=m.every * result.dt * pq.ms,
-            t_start=float(times[0]) * pq.ms,
+            sampling_period=m.every * run.dt * pq.ms,
+            t_start=float(m.times[0]) * pq.ms,
             name=f"{m.population}.{m.variable}",
             population=m.population,
             variable=m.variable,
-            neurons=np.asarray(ids),
+            neurons=np.asarray(m.neurons),
         )
         seg.analogsignals.append(signal)
-    return block
 
 
 # ------------------------------------------------------------------------------ NWB
@@ -266,20 +275,21 @@ def to_nwb(
         times, ids = result.spikes(name)
         size = result.population_sizes[result.population_names.index(name)]
         order = np.argsort(ids, kind="stable")
-        bounds = np.searchsorted(ids[order], np.arange(size + 1))
+        bounds = np.searchsorted(np.asarray(ids)[order], np.arange(size + 1))
         for i in range(size):
-            spikes_s = np.asarray(times[order[bounds[i] : bounds[i + 1]]], np.float64) * 1e-3
+            spikes_s = np.asarray(times, np.float64)[order[bounds[i] : bounds[i + 1]]] * 1e-3
             nwbfile.add_unit(spike_times=spikes_s, population=name, neuron=i)
-    for m, times, values, ids in traces(result):
+    for m in traces(result):
         nwbfile.add_acquisition(
             pynwb.TimeSeries(
                 name=f"{m.population}.{m.variable}",
-                data=np.asarray(values),
+                data=np.asarray(m.values),
                 unit=unit_of(m.variable) or "n/a",
-                starting_time=float(times[0]) * 1e-3,
+                starting_time=float(m.times[0]) * 1e-3,
                 rate=1e3 / (m.every * result.dt),
                 description=(
-                    f"StateTrace {m.population!r} {m.variable!r} of neurons {ids.tolist()}"
+                    f"StateTrace {m.population!r} {m.variable!r} of neurons "
+                    f"{np.asarray(m.neurons).tolist()}"
                 ),
             )
         )
