@@ -151,3 +151,38 @@ def test_notebook_runs(path, kernel_manager_factory):
     assert not NAN.search(text), f"{path.name} printed a NaN:\n{text}"
     if path.name in CLAIMS:
         CLAIMS[path.name](text)
+
+
+@pytest.mark.parametrize("widgets", [True, False], ids=["widget", "text"])
+def test_progress_bar_in_a_notebook_kernel(widgets, kernel_manager_factory, tmp_path):
+    """``progress=None`` in a notebook shows a bar: the ipywidgets front end when it is
+    installed (a widget output), else tqdm's text bar on stderr, without tqdm's warning about
+    the missing widget. The bar ends at the run's length and biological time."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    pytest.importorskip("ipywidgets")
+    hide = "" if widgets else "import sys; sys.modules['ipywidgets'] = None\n"
+    source = hide + (
+        "import jax, brainsim as bs\n"
+        "lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0, I_e=400.0)\n"
+        "net = bs.Network([bs.Population('E', 4, lif)], dt=0.1)\n"
+        "result = bs.simulate(net, 50.0, key=jax.random.key(0), "
+        "progress=bs.Progress(every_ms=10.0))\n"
+        "print('steps', result.n_steps)\n"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    NotebookClient(nb, km=kernel_manager_factory(), timeout=CELL_TIMEOUT_S,
+                   startup_timeout=120, allow_errors=False).execute()  # fmt: skip
+    outputs = nb.cells[0].outputs
+    stdout = "".join(o.text for o in outputs if o.get("name") == "stdout")
+    stderr = "".join(o.text for o in outputs if o.get("name") == "stderr")
+    assert "steps 500" in stdout
+    assert "IProgress not found" not in stderr and "Warning" not in stderr, stderr
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    if widgets:
+        assert views, outputs
+    else:
+        assert not views
+        last = stderr.replace("\r", "\n").strip().splitlines()[-1]
+        assert "500/500" in last and "t = 0.050/0.050 s" in last, stderr
