@@ -76,8 +76,14 @@ Spyx write :math:`v > v_{threshold}`: the two differ only when the membrane land
 the threshold) and is set to
 ``v_reset`` (NIR's reset). snnTorch and Spyx reset by subtraction,
 :math:`v \leftarrow v - v_{th}`, in their own runs, also of the graphs they export (which say
-``v_reset``): ``from_nir(..., reset="subtract")`` reproduces those runs. The membrane starts
-at ``v_leak`` (``0`` for ``IF``).
+``v_reset``): ``from_nir(..., reset="subtract")`` reproduces those runs (tested spike for spike
+on an IF network of Spyx 1.0 and a Leaky network of snnTorch 1.0). snnTorch's ``Leaky`` must
+then reset in the step of the spike (``reset_delay=False``): with its default
+``reset_delay=True`` it subtracts the threshold one step later, after the decay
+(:math:`v_{k+1} = \beta v_k + x_k - v_{th} s_k`), which differs from any reset in the spike's
+step by :math:`(1-\beta) v_{th}` per spike. snnTorch writes ``dt = 1e-4`` into its ``LIF``
+nodes (``tau = 1e-4 / (1 - beta)``): import them with ``dt=1e-4``. The membrane starts at
+``v_leak`` (``0`` for ``IF``).
 
 Timing. A spike emitted in step :math:`k` reaches its targets in step :math:`k + 1 + d/\Delta t`
 (brainsim's zero-delay convention), so every neuron layer adds one step between its input and

@@ -1,5 +1,7 @@
 """brainsim.nir: export and import of NIR graphs, checked against a NumPy reference."""
 
+from pathlib import Path
+
 import equinox as eqx
 import jax
 import numpy as np
@@ -12,6 +14,7 @@ nir = pytest.importorskip("nir")
 bnir = bs.nir
 
 T = 60
+DATA = Path(__file__).resolve().parent / "data"
 
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64: spikes compared exactly
@@ -615,3 +618,29 @@ def test_pooling_integrated_closed_form(kind):
     want = np.cumsum(np.vstack([np.zeros(8), 2.0 * pooled[:-1]]), axis=0)
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
     assert want[-1].min() > 0
+
+
+def test_snntorch_exported_graph_gives_snntorch_spikes():
+    """Cross-simulator: a two-layer Leaky network exported and run by snnTorch 1.0
+    (``benchmarks/peers/snntorch_nir_export.py`` wrote the graph, its input and snnTorch's
+    spikes to ``tests/data``: PyTorch is too large for this environment). snnTorch writes
+    ``dt = 1e-4`` into its LIF nodes (``tau = dt / (1 - beta)``), so the graph is imported
+    with ``dt=1e-4``; its neurons reset by subtraction (``reset="subtract"``) and spike in the
+    step of their input, where brainsim's layers add one step each: every spike of both
+    layers over the 200 steps, one and two steps later. With NIR's own reset the output
+    differs."""
+    data = np.load(DATA / "snntorch_leaky.npz")
+    graph = nir.read(DATA / "snntorch_leaky.nir")
+    x, hidden_snn, out_snn = data["x"].astype(np.float64), data["hidden"], data["output"]
+    steps = x.shape[0]
+    imported = bnir.from_nir(graph, dt=1e-4, inputs=x, reset="subtract")
+    out = np.asarray(bnir.run(imported)["output"])
+    result = bs.simulate(imported.network, n_steps=steps,
+                         state=imported.network.init(jax.random.key(0)),
+                         record=(bs.fit.SpikeTrain("1"),))  # fmt: skip
+    hidden = np.asarray(result.recordings[0])
+    assert hidden_snn.sum() > 500 and out_snn.sum() > 150
+    np.testing.assert_array_equal(hidden[1:], hidden_snn[:-1])
+    np.testing.assert_array_equal(out[2:], out_snn[:-2])
+    nir_reset = np.asarray(bnir.run(bnir.from_nir(graph, dt=1e-4, inputs=x))["output"])
+    assert (nir_reset[2:] != out_snn[:-2]).any()
