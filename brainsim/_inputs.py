@@ -231,7 +231,9 @@ INVERSION_UNROLL = 8
 """Terms per iteration of that fixed loop (its 64 terms in 8 iterations)."""
 
 
-def poisson_counts(key, lam: Array, *, fixed_terms: bool | None = None) -> Array:
+def poisson_counts(
+    key, lam: Array, *, fixed_terms: bool | None = None, single_part: bool = False
+) -> Array:
     r"""Independent Poisson counts with means ``lam`` (one per element, finite and >= 0), as
     floating-point values of ``lam``'s dtype (float32 or float64).
 
@@ -268,6 +270,11 @@ def poisson_counts(key, lam: Array, *, fixed_terms: bool | None = None) -> Array
     first are in a loop: on a GPU, XLA evaluates a data-dependent loop's predicate on the
     host, a device round trip per iteration. ``fixed_terms`` forces one form (``None``: chosen
     by platform at lowering); both draw the same counts.
+
+    ``single_part=True``: the caller knows every mean is at most :data:`SMALL_MEAN` (a
+    :class:`PoissonSource` specialised by the plan, :meth:`PoissonSource.specialised`), so
+    there is no loop over parts (the same counts, one loop less to compile and run); a mean
+    above it nevertheless gives a NaN count, which the run reports as a non-finite state.
     """
     lam = jnp.asarray(lam)
     dtype = lam.dtype if jnp.issubdtype(lam.dtype, jnp.floating) else jnp.result_type(float)
@@ -313,7 +320,17 @@ def poisson_counts(key, lam: Array, *, fixed_terms: bool | None = None) -> Array
         return lax.fori_loop(1, n_parts, lambda j, t: t + part(j, False), total)
 
     zeros = jnp.zeros_like(flat)
+    if single_part:
+
+        def loop(total):  # noqa: F811 (the one part of every mean, no loop over parts)
+            return total + part(0, True)
+
+        def single(total):  # noqa: F811
+            return total + part(0, False)
+
     counts = cpu_loop_or_single(zeros, loop, single, force_single=fixed_terms)
+    if single_part:
+        counts = jnp.where(flat > SMALL_MEAN, jnp.nan, counts)
     return counts.reshape(lam.shape)
 
 
@@ -333,6 +350,8 @@ class PoissonSource(AbstractSpikeSource):
     """
 
     rate: Float[Array, "*n"] | TimedArray
+    single_part: bool = eqx.field(static=True, default=False)
+    """Set by :meth:`specialised` only: every mean per step is at most :data:`SMALL_MEAN`."""
 
     def __init__(self, rate: ArrayLike | TimedArray):
         if isinstance(rate, TimedArray):
@@ -352,8 +371,21 @@ class PoissonSource(AbstractSpikeSource):
     def step(self, state, step, dt, key):
         rate = self.rate.at_step(step, dt) if isinstance(self.rate, TimedArray) else self.rate
         lam = jnp.asarray(rate, state.counts.dtype) * (dt * 1e-3)
-        counts = poisson_counts(key, jnp.broadcast_to(lam, state.counts.shape))
+        counts = poisson_counts(
+            key, jnp.broadcast_to(lam, state.counts.shape), single_part=self.single_part
+        )
         return PoissonState(counts), counts.astype(state.counts.dtype)
+
+    def specialised(self, dt):
+        """This source knowing that every mean count per step is at most :data:`SMALL_MEAN`
+        (so :func:`poisson_counts` needs no loop over parts), when its rates say so; else
+        itself. Called by the plan with the run's concrete rates (``dt`` in ms); the counts
+        are the same either way."""
+        rates = self.rate.values if isinstance(self.rate, TimedArray) else self.rate
+        rates = np.asarray(rates)
+        if rates.size == 0 or float(np.max(rates)) * dt * 1e-3 > SMALL_MEAN:
+            return self
+        return with_static_field(self, "single_part", True)  # a static fact, not a parameter
 
     def check_size(self, n):
         rate = self.rate.values[0] if isinstance(self.rate, TimedArray) else self.rate

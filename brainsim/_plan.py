@@ -195,6 +195,18 @@ def _merge_modules(modules: Sequence, sizes: Sequence[int]):
     return jax.tree.unflatten(treedef, leaves)
 
 
+def _specialised(model, dt: float):
+    """``model.specialised(dt)`` where the model has that hook (a spike source's static facts
+    about its current values, e.g. :meth:`PoissonSource.specialised`) and every array of it is
+    concrete: the plan is built again from the network's values for every run, so the facts
+    hold for the run that uses them. With traced values (``vmap``, ``grad``) nothing is known
+    and the model stays general."""
+    hook = getattr(model, "specialised", None)
+    if hook is None or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(model)):
+        return model
+    return hook(dt)
+
+
 def group_name(names: Sequence[str], taken: set[str]) -> str:
     """A group's name: its population's for a group of one, else the members joined by ``+``
     (made unique against the network's population names)."""
@@ -291,7 +303,7 @@ def build_plan(network, merge: bool | str = True) -> Plan:
                 members,
                 sum(sizes),
                 first.is_source,
-                _merge_modules([p.model for p in chosen], sizes),
+                _specialised(_merge_modules([p.model for p in chosen], sizes), network.dt),
                 receptors,
                 tuple(p.currents for p in chosen),
             )

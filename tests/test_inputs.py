@@ -297,3 +297,62 @@ def test_spike_generator_late_in_a_long_run():
     expected = np.zeros((n + 3, n), np.uint8)
     expected[1 + np.arange(n), np.arange(n)] = 1
     np.testing.assert_array_equal(raster, expected)
+
+
+@pytest.mark.parametrize("fixed_terms", [False, True], ids=["cpu-loop", "fixed"])
+def test_poisson_counts_single_part_draws_the_same_counts(fixed_terms):
+    """Without the loop over parts (every mean at most SMALL_MEAN, as the plan tells a
+    specialised source) the counts are the general sampler's, bit for bit, zero means
+    included; a mean above SMALL_MEAN gives NaN instead of a wrong count."""
+    from brainsim._inputs import SMALL_MEAN, poisson_counts
+
+    lam = jnp.asarray(np.concatenate([[0.0], np.geomspace(1e-4, SMALL_MEAN, 20_000)]), jnp.float32)
+    key = jax.random.key(4)
+    general = poisson_counts(key, lam, fixed_terms=fixed_terms)
+    single = poisson_counts(key, lam, fixed_terms=fixed_terms, single_part=True)
+    np.testing.assert_array_equal(np.asarray(single), np.asarray(general))
+    over = poisson_counts(key, jnp.asarray([0.5, 2 * SMALL_MEAN]), single_part=True)
+    assert np.isfinite(over[0]) and np.isnan(over[1])
+
+
+def test_poisson_source_is_specialised_by_the_plan_with_concrete_rates_only():
+    """The plan marks a Poisson group single-part when its run's rates allow it (means per
+    step at most SMALL_MEAN), not when they do not, and not when the rates are traced; the
+    spikes are the same either way, and under vmap over the rate."""
+    from brainsim._inputs import SMALL_MEAN
+
+    lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0)
+    exc = bs.Receptor(bs.ExponentialSynapse(tau=5.0), bs.CurrentBased())
+
+    def net(rate, dt=0.1):
+        return bs.Network(
+            [bs.Population("in", 20, bs.PoissonSource(rate)),
+             bs.Population("E", 5, lif, receptors={"exc": exc})],
+            [bs.Projection("in", "E", bs.connect.all_to_all(20, 5, weight=40.0), receptor="exc")],
+            dt=dt,
+        )  # fmt: skip
+
+    def source_model(plan):
+        return next(g.model for g in plan.groups if g.is_source)
+
+    assert source_model(net(800.0).plan()).single_part
+    # 200 kHz at dt = 0.1 ms: mean 20 per step, two parts.
+    assert not source_model(net(SMALL_MEAN * 2e4).plan()).single_part
+    assert not source_model(net(bs.TimedArray(np.array([5.0, 2e5]), dt=1.0)).plan()).single_part
+    flags = []  # a traced rate: nothing is known, the source stays general
+    jax.make_jaxpr(lambda r: flags.append(source_model(net(r).plan()).single_part))(800.0)
+    assert flags == [False]
+
+    key = jax.random.key(2)
+    rates = jnp.asarray([200.0, 800.0])
+    single = [bs.simulate(net(float(r)), 30.0, key=key, record=(bs.SpikeRaster(),))
+              for r in rates]  # fmt: skip
+    batched = jax.vmap(lambda r: bs.simulate(net(r), 30.0, key=key, record=(bs.SpikeRaster(),),
+                                             check=False))(rates)  # fmt: skip
+    for i, one in enumerate(single):
+        for pop in ("in", "E"):
+            t, ids = one.spikes(pop)
+            tb, ib = batched.batch(i).spikes(pop)
+            np.testing.assert_array_equal(t, tb)
+            np.testing.assert_array_equal(ids, ib)
+    assert len(single[1].spikes("E")[0]) > 0
