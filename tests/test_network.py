@@ -131,3 +131,49 @@ def test_monitor_and_result_names():
         bs.simulate(net, 1.05, key=jax.random.key(0))
     with pytest.raises(ValueError, match="`key`"):
         bs.simulate(net, 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_initial_draws_batched_equal_separate_draws(dtype, request):
+    """Populations sharing a distribution type are drawn in one vmapped call over the longest
+    population, each cut to its rows: the values are those of one call per population with
+    the documented keys (``fold_in(fold_in(split(key)[0], population), variable)``), bit for
+    bit: scalar and per-neuron parameters, different sizes, Uniform, Normal and Constant, a
+    distribution of one's own (drawn alone), and Potjans–Diesmann's eight normal draws."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from brainsim.networks import potjans_diesmann
+
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+
+    class Shifted(bs.init.AbstractInitializer):  # not prefix-stable: drawn on its own
+        shift: float = eqx.field(static=True)
+
+        def __call__(self, key, shape, dtype):
+            return jax.random.uniform(key, shape, dtype) + self.shift
+
+    lif = bs.LIF(C_m=250.0, tau_m=10.0, E_L=-70.0, V_th=-55.0, V_reset=-70.0)
+    rng = np.random.default_rng(0)
+    pops = [
+        bs.Population("A", 7, lif, initial={"v": bs.init.Normal(-65.0, 3.0)}),
+        bs.Population("B", 31, lif, initial={"v": bs.init.Normal(rng.normal(-60, 2, 31), 1.5)}),
+        bs.Population("C", 3, lif, initial={"v": bs.init.Normal(-62.0, rng.uniform(1, 2, 3))}),
+        bs.Population("D", 12, lif, initial={"v": bs.init.Uniform(-70.0, rng.uniform(-60, -55, 12))}),
+        bs.Population("E", 5, lif, initial={"v": bs.init.Uniform(-65.0, -55.0)}),
+        bs.Population("F", 4, lif, initial={"v": bs.init.Constant(rng.normal(-60, 1, 4))}),
+        bs.Population("G", 9, lif, initial={"v": bs.init.Constant(-58.0)}),
+        bs.Population("H", 6, lif, initial={"v": Shifted(-70.0)}),
+    ]
+    for net in (bs.Network(pops, dt=0.1), potjans_diesmann(scale=0.02, k_scale=0.02, seed=1)):
+        key = jax.random.key(5)
+        state = net.init(key, dtype=dtype)
+        key_init, _ = jax.random.split(key)
+        for i, p in enumerate(net.populations):
+            for j, (var, dist) in enumerate(sorted(p.initial.items())):
+                k = jax.random.fold_in(jax.random.fold_in(key_init, i), j)
+                want = jax.jit(lambda k, d=dist, n=p.size: d(k, (n,), jnp.dtype(dtype)))(k)
+                got = getattr(net.population_state(state, p.name), var)
+                assert got.dtype == jnp.dtype(dtype)
+                np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=p.name)
