@@ -273,13 +273,14 @@ class SpikeRaster(AbstractMonitor):
     def update(self, network, buffer, state_before, spikes, k):
         if buffer is None:
             return None
-        for name in self._sources(network):
-            # Summed in the spikes' floating-point type (exact while a step's excess is below
-            # 2**24 in float32, where the counts themselves stop being exact integers), then
-            # added without wrapping: an int32 sum of huge counts could come out small.
-            excess = fast_sum(jnp.maximum(spikes[name] - 255, 0))
-            buffer = saturating_add(buffer, count_as_int32(excess))
-        return buffer
+        # One sum over every recorded source (one kernel, however many sources; their spikes
+        # are slices of their groups', which XLA joins back), in the spikes' floating-point
+        # type (exact while a step's excess is below 2**24 in float32, where the counts
+        # themselves stop being exact integers), then added without wrapping: an int32 sum of
+        # huge counts could come out small.
+        sources = jnp.concatenate([jnp.ravel(spikes[n]) for n in self._sources(network)])
+        excess = fast_sum(jnp.maximum(sources - 255, 0))
+        return saturating_add(buffer, count_as_int32(excess))
 
     def overflow(self, buffer):
         return buffer
