@@ -56,7 +56,7 @@ from ._synapses.outputs import AbstractOutput
 from ._synapses.stp import TsodyksMarkram
 from ._timing import BRIAN2, Timing, check_timing, with_static_field
 from .connect import EdgeList, ProceduralEdges
-from .init import AbstractInitializer, InitialDraw, initial_values
+from .init import AbstractInitializer
 from .plasticity._base import AbstractPlasticity
 from .plasticity._network import (
     PlasticState,
@@ -581,7 +581,6 @@ class Network(eqx.Module):
     def _init(self, key, dtype) -> NetworkState:
         key_init, key_run = jax.random.split(key)
         pops, receptors, stp = {}, {}, {}
-        draws = []
         for i, p in enumerate(self.populations):
             state = p.model.init(p.size, dtype=dtype)
             for j, (var, dist) in enumerate(sorted(p.initial.items())):
@@ -594,10 +593,8 @@ class Network(eqx.Module):
                     )
                 k = jax.random.fold_in(jax.random.fold_in(key_init, i), j)
                 old = getattr(state, var)
-                draws.append(InitialDraw(p.name, var, dist, k, old.shape, old.dtype))
+                state = state._replace(**{var: dist(k, old.shape, old.dtype)})
             pops[p.name] = state
-        for draw, value in zip(draws, initial_values(draws), strict=True):
-            pops[draw.population] = pops[draw.population]._replace(**{draw.variable: value})
         layout = self.layout()
         grouped = {}
         for g, (name, members) in enumerate(layout.groups):
