@@ -313,22 +313,17 @@ def poisson_counts(
         return jnp.where(j < parts, s[0], 0)
 
     def loop(total):  # every part in one loop: one copy of the inversion in the program
+        if single_part:  # the one part of every mean: no loop over parts
+            return total + part(0, True)
         return lax.fori_loop(0, n_parts, lambda j, t: t + part(j, True), total)
 
     def single(total):  # no data-dependent loop while every mean is at most SMALL_MEAN
         total = total + part(0, False)
+        if single_part:
+            return total
         return lax.fori_loop(1, n_parts, lambda j, t: t + part(j, False), total)
 
-    zeros = jnp.zeros_like(flat)
-    if single_part:
-
-        def loop(total):  # noqa: F811 (the one part of every mean, no loop over parts)
-            return total + part(0, True)
-
-        def single(total):  # noqa: F811
-            return total + part(0, False)
-
-    counts = cpu_loop_or_single(zeros, loop, single, force_single=fixed_terms)
+    counts = cpu_loop_or_single(jnp.zeros_like(flat), loop, single, force_single=fixed_terms)
     if single_part:
         counts = jnp.where(flat > SMALL_MEAN, jnp.nan, counts)
     return counts.reshape(lam.shape)
